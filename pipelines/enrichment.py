@@ -1,0 +1,111 @@
+"""Raw update → enriched product: buy/sell prices, EUR conversion, resolved fee inputs, spread."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from pipelines.fee_config import FeeConfig
+from pipelines.money import convert_to_eur_cents, round_fraction
+from pipelines.schemas import (
+    ENRICHED_PRODUCT_SCHEMA_VERSION,
+    EnrichedMarket,
+    EnrichedProduct,
+    MarketOffer,
+    RawUpdate,
+    epoch_ms,
+)
+
+
+def buy_price(offer: MarketOffer) -> int | None:
+    """The lowest positive of Amazon's own and the lowest new offer (DESIGN §6); None if neither."""
+    candidates = [price for price in (offer["amazon"], offer["new"]) if price > 0]
+    return min(candidates) if candidates else None
+
+
+def sell_price(offer: MarketOffer) -> int | None:
+    """The buy box price including shipping, else the lowest new offer; None if neither."""
+    if offer["buy_box"] > 0:
+        return offer["buy_box"]
+    if offer["new"] > 0:
+        return offer["new"]
+    return None
+
+
+def resolve_referral_pct_x100(
+    offer: MarketOffer, product_root_category: int | None, config: FeeConfig
+) -> tuple[int, str]:
+    """Keepa's referral % for the market when positive, else the category default, else fallback."""
+    pct = offer["referral_fee_pct"]
+    if pct is not None and pct > 0:
+        return round_fraction(Fraction(str(pct)) * 100), "product"
+    category = offer["root_category"] if offer["root_category"] is not None else product_root_category
+    return config.referral_default_pct_x100(category)
+
+
+def resolve_fba_fee(offer: MarketOffer, weight_g: int | None, config: FeeConfig) -> tuple[int, str]:
+    """Keepa's pick & pack fee when present (≥ 0), else the configured weight-tier estimate."""
+    if offer["fba_fee"] is not None and offer["fba_fee"] >= 0:
+        return offer["fba_fee"], "keepa"
+    return config.fba_tier_fee(weight_g, offer["currency"]), "weight_tier"
+
+
+def enrich_market(
+    code: str, offer: MarketOffer, raw: RawUpdate, config: FeeConfig
+) -> EnrichedMarket:
+    fx = config.fx(offer["currency"])
+    buy = buy_price(offer)
+    sell = sell_price(offer)
+    referral_x100, referral_source = resolve_referral_pct_x100(offer, raw["category"]["root_id"], config)
+    fba_fee, fba_source = resolve_fba_fee(offer, raw["package"]["weight_g"], config)
+    return {
+        **offer,
+        "buy_price": buy,
+        "sell_price": sell,
+        "buy_price_eur_cents": None if buy is None else convert_to_eur_cents(buy, fx),
+        "sell_price_eur_cents": None if sell is None else convert_to_eur_cents(sell, fx),
+        "vat_pct_x100": round_fraction(config.vat_pct[code] * 100),
+        "fx_eur_per_unit": _decimal_text(fx),
+        "referral_pct_x100": referral_x100,
+        "referral_pct_source": referral_source,  # type: ignore[typeddict-item]
+        "fba_fee_resolved": fba_fee,
+        "fba_fee_source": fba_source,  # type: ignore[typeddict-item]
+    }
+
+
+def enrich(raw: RawUpdate, config: FeeConfig) -> EnrichedProduct:
+    """Deterministic: the same raw update and config always give the same enriched product."""
+    markets = {code: enrich_market(code, offer, raw, config) for code, offer in sorted(raw["markets"].items())}
+    # Ties go to the alphabetically first market (markets are sorted), so the result is stable.
+    cheapest: tuple[int, str] | None = None
+    dearest: tuple[int, str] | None = None
+    for code, market in markets.items():
+        buy_eur, sell_eur = market["buy_price_eur_cents"], market["sell_price_eur_cents"]
+        if buy_eur is not None and (cheapest is None or buy_eur < cheapest[0]):
+            cheapest = (buy_eur, code)
+        if sell_eur is not None and (dearest is None or sell_eur > dearest[0]):
+            dearest = (sell_eur, code)
+    return {
+        "schema_version": ENRICHED_PRODUCT_SCHEMA_VERSION,
+        "asin": raw["asin"],
+        "title": raw["title"],
+        "domain_id": raw["domain_id"],
+        "category": raw["category"],
+        "package": raw["package"],
+        "markets": markets,
+        "cheapest_market": cheapest[1] if cheapest else None,
+        "dearest_market": dearest[1] if dearest else None,
+        "spread_eur_cents": dearest[0] - cheapest[0] if cheapest and dearest else None,
+        "fx_rates_date": config.fx_date,
+        "source": raw["source"],
+        "source_timestamp": raw["timestamp"],
+        "source_timestamp_ms": epoch_ms(raw["timestamp"]),
+    }
+
+
+def _decimal_text(value: Fraction) -> str:
+    """An exact decimal rendering of a rate read from the config (which has ≤ 6 places)."""
+    scaled = value * 10**6
+    if scaled.denominator != 1:
+        return str(value)
+    text = f"{scaled.numerator // 10**6}.{scaled.numerator % 10**6:06d}".rstrip("0")
+    return text.rstrip(".") if text.endswith(".") else text

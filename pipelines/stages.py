@@ -1,0 +1,122 @@
+"""What each stage does to a batch of records, without any I/O.
+
+The runner (resources/stage_runner.py) reads the records from Kafka and writes what these
+functions return to Elasticsearch and Kafka. Keeping this pure lets tests and benchmarks call it
+directly and guarantees a poison record only ever becomes a ``Rejected`` entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipelines.enrichment import enrich
+from pipelines.fee_config import FeeConfig
+from pipelines.fee_model import detect_alerts
+from pipelines.schemas import (
+    Alert,
+    EnrichedProduct,
+    SchemaError,
+    parse_enriched_product,
+    parse_raw_update,
+)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    record: SourceRecord
+    reason: str
+
+
+@dataclass
+class EnrichmentBatch:
+    products: list[tuple[SourceRecord, EnrichedProduct]]
+    rejected: list[Rejected]
+
+
+@dataclass
+class ArbitrageBatch:
+    products: list[tuple[SourceRecord, EnrichedProduct]]
+    alerts: list[tuple[SourceRecord, Alert]]
+    rejected: list[Rejected]
+
+
+def _key_mismatch(record: SourceRecord, asin: str) -> str | None:
+    if record.key is not None and record.key != asin.encode():
+        shown = record.key[:40].decode("utf-8", "replace")
+        return f"the message key {shown!r} differs from its asin {asin!r}; keys must be the ASIN"
+    return None
+
+
+def enrich_records(records: Sequence[SourceRecord], config: FeeConfig) -> EnrichmentBatch:
+    batch = EnrichmentBatch([], [])
+    for record in records:
+        try:
+            raw = parse_raw_update(record.value)
+            mismatch = _key_mismatch(record, raw["asin"])
+            if mismatch:
+                raise SchemaError(mismatch)
+            batch.products.append((record, enrich(raw, config)))
+        except SchemaError as exc:
+            batch.rejected.append(Rejected(record, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a poison record must never stop the partition
+            batch.rejected.append(Rejected(record, f"enrichment failed unexpectedly: {exc!r}"))
+    return batch
+
+
+def arbitrage_records(
+    records: Sequence[SourceRecord], config: FeeConfig, detected_at: str
+) -> ArbitrageBatch:
+    """Parse enriched products and detect alerts, unique by alert id within the batch."""
+    batch = ArbitrageBatch([], [], [])
+    for record in records:
+        try:
+            product = parse_enriched_product(record.value)
+            mismatch = _key_mismatch(record, product["asin"])
+            if mismatch:
+                raise SchemaError(mismatch)
+            batch.products.append((record, product))
+        except SchemaError as exc:
+            batch.rejected.append(Rejected(record, str(exc)))
+    if not batch.products:
+        return batch
+    products = [product for _, product in batch.products]
+    try:
+        alerts = detect_alerts(products, config, detected_at)
+    except Exception:  # noqa: BLE001 - isolate the poison record by evaluating one at a time
+        return _arbitrage_one_by_one(batch, config, detected_at)
+    source_of = {product["asin"]: record for record, product in batch.products}
+    seen: set[str] = set()
+    for alert in alerts:
+        if alert["alert_id"] not in seen:
+            seen.add(alert["alert_id"])
+            batch.alerts.append((source_of[alert["asin"]], alert))
+    return batch
+
+
+def _arbitrage_one_by_one(batch: ArbitrageBatch, config: FeeConfig, detected_at: str) -> ArbitrageBatch:
+    kept: list[tuple[SourceRecord, EnrichedProduct]] = []
+    seen: set[str] = set()
+    for record, product in batch.products:
+        try:
+            alerts = detect_alerts([product], config, detected_at)
+        except Exception as exc:  # noqa: BLE001
+            batch.rejected.append(Rejected(record, f"the fee model could not evaluate it: {exc!r}"))
+            continue
+        kept.append((record, product))
+        for alert in alerts:
+            if alert["alert_id"] not in seen:
+                seen.add(alert["alert_id"])
+                batch.alerts.append((record, alert))
+    batch.products = kept
+    return batch

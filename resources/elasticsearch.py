@@ -1,0 +1,273 @@
+"""Elasticsearch resource: client, index templates, idempotent bulk writes with retries."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import elastic_transport
+from elasticsearch import Elasticsearch
+from pydantic import Field, PrivateAttr
+
+from pipelines.markets import MARKETPLACES
+from pipelines.topics import ALERTS_INDEX, PRODUCTS_INDEX
+
+DEFAULT_URL = "http://127.0.0.1:9200"
+SERVICES_HINT = "start the local services with `make services-up` (or `docker compose up -d elasticsearch`)"
+
+log = logging.getLogger(__name__)
+
+
+class ElasticsearchUnavailableError(RuntimeError):
+    """Elasticsearch did not answer or kept refusing writes; nothing was committed."""
+
+
+def _market_mapping() -> dict[str, Any]:
+    return {
+        "properties": {
+            "domain_id": {"type": "integer"},
+            "currency": {"type": "keyword"},
+            "buy_box": {"type": "long"},
+            "amazon": {"type": "long"},
+            "new": {"type": "long"},
+            "sales_rank": {"type": "long"},
+            "offer_count_new": {"type": "integer"},
+            # Keepa's raw value as sent (may be fractional); the resolved integer is below.
+            "referral_fee_pct": {"type": "keyword"},
+            "fba_fee": {"type": "long"},
+            "root_category": {"type": "long"},
+            "last_update": {"type": "date"},
+            "buy_price": {"type": "long"},
+            "sell_price": {"type": "long"},
+            "buy_price_eur_cents": {"type": "long"},
+            "sell_price_eur_cents": {"type": "long"},
+            "vat_pct_x100": {"type": "integer"},
+            "fx_eur_per_unit": {"type": "keyword"},
+            "referral_pct_x100": {"type": "integer"},
+            "referral_pct_source": {"type": "keyword"},
+            "fba_fee_resolved": {"type": "long"},
+            "fba_fee_source": {"type": "keyword"},
+        }
+    }
+
+
+PACKAGE_MAPPING = {
+    "properties": {
+        "weight_g": {"type": "integer"},
+        "length_mm": {"type": "integer"},
+        "width_mm": {"type": "integer"},
+        "height_mm": {"type": "integer"},
+    }
+}
+
+PRODUCTS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "schema_version": {"type": "integer"},
+        "asin": {"type": "keyword"},
+        "title": {"type": "text"},
+        "domain_id": {"type": "integer"},
+        "category": {"properties": {"root_id": {"type": "long"}, "name": {"type": "keyword"}}},
+        "package": PACKAGE_MAPPING,
+        "markets": {"properties": {code: _market_mapping() for code in MARKETPLACES}},
+        "cheapest_market": {"type": "keyword"},
+        "dearest_market": {"type": "keyword"},
+        "spread_eur_cents": {"type": "long"},
+        "fx_rates_date": {"type": "date"},
+        "source": {"type": "keyword"},
+        "source_timestamp": {"type": "date"},
+        "source_timestamp_ms": {"type": "long"},
+    },
+}
+
+_PRICE = {"properties": {"amount": {"type": "long"}, "currency": {"type": "keyword"}}}
+
+ALERTS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "schema_version": {"type": "integer"},
+        "alert_id": {"type": "keyword"},
+        "asin": {"type": "keyword"},
+        "title": {"type": "text"},
+        "buy_market": {"type": "keyword"},
+        "sell_market": {"type": "keyword"},
+        "buy_price": _PRICE,
+        "sell_price": _PRICE,
+        "fx_buy_eur_per_unit": {"type": "keyword"},
+        "fx_sell_eur_per_unit": {"type": "keyword"},
+        "buy_net": {"type": "long"},
+        "sell_net": {"type": "long"},
+        "referral_fee": {"type": "long"},
+        "fba_fee": {"type": "long"},
+        "inbound_shipping": {"type": "long"},
+        "profit_eur_cents": {"type": "long"},
+        "roi": {"type": "float"},  # a ratio for sorting, never money
+        "sales_rank": {"type": "long"},
+        "fx_rates_date": {"type": "date"},
+        "fee_model_version": {"type": "keyword"},
+        "source_timestamp": {"type": "date"},
+        "detected_at": {"type": "date"},
+    },
+}
+
+INDEX_TEMPLATES: dict[str, dict[str, Any]] = {
+    PRODUCTS_INDEX: PRODUCTS_MAPPING,
+    ALERTS_INDEX: ALERTS_MAPPING,
+}
+
+
+@dataclass(frozen=True)
+class BulkOp:
+    """One write. ``create`` never overwrites; ``index`` with ``version`` uses external versioning."""
+
+    action: str  # "index" | "create"
+    index: str
+    doc_id: str
+    source: dict[str, Any]
+    version: int | None = None
+
+
+@dataclass
+class BulkOutcome:
+    written: int = 0
+    unchanged: int = 0  # version conflict: an equal or newer document is already there
+    rejected: dict[int, str] = field(default_factory=dict)  # op position → reason (→ DLQ)
+    retries: int = 0
+
+
+_RETRYABLE = {429, 500, 502, 503, 504}
+
+
+class ElasticsearchResource(dg.ConfigurableResource):
+    """Connection to the Elasticsearch cluster holding the products and alerts indices."""
+
+    url: str = Field(
+        default_factory=lambda: os.environ.get("ELASTICSEARCH_URL", DEFAULT_URL),
+        description="Base URL of Elasticsearch (env ELASTICSEARCH_URL).",
+    )
+    request_timeout_s: float = Field(default=30.0, description="Per-request timeout.")
+    max_retries: int = Field(default=6, description="Attempts for bulk items answered 429/5xx.")
+    backoff_base_s: float = Field(default=0.2, description="First retry delay; doubles each time.")
+    backoff_cap_s: float = Field(default=5.0, description="Longest delay between retries.")
+
+    _client: Elasticsearch | None = PrivateAttr(default=None)
+
+    def client(self) -> Elasticsearch:
+        if self._client is None:
+            self._client = Elasticsearch(self.url, request_timeout=self.request_timeout_s)
+        return self._client
+
+    def health(self, wait_s: int = 5) -> dict[str, Any]:
+        """Cluster health (the integ-test build has no `GET /`); raises with a hint if down."""
+        try:
+            return dict(
+                self.client().cluster.health(wait_for_status="yellow", timeout=f"{wait_s}s")
+            )
+        except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
+            raise ElasticsearchUnavailableError(
+                f"Elasticsearch at {self.url} did not answer ({type(exc).__name__}); {SERVICES_HINT}"
+            ) from None
+
+    def ensure_indices(self) -> dict[str, str]:
+        """Put the index templates (idempotent) and create the indices if missing."""
+        self.health()
+        es = self.client()
+        outcome = {}
+        for index, mapping in INDEX_TEMPLATES.items():
+            es.indices.put_index_template(
+                name=f"arbitrage-{index}",
+                index_patterns=[index],
+                priority=500,
+                template={
+                    "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+                    "mappings": mapping,
+                },
+            )
+            if es.indices.exists(index=index):
+                outcome[index] = "exists"
+            else:
+                es.options(ignore_status=400).indices.create(index=index)
+                outcome[index] = "created"
+        return outcome
+
+    def count(self, index: str) -> int:
+        es = self.client()
+        es.indices.refresh(index=index)
+        return int(es.count(index=index)["count"])
+
+    def existing_ids(self, index: str, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        try:
+            found = self.client().mget(index=index, ids=list(ids), source=False)
+        except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
+            raise ElasticsearchUnavailableError(f"Elasticsearch at {self.url}: {exc}") from None
+        return {doc["_id"] for doc in found["docs"] if doc.get("found")}
+
+    def bulk_write(
+        self, ops: Sequence[BulkOp], sleep: Callable[[float], None] = time.sleep
+    ) -> BulkOutcome:
+        """Write all ops; retry items answered 429/5xx; report mapping rejections per op.
+
+        Version conflicts count as ``unchanged``: an equal or newer document (or an alert with
+        the same id) is already stored, which is exactly what an idempotent replay should find.
+        """
+        outcome = BulkOutcome()
+        pending = list(range(len(ops)))
+        attempt = 0
+        while pending:
+            body: list[dict[str, Any]] = []
+            for position in pending:
+                op = ops[position]
+                meta: dict[str, Any] = {"_index": op.index, "_id": op.doc_id}
+                if op.version is not None:
+                    meta["version"] = op.version
+                    meta["version_type"] = "external"
+                body.append({op.action: meta})
+                body.append(op.source)
+            try:
+                response = self.client().bulk(
+                    operations=body,
+                    filter_path="errors,items.*.status,items.*.error.type,items.*.error.reason",
+                )
+            except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
+                raise ElasticsearchUnavailableError(
+                    f"Elasticsearch at {self.url} did not answer a bulk request "
+                    f"({type(exc).__name__}); offsets were not committed. {SERVICES_HINT}"
+                ) from None
+            retry: list[int] = []
+            items = response.get("items", [])
+            for position, item in zip(pending, items, strict=True):
+                result = next(iter(item.values()))
+                status = result["status"]
+                if status < 300:
+                    outcome.written += 1
+                elif status == 409:
+                    outcome.unchanged += 1
+                elif status in _RETRYABLE:
+                    retry.append(position)
+                else:
+                    error = result.get("error", {})
+                    outcome.rejected[position] = (
+                        f"Elasticsearch rejected the document (HTTP {status} {error.get('type')}: "
+                        f"{error.get('reason')})"
+                    )
+            if not retry:
+                break
+            attempt += 1
+            if attempt >= self.max_retries:
+                raise ElasticsearchUnavailableError(
+                    f"{len(retry)} bulk items still answered 429/5xx after {attempt} attempts; "
+                    "offsets were not committed"
+                )
+            delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1))
+            log.warning("retrying %d bulk items in %.1fs (attempt %d)", len(retry), delay, attempt)
+            outcome.retries += len(retry)
+            sleep(delay)
+            pending = retry
+        return outcome

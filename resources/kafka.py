@@ -1,0 +1,291 @@
+"""Kafka resource: delivery-checked producer, consumer factory, topic provisioning, lag."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from pydantic import Field
+
+from pipelines.topics import MAX_MESSAGE_BYTES, PARTITIONS, TOPICS, TopicSpec
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+SERVICES_HINT = "start the local services with `make services-up` (or `docker compose up -d kafka`)"
+
+
+class KafkaUnavailableError(RuntimeError):
+    """The broker did not answer; the message names the address and how to start it."""
+
+
+class DeliveryError(RuntimeError):
+    """At least one produced message was not acknowledged by the broker."""
+
+
+@dataclass
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None  # None: the group has no offset here yet
+    low_watermark: int
+    high_watermark: int
+
+    @property
+    def start_offset(self) -> int:
+        """Where the group resumes: its committed offset, else the oldest retained message."""
+        if self.committed is None or self.committed < self.low_watermark:
+            return self.low_watermark
+        return self.committed
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.high_watermark - self.start_offset)
+
+
+@dataclass
+class DeliveryReport:
+    """What a producer session wrote: counts and the offset range per (topic, partition)."""
+
+    delivered: int = 0
+    delivered_by_topic: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    offsets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+
+    def record(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            key = msg.key().decode("utf-8", "replace") if msg.key() else None
+            self.failures.append(f"{msg.topic()} key={key}: {err.str()}")
+            return
+        self.delivered += 1
+        self.delivered_by_topic[msg.topic()] = self.delivered_by_topic.get(msg.topic(), 0) + 1
+        slot = (msg.topic(), msg.partition())
+        low, high = self.offsets.get(slot, (msg.offset(), msg.offset()))
+        self.offsets[slot] = (min(low, msg.offset()), max(high, msg.offset()))
+
+    def per_partition(self, topic: str) -> dict[int, tuple[int, int]]:
+        return {p: span for (t, p), span in sorted(self.offsets.items()) if t == topic}
+
+    def merge(self, other: DeliveryReport) -> None:
+        """Fold another session's report into this one (a run spans many batches)."""
+        self.delivered += other.delivered
+        for topic, count in other.delivered_by_topic.items():
+            self.delivered_by_topic[topic] = self.delivered_by_topic.get(topic, 0) + count
+        self.failures += other.failures
+        for slot, (low, high) in other.offsets.items():
+            old_low, old_high = self.offsets.get(slot, (low, high))
+            self.offsets[slot] = (min(low, old_low), max(high, old_high))
+
+
+class CheckedProducer:
+    """An idempotent producer whose every delivery report is checked before ``flush`` returns."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer(config)
+        self.report = DeliveryReport()
+        self._pending = 0
+
+    def produce(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, key=key, value=value, on_delivery=self._on_delivery)
+                self._pending += 1
+                break
+            except BufferError:
+                # The local queue is full: serve delivery callbacks to make room, then retry.
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        self._pending -= 1
+        self.report.record(err, msg)
+
+    def flush(self, timeout_s: float = 60.0) -> DeliveryReport:
+        """Wait for every outstanding message; raise unless all were acknowledged."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise DeliveryError(f"{remaining} messages were still unacknowledged after {timeout_s:.0f}s")
+        if self.report.failures:
+            shown = "; ".join(self.report.failures[:3])
+            raise DeliveryError(f"{len(self.report.failures)} messages were not delivered: {shown}")
+        return self.report
+
+
+class KafkaResource(dg.ConfigurableResource):
+    """Connection to the Kafka cluster carrying the pipeline's topics."""
+
+    bootstrap_servers: str = Field(
+        default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP),
+        description="Comma-separated host:port list (env KAFKA_BOOTSTRAP_SERVERS).",
+    )
+    replication_factor: int = Field(
+        default_factory=lambda: int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1")),
+        description="Replication factor for topics created by the pipeline (env KAFKA_REPLICATION_FACTOR).",
+    )
+    client_id: str = Field(default="arbitrage", description="Client id reported to the broker.")
+    timeout_s: float = Field(default=10.0, description="Timeout for admin and metadata requests.")
+
+    # ------------------------------------------------------------------ clients
+
+    def producer_config(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "batch.size": 512 * 1024,
+            "message.max.bytes": MAX_MESSAGE_BYTES,
+            "queue.buffering.max.messages": 500_000,
+        }
+
+    @contextmanager
+    def producer(self) -> Iterator[CheckedProducer]:
+        """A producer for one unit of work; flushed and checked when the block ends normally."""
+        checked = CheckedProducer(self.producer_config())
+        yield checked
+        checked.flush()
+
+    def consumer(self, group_id: str, **overrides: Any) -> Consumer:
+        """A consumer that never commits on its own: stages commit after downstream acks."""
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "fetch.max.bytes": 4 * MAX_MESSAGE_BYTES,
+            "max.partition.fetch.bytes": 2 * 1024 * 1024,
+            **overrides,
+        }
+        return Consumer(config)
+
+    def admin(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id})
+
+    # ------------------------------------------------------------------ health and topics
+
+    def check_reachable(self) -> list[str]:
+        """Topic names on the cluster; raises KafkaUnavailableError with a hint if unreachable."""
+        try:
+            metadata = self.admin().list_topics(timeout=self.timeout_s)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(
+                f"Kafka at {self.bootstrap_servers} did not answer ({exc}); {SERVICES_HINT}"
+            ) from None
+        return sorted(metadata.topics)
+
+    def ensure_topics(self, specs: tuple[TopicSpec, ...] = TOPICS) -> dict[str, str]:
+        """Create missing topics (3 partitions, 7-day retention); report 'created' or 'exists'."""
+        existing = set(self.check_reachable())
+        admin = self.admin()
+        outcome = {spec.name: "exists" for spec in specs if spec.name in existing}
+        missing = [
+            NewTopic(spec.name, PARTITIONS, self.replication_factor, config=spec.config())
+            for spec in specs
+            if spec.name not in existing
+        ]
+        if missing:
+            for name, future in admin.create_topics(missing, request_timeout=self.timeout_s).items():
+                try:
+                    future.result()
+                    outcome[name] = "created"
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise
+                    outcome[name] = "exists"
+        return outcome
+
+    def describe_topics(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Partition count and the retention/max-size settings of each topic."""
+        from confluent_kafka.admin import ConfigResource, ResourceType
+
+        metadata = self.admin().list_topics(timeout=self.timeout_s)
+        resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+        described: dict[str, dict[str, Any]] = {}
+        for resource, future in self.admin().describe_configs(resources).items():
+            entries = future.result()
+            described[resource.name] = {
+                "partitions": len(metadata.topics[resource.name].partitions),
+                "retention.ms": int(entries["retention.ms"].value),
+                "max.message.bytes": int(entries["max.message.bytes"].value),
+            }
+        return described
+
+    # ------------------------------------------------------------------ offsets and lag
+
+    def partitions(self, topic: str) -> list[int]:
+        metadata = self.admin().list_topics(topic, timeout=self.timeout_s)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            raise KafkaUnavailableError(
+                f"topic {topic} does not exist on {self.bootstrap_servers}; "
+                "create the topics with `make topics` (the pipeline also creates them at start)"
+            )
+        return sorted(metadata.topics[topic].partitions)
+
+    def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
+        """(low, high) offsets per partition, from the broker (ListOffsets; no message bodies)."""
+        admin = self.admin()
+        parts = self.partitions(topic)
+        lows = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.earliest() for p in parts},
+                                  request_timeout=self.timeout_s)
+        highs = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in parts},
+                                   request_timeout=self.timeout_s)
+        low_by_p = {tp.partition: f.result().offset for tp, f in lows.items()}
+        high_by_p = {tp.partition: f.result().offset for tp, f in highs.items()}
+        return {p: (low_by_p[p], high_by_p[p]) for p in parts}
+
+    def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
+        """Per partition, the first offset whose timestamp is ≥ timestamp_ms (high watermark if none)."""
+        admin = self.admin()
+        parts = self.partitions(topic)
+        futures = admin.list_offsets(
+            {TopicPartition(topic, p): OffsetSpec.for_timestamp(timestamp_ms) for p in parts},
+            request_timeout=self.timeout_s,
+        )
+        found = {tp.partition: f.result().offset for tp, f in futures.items()}
+        highs = self.watermarks(topic)
+        # -1 means "no message at or after that time": the window ends at the high watermark.
+        return {p: found[p] if found[p] >= 0 else highs[p][1] for p in parts}
+
+    def committed_offsets(self, group_id: str, topic: str) -> dict[int, int | None]:
+        parts = self.partitions(topic)
+        request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(topic, p) for p in parts])
+        futures = self.admin().list_consumer_group_offsets([request], request_timeout=self.timeout_s)
+        result = next(iter(futures.values())).result()
+        return {
+            tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result.topic_partitions
+        }
+
+    def lag(self, group_id: str, topic: str) -> list[PartitionLag]:
+        """Per partition: the group's committed offset, the watermarks, and the lag between."""
+        committed = self.committed_offsets(group_id, topic)
+        return [
+            PartitionLag(topic, p, committed.get(p), low, high)
+            for p, (low, high) in sorted(self.watermarks(topic).items())
+        ]
+
+    def commit(self, group_id: str, topic: str, offsets: dict[int, int]) -> None:
+        """Commit next-offsets for a group without joining it (used by stage runs and tests)."""
+        consumer = self.consumer(group_id)
+        try:
+            consumer.commit(
+                offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
+            )
+        finally:
+            consumer.close()
