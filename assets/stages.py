@@ -7,7 +7,6 @@ reads exactly the source messages whose Kafka timestamps fall in that hour, unde
 consumer group, so the live group's offsets never move.
 """
 
-
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,7 +57,9 @@ class StageRunConfig(dg.Config):
         description="Offset ranges to process. Empty: drain every partition from the committed "
         "offset up to the high watermark seen at start.",
     )
-    batch_size: int = Field(default=5000, description="Records read, written and committed together.")
+    batch_size: int = Field(
+        default=5000, description="Records read, written and committed together."
+    )
     max_records_per_partition: int | None = Field(
         default=None, description="When draining, stop each partition after this many records."
     )
@@ -78,7 +79,9 @@ def _ranges_for_run(
         ends = kafka.offsets_for_time(source_topic, int(window.end.timestamp() * 1000))
         group = f"{topics.REPLAY_GROUP_PREFIX}{LIVE_GROUP[stage]}"
         ranges = [PartitionRange(p, starts[p], ends[p]) for p in sorted(starts)]
-        context.log.info(f"replaying {source_topic} {window.start} – {window.end} under group {group}")
+        context.log.info(
+            f"replaying {source_topic} {window.start} – {window.end} under group {group}"
+        )
         return group, ranges
     group = LIVE_GROUP[stage]
     if config.offset_ranges:
@@ -141,7 +144,12 @@ def _run_stage(
         f"under group {group}"
     )
     runner = StageRunner(
-        stage, kafka, elasticsearch, fee_model.load(), batch_size=config.batch_size, logger=context.log
+        stage,
+        kafka,
+        elasticsearch,
+        fee_model.load(),
+        batch_size=config.batch_size,
+        logger=context.log,
     )
     stats = runner.run(group, planned)
     return stats, group, planned
@@ -209,7 +217,8 @@ def enrichment_stage(
         },
     )
     yield dg.MaterializeResult(
-        asset_key=RAW_UPDATES_DLQ, metadata={**common, **_dlq_metadata(stats, topics.RAW_UPDATES_DLQ)}
+        asset_key=RAW_UPDATES_DLQ,
+        metadata={**common, **_dlq_metadata(stats, topics.RAW_UPDATES_DLQ)},
     )
 
 

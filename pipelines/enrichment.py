@@ -38,7 +38,9 @@ def resolve_referral_pct_x100(
     pct = offer["referral_fee_pct"]
     if pct is not None and pct > 0:
         return round_fraction(Fraction(str(pct)) * 100), "product"
-    category = offer["root_category"] if offer["root_category"] is not None else product_root_category
+    category = (
+        offer["root_category"] if offer["root_category"] is not None else product_root_category
+    )
     return config.referral_default_pct_x100(category)
 
 
@@ -55,7 +57,9 @@ def enrich_market(
     fx = config.fx(offer["currency"])
     buy = buy_price(offer)
     sell = sell_price(offer)
-    referral_x100, referral_source = resolve_referral_pct_x100(offer, raw["category"]["root_id"], config)
+    referral_x100, referral_source = resolve_referral_pct_x100(
+        offer, raw["category"]["root_id"], config
+    )
     fba_fee, fba_source = resolve_fba_fee(offer, raw["package"]["weight_g"], config)
     return {
         **offer,
@@ -74,7 +78,10 @@ def enrich_market(
 
 def enrich(raw: RawUpdate, config: FeeConfig) -> EnrichedProduct:
     """Deterministic: the same raw update and config always give the same enriched product."""
-    markets = {code: enrich_market(code, offer, raw, config) for code, offer in sorted(raw["markets"].items())}
+    markets = {
+        code: enrich_market(code, offer, raw, config)
+        for code, offer in sorted(raw["markets"].items())
+    }
     # Ties go to the alphabetically first market (markets are sorted), so the result is stable.
     cheapest: tuple[int, str] | None = None
     dearest: tuple[int, str] | None = None

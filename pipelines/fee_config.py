@@ -122,12 +122,14 @@ def _build(data: dict[str, Any], where: str) -> FeeConfig:
         for currency, rate in fx["eur_per_unit"].items()
     }
     if eur_per_unit.get("EUR") != 1:
-        raise FeeConfigError(f"{where}: fx.eur_per_unit.EUR must be \"1\" (EUR is the base currency)")
+        raise FeeConfigError(f'{where}: fx.eur_per_unit.EUR must be "1" (EUR is the base currency)')
     needed_currencies = {m.currency for m in MARKETPLACES.values()}
     missing_fx = needed_currencies - set(eur_per_unit)
     if missing_fx:
         raise FeeConfigError(f"{where}: fx.eur_per_unit lacks {', '.join(sorted(missing_fx))}")
-    vat = {code: Fraction(_decimal(pct, f"vat_pct.{code}", 2)) for code, pct in data["vat_pct"].items()}
+    vat = {
+        code: Fraction(_decimal(pct, f"vat_pct.{code}", 2)) for code, pct in data["vat_pct"].items()
+    }
     missing_vat = set(MARKETPLACES) - set(vat)
     if missing_vat:
         raise FeeConfigError(f"{where}: vat_pct lacks {', '.join(sorted(missing_vat))}")
@@ -137,7 +139,9 @@ def _build(data: dict[str, Any], where: str) -> FeeConfig:
         fees = {c: _int(tier, c, f"fba.weight_tiers[{index}]") for c in sorted(needed_currencies)}
         tiers.append(WeightTier(_int(tier, "max_weight_g", f"fba.weight_tiers[{index}]"), fees))
     if not tiers or [t.max_weight_g for t in tiers] != sorted({t.max_weight_g for t in tiers}):
-        raise FeeConfigError(f"{where}: fba.weight_tiers must be non-empty and ascending by max_weight_g")
+        raise FeeConfigError(
+            f"{where}: fba.weight_tiers must be non-empty and ascending by max_weight_g"
+        )
     inbound = data["inbound"]
     thresholds = data["thresholds"]
     return FeeConfig(

@@ -179,7 +179,8 @@ def detect_alerts(
         return []
     routes = evaluate_routes(market_matrix(products, config), config)
     hits = routes[routes["qualifies"]].sort_values(
-        ["row", "profit_eur_cents", "buy_market", "sell_market"], ascending=[True, False, True, True]
+        ["row", "profit_eur_cents", "buy_market", "sell_market"],
+        ascending=[True, False, True, True],
     )
     alerts: list[Alert] = []
     for hit in hits.itertuples(index=False):
@@ -243,18 +244,27 @@ def evaluate_route(
         return None
     buy_side = product["markets"].get(buy_market)
     sell_side = product["markets"].get(sell_market)
-    if buy_side is None or sell_side is None or not buy_side["buy_price"] or not sell_side["sell_price"]:
+    if (
+        buy_side is None
+        or sell_side is None
+        or not buy_side["buy_price"]
+        or not sell_side["sell_price"]
+    ):
         return None
     fx_buy = config.fx(MARKETPLACES[buy_market].currency)
     fx_sell = config.fx(MARKETPLACES[sell_market].currency)
     sell_eur = sell_side["sell_price"] * fx_sell
-    buy_net = round_fraction(buy_side["buy_price"] * fx_buy / (1 + config.vat_pct[buy_market] / 100))
+    buy_net = round_fraction(
+        buy_side["buy_price"] * fx_buy / (1 + config.vat_pct[buy_market] / 100)
+    )
     sell_net = round_fraction(sell_eur / (1 + config.vat_pct[sell_market] / 100))
     referral_fee = round_fraction(sell_eur * Fraction(sell_side["referral_pct_x100"], 100) / 100)
     fba_fee = round_fraction(sell_side["fba_fee_resolved"] * fx_sell)
     weight_g = product["package"]["weight_g"]
     weight_kg = Fraction(config.default_weight_g if weight_g is None else weight_g, 1000)
-    inbound = max(config.inbound_min_eur_cents, round_fraction(config.inbound_per_kg_eur_cents * weight_kg))
+    inbound = max(
+        config.inbound_min_eur_cents, round_fraction(config.inbound_per_kg_eur_cents * weight_kg)
+    )
     profit = sell_net - referral_fee - fba_fee - inbound - buy_net
     rank = sell_side["sales_rank"]
     ok = (

@@ -157,7 +157,9 @@ def utc_now_iso() -> str:
 
 def format_utc(moment: datetime) -> str:
     """ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_utc(text: str) -> datetime:
@@ -205,7 +207,9 @@ def _price(value: Any, path: str) -> int:
     if type(value) is not int:
         raise _fail(path, "an integer price in minor units (cents/pence), or -1/-2 for none", value)
     if value < PRICE_NOT_SET:
-        raise _fail(path, "a price ≥ -2 (-1 = no offer, -2 = not set); negative prices are invalid", value)
+        raise _fail(
+            path, "a price ≥ -2 (-1 = no offer, -2 = not set); negative prices are invalid", value
+        )
     if value > MAX_PRICE_MINOR:
         raise _fail(path, f"a plausible price ≤ {MAX_PRICE_MINOR} minor units", value)
     return value
@@ -256,20 +260,27 @@ def _schema_version(obj: dict[str, Any], expected: int, kind: str) -> None:
 def decode_json_object(raw: bytes | None, kind: str) -> dict[str, Any]:
     """Bytes off a topic → a JSON object, with size and syntax checks."""
     if raw is None:
-        raise SchemaError(f"the {kind} message has no value (a tombstone); producers must send JSON")
+        raise SchemaError(
+            f"the {kind} message has no value (a tombstone); producers must send JSON"
+        )
     if len(raw) > MAX_MESSAGE_BYTES:
         raise SchemaError(
             f"the {kind} message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES} bytes, "
             "so it was not parsed"
         )
     try:
-        obj = json.loads(raw)
+        # Decode explicitly: json.loads(bytes) would also accept UTF-16/32, which we do not.
+        obj = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise SchemaError(f"the {kind} message is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise SchemaError(f"the {kind} message is not valid JSON ({exc.msg} at character {exc.pos})") from None
+        raise SchemaError(
+            f"the {kind} message is not valid JSON ({exc.msg} at character {exc.pos})"
+        ) from None
     if not isinstance(obj, dict):
-        raise SchemaError(f"the {kind} message must be a JSON object, but it is a {type(obj).__name__}")
+        raise SchemaError(
+            f"the {kind} message must be a JSON object, but it is a {type(obj).__name__}"
+        )
     return obj
 
 
@@ -281,15 +292,21 @@ def _market_offer(code: str, obj: Any) -> MarketOffer:
     if not isinstance(obj, dict):
         raise _fail(path[:-1], "an object", obj)
     market = MARKETPLACES[code]
-    domain_id = _int(_require(obj, "domain_id", path), path + "domain_id", 1, 100, "Keepa domain id")
+    domain_id = _int(
+        _require(obj, "domain_id", path), path + "domain_id", 1, 100, "Keepa domain id"
+    )
     if domain_id != market.keepa_domain_id:
-        raise _fail(path + "domain_id", f"{market.keepa_domain_id}, the Keepa domain of {code}", domain_id)
+        raise _fail(
+            path + "domain_id", f"{market.keepa_domain_id}, the Keepa domain of {code}", domain_id
+        )
     currency = _require(obj, "currency", path)
     if currency != market.currency:
         raise _fail(path + "currency", f"{market.currency!r}, the currency of {code}", currency)
     referral = obj.get("referral_fee_pct")
     if referral is not None and (
-        isinstance(referral, bool) or not isinstance(referral, int | float) or not 0 <= referral <= 100
+        isinstance(referral, bool)
+        or not isinstance(referral, int | float)
+        or not 0 <= referral <= 100
     ):
         raise _fail(path + "referral_fee_pct", "a percentage between 0 and 100, or null", referral)
     last_update = obj.get("last_update")
@@ -299,12 +316,26 @@ def _market_offer(code: str, obj: Any) -> MarketOffer:
         "buy_box": _price(_require(obj, "buy_box", path), path + "buy_box"),
         "amazon": _price(_require(obj, "amazon", path), path + "amazon"),
         "new": _price(_require(obj, "new", path), path + "new"),
-        "sales_rank": _int(obj.get("sales_rank", -1), path + "sales_rank", -1, MAX_SALES_RANK, "sales rank, -1 unknown"),
-        "offer_count_new": _int(obj.get("offer_count_new", -1), path + "offer_count_new", -1, 100_000, "offer count"),
+        "sales_rank": _int(
+            obj.get("sales_rank", -1),
+            path + "sales_rank",
+            -1,
+            MAX_SALES_RANK,
+            "sales rank, -1 unknown",
+        ),
+        "offer_count_new": _int(
+            obj.get("offer_count_new", -1), path + "offer_count_new", -1, 100_000, "offer count"
+        ),
         "referral_fee_pct": referral,
-        "fba_fee": _optional_int(obj.get("fba_fee"), path + "fba_fee", 0, MAX_PRICE_MINOR, "fee in minor units"),
-        "root_category": _optional_int(obj.get("root_category"), path + "root_category", 0, 2**53, "category id"),
-        "last_update": None if last_update is None else _timestamp(last_update, path + "last_update"),
+        "fba_fee": _optional_int(
+            obj.get("fba_fee"), path + "fba_fee", 0, MAX_PRICE_MINOR, "fee in minor units"
+        ),
+        "root_category": _optional_int(
+            obj.get("root_category"), path + "root_category", 0, 2**53, "category id"
+        ),
+        "last_update": None
+        if last_update is None
+        else _timestamp(last_update, path + "last_update"),
     }
 
 
@@ -314,10 +345,18 @@ def _package(obj: Any) -> PackageInfo:
     if not isinstance(obj, dict):
         raise _fail("package", "an object with weight_g and dimensions in mm", obj)
     return {
-        "weight_g": _optional_int(obj.get("weight_g"), "package.weight_g", 0, MAX_WEIGHT_G, "grams"),
-        "length_mm": _optional_int(obj.get("length_mm"), "package.length_mm", 0, MAX_DIMENSION_MM, "mm"),
-        "width_mm": _optional_int(obj.get("width_mm"), "package.width_mm", 0, MAX_DIMENSION_MM, "mm"),
-        "height_mm": _optional_int(obj.get("height_mm"), "package.height_mm", 0, MAX_DIMENSION_MM, "mm"),
+        "weight_g": _optional_int(
+            obj.get("weight_g"), "package.weight_g", 0, MAX_WEIGHT_G, "grams"
+        ),
+        "length_mm": _optional_int(
+            obj.get("length_mm"), "package.length_mm", 0, MAX_DIMENSION_MM, "mm"
+        ),
+        "width_mm": _optional_int(
+            obj.get("width_mm"), "package.width_mm", 0, MAX_DIMENSION_MM, "mm"
+        ),
+        "height_mm": _optional_int(
+            obj.get("height_mm"), "package.height_mm", 0, MAX_DIMENSION_MM, "mm"
+        ),
     }
 
 
@@ -339,7 +378,10 @@ def validate_raw_update(obj: dict[str, Any]) -> RawUpdate:
     markets_in = _require(obj, "markets", "")
     if not isinstance(markets_in, dict) or not markets_in:
         raise _fail("markets", "a non-empty object keyed by marketplace code", markets_in)
-    markets = {_market_code(code, f"markets.{code}"): _market_offer(code, offer) for code, offer in markets_in.items()}
+    markets = {
+        _market_code(code, f"markets.{code}"): _market_offer(code, offer)
+        for code, offer in markets_in.items()
+    }
     prices_in = obj.get("current_prices", {})
     if not isinstance(prices_in, dict):
         raise _fail("current_prices", "an object of marketplace code → price", prices_in)
@@ -389,10 +431,30 @@ def parse_enriched_product(raw: bytes | None) -> EnrichedProduct:
         for name in ("buy_price", "sell_price"):
             value = _require(market, name, path)
             if value is not None:
-                _int(value, path + name, 1, MAX_PRICE_MINOR, "positive price in minor units, or null")
-        _int(_require(market, "fba_fee_resolved", path), path + "fba_fee_resolved", 0, MAX_PRICE_MINOR, "fee")
-        _int(_require(market, "sales_rank", path), path + "sales_rank", -1, MAX_SALES_RANK, "sales rank")
-        _int(_require(market, "referral_pct_x100", path), path + "referral_pct_x100", 0, 10_000, "hundredths of a percent")
+                _int(
+                    value, path + name, 1, MAX_PRICE_MINOR, "positive price in minor units, or null"
+                )
+        _int(
+            _require(market, "fba_fee_resolved", path),
+            path + "fba_fee_resolved",
+            0,
+            MAX_PRICE_MINOR,
+            "fee",
+        )
+        _int(
+            _require(market, "sales_rank", path),
+            path + "sales_rank",
+            -1,
+            MAX_SALES_RANK,
+            "sales rank",
+        )
+        _int(
+            _require(market, "referral_pct_x100", path),
+            path + "referral_pct_x100",
+            0,
+            10_000,
+            "hundredths of a percent",
+        )
     _package(obj.get("package"))
     return obj  # type: ignore[return-value]
 
@@ -436,5 +498,5 @@ def dlq_envelope(
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    """Serialise a message compactly; keys keep insertion order so equal messages are equal bytes."""
+    """Serialise compactly; keys keep insertion order, so equal messages are equal bytes."""
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -69,7 +69,7 @@ def enrich_records(records: Sequence[SourceRecord], config: FeeConfig) -> Enrich
             batch.products.append((record, enrich(raw, config)))
         except SchemaError as exc:
             batch.rejected.append(Rejected(record, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - a poison record must never stop the partition
+        except Exception as exc:
             batch.rejected.append(Rejected(record, f"enrichment failed unexpectedly: {exc!r}"))
     return batch
 
@@ -93,7 +93,7 @@ def arbitrage_records(
     products = [product for _, product in batch.products]
     try:
         alerts = detect_alerts(products, config, detected_at)
-    except Exception:  # noqa: BLE001 - isolate the poison record by evaluating one at a time
+    except Exception:
         return _arbitrage_one_by_one(batch, config, detected_at)
     source_of = {product["asin"]: record for record, product in batch.products}
     seen: set[str] = set()
@@ -104,13 +104,15 @@ def arbitrage_records(
     return batch
 
 
-def _arbitrage_one_by_one(batch: ArbitrageBatch, config: FeeConfig, detected_at: str) -> ArbitrageBatch:
+def _arbitrage_one_by_one(
+    batch: ArbitrageBatch, config: FeeConfig, detected_at: str
+) -> ArbitrageBatch:
     kept: list[tuple[SourceRecord, EnrichedProduct]] = []
     seen: set[str] = set()
     for record, product in batch.products:
         try:
             alerts = detect_alerts([product], config, detected_at)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             batch.rejected.append(Rejected(record, f"the fee model could not evaluate it: {exc!r}"))
             continue
         kept.append((record, product))

@@ -42,7 +42,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PRODUCTS_ENRICHED, "Validated, enriched products keyed by ASIN."),
     TopicSpec(ARBITRAGE_ALERTS, "Profitable buy→sell routes after fees, keyed by ASIN."),
     TopicSpec(RAW_UPDATES_DLQ, "Raw updates the enrichment stage could not use, with the reason."),
-    TopicSpec(PRODUCTS_ENRICHED_DLQ, "Enriched products the arbitrage stage could not use, with the reason."),
+    TopicSpec(
+        PRODUCTS_ENRICHED_DLQ,
+        "Enriched products the arbitrage stage could not use, with the reason.",
+    ),
 )
 
 DLQ_FOR = {RAW_UPDATES: RAW_UPDATES_DLQ, PRODUCTS_ENRICHED: PRODUCTS_ENRICHED_DLQ}

@@ -18,7 +18,9 @@ from pipelines.markets import MARKETPLACES
 from pipelines.topics import ALERTS_INDEX, PRODUCTS_INDEX
 
 DEFAULT_URL = "http://127.0.0.1:9200"
-SERVICES_HINT = "start the local services with `make services-up` (or `docker compose up -d elasticsearch`)"
+SERVICES_HINT = (
+    "start the local services with `make services-up` (or `docker compose up -d elasticsearch`)"
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ INDEX_TEMPLATES: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class BulkOp:
-    """One write. ``create`` never overwrites; ``index`` with ``version`` uses external versioning."""
+    """One write: ``create`` never overwrites; ``index`` + ``version`` is externally versioned."""
 
     action: str  # "index" | "create"
     index: str
@@ -170,7 +172,8 @@ class ElasticsearchResource(dg.ConfigurableResource):
             )
         except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
             raise ElasticsearchUnavailableError(
-                f"Elasticsearch at {self.url} did not answer ({type(exc).__name__}); {SERVICES_HINT}"
+                f"Elasticsearch at {self.url} did not answer ({type(exc).__name__}); "
+                f"{SERVICES_HINT}"
             ) from None
 
     def ensure_indices(self) -> dict[str, str]:
@@ -184,7 +187,11 @@ class ElasticsearchResource(dg.ConfigurableResource):
                 index_patterns=[index],
                 priority=500,
                 template={
-                    "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+                    "settings": {
+                        "number_of_shards": 1,
+                        "number_of_replicas": 0,
+                        "refresh_interval": "1s",
+                    },
                     "mappings": mapping,
                 },
             )

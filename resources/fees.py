@@ -15,7 +15,7 @@ class FeeModelResource(dg.ConfigurableResource):
 
     fees_file: str = Field(
         default_factory=lambda: os.environ.get(FEES_FILE_ENV, str(DEFAULT_FEES_FILE)),
-        description="Path of the fee configuration TOML (VAT, FX, referral, FBA, inbound, thresholds).",
+        description="Fee configuration TOML: VAT, FX, referral, FBA, inbound, thresholds.",
     )
 
     def load(self) -> FeeConfig:

@@ -19,7 +19,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from pipelines.topics import MAX_MESSAGE_BYTES, PARTITIONS, TOPICS, TopicSpec
 
@@ -116,7 +116,9 @@ class CheckedProducer:
         """Wait for every outstanding message; raise unless all were acknowledged."""
         remaining = self._producer.flush(timeout_s)
         if remaining:
-            raise DeliveryError(f"{remaining} messages were still unacknowledged after {timeout_s:.0f}s")
+            raise DeliveryError(
+                f"{remaining} messages were still unacknowledged after {timeout_s:.0f}s"
+            )
         if self.report.failures:
             shown = "; ".join(self.report.failures[:3])
             raise DeliveryError(f"{len(self.report.failures)} messages were not delivered: {shown}")
@@ -132,10 +134,13 @@ class KafkaResource(dg.ConfigurableResource):
     )
     replication_factor: int = Field(
         default_factory=lambda: int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1")),
-        description="Replication factor for topics created by the pipeline (env KAFKA_REPLICATION_FACTOR).",
+        description="Replication factor of topics the pipeline creates (env KAFKA_REPLICATION_FACTOR).",
     )
     client_id: str = Field(default="arbitrage", description="Client id reported to the broker.")
     timeout_s: float = Field(default=10.0, description="Timeout for admin and metadata requests.")
+
+    # One admin client per resource: futures fail if their client is garbage-collected early.
+    _admin: AdminClient | None = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ clients
 
@@ -176,7 +181,11 @@ class KafkaResource(dg.ConfigurableResource):
         return Consumer(config)
 
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id})
+        if self._admin is None:
+            self._admin = AdminClient(
+                {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
+            )
+        return self._admin
 
     # ------------------------------------------------------------------ health and topics
 
@@ -201,7 +210,9 @@ class KafkaResource(dg.ConfigurableResource):
             if spec.name not in existing
         ]
         if missing:
-            for name, future in admin.create_topics(missing, request_timeout=self.timeout_s).items():
+            for name, future in admin.create_topics(
+                missing, request_timeout=self.timeout_s
+            ).items():
                 try:
                     future.result()
                     outcome[name] = "created"
@@ -242,16 +253,20 @@ class KafkaResource(dg.ConfigurableResource):
         """(low, high) offsets per partition, from the broker (ListOffsets; no message bodies)."""
         admin = self.admin()
         parts = self.partitions(topic)
-        lows = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.earliest() for p in parts},
-                                  request_timeout=self.timeout_s)
-        highs = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in parts},
-                                   request_timeout=self.timeout_s)
+        lows = admin.list_offsets(
+            {TopicPartition(topic, p): OffsetSpec.earliest() for p in parts},
+            request_timeout=self.timeout_s,
+        )
+        highs = admin.list_offsets(
+            {TopicPartition(topic, p): OffsetSpec.latest() for p in parts},
+            request_timeout=self.timeout_s,
+        )
         low_by_p = {tp.partition: f.result().offset for tp, f in lows.items()}
         high_by_p = {tp.partition: f.result().offset for tp, f in highs.items()}
         return {p: (low_by_p[p], high_by_p[p]) for p in parts}
 
     def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
-        """Per partition, the first offset whose timestamp is ≥ timestamp_ms (high watermark if none)."""
+        """Per partition, the first offset with timestamp ≥ timestamp_ms (else the high watermark)."""
         admin = self.admin()
         parts = self.partitions(topic)
         futures = admin.list_offsets(
@@ -266,7 +281,9 @@ class KafkaResource(dg.ConfigurableResource):
     def committed_offsets(self, group_id: str, topic: str) -> dict[int, int | None]:
         parts = self.partitions(topic)
         request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(topic, p) for p in parts])
-        futures = self.admin().list_consumer_group_offsets([request], request_timeout=self.timeout_s)
+        futures = self.admin().list_consumer_group_offsets(
+            [request], request_timeout=self.timeout_s
+        )
         result = next(iter(futures.values())).result()
         return {
             tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result.topic_partitions
@@ -285,7 +302,8 @@ class KafkaResource(dg.ConfigurableResource):
         consumer = self.consumer(group_id)
         try:
             consumer.commit(
-                offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
+                offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
+                asynchronous=False,
             )
         finally:
             consumer.close()

@@ -155,18 +155,25 @@ class StageRunner:
                     _, timestamp = message.timestamp()
                     records.append(
                         SourceRecord(
-                            message.topic(), message.partition(), message.offset(),
-                            message.key(), message.value(), timestamp,
+                            message.topic(),
+                            message.partition(),
+                            message.offset(),
+                            message.key(),
+                            message.value(),
+                            timestamp,
                         )
                     )
                 if not records:
-                    position = consumer.position([TopicPartition(self.source_topic, span.partition)])[0]
+                    position = consumer.position(
+                        [TopicPartition(self.source_topic, span.partition)]
+                    )[0]
                     if position.offset >= span.end:
                         break  # the rest of the range was deleted or compacted away
                     if time.monotonic() - idle_since > self.idle_timeout_s:
                         raise RangeUnavailableError(
                             f"{self.source_topic}[{span.partition}] returned nothing for "
-                            f"{self.idle_timeout_s:.0f}s at offset {next_offset} (range ends {span.end})"
+                            f"{self.idle_timeout_s:.0f}s at offset {next_offset} "
+                            f"(range ends {span.end})"
                         )
                     continue
                 idle_since = time.monotonic()
@@ -208,8 +215,13 @@ class StageRunner:
     def _to_dlq(self, producer: CheckedProducer, item: Rejected, failed_at: str) -> None:
         record = item.record
         envelope = dlq_envelope(
-            source_topic=record.topic, partition=record.partition, offset=record.offset,
-            key=record.key, value=record.value, stage=self.stage, error=item.reason,
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            stage=self.stage,
+            error=item.reason,
             failed_at=failed_at,
         )
         producer.produce(self.dlq_topic, record.key, encode(envelope))
@@ -219,7 +231,9 @@ class StageRunner:
     ) -> list[Rejected]:
         batch = enrich_records(records, self.fees)
         ops = [
-            BulkOp("index", PRODUCTS_INDEX, product["asin"], product, product["source_timestamp_ms"])
+            BulkOp(
+                "index", PRODUCTS_INDEX, product["asin"], product, product["source_timestamp_ms"]
+            )
             for _, product in batch.products
         ]
         outcome = self.es.bulk_write(ops)
@@ -239,7 +253,9 @@ class StageRunner:
     ) -> list[Rejected]:
         batch = arbitrage_records(records, self.fees, utc_now_iso())
         known = self.es.existing_ids(ALERTS_INDEX, [alert["alert_id"] for _, alert in batch.alerts])
-        fresh = [(record, alert) for record, alert in batch.alerts if alert["alert_id"] not in known]
+        fresh = [
+            (record, alert) for record, alert in batch.alerts if alert["alert_id"] not in known
+        ]
         stats.alerts_already_known += len(batch.alerts) - len(fresh)
         # Produce before indexing: if the run dies in between, the rerun still finds the id
         # unknown and produces again (at-least-once) instead of losing the alert on the topic.

@@ -1,0 +1,57 @@
+# arbitrage — every command a person or CI needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DAGSTER_HOME
+
+.DEFAULT_GOAL := help
+.PHONY: help venv services-up services-down services-status topics demo test test-unit lint bench sample clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(PY): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(PY)
+
+venv: $(PY) ## create .venv and install the project with its dev tools
+
+services-up: $(PY) ## start local Kafka + Elasticsearch (downloads once), create topics and indices
+	$(PY) -m devservices up
+	$(VENV)/bin/arbitrage provision
+
+services-down: $(PY) ## stop local Kafka + Elasticsearch
+	$(PY) -m devservices down
+
+services-status: $(PY) ## show each local service, its address, PID and health
+	$(PY) -m devservices status
+
+topics: $(PY) ## create the pipeline's topics and indices (idempotent)
+	$(VENV)/bin/arbitrage provision
+
+demo: services-up ## run the pipeline on the bundled sample against the real services
+	$(PY) scripts/demo.py
+
+test: $(PY) ## install, start services if needed, run the whole suite, restore the machine
+	scripts/test.sh
+
+test-unit: $(PY) ## fast tests of the pure domain (no services)
+	$(PY) -m pytest tests/unit tests/devservices -q
+
+lint: $(PY) ## ruff
+	$(VENV)/bin/ruff check .
+
+bench: services-up ## benchmarks: throughput, memory, latency (prints one table)
+	$(PY) -m bench
+
+sample: $(PY) ## regenerate the bundled Keepa sample (deterministic)
+	$(PY) -m pipelines.sample_generator --products 500 --out data/sample/keepa_sample.json.gz
+
+clean: ## remove the virtualenv and local state (downloads in ~/.cache/arbitrage stay)
+	-$(PY) -m devservices down
+	rm -rf $(VENV) .devservices .dagster_home

@@ -1,0 +1,10 @@
+"""Run a real Kafka broker and Elasticsearch node locally, without Docker.
+
+Usage: ``python -m devservices up|down|status|logs|classpath``.
+"""
+
+from __future__ import annotations
+
+from devservices.errors import DevServicesError
+
+__all__ = ["DevServicesError"]

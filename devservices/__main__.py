@@ -1,0 +1,138 @@
+"""CLI: python -m devservices up|down|status|logs|classpath."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from devservices import report, service
+from devservices.elasticsearch import Elasticsearch
+from devservices.errors import DevServicesError
+from devservices.kafka import Kafka, kafka_classpath
+from devservices.process import tail
+from devservices.settings import Settings
+
+SERVICES: dict[str, type[service.Service]] = {"kafka": Kafka, "elasticsearch": Elasticsearch}
+ALIASES = {"es": "elasticsearch"}
+
+
+def _service_name(value: str) -> str:
+    name = ALIASES.get(value, value)
+    if name not in SERVICES:
+        raise argparse.ArgumentTypeError(
+            f"unknown service {value!r} (choose from {', '.join(SERVICES)})"
+        )
+    return name
+
+
+def _selected(settings: Settings, names: Sequence[str]) -> list[service.Service]:
+    chosen = list(dict.fromkeys(names)) or list(SERVICES)
+    return [SERVICES[name](settings) for name in chosen]
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    service.up(_selected(settings, args.services), settings.timeout)
+    report.log.info("all up in %.1fs", time.monotonic() - started)
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    # Reverse order: whatever was started last is stopped first.
+    for svc in reversed(_selected(settings, args.services)):
+        service.down(svc)
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    all_healthy = True
+    for svc in _selected(settings, args.services):
+        health, pid = service.health(svc)
+        all_healthy &= health == "healthy"
+        print(f"{svc.name:<14} {svc.address:<24} pid {pid or '-':<8} {health}")
+    return 0 if all_healthy else 1
+
+
+def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    svc = SERVICES[args.service](settings)
+    path = svc.main_log if svc.main_log.exists() else svc.console_log
+    if not path.exists():
+        raise DevServicesError(
+            f"no logs for {svc.name} yet (looked for {svc.main_log}); start it with "
+            f"`python -m devservices up {svc.name}`."
+        )
+    for line in tail(path, args.lines):
+        print(line)
+    if args.follow:
+        sys.stdout.flush()
+        with path.open("r", errors="replace") as fh:
+            fh.seek(0, 2)
+            try:
+                while True:
+                    line = fh.readline()
+                    if line:
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
+                    else:
+                        time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+    return 0
+
+
+def cmd_classpath(settings: Settings, args: argparse.Namespace) -> int:
+    print(kafka_classpath(settings.cache_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devservices",
+        description="Run a local Kafka broker and Elasticsearch node without Docker.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="more progress output")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, help_text in (
+        ("up", cmd_up, "fetch if needed, start, and wait until ready (default: all)"),
+        ("down", cmd_down, "stop (SIGTERM, then SIGKILL after 30s)"),
+        ("status", cmd_status, "one line per service; exit 0 only if all are healthy"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument(
+            "services",
+            nargs="*",
+            type=_service_name,
+            metavar="SERVICE",
+            help="kafka and/or elasticsearch (es)",
+        )
+        p.set_defaults(func=func)
+    p = sub.add_parser("logs", help="print the tail of a service's log")
+    p.add_argument("service", type=_service_name, metavar="SERVICE")
+    p.add_argument("-n", "--lines", type=int, default=50, help="number of lines (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("classpath", help="print the Kafka jar classpath (fetching if needed)")
+    p.set_defaults(func=cmd_classpath)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report.configure(verbose=args.verbose)
+    try:
+        settings = Settings.from_env()
+        return int(args.func(settings, args))
+    except DevServicesError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.details:
+            print(exc.details, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

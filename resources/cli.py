@@ -1,0 +1,221 @@
+"""`arbitrage` — the project's operator CLI: provision, topics, lag, tail, dlq, alerts."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from pipelines import topics
+from pipelines.money import format_minor
+from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
+from resources.kafka import KafkaResource, KafkaUnavailableError
+
+LIVE_GROUPS = (
+    (topics.ENRICHMENT_GROUP, topics.RAW_UPDATES),
+    (topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED),
+)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def cmd_provision(kafka: KafkaResource, es: ElasticsearchResource, _: argparse.Namespace) -> int:
+    for name, state in kafka.ensure_topics().items():
+        print(f"topic  {name:<24} {state}")
+    for name, state in es.ensure_indices().items():
+        print(f"index  {name:<24} {state}")
+    return 0
+
+
+def cmd_topics(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Namespace) -> int:
+    names = [spec.name for spec in topics.TOPICS]
+    described = kafka.describe_topics(names)
+    rows = []
+    for name in names:
+        marks = kafka.watermarks(name)
+        rows.append(
+            [
+                name,
+                described[name]["partitions"],
+                described[name]["retention.ms"],
+                sum(high - low for low, high in marks.values()),
+                " ".join(f"{p}:{high}" for p, (_, high) in sorted(marks.items())),
+            ]
+        )
+    print(table(["TOPIC", "PARTITIONS", "RETENTION-MS", "MESSAGES", "END-OFFSETS"], rows))
+    return 0
+
+
+def lag_rows(kafka: KafkaResource, groups: Sequence[tuple[str, str]]) -> list[list[Any]]:
+    rows = []
+    for group, topic in groups:
+        for lag in kafka.lag(group, topic):
+            current = "-" if lag.committed is None else lag.committed
+            rows.append([group, topic, lag.partition, current, lag.high_watermark, lag.lag])
+    return rows
+
+
+def cmd_lag(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Namespace) -> int:
+    groups = [g for g in LIVE_GROUPS if args.group in (None, g[0])]
+    if args.group and not groups:
+        groups = [(args.group, args.topic or topics.RAW_UPDATES)]
+    print(
+        table(
+            ["GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG"],
+            lag_rows(kafka, groups),
+        )
+    )
+    return 0
+
+
+def newest_messages(kafka: KafkaResource, topic: str, count: int) -> list[Any]:
+    """The newest ``count`` messages of a topic across partitions, oldest first."""
+    consumer = kafka.consumer("arbitrage-cli-tail")
+    found = []
+    try:
+        for partition, (low, high) in kafka.watermarks(topic).items():
+            start = max(low, high - count)
+            if start >= high:
+                continue
+            consumer.assign([TopicPartition(topic, partition, start)])
+            remaining = high - start
+            while remaining > 0:
+                batch = consumer.consume(num_messages=remaining, timeout=5.0)
+                if not batch:
+                    break
+                for message in batch:
+                    if message.error() is None:
+                        found.append(message)
+                        remaining -= 1
+    finally:
+        consumer.close()
+    found.sort(key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
+    return found[-count:]
+
+
+def _decode(value: bytes | None) -> str:
+    if value is None:
+        return "<no value>"
+    try:
+        return json.dumps(json.loads(value), ensure_ascii=False)
+    except (ValueError, UnicodeDecodeError):
+        return f"<{len(value)} bytes, not JSON>"
+
+
+def cmd_tail(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Namespace) -> int:
+    for message in newest_messages(kafka, args.topic, args.n):
+        key = message.key().decode("utf-8", "replace") if message.key() else None
+        print(f"[{message.partition()}:{message.offset()}] {key}  {_decode(message.value())}")
+    return 0
+
+
+def cmd_dlq(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Namespace) -> int:
+    rows = []
+    for dlq in (topics.RAW_UPDATES_DLQ, topics.PRODUCTS_ENRICHED_DLQ):
+        for message in newest_messages(kafka, dlq, args.n):
+            entry = json.loads(message.value())
+            preview = base64.b64decode(entry["value"])[:40].decode("utf-8", "replace")
+            rows.append(
+                [
+                    entry["failed_at"],
+                    dlq,
+                    f"{entry['source_topic']}[{entry['partition']}]@{entry['offset']}",
+                    entry.get("key"),
+                    entry["error"],
+                    repr(preview),
+                ]
+            )
+    rows.sort(key=lambda row: row[0])
+    print(
+        table(
+            ["FAILED-AT", "DLQ", "SOURCE", "KEY", "REASON", "VALUE (first 40 bytes)"],
+            rows[-args.n :],
+        )
+    )
+    return 0
+
+
+def alerts_table(es: ElasticsearchResource, limit: int) -> tuple[str, int]:
+    """The best alerts by profit as a table, and how many alerts are stored in all."""
+    es.client().indices.refresh(index=topics.ALERTS_INDEX)
+    found = es.client().search(
+        index=topics.ALERTS_INDEX,
+        size=limit,
+        sort=[{"profit_eur_cents": "desc"}, {"alert_id": "asc"}],
+        track_total_hits=True,
+    )
+    rows = []
+    for hit in found["hits"]["hits"]:
+        alert = hit["_source"]
+        rows.append(
+            [
+                alert["asin"],
+                alert["title"][:38],
+                f"{alert['buy_market']} → {alert['sell_market']}",
+                format_minor(alert["buy_price"]["amount"], alert["buy_price"]["currency"]),
+                format_minor(alert["sell_price"]["amount"], alert["sell_price"]["currency"]),
+                format_minor(alert["profit_eur_cents"], "EUR"),
+                f"{alert['roi'] * 100:.1f} %",
+            ]
+        )
+    headers = ["ASIN", "TITLE", "ROUTE", "BUY", "SELL", "PROFIT", "ROI"]
+    return table(headers, rows), int(found["hits"]["total"]["value"])
+
+
+def cmd_alerts(_: KafkaResource, es: ElasticsearchResource, args: argparse.Namespace) -> int:
+    text, total = alerts_table(es, args.n)
+    print(text)
+    print(f"\n{min(total, args.n)} of {total} alerts shown, best profit first")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arbitrage", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("provision", help="create topics and indices (idempotent)").set_defaults(
+        run=cmd_provision
+    )
+    commands.add_parser(
+        "topics", help="topics, partitions, retention, message counts"
+    ).set_defaults(run=cmd_topics)
+    lag = commands.add_parser(
+        "lag", help="per group and partition: current offset, end offset, lag"
+    )
+    lag.add_argument("--group", help="only this consumer group")
+    lag.add_argument("--topic", help="topic of a group that is not one of the pipeline's")
+    lag.set_defaults(run=cmd_lag)
+    tail = commands.add_parser("tail", help="the newest messages of a topic, decoded")
+    tail.add_argument("topic")
+    tail.add_argument("-n", type=int, default=10)
+    tail.set_defaults(run=cmd_tail)
+    dlq = commands.add_parser("dlq", help="the newest dead letters and their reasons")
+    dlq.add_argument("-n", type=int, default=10)
+    dlq.set_defaults(run=cmd_dlq)
+    alerts = commands.add_parser("alerts", help="the best alerts by profit")
+    alerts.add_argument("-n", type=int, default=20)
+    alerts.set_defaults(run=cmd_alerts)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(KafkaResource(), ElasticsearchResource(), args)
+    except (KafkaUnavailableError, ElasticsearchUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

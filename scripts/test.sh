@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole suite against real Kafka and Elasticsearch. Starts the local services if they
+# are not running and stops them again afterwards, so the machine is left as it was found.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+
+started=0
+if ! $PY -m devservices status >/dev/null 2>&1; then
+  echo "== starting local Kafka and Elasticsearch for the tests"
+  $PY -m devservices up
+  started=1
+fi
+cleanup() {
+  if [ "$started" = 1 ]; then
+    echo "== stopping the services this run started"
+    $PY -m devservices down || true
+  fi
+}
+trap cleanup EXIT
+
+.venv/bin/arbitrage provision
+.venv/bin/ruff check .
+$PY -m pytest -q "$@"

@@ -1,0 +1,58 @@
+"""Small builders for test messages (valid by default; override what a test is about)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pipelines.enrichment import enrich
+from pipelines.fee_config import FeeConfig
+from pipelines.markets import MARKETPLACES
+from pipelines.schemas import EnrichedProduct, RawUpdate, validate_raw_update
+
+
+def offer(market: str, **fields: Any) -> dict[str, Any]:
+    base = {
+        "domain_id": MARKETPLACES[market].keepa_domain_id,
+        "currency": MARKETPLACES[market].currency,
+        "buy_box": -1,
+        "amazon": -1,
+        "new": -1,
+        "sales_rank": 1000,
+        "offer_count_new": 4,
+        "referral_fee_pct": 15,
+        "fba_fee": 300,
+        "root_category": None,
+        "last_update": "2026-11-26T09:00:00.000Z",
+    }
+    base.update(fields)
+    return base
+
+
+def raw_update(
+    asin: str = "B000TEST01",
+    markets: dict[str, dict[str, Any]] | None = None,
+    weight_g: int | None = 400,
+    timestamp: str = "2026-11-26T10:00:00.000Z",
+    **fields: Any,
+) -> dict[str, Any]:
+    markets = markets or {"DE": offer("DE", new=4500), "FR": offer("FR", buy_box=8000)}
+    message = {
+        "schema_version": 1,
+        "asin": asin,
+        "title": f"Test product {asin}",
+        "domain_id": 3,
+        "current_prices": {},
+        "markets": copy.deepcopy(markets),
+        "package": {"weight_g": weight_g, "length_mm": 200, "width_mm": 100, "height_mm": 50},
+        "category": {"root_id": None, "name": None},
+        "timestamp": timestamp,
+        "source": "sample",
+    }
+    message.update(fields)
+    return message
+
+
+def enriched(config: FeeConfig, **kwargs: Any) -> EnrichedProduct:
+    raw: RawUpdate = validate_raw_update(raw_update(**kwargs))
+    return enrich(raw, config)

@@ -1,0 +1,192 @@
+"""The enrichment and arbitrage jobs against the real broker and Elasticsearch."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from pipelines import topics
+from pipelines.definitions import defs
+from pipelines.enrichment import enrich
+from pipelines.fee_config import load_fee_config
+from pipelines.fee_model import detect_alerts
+from pipelines.schemas import encode, epoch_ms, validate_raw_update
+from resources.elasticsearch import ElasticsearchResource
+from resources.kafka import KafkaResource
+from tests.factories import offer, raw_update
+from tests.integration.kafka_io import produce, read_all
+
+pytestmark = pytest.mark.integration
+CONFIG = load_fee_config()
+
+
+def run_job(name: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def(name)
+    return job.execute_in_process(
+        run_config=run_config or {}, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+
+
+def good_updates(count: int, timestamp: str = "2026-11-26T10:00:00.000Z") -> list[dict]:
+    """Products where every third one is cheap in DE and dear in FR (an opportunity)."""
+    updates = []
+    for n in range(count):
+        dear = 9000 if n % 3 == 0 else 4800
+        updates.append(
+            raw_update(
+                asin=f"B0INTEG{n:03d}",
+                markets={
+                    "DE": offer("DE", new=4500 + n, amazon=-1, buy_box=4700),
+                    "FR": offer("FR", buy_box=dear, new=dear - 100),
+                    "GB": offer("GB", new=4100, buy_box=4200, fba_fee=None),
+                },
+                timestamp=timestamp,
+            )
+        )
+    return updates
+
+
+BAD_RECORDS: list[tuple[str, bytes, str]] = [
+    ("B0BAD00001", b'{"schema_version": 1, "asin": ', "is not valid JSON"),
+    (
+        "B0BAD00002",
+        json.dumps(raw_update(asin="B0BAD00002", domain_id="three")).encode(),
+        "'domain_id' must be an integer",
+    ),
+    (
+        "B0BAD00003",
+        json.dumps(raw_update(asin="B0BAD00003", markets={"US": offer("DE", new=100)})).encode(),
+        "unknown marketplace 'US'",
+    ),
+    (
+        "B0BAD00004",
+        json.dumps(raw_update(asin="B0BAD00004", markets={"DE": offer("DE", new=-500)})).encode(),
+        "'markets.DE.new' must be a price ≥ -2",
+    ),
+    ("B0BAD00005", b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}', "the limit is 262144 bytes"),
+    (
+        "B0BAD00006",
+        json.dumps(raw_update(asin="B0BAD00006", schema_version=7)).encode(),
+        "schema_version 7",
+    ),
+]
+
+
+def committed_equals_high_watermark(kafka: KafkaResource, group: str, topic: str) -> None:
+    lags = kafka.lag(group, topic)
+    # A partition that never held a message has nothing to commit.
+    assert all(lag.committed == lag.high_watermark for lag in lags if lag.high_watermark), lags
+    assert sum(lag.lag for lag in lags) == 0
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_stages_end_to_end_with_dead_letters(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    updates = good_updates(30)
+    items = [(u["asin"], json.dumps(u).encode()) for u in updates[:15]]
+    items += [(key, value) for key, value, _ in BAD_RECORDS]
+    items += [(u["asin"], json.dumps(u).encode()) for u in updates[15:]]
+    produce(kafka, topics.RAW_UPDATES, items)
+
+    result = run_job("enrichment")
+    assert result.success
+
+    # Every good record is indexed (doc id = ASIN) and produced downstream; every bad one is in
+    # the DLQ with its reason; offsets are committed up to the high watermark.
+    assert es.count(topics.PRODUCTS_INDEX) == 30
+    doc = es.client().get(index=topics.PRODUCTS_INDEX, id="B0INTEG000")
+    assert doc["_source"]["markets"]["DE"]["buy_price"] == 4500
+    assert doc["_version"] == epoch_ms(updates[0]["timestamp"])  # external version
+    enriched = read_all(kafka, topics.PRODUCTS_ENRICHED)
+    assert sorted(m.key for m in enriched) == sorted(u["asin"] for u in updates)
+    dlq = {m.key: m.json() for m in read_all(kafka, topics.RAW_UPDATES_DLQ)}
+    assert set(dlq) == {key for key, _, _ in BAD_RECORDS}
+    for key, value, reason in BAD_RECORDS:
+        entry = dlq[key]
+        assert reason in entry["error"], entry["error"]
+        assert entry["source_topic"] == topics.RAW_UPDATES and entry["stage"] == "enrichment"
+        assert entry["value_bytes"] == len(value)
+    committed_equals_high_watermark(kafka, topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+    materialization = result.asset_materializations_for_node("enrichment_stage")
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in materialization}
+    assert by_key["kafka/raw_keepa_updates_dlq"]["messages_written"].value == 6
+    assert by_key["elasticsearch/products"]["indexed"].value == 30
+
+    # A poison record on the next topic goes to its own DLQ.
+    produce(kafka, topics.PRODUCTS_ENRICHED, [("B0BAD00007", b'{"schema_version": 1}')])
+    result = run_job("arbitrage")
+    assert result.success
+
+    expected = detect_alerts(
+        [enrich(validate_raw_update(u), CONFIG) for u in updates], CONFIG, "ignored"
+    )
+    assert len(expected) == 20  # 10 opportunities, each bought in DE or in GB
+    strip = lambda alert: {k: v for k, v in alert.items() if k != "detected_at"}  # noqa: E731
+    on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    assert sorted(map(json.dumps, map(strip, on_topic))) == sorted(
+        map(json.dumps, map(strip, expected))
+    )
+    assert all(m.key == m.json()["asin"] for m in read_all(kafka, topics.ARBITRAGE_ALERTS))
+    assert es.count(topics.ALERTS_INDEX) == 20
+    stored = es.client().search(index=topics.ALERTS_INDEX, size=100)["hits"]["hits"]
+    assert {hit["_id"] for hit in stored} == {a["alert_id"] for a in expected}
+    assert {hit["_id"]: strip(hit["_source"]) for hit in stored} == {
+        a["alert_id"]: strip(a) for a in expected
+    }
+    (poison,) = [m.json() for m in read_all(kafka, topics.PRODUCTS_ENRICHED_DLQ)]
+    assert "field 'asin' is missing" in poison["error"]
+    committed_equals_high_watermark(kafka, topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED)
+
+    # Replaying the same ranges changes nothing: ES versions stay, no alert is produced again.
+    versions = {
+        hit["_id"]: hit["_version"]
+        for hit in es.client().search(index=topics.PRODUCTS_INDEX, size=100, version=True)["hits"][
+            "hits"
+        ]
+    }
+    full = [
+        {"partition": p, "start": low, "end": high}
+        for p, (low, high) in kafka.watermarks(topics.RAW_UPDATES).items()
+    ]
+    assert run_job(
+        "enrichment", {"ops": {"enrichment_stage": {"config": {"offset_ranges": full}}}}
+    ).success
+    assert run_job("arbitrage").success
+    assert es.count(topics.PRODUCTS_INDEX) == 30
+    again = {
+        hit["_id"]: hit["_version"]
+        for hit in es.client().search(index=topics.PRODUCTS_INDEX, size=100, version=True)["hits"][
+            "hits"
+        ]
+    }
+    assert again == versions
+    assert len(read_all(kafka, topics.ARBITRAGE_ALERTS)) == 20
+    assert es.count(topics.ALERTS_INDEX) == 20
+    # the replay produced the 30 enriched products again; arbitrage read them and knew the ids
+    assert len(read_all(kafka, topics.PRODUCTS_ENRICHED)) == 30 + 1 + 30
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_an_older_update_never_overwrites_a_newer_one(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    newer = good_updates(1, timestamp="2026-11-26T11:00:00.000Z")[0]
+    older = good_updates(1, timestamp="2026-11-26T10:00:00.000Z")[0]
+    older["markets"]["FR"]["buy_box"] = 12000  # a different, stale price
+    produce(kafka, topics.RAW_UPDATES, [(newer["asin"], encode(newer))])
+    assert run_job("enrichment").success
+    produce(kafka, topics.RAW_UPDATES, [(older["asin"], encode(older))])
+    result = run_job("enrichment")
+    assert result.success
+    doc = es.client().get(index=topics.PRODUCTS_INDEX, id=newer["asin"])["_source"]
+    assert doc["source_timestamp"] == "2026-11-26T11:00:00.000Z"
+    assert doc["markets"]["FR"]["buy_box"] == 9000
+    metadata = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.asset_materializations_for_node("enrichment_stage")
+    }
+    assert metadata["elasticsearch/products"]["unchanged"].value == 1
+    committed_equals_high_watermark(kafka, topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)

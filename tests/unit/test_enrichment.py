@@ -1,0 +1,74 @@
+"""Enrichment of raw updates, and the stages' pure batch functions (poison records → rejected)."""
+
+from __future__ import annotations
+
+import json
+
+from pipelines.fee_config import load_fee_config
+from pipelines.schemas import encode, validate_raw_update
+from pipelines.stages import SourceRecord, arbitrage_records, enrich_records
+from tests.factories import enriched, offer, raw_update
+
+CONFIG = load_fee_config()
+
+
+def test_buy_sell_prices_and_spread() -> None:
+    product = enriched(
+        CONFIG,
+        markets={
+            "DE": offer("DE", amazon=4999, new=4500, buy_box=5100),
+            "FR": offer("FR", buy_box=8000, new=7900),
+            "GB": offer("GB", amazon=-2, new=3000, buy_box=-1),
+        },
+    )
+    de, fr, gb = (product["markets"][m] for m in ("DE", "FR", "GB"))
+    assert (de["buy_price"], de["sell_price"]) == (4500, 5100)
+    assert (fr["buy_price"], fr["sell_price"]) == (7900, 8000)
+    assert (gb["buy_price"], gb["sell_price"]) == (3000, 3000)
+    assert gb["buy_price_eur_cents"] == 3435  # 3000 p × 1.145
+    assert product["cheapest_market"] == "GB"
+    assert product["dearest_market"] == "FR"
+    assert product["spread_eur_cents"] == 8000 - 3435
+    assert de["vat_pct_x100"] == 1900 and gb["fx_eur_per_unit"] == "1.145"
+
+
+def test_enrichment_is_deterministic() -> None:
+    raw = validate_raw_update(raw_update())
+    assert encode(enriched(CONFIG)) == encode(enriched(CONFIG))
+    assert "enriched_at" not in enriched(CONFIG)
+    assert raw["timestamp"] == "2026-11-26T10:00:00.000Z"
+
+
+def record(value: bytes | None, offset: int, key: bytes | None = b"B000TEST01") -> SourceRecord:
+    return SourceRecord("raw.keepa_updates", 0, offset, key, value, 0)
+
+
+def test_poison_records_are_rejected_and_the_rest_goes_on() -> None:
+    good = json.dumps(raw_update()).encode()
+    records = [
+        record(b"{oops", 0),
+        record(good, 1),
+        record(json.dumps(raw_update(asin="B000TEST02")).encode(), 2, key=b"B000TEST99"),
+        record(good, 3),
+    ]
+    batch = enrich_records(records, CONFIG)
+    assert [r.offset for r, _ in batch.products] == [1, 3]
+    assert {r.record.offset: r.reason for r in batch.rejected} == {
+        0: "the raw update message is not valid JSON (Expecting property name enclosed in double "
+        "quotes at character 1)",
+        2: "the message key 'B000TEST99' differs from its asin 'B000TEST02'; keys must be the ASIN",
+    }
+
+
+def test_arbitrage_batch_deduplicates_alert_ids() -> None:
+    product = enriched(CONFIG)
+    value = encode(product)
+    records = [
+        SourceRecord("products.enriched", 0, 0, b"B000TEST01", value, 0),
+        SourceRecord("products.enriched", 0, 1, b"B000TEST01", value, 0),
+        SourceRecord("products.enriched", 0, 2, b"B000TEST01", b"null", 0),
+    ]
+    batch = arbitrage_records(records, CONFIG, "2026-11-26T10:00:05.000Z")
+    assert len(batch.alerts) == 1
+    assert batch.alerts[0][1]["buy_market"] == "DE"
+    assert [r.record.offset for r in batch.rejected] == [2]

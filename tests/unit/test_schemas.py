@@ -1,0 +1,147 @@
+"""Strict parsing of every message kind; each rule's message says what to fix."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.fee_config import FeeConfigError, load_fee_config
+from pipelines.schemas import (
+    MAX_MESSAGE_BYTES,
+    SchemaError,
+    dlq_envelope,
+    encode,
+    parse_enriched_product,
+    parse_raw_update,
+)
+from tests.factories import enriched, offer, raw_update
+
+
+def as_bytes(message: dict) -> bytes:
+    return json.dumps(message).encode()
+
+
+def test_a_valid_raw_update_round_trips() -> None:
+    message = raw_update()
+    parsed = parse_raw_update(as_bytes(message))
+    assert parsed["asin"] == "B000TEST01"
+    assert parsed["markets"]["DE"]["new"] == 4500
+    assert parse_raw_update(encode(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda m: m.update(asin="b000test01"), "field 'asin' must be an ASIN"),
+        (lambda m: m.update(asin="B000TEST0"), "field 'asin' must be an ASIN"),
+        (lambda m: m.pop("asin"), "field 'asin' is missing"),
+        (lambda m: m.update(schema_version=2), "schema_version 2, but this stage reads version 1"),
+        (lambda m: m.pop("schema_version"), "field 'schema_version' is missing"),
+        (lambda m: m["markets"]["DE"].update(new=-5), "'markets.DE.new' must be a price ≥ -2"),
+        (
+            lambda m: m["markets"]["DE"].update(new="45.00"),
+            "'markets.DE.new' must be an integer price",
+        ),
+        (
+            lambda m: m["markets"]["DE"].update(new=45.5),
+            "'markets.DE.new' must be an integer price",
+        ),
+        (
+            lambda m: m["markets"]["DE"].update(new=True),
+            "'markets.DE.new' must be an integer price",
+        ),
+        (lambda m: m["markets"]["DE"].update(amazon=10**9), "a plausible price"),
+        (lambda m: m["markets"].update(US=offer("DE")), "unknown marketplace 'US'"),
+        (
+            lambda m: m["markets"]["DE"].update(currency="GBP"),
+            "'markets.DE.currency' must be 'EUR'",
+        ),
+        (lambda m: m["markets"]["FR"].update(domain_id=3), "'markets.FR.domain_id' must be 4"),
+        (lambda m: m.update(markets={}), "'markets' must be a non-empty object"),
+        (lambda m: m.update(timestamp="2026-11-26 10:00"), "'timestamp' must be an ISO-8601 UTC"),
+        (
+            lambda m: m.update(timestamp="2026-11-26T10:00:00+02:00"),
+            "'timestamp' must be an ISO-8601 UTC",
+        ),
+        (lambda m: m.update(source="scraper"), "'source' must be 'keepa' or 'sample'"),
+        (lambda m: m.update(title="x" * 3000), "'title' is 3000 characters long"),
+        (
+            lambda m: m["markets"]["DE"].update(referral_fee_pct=150),
+            "a percentage between 0 and 100",
+        ),
+        (lambda m: m["package"].update(weight_g=-1), "'package.weight_g' must be grams"),
+    ],
+)
+def test_each_rule_rejects_with_a_useful_sentence(mutate, expected: str) -> None:
+    message = raw_update()
+    mutate(message)
+    with pytest.raises(SchemaError, match=None) as caught:
+        parse_raw_update(as_bytes(message))
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"{not json", "is not valid JSON"),
+        (b"[1, 2]", "must be a JSON object, but it is a list"),
+        (b"\xff\xfe", "not UTF-8"),
+        (None, "has no value (a tombstone)"),
+        (b"{" + b" " * (MAX_MESSAGE_BYTES + 1) + b"}", f"the limit is {MAX_MESSAGE_BYTES} bytes"),
+    ],
+)
+def test_undecodable_payloads(payload: bytes | None, expected: str) -> None:
+    with pytest.raises(SchemaError) as caught:
+        parse_raw_update(payload)
+    assert expected in str(caught.value)
+
+
+def test_enriched_product_parsing_checks_what_the_fee_model_needs() -> None:
+    config = load_fee_config()
+    product = enriched(config)
+    assert parse_enriched_product(encode(product))["asin"] == product["asin"]
+    product["markets"]["DE"]["buy_price"] = -3
+    with pytest.raises(SchemaError, match=r"markets\.DE\.buy_price"):
+        parse_enriched_product(encode(product))
+    product = enriched(config)
+    product["schema_version"] = 0
+    with pytest.raises(SchemaError, match="schema_version 0"):
+        parse_enriched_product(encode(product))
+
+
+def test_dlq_envelope_keeps_the_original_bytes() -> None:
+    envelope = dlq_envelope(
+        source_topic="raw.keepa_updates",
+        partition=2,
+        offset=41,
+        key=b"B000TEST01",
+        value=b"\x00garbage",
+        stage="enrichment",
+        error="the raw update message is not UTF-8 text",
+    )
+    assert base64.b64decode(envelope["value"]) == b"\x00garbage"
+    assert envelope["value_bytes"] == 8
+    assert envelope["key"] == "B000TEST01"
+    assert envelope["failed_at"].endswith("Z")
+
+
+def test_fee_config_errors_are_clear(tmp_path) -> None:
+    with pytest.raises(FeeConfigError, match="does not exist"):
+        load_fee_config(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("version = ")
+    with pytest.raises(FeeConfigError, match="not valid TOML"):
+        load_fee_config(broken)
+    good = load_fee_config()
+    text = Path(good.path).read_text()
+    no_gbp = tmp_path / "no_gbp.toml"
+    no_gbp.write_text(text.replace(', GBP = "1.1450"', ""))
+    with pytest.raises(FeeConfigError, match="lacks GBP"):
+        load_fee_config(no_gbp)
+    too_precise = tmp_path / "precise.toml"
+    too_precise.write_text(text.replace('"1.1450"', '"1.12345678"'))
+    with pytest.raises(FeeConfigError, match="more than 6 decimal places"):
+        load_fee_config(too_precise)
