@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
 # Topics keep 7 days; older partitions replay nothing but stay listed for history.
 HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", timezone="UTC")
+
+
+def hour_partition_key(hour_start_ms: int) -> str:
+    """Epoch milliseconds of an hour's start → that hour's partition key."""
+    moment = datetime.fromtimestamp(hour_start_ms / 1000, tz=UTC)
+    return moment.strftime(HOURLY.fmt)

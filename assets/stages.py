@@ -1,10 +1,14 @@
 """The enrichment and arbitrage stages as multi-assets over Kafka offset ranges.
 
+Topics are single continuous logs, so the Kafka assets are unpartitioned; the Elasticsearch
+assets are partitioned by the hour of the source messages' Kafka timestamps.
+
 A run without a partition key is a live run: it processes the offset ranges in its config (the
 sensors fill them in) or, with no config, drains every partition from the group's committed
-offset to the high watermark seen at start. A run with an hourly partition key is a replay: it
-reads exactly the source messages whose Kafka timestamps fall in that hour, under a separate
-consumer group, so the live group's offsets never move.
+offset to the high watermark seen at start, and records the hours it indexed as partition
+materializations. A run with an hourly partition key is a replay (a backfill): it reads exactly
+the source messages whose Kafka timestamps fall in that hour, under a separate consumer group,
+so the live group's offsets never move.
 """
 
 from collections.abc import Iterator
@@ -24,7 +28,7 @@ from assets.keys import (
     RAW_UPDATES,
     RAW_UPDATES_DLQ,
 )
-from assets.partitions import HOURLY
+from assets.partitions import HOURLY, hour_partition_key
 from pipelines import topics
 from resources.elasticsearch import ElasticsearchResource
 from resources.fees import FeeModelResource
@@ -127,6 +131,26 @@ def _dlq_metadata(stats: StageStats, topic: str) -> dict[str, Any]:
     }
 
 
+def _index_materializations(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    stats: StageStats,
+    metadata: dict[str, Any],
+) -> Iterator[dg.MaterializeResult]:
+    """A replay materializes its own hour; a live run records each hour it indexed."""
+    if context.has_partition_key:
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        return
+    for hour_ms, count in sorted(stats.records_by_hour.items()):
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=key,
+                partition=hour_partition_key(hour_ms),
+                metadata={**metadata, "records_in_this_hour": dg.MetadataValue.int(count)},
+            )
+        )
+
+
 def _run_stage(
     context: dg.AssetExecutionContext,
     stage: str,
@@ -165,6 +189,8 @@ def _run_stage(
             kinds={"elasticsearch"},
             group_name=GROUP_ENRICHMENT,
             metadata={"index": topics.PRODUCTS_INDEX},
+            partitions_def=HOURLY,
+            skippable=True,
         ),
         dg.AssetSpec(
             PRODUCTS_ENRICHED,
@@ -183,7 +209,7 @@ def _run_stage(
             metadata={"topic": topics.RAW_UPDATES_DLQ},
         ),
     ],
-    partitions_def=HOURLY,
+    can_subset=False,
 )
 def enrichment_stage(
     context: dg.AssetExecutionContext,
@@ -197,9 +223,11 @@ def enrichment_stage(
         context, ENRICHMENT, topics.RAW_UPDATES, config, kafka, elasticsearch, fee_model
     )
     common = _common_metadata(stats, planned, group)
-    yield dg.MaterializeResult(
-        asset_key=ES_PRODUCTS,
-        metadata={
+    yield from _index_materializations(
+        context,
+        ES_PRODUCTS,
+        stats,
+        {
             **common,
             "index": topics.PRODUCTS_INDEX,
             "indexed": dg.MetadataValue.int(stats.indexed),
@@ -240,6 +268,8 @@ def enrichment_stage(
             kinds={"elasticsearch"},
             group_name=GROUP_ARBITRAGE,
             metadata={"index": topics.ALERTS_INDEX},
+            partitions_def=HOURLY,
+            skippable=True,
         ),
         dg.AssetSpec(
             PRODUCTS_ENRICHED_DLQ,
@@ -250,7 +280,7 @@ def enrichment_stage(
             metadata={"topic": topics.PRODUCTS_ENRICHED_DLQ},
         ),
     ],
-    partitions_def=HOURLY,
+    can_subset=False,
 )
 def arbitrage_stage(
     context: dg.AssetExecutionContext,
@@ -274,9 +304,11 @@ def arbitrage_stage(
             "offsets_written": _offsets_written(stats, topics.ARBITRAGE_ALERTS),
         },
     )
-    yield dg.MaterializeResult(
-        asset_key=ES_ALERTS,
-        metadata={
+    yield from _index_materializations(
+        context,
+        ES_ALERTS,
+        stats,
+        {
             **common,
             "index": topics.ALERTS_INDEX,
             "indexed": dg.MetadataValue.int(stats.indexed),

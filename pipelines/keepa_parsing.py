@@ -397,4 +397,3 @@ def chunked(items: Sequence[str], size: int = MAX_ASINS_PER_REQUEST) -> Iterable
         raise ValueError("chunk size must be at least 1")
     for start in range(0, len(items), size):
         yield items[start : start + size]
-

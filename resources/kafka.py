@@ -134,7 +134,7 @@ class KafkaResource(dg.ConfigurableResource):
     )
     replication_factor: int = Field(
         default_factory=lambda: int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1")),
-        description="Replication factor of topics the pipeline creates (env KAFKA_REPLICATION_FACTOR).",
+        description="Replication factor of new topics (env KAFKA_REPLICATION_FACTOR).",
     )
     client_id: str = Field(default="arbitrage", description="Client id reported to the broker.")
     timeout_s: float = Field(default=10.0, description="Timeout for admin and metadata requests.")
@@ -266,7 +266,7 @@ class KafkaResource(dg.ConfigurableResource):
         return {p: (low_by_p[p], high_by_p[p]) for p in parts}
 
     def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
-        """Per partition, the first offset with timestamp ≥ timestamp_ms (else the high watermark)."""
+        """Per partition, the first offset at or after timestamp_ms (else the high watermark)."""
         admin = self.admin()
         parts = self.partitions(topic)
         futures = admin.list_offsets(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from abc import ABC, abstractmethod
@@ -22,7 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import dagster as dg
 import requests
+from pydantic import Field
 
 from pipelines.keepa_parsing import (
     MAX_ASINS_PER_REQUEST,
@@ -30,10 +33,11 @@ from pipelines.keepa_parsing import (
     chunked,
     merge_market_products,
     parse_product_response,
+    read_asin_list,
     response_error,
     token_info,
 )
-from pipelines.markets import MARKETPLACES
+from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES, parse_market_list
 from pipelines.sample_generator import load_sample_document
 from pipelines.schemas import ASIN_PATTERN, RawUpdate
 
@@ -487,9 +491,7 @@ def iter_pull(
             lookups_done += len(chunk)
             if market == markets[-1]:
                 asins_done += len(chunk)
-            logger.debug(
-                "Keepa %s: %d of %d ASINs found", market, len(batch.products), len(chunk)
-            )
+            logger.debug("Keepa %s: %d of %d ASINs found", market, len(batch.products), len(chunk))
             if progress is not None:
                 progress(
                     PullProgress(
@@ -543,3 +545,71 @@ def pull_products(
         requests_made=totals.requests_made,
         asins_requested=totals.asins_requested,
     )
+
+
+# --------------------------------------------------------------------------- Dagster resource
+
+KEY_ENV = "KEEPA_API_KEY"
+DEFAULT_ASINS_FILE = Path(__file__).resolve().parent.parent / "data" / "asins.txt"
+
+
+class KeepaResource(dg.ConfigurableResource):
+    """Where product data comes from: Keepa's API when KEEPA_API_KEY is set, else the sample.
+
+    The key is read from the environment when the run starts and is never part of the
+    resource's config, so it cannot show up in the run config the UI displays.
+    """
+
+    base_url: str = Field(
+        default_factory=lambda: os.environ.get("KEEPA_API_URL", DEFAULT_BASE_URL),
+        description="Keepa API base URL (env KEEPA_API_URL).",
+    )
+    markets: str = Field(
+        default_factory=lambda: os.environ.get("KEEPA_MARKETS", ",".join(DEFAULT_MARKETS)),
+        description="Marketplaces to pull, first = home market (env KEEPA_MARKETS).",
+    )
+    asins_file: str = Field(
+        default_factory=lambda: os.environ.get("KEEPA_ASINS_FILE", str(DEFAULT_ASINS_FILE)),
+        description="ASINs to track, one per line, # comments (env KEEPA_ASINS_FILE).",
+    )
+    sample_path: str = Field(
+        default=str(DEFAULT_SAMPLE_PATH),
+        description="Keepa-format sample answered when no API key is set.",
+    )
+    stats_days: int = Field(default=90, description="Keepa `stats` window in days.")
+    timeout_s: float = Field(default=30.0, description="HTTP timeout per request.")
+    max_wait_s: float = Field(
+        default=120.0, description="Longest wait for a token refill after HTTP 429."
+    )
+
+    @property
+    def mode(self) -> Literal["keepa", "sample"]:
+        return "keepa" if os.environ.get(KEY_ENV, "").strip() else "sample"
+
+    def market_list(self) -> tuple[str, ...]:
+        return parse_market_list(self.markets)
+
+    def tracked_asins(self) -> tuple[list[str], list[str]]:
+        """The ASINs from the file, and a sentence per line that was skipped."""
+        path = Path(self.asins_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise KeepaError(
+                f"the ASIN list {path} does not exist; set KEEPA_ASINS_FILE to a file with one "
+                "ASIN per line"
+            ) from None
+        return read_asin_list(text)
+
+    def source(self, logger: logging.Logger) -> KeepaSource:
+        key = os.environ.get(KEY_ENV, "").strip()
+        if key:
+            return KeepaHttpClient(
+                key,
+                base_url=self.base_url,
+                stats_days=self.stats_days,
+                timeout_s=self.timeout_s,
+                max_wait_s=self.max_wait_s,
+                logger=logger,
+            )
+        return KeepaSampleSource(self.sample_path)

@@ -32,6 +32,7 @@ from resources.kafka import CheckedProducer, DeliveryReport, KafkaResource
 ENRICHMENT = "enrichment"
 ARBITRAGE = "arbitrage"
 SOURCE_TOPIC = {ENRICHMENT: RAW_UPDATES, ARBITRAGE: PRODUCTS_ENRICHED}
+HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class StageStats:
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition → [first, next)
     dlq_reasons: list[str] = field(default_factory=list)
     deliveries: DeliveryReport = field(default_factory=DeliveryReport)
+    # Records per hour of their Kafka timestamp (hour start, epoch ms): the hourly partitions.
+    records_by_hour: dict[int, int] = field(default_factory=dict)
 
     def produced(self, topic: str) -> int:
         return self.deliveries.delivered_by_topic.get(topic, 0)
@@ -199,6 +202,9 @@ class StageRunner:
 
     def _process(self, records: list[SourceRecord], stats: StageStats) -> None:
         stats.records_in += len(records)
+        for record in records:
+            hour = record.timestamp_ms - record.timestamp_ms % HOUR_MS
+            stats.records_by_hour[hour] = stats.records_by_hour.get(hour, 0) + 1
         with self.kafka.producer() as producer:
             if self.stage == ENRICHMENT:
                 rejected = self._enrich(records, producer, stats)

@@ -81,9 +81,7 @@ def test_250_asins_take_three_requests_per_market(
     server: KeepaTestServer, sleeps: list[float], sample_document: dict[str, Any]
 ) -> None:
     client = make_client(server, sleeps)
-    result = pull_products(
-        client, sample_document["asins"], DEFAULT_MARKETS, PULLED_AT, LOGGER
-    )
+    result = pull_products(client, sample_document["asins"], DEFAULT_MARKETS, PULLED_AT, LOGGER)
     requests = server.requests
     assert len(requests) == result.requests_made == 3 * len(DEFAULT_MARKETS)
     for market in DEFAULT_MARKETS:
@@ -132,8 +130,14 @@ def test_progress_is_reported_per_batch(
 ) -> None:
     seen: list[PullProgress] = []
     client = make_client(server, sleeps, batch_size=40)
-    pull_products(client, first_asins(sample_document, 100), ("DE", "FR"), PULLED_AT, LOGGER,
-                  progress=seen.append)
+    pull_products(
+        client,
+        first_asins(sample_document, 100),
+        ("DE", "FR"),
+        PULLED_AT,
+        LOGGER,
+        progress=seen.append,
+    )
     assert [p.requests_made for p in seen] == list(range(1, 7))
     assert [p.lookups_done for p in seen] == [40, 80, 120, 160, 180, 200]
     assert [p.asins_done for p in seen] == [0, 40, 40, 80, 80, 100]

@@ -316,11 +316,19 @@ def test_home_market_is_the_first_in_order_that_has_data() -> None:
 def test_title_package_category_fall_back_to_other_markets() -> None:
     products = per_market_products()
     products["DE"].update(
-        title=None, packageWeight=-1, packageLength=0, packageWidth=0, packageHeight=0,
-        rootCategory=0, categoryTree=None,
+        title=None,
+        packageWeight=-1,
+        packageLength=0,
+        packageWidth=0,
+        packageHeight=0,
+        rootCategory=0,
+        categoryTree=None,
     )
-    products["FR"].update(title="Bouilloire", rootCategory=57004031,
-                          categoryTree=[{"catId": 57004031, "name": "Cuisine & Maison"}])
+    products["FR"].update(
+        title="Bouilloire",
+        rootCategory=57004031,
+        categoryTree=[{"catId": 57004031, "name": "Cuisine & Maison"}],
+    )
     update = merge_market_products("B0TEST0001", products, PULLED_AT, "keepa")
     assert update["domain_id"] == 3
     assert update["title"] == "Bouilloire"
@@ -375,8 +383,15 @@ def keepa_products(draw: st.DrawFn, domain_id: int) -> dict[str, Any]:
     raw: dict[str, Any] = {"asin": "B0PROP0001", "domainId": domain_id}
     raw["title"] = draw(st.one_of(st.none(), st.text(max_size=30), st.just("x" * 2500)))
     fields = (
-        "rootCategory", "packageWeight", "packageLength", "packageWidth", "packageHeight",
-        "referralFeePercentage", "referralFeePercent", "lastUpdate", "productType",
+        "rootCategory",
+        "packageWeight",
+        "packageLength",
+        "packageWidth",
+        "packageHeight",
+        "referralFeePercentage",
+        "referralFeePercent",
+        "lastUpdate",
+        "productType",
     )
     for name in fields:
         if draw(st.booleans()):
@@ -452,7 +467,10 @@ def test_token_info_and_error() -> None:
     body = {"tokensLeft": 17, "refillIn": 4500, "refillRate": 20, "tokensConsumed": 300}
     info = token_info(body)
     assert (info.tokens_left, info.refill_in_ms, info.refill_rate, info.tokens_consumed) == (
-        17, 4500, 20, 300,
+        17,
+        4500,
+        20,
+        300,
     )
     assert token_info({}).tokens_consumed == 0 and token_info({}).tokens_left is None
     assert response_error(body) is None

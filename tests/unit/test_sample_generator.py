@@ -133,9 +133,20 @@ def test_bodies_have_keepas_shape(document: dict[str, Any]) -> None:
             if product["title"] is None:  # a placeholder: Keepa has no data there
                 continue
             assert len(current_of(product)) >= 19
-            assert {"asin", "title", "rootCategory", "categoryTree", "packageWeight",
-                    "packageLength", "packageWidth", "packageHeight", "referralFeePercentage",
-                    "fbaFees", "lastUpdate", "stats"} <= set(product)
+            assert {
+                "asin",
+                "title",
+                "rootCategory",
+                "categoryTree",
+                "packageWeight",
+                "packageLength",
+                "packageWidth",
+                "packageHeight",
+                "referralFeePercentage",
+                "fbaFees",
+                "lastUpdate",
+                "stats",
+            } <= set(product)
             assert product["categoryTree"][0]["catId"] == product["rootCategory"]
 
 
@@ -250,8 +261,21 @@ def test_other_market_lists_work() -> None:
 def test_cli_writes_the_sample_and_the_asin_list(tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "sample" / "keepa.json.gz"
     pulled_at = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
-    assert main(["--products", "40", "--seed", "5", "--out", str(out),
-                 "--pulled-at", "2026-12-01T08:30:00Z"]) == 0
+    assert (
+        main(
+            [
+                "--products",
+                "40",
+                "--seed",
+                "5",
+                "--out",
+                str(out),
+                "--pulled-at",
+                "2026-12-01T08:30:00Z",
+            ]
+        )
+        == 0
+    )
     assert "40 products" in capsys.readouterr().out
     with gzip.open(out, "rb") as handle:
         document = json.loads(handle.read())

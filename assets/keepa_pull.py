@@ -1,0 +1,123 @@
+"""The Keepa pull: products from Keepa (or the bundled sample) onto raw.keepa_updates."""
+
+import os
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+from pydantic import Field
+
+from assets.keys import GROUP_INGEST, KEEPA_PRODUCTS, RAW_UPDATES
+from pipelines import topics
+from pipelines.schemas import encode
+from resources.kafka import KafkaResource
+from resources.keepa import KeepaResource, PullProgress, PullTotals, iter_pull
+
+DEFAULT_PULL_CRON = "*/15 * * * *"
+# make demo turns schedules and sensors on by default; tests and fresh deployments keep them off.
+AUTOMATION_ENV = "ARBITRAGE_AUTOMATION"
+
+keepa_products = dg.AssetSpec(
+    KEEPA_PRODUCTS,
+    description="Product offers on Amazon EU marketplaces, as Keepa's /product API reports them.",
+    kinds={"api"},
+    group_name=GROUP_INGEST,
+    metadata={"url": "https://keepa.com/#!discuss/t/request-products/110"},
+)
+
+
+class KeepaPullConfig(dg.Config):
+    max_asins: int | None = Field(
+        default=None, description="Pull only the first N ASINs of the list (quick checks)."
+    )
+
+
+def automation_default() -> dg.DefaultScheduleStatus:
+    running = os.environ.get(AUTOMATION_ENV, "").lower() in {"1", "on", "running", "true"}
+    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+
+
+def _offsets_table(spans: dict[int, tuple[int, int]]) -> dg.MetadataValue:
+    lines = ["| partition | first offset | last offset | messages |", "|---|---|---|---|"]
+    lines += [f"| {p} | {low} | {high} | {high - low + 1} |" for p, (low, high) in spans.items()]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+@dg.asset(
+    key=RAW_UPDATES,
+    deps=[KEEPA_PRODUCTS],
+    kinds={"kafka"},
+    group_name=GROUP_INGEST,
+    metadata={"topic": topics.RAW_UPDATES},
+)
+def raw_keepa_updates(
+    context: dg.AssetExecutionContext,
+    config: KeepaPullConfig,
+    keepa: KeepaResource,
+    kafka: KafkaResource,
+) -> dg.MaterializeResult:
+    """One raw update per tracked ASIN per pull on raw.keepa_updates, keyed by ASIN."""
+    started = time.perf_counter()
+    kafka.ensure_topics()
+    asins, problems = keepa.tracked_asins()
+    for problem in problems:
+        context.log.warning(f"{keepa.asins_file}: {problem} (skipped)")
+    if config.max_asins is not None:
+        asins = asins[: config.max_asins]
+    if not asins:
+        raise dg.Failure(f"no valid ASINs to pull in {keepa.asins_file}")
+    markets = keepa.market_list()
+    source = keepa.source(context.log)
+    context.log.info(f"pulling {len(asins)} ASINs from {', '.join(markets)} ({keepa.mode} source)")
+
+    def report(progress: PullProgress) -> None:
+        if progress.market == markets[-1]:
+            context.log.info(
+                f"Keepa: {progress.asins_done}/{progress.asins_total} ASINs done, "
+                f"{progress.requests_made} requests, tokens left {progress.tokens_left}"
+            )
+
+    totals = PullTotals()
+    pulled_at = datetime.now(UTC)
+    with kafka.producer() as producer:
+        for update in iter_pull(source, asins, markets, pulled_at, context.log, report, totals):
+            producer.produce(topics.RAW_UPDATES, update["asin"], encode(update))
+    delivered = producer.report
+    spans = delivered.per_partition(topics.RAW_UPDATES)
+    seconds = time.perf_counter() - started
+    context.log.info(
+        f"produced {delivered.delivered} raw updates in {seconds:.1f}s; "
+        + ", ".join(f"partition {p}: {hi - lo + 1}" for p, (lo, hi) in spans.items())
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "source": keepa.mode,
+            "markets": ",".join(markets),
+            "asins_requested": dg.MetadataValue.int(totals.asins_requested),
+            "asins_skipped_invalid": dg.MetadataValue.int(len(problems)),
+            "asins_not_found": dg.MetadataValue.int(len(totals.not_found)),
+            "products_received_per_market": dg.MetadataValue.json(totals.per_market_received),
+            "messages_produced": dg.MetadataValue.int(delivered.delivered),
+            "offsets_written": _offsets_table(spans),
+            "keepa_requests": dg.MetadataValue.int(totals.requests_made),
+            "tokens_consumed": dg.MetadataValue.int(totals.tokens_consumed),
+            "tokens_left": dg.MetadataValue.int(totals.tokens_left or 0),
+            "duration_s": dg.MetadataValue.float(round(seconds, 3)),
+        }
+    )
+
+
+keepa_pull_job = dg.define_asset_job(
+    "keepa_pull",
+    selection=dg.AssetSelection.assets(RAW_UPDATES),
+    description="Pull the tracked ASINs from Keepa (or the sample) onto raw.keepa_updates.",
+)
+
+keepa_pull_schedule = dg.ScheduleDefinition(
+    name="keepa_pull_schedule",
+    job=keepa_pull_job,
+    cron_schedule=os.environ.get("KEEPA_PULL_CRON", DEFAULT_PULL_CRON),
+    execution_timezone="UTC",
+    default_status=automation_default(),
+    description="Pull from Keepa on a cron (env KEEPA_PULL_CRON, default every 15 minutes).",
+)
