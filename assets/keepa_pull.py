@@ -61,11 +61,11 @@ def raw_keepa_updates(
     kafka.ensure_topics()
     asins, problems = keepa.tracked_asins()
     for problem in problems:
-        context.log.warning(f"{keepa.asins_file}: {problem} (skipped)")
+        context.log.warning(f"{keepa.asins_path()}: {problem} (skipped)")
     if config.max_asins is not None:
         asins = asins[: config.max_asins]
     if not asins:
-        raise dg.Failure(f"no valid ASINs to pull in {keepa.asins_file}")
+        raise dg.Failure(f"no valid ASINs to pull in {keepa.asins_path()}")
     markets = keepa.market_list()
     source = keepa.source(context.log)
     context.log.info(f"pulling {len(asins)} ASINs from {', '.join(markets)} ({keepa.mode} source)")

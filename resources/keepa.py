@@ -51,6 +51,7 @@ REFILL_MARGIN_S = 0.1
 DEFAULT_REFILL_WAIT_S = 60.0
 
 _KEY_PARAM = re.compile(r"(key=)[^&\s'\"]+")
+_QUERY = re.compile(r"\?[^\s)'\"]*")
 
 _REFUSALS: dict[int, str] = {
     400: "bad request — Keepa rejected a parameter such as an ASIN, the domain or stats",
@@ -224,7 +225,8 @@ class KeepaHttpClient(KeepaSource):
     # ------------------------------------------------------------------ HTTP
 
     def _scrub(self, text: str) -> str:
-        return redact_key(text, self._api_key)
+        # Query strings carry the key and up to 100 ASINs: neither helps a reader of the error.
+        return _QUERY.sub("?…", redact_key(text, self._api_key))
 
     def _backoff(self, failures: int) -> float:
         return min(self.backoff_cap_s, self.backoff_base_s * 2 ** (failures - 1))
@@ -560,17 +562,19 @@ class KeepaResource(dg.ConfigurableResource):
     resource's config, so it cannot show up in the run config the UI displays.
     """
 
-    base_url: str = Field(
-        default_factory=lambda: os.environ.get("KEEPA_API_URL", DEFAULT_BASE_URL),
-        description="Keepa API base URL (env KEEPA_API_URL).",
+    # Unset fields are read from the environment when a run starts, not when code loads.
+    base_url: str | None = Field(
+        default=None, description="Keepa API base URL (default: env KEEPA_API_URL, else Keepa's)."
     )
-    markets: str = Field(
-        default_factory=lambda: os.environ.get("KEEPA_MARKETS", ",".join(DEFAULT_MARKETS)),
-        description="Marketplaces to pull, first = home market (env KEEPA_MARKETS).",
+    markets: str | None = Field(
+        default=None,
+        description="Marketplaces to pull, first = home market (default: env KEEPA_MARKETS, "
+        "else DE,FR,IT,ES,GB).",
     )
-    asins_file: str = Field(
-        default_factory=lambda: os.environ.get("KEEPA_ASINS_FILE", str(DEFAULT_ASINS_FILE)),
-        description="ASINs to track, one per line, # comments (env KEEPA_ASINS_FILE).",
+    asins_file: str | None = Field(
+        default=None,
+        description="ASINs to track, one per line (default: env KEEPA_ASINS_FILE, else "
+        "data/asins.txt).",
     )
     sample_path: str = Field(
         default=str(DEFAULT_SAMPLE_PATH),
@@ -586,12 +590,20 @@ class KeepaResource(dg.ConfigurableResource):
     def mode(self) -> Literal["keepa", "sample"]:
         return "keepa" if os.environ.get(KEY_ENV, "").strip() else "sample"
 
+    def api_url(self) -> str:
+        return self.base_url or os.environ.get("KEEPA_API_URL") or DEFAULT_BASE_URL
+
     def market_list(self) -> tuple[str, ...]:
-        return parse_market_list(self.markets)
+        return parse_market_list(
+            self.markets or os.environ.get("KEEPA_MARKETS") or ",".join(DEFAULT_MARKETS)
+        )
+
+    def asins_path(self) -> Path:
+        return Path(self.asins_file or os.environ.get("KEEPA_ASINS_FILE") or DEFAULT_ASINS_FILE)
 
     def tracked_asins(self) -> tuple[list[str], list[str]]:
         """The ASINs from the file, and a sentence per line that was skipped."""
-        path = Path(self.asins_file)
+        path = self.asins_path()
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -606,7 +618,7 @@ class KeepaResource(dg.ConfigurableResource):
         if key:
             return KeepaHttpClient(
                 key,
-                base_url=self.base_url,
+                base_url=self.api_url(),
                 stats_days=self.stats_days,
                 timeout_s=self.timeout_s,
                 max_wait_s=self.max_wait_s,

@@ -1,0 +1,125 @@
+"""The keepa_pull job against the real broker: on the bundled sample and on a local Keepa."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from pipelines import topics
+from pipelines.definitions import defs
+from pipelines.sample_generator import generate_sample, load_sample_document
+from resources.kafka import KafkaResource
+from resources.keepa import DEFAULT_SAMPLE_PATH, KeepaSampleSource, pull_products
+from tests.integration.kafka_io import read_all
+from tests.keepa_server import KeepaTestServer
+
+pytestmark = pytest.mark.integration
+
+SECRET = "kq9-SECRET-KEEPA-KEY-77f3"
+
+
+def run_pull(instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def("keepa_pull")
+    return job.execute_in_process(instance=instance or dg.DagsterInstance.ephemeral())
+
+
+def without_time(update: dict) -> dict:
+    return {k: v for k, v in update.items() if k != "timestamp"}
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_sample_pull_produces_one_message_per_asin(
+    kafka: KafkaResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KEEPA_API_KEY", raising=False)
+    first = run_pull()
+    assert first.success
+    messages = read_all(kafka, topics.RAW_UPDATES)
+    document = load_sample_document(DEFAULT_SAMPLE_PATH)
+    assert len(messages) == len(document["asins"]) == 500
+    assert all(m.key == m.json()["asin"] for m in messages)
+    assert len({m.key for m in messages}) == 500
+
+    # The messages equal what the parsing code makes of the same sample (time aside).
+    expected = pull_products(
+        KeepaSampleSource(),
+        document["asins"],
+        ("DE", "FR", "IT", "ES", "GB"),
+        datetime.now(UTC),
+        logging.getLogger("test"),
+    )
+    on_topic = {m.key: without_time(m.json()) for m in messages}
+    assert on_topic == {u["asin"]: without_time(u) for u in expected.updates}
+    assert all(m.json()["source"] == "sample" for m in messages)
+
+    # Sentinels stay sentinels: an out-of-stock market has no price anywhere.
+    asin, market = document["edge_cases"]["out_of_stock"][0].split("/")
+    offer = on_topic[asin]["markets"][market]
+    assert offer["amazon"] < 0 and offer["new"] < 0
+    assert on_topic[asin]["current_prices"].get(market, -1) == -1 or offer["buy_box"] > 0
+
+    # Same ASIN → same partition in a second pull.
+    partition_of = {m.key: m.partition for m in messages}
+    assert run_pull().success
+    again = read_all(kafka, topics.RAW_UPDATES)
+    assert len(again) == 1000
+    assert all(partition_of[m.key] == m.partition for m in again)
+    metadata = first.asset_materializations_for_node("kafka__raw_keepa_updates")[0].metadata
+    assert metadata["messages_produced"].value == 500
+    assert metadata["source"].value == "sample"
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_pull_from_a_keepa_server_never_leaks_the_key(
+    kafka: KafkaResource,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    tmp_path,
+) -> None:
+    bodies = generate_sample(120, seed=7)
+    asins = list(dict.fromkeys(p["asin"] for body in bodies.values() for p in body["products"]))
+    assert len(asins) == 120
+    asin_file = tmp_path / "asins.txt"
+    asin_file.write_text("# tracked\n" + "\n".join(asins) + "\nNOT-AN-ASIN\n")
+    caplog.set_level(logging.DEBUG)
+    with KeepaTestServer(bodies=bodies) as server:
+        monkeypatch.setenv("KEEPA_API_KEY", SECRET)
+        monkeypatch.setenv("KEEPA_API_URL", server.url)
+        monkeypatch.setenv("KEEPA_ASINS_FILE", str(asin_file))
+        monkeypatch.setenv("KEEPA_MARKETS", "DE,GB")
+        instance = dg.DagsterInstance.ephemeral()
+        result = run_pull(instance)
+        assert result.success
+        requests = server.requests
+
+    # 120 ASINs → 2 batches (100 + 20) per market, the right domains, the key sent.
+    assert sorted((r.params["domain"], len(r.asins)) for r in requests) == [
+        ("2", 20),
+        ("2", 100),
+        ("3", 20),
+        ("3", 100),
+    ]
+    assert all(r.params["key"] == SECRET for r in requests)
+    messages = read_all(kafka, topics.RAW_UPDATES)
+    assert {m.key for m in messages} <= set(asins)
+    assert len(messages) >= 110  # a few sample ASINs exist in neither DE nor GB
+    assert all(m.json()["source"] == "keepa" for m in messages)
+    assert all(set(m.json()["markets"]) <= {"DE", "GB"} for m in messages)
+
+    # The key appears in no log line, no stored event, no run config, no metadata.
+    run = instance.get_run_by_id(result.run_id)
+    stored = json.dumps(run.run_config, default=str) + json.dumps(run.tags)
+    stored += "".join(
+        str(entry.dagster_event) + str(entry.user_message)
+        for entry in instance.all_logs(result.run_id)
+    )
+    out, err = capfd.readouterr()
+    assert SECRET not in caplog.text
+    assert SECRET not in stored
+    assert SECRET not in out + err
+    assert "NOT-AN-ASIN" in stored  # the bad line was reported in the run log, and skipped
