@@ -190,3 +190,31 @@ def test_an_older_update_never_overwrites_a_newer_one(
     }
     assert metadata["elasticsearch/products"]["unchanged"].value == 1
     committed_equals_high_watermark(kafka, topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_sample_end_to_end_alerts_equal_the_domain_functions(
+    kafka: KafkaResource, es: ElasticsearchResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KEEPA_API_KEY", raising=False)
+    for job in ("keepa_pull", "enrichment", "arbitrage"):
+        assert run_job(job).success, job
+
+    raw = [validate_raw_update(m.json()) for m in read_all(kafka, topics.RAW_UPDATES)]
+    expected = {
+        alert["alert_id"]: strip_time(alert)
+        for alert in detect_alerts([enrich(r, CONFIG) for r in raw], CONFIG, "ignored")
+    }
+    assert len(expected) > 50
+    on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    assert len(on_topic) == len(expected)
+    assert {a["alert_id"]: strip_time(a) for a in on_topic} == expected
+    hits = es.client().search(index=topics.ALERTS_INDEX, size=1000)["hits"]["hits"]
+    assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == expected
+    assert es.count(topics.PRODUCTS_INDEX) == 500
+    assert read_all(kafka, topics.RAW_UPDATES_DLQ) == []
+    committed_equals_high_watermark(kafka, topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED)
+
+
+def strip_time(alert: dict) -> dict:
+    return {k: v for k, v in alert.items() if k != "detected_at"}

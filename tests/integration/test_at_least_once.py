@@ -1,0 +1,57 @@
+"""At-least-once: with Elasticsearch stopped a run fails without committing; a rerun catches up.
+
+This test really stops the local Elasticsearch (python -m devservices) and starts it again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines import topics
+from pipelines.schemas import encode
+from resources.elasticsearch import ElasticsearchResource
+from resources.kafka import KafkaResource
+from tests.integration.kafka_io import produce, read_all
+from tests.integration.test_stages import committed_equals_high_watermark, good_updates, run_job
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def devservices(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "devservices", *args], cwd=REPO, check=True, timeout=300)
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_a_run_without_elasticsearch_commits_nothing_and_the_rerun_catches_up(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    updates = good_updates(20)
+    produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in updates])
+    devservices("down", "elasticsearch")
+    try:
+        failed = run_job("enrichment")
+        assert not failed.success
+        errors = [
+            event.step_failure_data.error.to_string()
+            for event in failed.all_events
+            if event.is_step_failure and event.step_failure_data.error
+        ]
+        assert any("Elasticsearch" in message for message in errors), errors
+        lags = kafka.lag(topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+        assert all(lag.committed is None for lag in lags)
+        assert sum(lag.lag for lag in lags) == 20
+        assert read_all(kafka, topics.PRODUCTS_ENRICHED) == []
+    finally:
+        devservices("up", "elasticsearch")
+
+    assert run_job("enrichment").success
+    assert es.count(topics.PRODUCTS_INDEX) == 20
+    assert sorted(m.key for m in read_all(kafka, topics.PRODUCTS_ENRICHED)) == sorted(
+        u["asin"] for u in updates
+    )
+    committed_equals_high_watermark(kafka, topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)

@@ -1,0 +1,134 @@
+"""The real Kafka broker and Elasticsearch as the pipeline configures them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipelines import topics
+from resources.elasticsearch import BulkOp, ElasticsearchResource
+from resources.kafka import KafkaResource
+from tests.integration.kafka_io import produce, read_all
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_topics_have_three_partitions_and_seven_days(kafka: KafkaResource) -> None:
+    kafka.ensure_topics()
+    assert kafka.ensure_topics() == {spec.name: "exists" for spec in topics.TOPICS}
+    described = kafka.describe_topics([spec.name for spec in topics.TOPICS])
+    for spec in topics.TOPICS:
+        assert described[spec.name]["partitions"] == 3
+        assert described[spec.name]["retention.ms"] == 604_800_000
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_keyed_messages_come_back_on_one_partition_per_key(kafka: KafkaResource) -> None:
+    keys = [f"B0KEYS{n:04d}" for n in range(30)]
+    produce(kafka, topics.RAW_UPDATES, [(key, b"{}") for key in keys * 3])
+    partitions: dict[str, set[int]] = {}
+    for message in read_all(kafka, topics.RAW_UPDATES):
+        partitions.setdefault(message.key, set()).add(message.partition)
+    assert sorted(partitions) == sorted(keys)
+    assert all(len(found) == 1 for found in partitions.values())
+    assert len(set().union(*partitions.values())) == 3  # 30 keys spread over all partitions
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_index_template_applies_and_bulk_round_trips(es: ElasticsearchResource) -> None:
+    client = es.client()
+    templates = client.indices.get_index_template(name="arbitrage-products")["index_templates"]
+    assert templates[0]["index_template"]["index_patterns"] == ["products"]
+    mapping = client.indices.get_mapping(index=topics.PRODUCTS_INDEX)[topics.PRODUCTS_INDEX]
+    assert mapping["mappings"]["dynamic"] == "strict"
+    assert mapping["mappings"]["properties"]["markets"]["properties"]["GB"]["properties"][
+        "buy_price_eur_cents"
+    ] == {"type": "long"}
+    doc = {"alert_id": "a1", "asin": "B0ROUNDTRP", "profit_eur_cents": 1234, "roi": 0.25}
+    outcome = es.bulk_write(
+        [
+            BulkOp("create", topics.ALERTS_INDEX, "a1", doc),
+            BulkOp("create", topics.ALERTS_INDEX, "a1", doc),  # same id: stored once
+            BulkOp("create", topics.ALERTS_INDEX, "a2", {**doc, "unknown_field": 1}),
+        ]
+    )
+    assert (outcome.written, outcome.unchanged) == (1, 1)
+    assert "strict_dynamic_mapping_exception" in outcome.rejected[2]
+    assert client.get(index=topics.ALERTS_INDEX, id="a1")["_source"] == doc
+    assert es.count(topics.ALERTS_INDEX) == 1
+
+
+def parse_describe(output: str) -> dict[int, tuple[int, int, int]]:
+    """kafka-consumer-groups --describe → {partition: (current, log end, lag)}."""
+    rows = {}
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == topics.RAW_UPDATES and fields[2].isdigit():
+            rows[int(fields[2])] = (int(fields[3]), int(fields[4]), int(fields[5]))
+    return rows
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_lag_equals_kafka_consumer_groups_describe(kafka: KafkaResource) -> None:
+    group = f"test-lag-{uuid.uuid4().hex[:8]}"
+    produce(kafka, topics.RAW_UPDATES, [(f"B0LAG{n:05d}", b"{}") for n in range(90)])
+    highs = {p: high for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()}
+    committed = {p: high // 2 for p, high in highs.items()}
+    kafka.commit(group, topics.RAW_UPDATES, committed)
+
+    ours = {
+        lag.partition: (lag.committed, lag.high_watermark, lag.lag)
+        for lag in kafka.lag(group, topics.RAW_UPDATES)
+    }
+    described = subprocess.run(
+        [
+            str(REPO / "bin" / "kafka-consumer-groups"),
+            "--bootstrap-server",
+            kafka.bootstrap_servers,
+            "--describe",
+            "--group",
+            group,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert parse_describe(described) == ours
+    assert ours == {p: (committed[p], highs[p], highs[p] - committed[p]) for p in highs}
+    assert sum(lag for _, _, lag in ours.values()) > 0
+
+
+def test_integration_tests_fail_loudly_without_services(tmp_path: Path) -> None:
+    """With nothing listening, an integration test fails (never skips) and says how to start."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "ELASTICSEARCH_URL": "http://127.0.0.1:1",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/integration/test_services.py::test_topics_have_three_partitions_and_seven_days",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "1 error" in result.stdout or "1 failed" in result.stdout, result.stdout
+    assert "skipped" not in result.stdout
+    assert "make services-up" in result.stdout
