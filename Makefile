@@ -7,7 +7,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
 .DEFAULT_GOAL := help
-.PHONY: help venv services-up services-down services-status topics demo test test-unit lint bench sample clean
+.PHONY: help venv ui-deps screenshot services-up services-down services-status topics demo test test-unit lint bench sample clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -20,6 +20,13 @@ $(PY): pyproject.toml
 	@touch $(PY)
 
 venv: $(PY) ## create .venv and install the project with its dev tools
+
+ui-deps: ## install Debian's Chromium for the UI test and screenshot (needs root or sudo)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium; else sudo apt-get install -y -q chromium; fi; }
+
+screenshot: $(PY) ui-deps ## redraw docs/asset-graph.png from a fresh webserver
+	$(PY) scripts/screenshot_ui.py --start-webserver --out docs/asset-graph.png
 
 services-up: $(PY) ## start local Kafka + Elasticsearch (downloads once), create topics and indices
 	$(PY) -m devservices up

@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 
+# The UI test drives Debian's Chromium; install it where we can (CI runs as root).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing Chromium for the UI test"
+  make --no-print-directory ui-deps || echo "could not install Chromium; the UI test will say how"
+fi
+
 started=0
 if ! $PY -m devservices status >/dev/null 2>&1; then
   echo "== starting local Kafka and Elasticsearch for the tests"
