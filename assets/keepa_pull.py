@@ -109,7 +109,8 @@ def raw_keepa_updates(
 
 keepa_pull_job = dg.define_asset_job(
     "keepa_pull",
-    selection=dg.AssetSelection.assets(RAW_UPDATES),
+    # The lag and freshness checks on this topic run on their own schedule (assets/checks.py).
+    selection=dg.AssetSelection.assets(RAW_UPDATES).without_checks(),
     description="Pull the tracked ASINs from Keepa (or the sample) onto raw.keepa_updates.",
 )
 

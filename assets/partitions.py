@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 import dagster as dg
 
 # Topics keep 7 days; older partitions replay nothing but stay listed for history.
-HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", timezone="UTC")
+# end_offset=1: the current hour is a partition too, so live runs can record it and it can be
+# replayed before it closes.
+HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", timezone="UTC", end_offset=1)
 
 
 def hour_partition_key(hour_start_ms: int) -> str:

@@ -69,6 +69,11 @@ class StageRunConfig(dg.Config):
     )
 
 
+def _is_replay(context: dg.AssetExecutionContext) -> bool:
+    """One hour (a partition key) or several (a single-run backfill's key range)."""
+    return context.has_partition_key or context.has_partition_key_range
+
+
 def _ranges_for_run(
     context: dg.AssetExecutionContext,
     config: StageRunConfig,
@@ -77,7 +82,7 @@ def _ranges_for_run(
     source_topic: str,
 ) -> tuple[str, list[PartitionRange]]:
     """The consumer group to commit under and the ranges to process."""
-    if context.has_partition_key:
+    if _is_replay(context):
         window = context.partition_time_window
         starts = kafka.offsets_for_time(source_topic, int(window.start.timestamp() * 1000))
         ends = kafka.offsets_for_time(source_topic, int(window.end.timestamp() * 1000))
@@ -137,8 +142,8 @@ def _index_materializations(
     stats: StageStats,
     metadata: dict[str, Any],
 ) -> Iterator[dg.MaterializeResult]:
-    """A replay materializes its own hour; a live run records each hour it indexed."""
-    if context.has_partition_key:
+    """A replay materializes its own hours; a live run records each hour it indexed."""
+    if _is_replay(context):
         yield dg.MaterializeResult(asset_key=key, metadata=metadata)
         return
     for hour_ms, count in sorted(stats.records_by_hour.items()):
@@ -210,6 +215,9 @@ def _run_stage(
         ),
     ],
     can_subset=False,
+    # A backfill of a range replays its whole time window in one run (and makes
+    # `dagster asset materialize --partition-range` possible).
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def enrichment_stage(
     context: dg.AssetExecutionContext,
@@ -281,6 +289,9 @@ def enrichment_stage(
         ),
     ],
     can_subset=False,
+    # A backfill of a range replays its whole time window in one run (and makes
+    # `dagster asset materialize --partition-range` possible).
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def arbitrage_stage(
     context: dg.AssetExecutionContext,
@@ -321,15 +332,16 @@ def arbitrage_stage(
     )
 
 
+# The asset checks run on their own schedule (assets/checks.py), not after every offset range.
 enrichment_job = dg.define_asset_job(
     "enrichment",
-    selection=dg.AssetSelection.assets(enrichment_stage),
+    selection=dg.AssetSelection.assets(enrichment_stage).without_checks(),
     description="Process raw.keepa_updates offset ranges into Elasticsearch and products.enriched.",
     tags={STAGE_TAG: ENRICHMENT},
 )
 arbitrage_job = dg.define_asset_job(
     "arbitrage",
-    selection=dg.AssetSelection.assets(arbitrage_stage),
+    selection=dg.AssetSelection.assets(arbitrage_stage).without_checks(),
     description="Process products.enriched offset ranges into arbitrage alerts.",
     tags={STAGE_TAG: ARBITRAGE},
 )

@@ -34,6 +34,9 @@ class TopicSpec:
             "retention.ms": str(RETENTION_MS),
             "max.message.bytes": str(MAX_MESSAGE_BYTES),
             "cleanup.policy": "delete",
+            # Producer time (our producers stamp at produce): replays find an hour's window with
+            # offsets_for_times, and tests can write messages into past hours.
+            "message.timestamp.type": "CreateTime",
         }
 
 

@@ -1,82 +1,198 @@
-"""`make demo`: the whole pipeline on the bundled sample against the real local services.
+"""`make demo`: the whole pipeline on the bundled sample, driven by Dagster's daemon.
 
-Runs the three jobs the way a user would from the CLI (`dagster job execute`), then prints the
-alerts table, the Elasticsearch document counts and how to open the Dagster UI.
+Starts `dagster dev` (webserver + daemon) with a project-local DAGSTER_HOME and the schedule and
+sensors on, launches one Keepa pull, waits while the sensors carry it through enrichment and
+arbitrage (printing the lag of each stage), then prints the alerts and the UI's address. The UI
+keeps running until Ctrl-C, or the script exits at once with DEMO_EXIT=1.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+
+from pipelines import topics  # noqa: E402
+from resources.cli import alerts_table  # noqa: E402
+from resources.elasticsearch import ElasticsearchResource  # noqa: E402
+from resources.kafka import KafkaResource  # noqa: E402
+
+PORT = int(os.environ.get("DAGSTER_PORT", "3000"))
+UI = f"http://127.0.0.1:{PORT}"
+TIMEOUT_S = float(os.environ.get("DEMO_TIMEOUT", "300"))
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
 def dagster_home() -> Path:
-    home = Path(os.environ.get("DAGSTER_HOME", REPO / ".dagster_home"))
+    home = Path(os.environ.get("DAGSTER_HOME") or REPO / ".dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
-def step(title: str) -> None:
-    print(f"\n== {title}", flush=True)
+def ui_is_up() -> bool:
+    try:
+        with urllib.request.urlopen(f"{UI}/server_info", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
-def run(*args: str) -> None:
-    subprocess.run(args, cwd=REPO, check=True)
-
-
-def run_job(job: str) -> None:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [str(VENV_BIN / "dagster"), "job", "execute", "-m", "pipelines.definitions", "-j", job],
+def start_dagster(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    if ui_is_up():
+        raise SystemExit(
+            f"something already serves {UI}; stop it (or set DAGSTER_PORT) and run make demo again"
+        )
+    say(f"== starting dagster dev (webserver + daemon) on {UI}; log: {log}")
+    process = subprocess.Popen(
+        [
+            str(BIN / "dagster"),
+            "dev",
+            "-m",
+            "pipelines.definitions",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(PORT),
+        ],
         cwd=REPO,
-        capture_output=True,
-        text=True,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # so Ctrl-C / stop reaches the webserver, daemon and code servers
     )
-    if result.returncode != 0:
-        print(result.stdout[-4000:], result.stderr[-4000:], sep="\n")
-        raise SystemExit(f"the {job} job failed; its log is above")
-    # Dagster prints one line per event; the INFO lines are the job's own progress.
-    for line in result.stderr.splitlines():
-        if " - INFO - " in line:
-            print("   " + line.split(" - ")[-1])
-    print(f"   {job} finished in {time.perf_counter() - started:.1f}s")
+    deadline = time.monotonic() + 120
+    while not ui_is_up():
+        if process.poll() is not None:
+            raise SystemExit(f"dagster dev exited; last lines of {log}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            stop(process)
+            raise SystemExit(f"dagster dev did not answer within 120 s; see {log}")
+        time.sleep(1)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    # dagster dev shuts its webserver, daemon and code servers down on SIGINT (Ctrl-C).
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def total_lag(kafka: KafkaResource, group: str, topic: str) -> int:
+    return sum(lag.lag for lag in kafka.lag(group, topic))
+
+
+def wait_for_pipeline(kafka: KafkaResource, pull_done: Callable[[], bool]) -> None:
+    """Until the pull has finished and both stages have caught up with it."""
+    started = time.monotonic()
+    settled = 0
+    while True:
+        raw_lag = total_lag(kafka, topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+        enriched_lag = total_lag(kafka, topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED)
+        done = pull_done()
+        say(
+            f"   {time.monotonic() - started:5.0f}s  pull {'done' if done else 'running'}  "
+            f"lag enrichment {raw_lag:>5}  lag arbitrage {enriched_lag:>5}"
+        )
+        settled = settled + 1 if done and raw_lag == 0 and enriched_lag == 0 else 0
+        if settled >= 2:  # twice in a row: nothing left in flight between the stages
+            return
+        if time.monotonic() - started > TIMEOUT_S:
+            raise SystemExit(
+                f"the sensors did not catch up within {TIMEOUT_S:.0f}s; open {UI}/automation "
+                "to see their ticks, and `arbitrage lag` for the offsets"
+            )
+        time.sleep(2)
 
 
 def main() -> int:
     home = dagster_home()
-    if os.environ.get("KEEPA_API_KEY"):
-        print("KEEPA_API_KEY is set: pulling live from Keepa")
-    else:
-        print("KEEPA_API_KEY is not set: pulling the bundled sample (data/sample/)")
-    step("services")
-    run(sys.executable, "-m", "devservices", "status")
-    step("topics")
-    run(str(VENV_BIN / "arbitrage"), "topics")
-    for job in ("keepa_pull", "enrichment", "arbitrage"):
-        step(f"dagster job execute -j {job}")
-        run_job(job)
-    step("consumer lag")
-    run(str(VENV_BIN / "arbitrage"), "lag")
-    step("alerts (best profit first)")
-    run(str(VENV_BIN / "arbitrage"), "alerts", "-n", "15")
-    step("Elasticsearch")
-    from resources.elasticsearch import ElasticsearchResource
+    env = {**os.environ, "DAGSTER_HOME": str(home), "ARBITRAGE_AUTOMATION": "on"}
+    os.environ.update(env)
+    say(
+        "KEEPA_API_KEY is set: pulling live from Keepa"
+        if os.environ.get("KEEPA_API_KEY")
+        else "KEEPA_API_KEY is not set: pulling the bundled sample (data/sample/)"
+    )
+    say("== services")
+    subprocess.run([sys.executable, "-m", "devservices", "status"], cwd=REPO, check=True)
+    subprocess.run([str(BIN / "arbitrage"), "topics"], cwd=REPO, check=True)
 
-    es = ElasticsearchResource()
-    for index in ("products", "arbitrage-alerts"):
-        print(f"   {index:<18} {es.count(index):>6} documents")
-    step("Dagster UI")
-    print(f"   DAGSTER_HOME={home} .venv/bin/dagster dev -m pipelines.definitions")
-    print("   then open http://127.0.0.1:3000 (asset graph, runs, schedules and sensors)")
+    log = home / "dagster-dev.log"
+    process = start_dagster(env, log)
+    try:
+        import dagster as dg
+
+        instance = dg.DagsterInstance.get()
+        before = {run.run_id for run in instance.get_runs(dg.RunsFilter(job_name="keepa_pull"))}
+        say("== launching one Keepa pull (dagster job launch -j keepa_pull)")
+        subprocess.run(
+            [
+                str(BIN / "dagster"),
+                "job",
+                "launch",
+                "-m",
+                "pipelines.definitions",
+                "-j",
+                "keepa_pull",
+            ],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+
+        def pull_done() -> bool:
+            runs = [
+                run
+                for run in instance.get_runs(dg.RunsFilter(job_name="keepa_pull"))
+                if run.run_id not in before
+            ]
+            if any(run.status == dg.DagsterRunStatus.FAILURE for run in runs):
+                raise SystemExit(f"the keepa_pull run failed; see {UI}/runs")
+            return any(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+
+        say("== waiting while the sensors carry it through enrichment and arbitrage")
+        wait_for_pipeline(KafkaResource(), pull_done)
+
+        es = ElasticsearchResource()
+        text, total = alerts_table(es, 15)
+        say(f"== alerts, best profit first ({total} in all)\n{text}")
+        say(
+            f"== Elasticsearch: products {es.count(topics.PRODUCTS_INDEX)} documents, "
+            f"arbitrage-alerts {es.count(topics.ALERTS_INDEX)} documents"
+        )
+        say(f"== the Dagster UI is at {UI} (asset graph: {UI}/asset-groups)")
+        if os.environ.get("DEMO_EXIT") == "1":
+            return 0
+        say("   it keeps running, with the schedule and sensors on; Ctrl-C stops it")
+        process.wait()
+    except KeyboardInterrupt:
+        say("\nstopping dagster dev")
+    finally:
+        stop(process)
     return 0
 
 

@@ -18,6 +18,9 @@ def test_topic_settings_match_the_pipeline() -> None:
     assert int(settings["TOPIC_PARTITIONS"]) == topics.PARTITIONS
     assert int(settings["TOPIC_RETENTION_MS"]) == topics.RETENTION_MS
     assert int(settings["TOPIC_MAX_MESSAGE_BYTES"]) == topics.MAX_MESSAGE_BYTES
+    config = topics.TOPICS[0].config()
+    assert settings["TOPIC_TIMESTAMP_TYPE"] == config["message.timestamp.type"]
+    assert settings["TOPIC_RETENTION_MS"] == config["retention.ms"]
     script = COMPOSE["services"]["kafka-init"]["command"][0]
     for spec in topics.TOPICS:
         assert spec.name in script
@@ -44,3 +47,11 @@ def test_versions_match_the_local_services() -> None:
     es_env = services["elasticsearch"]["environment"]
     assert es_env["discovery.type"] == "single-node"
     assert es_env["xpack.security.enabled"] == "false"
+
+
+def test_docker_dagster_instance_matches_the_local_one() -> None:
+    root = Path(__file__).parents[2]
+    local = yaml.safe_load((root / "dagster.yaml").read_text())
+    docker = yaml.safe_load((root / "docker" / "dagster.yaml").read_text())
+    assert "postgres" in docker.pop("storage")
+    assert docker == local

@@ -1,0 +1,262 @@
+"""Asset checks on the Kafka side of the pipeline, and the schedule that runs them.
+
+- consumer lag of each live group under a threshold (on the group's source topic asset);
+- DLQ topics not growing since the previous evaluation (its end offsets are kept in the check's
+  metadata and read back from the instance), with the newest reasons;
+- the newest raw.keepa_updates message younger than twice the Keepa pull interval.
+
+They run every 5 minutes in their own job, never inside the stage runs (whose jobs exclude them).
+"""
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import OffsetSpec
+from pydantic import Field
+
+from assets.keepa_pull import DEFAULT_PULL_CRON, automation_default, keepa_pull_schedule
+from assets.keys import PRODUCTS_ENRICHED, PRODUCTS_ENRICHED_DLQ, RAW_UPDATES, RAW_UPDATES_DLQ
+from assets.stages import LIVE_GROUP
+from pipelines import topics
+from resources.cli import newest_messages
+from resources.kafka import KafkaResource
+from resources.stage_runner import ARBITRAGE, ENRICHMENT, SOURCE_TOPIC
+
+CHECKS_CRON_ENV = "ARBITRAGE_CHECKS_CRON"
+DEFAULT_CHECKS_CRON = "*/5 * * * *"
+DEFAULT_MAX_LAG = 10_000
+NEWEST_REASONS = 5
+
+
+# ---------------------------------------------------------------------------- consumer lag
+
+
+class LagCheckConfig(dg.Config):
+    max_lag: int = Field(
+        default=DEFAULT_MAX_LAG, description="Most unprocessed messages (all partitions) allowed."
+    )
+
+
+def _lag_check(asset_key: dg.AssetKey, stage: str) -> dg.AssetChecksDefinition:
+    group = LIVE_GROUP[stage]
+    topic = SOURCE_TOPIC[stage]
+
+    @dg.asset_check(
+        asset=asset_key,
+        name="consumer_lag_under_threshold",
+        description=f"Messages on {topic} not yet committed by group '{group}' stay under max_lag.",
+        metadata={"consumer_group": group, "threshold_max_lag": DEFAULT_MAX_LAG},
+    )
+    def _check(config: LagCheckConfig, kafka: KafkaResource) -> dg.AssetCheckResult:
+        lags = kafka.lag(group, topic)
+        total = sum(lag.lag for lag in lags)
+        return dg.AssetCheckResult(
+            passed=total <= config.max_lag,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"group '{group}' lags {total} messages (threshold {config.max_lag})",
+            metadata={
+                "consumer_group": group,
+                "threshold_max_lag": dg.MetadataValue.int(config.max_lag),
+                "lag": dg.MetadataValue.int(total),
+                "lag_by_partition": dg.MetadataValue.json(
+                    {str(lag.partition): lag.lag for lag in lags}
+                ),
+            },
+        )
+
+    return _check
+
+
+enrichment_lag_check = _lag_check(RAW_UPDATES, ENRICHMENT)
+arbitrage_lag_check = _lag_check(PRODUCTS_ENRICHED, ARBITRAGE)
+
+
+# ---------------------------------------------------------------------------- DLQ growth
+
+DLQ_CHECK_NAME = "dlq_not_growing"
+
+
+def _previous_metadata(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, run_id: str
+) -> Mapping[str, dg.MetadataValue] | None:
+    """Metadata of the check's newest evaluation before this run (its own is only planned)."""
+    for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=5):
+        evaluation = record.evaluation
+        if record.run_id != run_id and isinstance(evaluation, dg.AssetCheckEvaluation):
+            return evaluation.metadata
+    return None
+
+
+def _reasons_table(kafka: KafkaResource, dlq_topic: str) -> dg.MetadataValue:
+    rows = ["| failed at | source | key | reason |", "|---|---|---|---|"]
+    for message in reversed(newest_messages(kafka, dlq_topic, NEWEST_REASONS)):
+        try:
+            entry = json.loads(message.value())
+        except (TypeError, ValueError):
+            rows.append(
+                f"| — | {dlq_topic}[{message.partition()}]@{message.offset()} | — | "
+                "not a DLQ envelope |"
+            )
+            continue
+        source = f"{entry.get('source_topic')}[{entry.get('partition')}]@{entry.get('offset')}"
+        reason = str(entry.get("error", "")).replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| {entry.get('failed_at')} | {source} | {entry.get('key')} | {reason} |")
+    return dg.MetadataValue.md("\n".join(rows))
+
+
+def _dlq_check(asset_key: dg.AssetKey, dlq_topic: str) -> dg.AssetChecksDefinition:
+    check_key = dg.AssetCheckKey(asset_key, DLQ_CHECK_NAME)
+
+    @dg.asset_check(
+        asset=asset_key,
+        name=DLQ_CHECK_NAME,
+        description=f"No new dead letters on {dlq_topic} since the previous evaluation.",
+        metadata={"topic": dlq_topic, "threshold_new_messages": 0},
+    )
+    def _check(context: dg.AssetCheckExecutionContext, kafka: KafkaResource) -> dg.AssetCheckResult:
+        marks = kafka.watermarks(dlq_topic)
+        ends = {p: high for p, (_, high) in marks.items()}
+        previous = _previous_metadata(context.instance, check_key, context.run.run_id)
+        recorded = previous.get("end_offsets") if previous else None
+        baseline = recorded.value if isinstance(recorded, dg.JsonMetadataValue) else None
+        new = 0
+        if baseline is not None:
+            for partition, high in ends.items():
+                before = int(baseline.get(str(partition), 0))
+                # An end offset that went back means the topic was recreated: all of it is new.
+                new += high - before if high >= before else high
+        metadata: dict[str, Any] = {
+            "topic": dlq_topic,
+            "end_offsets": dg.MetadataValue.json({str(p): high for p, high in ends.items()}),
+            "new_messages": dg.MetadataValue.int(new),
+            "threshold_new_messages": dg.MetadataValue.int(0),
+            "messages_retained": dg.MetadataValue.int(
+                sum(high - low for low, high in marks.values())
+            ),
+        }
+        if any(high > low for low, high in marks.values()):
+            metadata["newest_reasons"] = _reasons_table(kafka, dlq_topic)
+        if baseline is None:
+            description = "first evaluation: end offsets recorded as the baseline"
+        else:
+            description = f"{new} new dead letter(s) on {dlq_topic} since the previous check"
+        return dg.AssetCheckResult(
+            passed=new == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=description,
+            metadata=metadata,
+        )
+
+    return _check
+
+
+raw_updates_dlq_check = _dlq_check(RAW_UPDATES_DLQ, topics.RAW_UPDATES_DLQ)
+products_enriched_dlq_check = _dlq_check(PRODUCTS_ENRICHED_DLQ, topics.PRODUCTS_ENRICHED_DLQ)
+
+
+# ---------------------------------------------------------------------------- freshness
+
+
+def longest_cron_gap(cron: str) -> timedelta:
+    """The longest wait between two ticks of a cron schedule, over a sample week.
+
+    Dagster's time-window partitions enumerate cron ticks with the same parser the schedule
+    uses, so any cron the schedule accepts works here too.
+    """
+    start = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+    ticks = dg.TimeWindowPartitionsDefinition(
+        cron_schedule=cron, start=start, fmt="%Y-%m-%d-%H:%M", timezone="UTC"
+    )
+    keys = ticks.get_partition_keys(current_time=start + timedelta(days=8))
+    windows = [ticks.time_window_for_partition_key(key) for key in keys]
+    return max((w.end - w.start for w in windows), default=timedelta(days=7))
+
+
+# The schedule reads KEEPA_PULL_CRON; a list of crons (never used here) falls back to the default.
+PULL_CRON = (
+    keepa_pull_schedule.cron_schedule
+    if isinstance(keepa_pull_schedule.cron_schedule, str)
+    else DEFAULT_PULL_CRON
+)
+DEFAULT_MAX_AGE_MINUTES = int(2 * longest_cron_gap(PULL_CRON) / timedelta(minutes=1))
+
+
+class FreshnessCheckConfig(dg.Config):
+    max_age_minutes: int = Field(
+        default=DEFAULT_MAX_AGE_MINUTES,
+        description="Oldest the newest raw update may be (default: twice the pull interval).",
+    )
+
+
+def newest_timestamp_ms(kafka: KafkaResource, topic: str) -> int | None:
+    """The largest message timestamp on the topic (ListOffsets max-timestamp: no bodies read)."""
+    futures = kafka.admin().list_offsets(
+        {TopicPartition(topic, p): OffsetSpec.max_timestamp() for p in kafka.partitions(topic)},
+        request_timeout=kafka.timeout_s,
+    )
+    stamps = [future.result().timestamp for future in futures.values()]
+    return max((stamp for stamp in stamps if stamp >= 0), default=None)
+
+
+@dg.asset_check(
+    asset=RAW_UPDATES,
+    name="newest_message_fresh",
+    description="The newest raw update is younger than twice the Keepa pull interval.",
+    metadata={"threshold_max_age_minutes": DEFAULT_MAX_AGE_MINUTES, "pull_cron": PULL_CRON},
+)
+def raw_updates_fresh_check(
+    config: FreshnessCheckConfig, kafka: KafkaResource
+) -> dg.AssetCheckResult:
+    newest = newest_timestamp_ms(kafka, topics.RAW_UPDATES)
+    metadata: dict[str, Any] = {
+        "threshold_max_age_minutes": dg.MetadataValue.int(config.max_age_minutes),
+        "pull_cron": PULL_CRON,
+    }
+    if newest is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            description=f"{topics.RAW_UPDATES} holds no messages",
+            metadata=metadata,
+        )
+    age_min = (time.time() * 1000 - newest) / 60_000
+    metadata["newest_message_at"] = datetime.fromtimestamp(newest / 1000, tz=UTC).isoformat()
+    metadata["age_minutes"] = dg.MetadataValue.float(round(age_min, 1))
+    return dg.AssetCheckResult(
+        passed=age_min <= config.max_age_minutes,
+        description=(
+            f"newest raw update is {age_min:.1f} min old (threshold {config.max_age_minutes} min)"
+        ),
+        metadata=metadata,
+    )
+
+
+# ---------------------------------------------------------------------------- job and schedule
+
+pipeline_checks = [
+    enrichment_lag_check,
+    arbitrage_lag_check,
+    raw_updates_dlq_check,
+    products_enriched_dlq_check,
+    raw_updates_fresh_check,
+]
+
+pipeline_checks_job = dg.define_asset_job(
+    "pipeline_checks",
+    selection=dg.AssetSelection.checks(*pipeline_checks),
+    description="Lag, DLQ growth and freshness checks of the Kafka topics (no asset is run).",
+)
+
+pipeline_checks_schedule = dg.ScheduleDefinition(
+    name="pipeline_checks_schedule",
+    job=pipeline_checks_job,
+    cron_schedule=os.environ.get(CHECKS_CRON_ENV, DEFAULT_CHECKS_CRON),
+    execution_timezone="UTC",
+    default_status=automation_default(),
+    description="Run the pipeline's asset checks (env ARBITRAGE_CHECKS_CRON, default 5 minutes).",
+)
