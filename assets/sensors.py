@@ -29,7 +29,7 @@ from assets.stages import (
     enrichment_job,
     enrichment_stage,
 )
-from resources.kafka import KafkaResource, PartitionLag
+from resources.kafka import KafkaResource, KafkaUnavailableError, PartitionLag
 from resources.stage_runner import ARBITRAGE, ENRICHMENT, SOURCE_TOPIC
 
 # Tunables, read once when the code location loads (like KEEPA_PULL_CRON).
@@ -43,8 +43,10 @@ DEFAULT_MAX_RECORDS = 20_000
 DEFAULT_BACKOFF_BASE_S = 15.0
 DEFAULT_BACKOFF_CAP_S = 600.0
 # A live range run that takes this long is stuck: run monitoring cancels it, which frees its
-# topic-partition's concurrency slot so the range is retried.
-DEFAULT_MAX_RUNTIME_S = 900
+# topic-partition's concurrency slot so the range is retried. A full 20 000-record range takes
+# seconds; the default run launcher cannot see a dead worker whose code server died with it,
+# so this bound is what unblocks the partition then.
+DEFAULT_MAX_RUNTIME_S = 300
 # Idle lag is reported at least this often, changed lag on every tick.
 OBSERVATION_HEARTBEAT_S = 60.0
 
@@ -229,7 +231,11 @@ def build_stage_sensor(
     )
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
         cursor = SensorCursor.parse(context.cursor)
-        lags = kafka.lag(group, topic)
+        try:
+            lags = kafka.lag(group, topic)
+        except KafkaUnavailableError as exc:
+            # A fresh cluster has no topics until the first run creates them: nothing to do yet.
+            return dg.SensorResult(skip_reason=str(exc), cursor=cursor.dump())
         now = time.time()
 
         events: list[dg.AssetObservation] = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from pipelines.fee_config import FeeConfig
 from pipelines.money import convert_to_eur_cents, round_fraction
@@ -18,8 +20,10 @@ from pipelines.schemas import (
 
 def buy_price(offer: MarketOffer) -> int | None:
     """The lowest positive of Amazon's own and the lowest new offer (DESIGN §6); None if neither."""
-    candidates = [price for price in (offer["amazon"], offer["new"]) if price > 0]
-    return min(candidates) if candidates else None
+    amazon, new = offer["amazon"], offer["new"]
+    if amazon > 0:
+        return min(amazon, new) if new > 0 else amazon
+    return new if new > 0 else None
 
 
 def sell_price(offer: MarketOffer) -> int | None:
@@ -37,7 +41,7 @@ def resolve_referral_pct_x100(
     """Keepa's referral % for the market when positive, else the category default, else fallback."""
     pct = offer["referral_fee_pct"]
     if pct is not None and pct > 0:
-        return round_fraction(Fraction(str(pct)) * 100), "product"
+        return _pct_x100(pct), "product"
     category = (
         offer["root_category"] if offer["root_category"] is not None else product_root_category
     )
@@ -51,10 +55,46 @@ def resolve_fba_fee(offer: MarketOffer, weight_g: int | None, config: FeeConfig)
     return config.fba_tier_fee(weight_g, offer["currency"]), "weight_tier"
 
 
+@lru_cache(maxsize=4096)
+def _pct_x100(pct: float) -> int:
+    # Keepa sends a handful of distinct percentages; parsing each one once saves a Fraction
+    # per market per record. Equal int/float keys (15 and 15.0) give the same result.
+    return round_fraction(Fraction(str(pct)) * 100)
+
+
+@dataclass(frozen=True)
+class _MarketRates:
+    """What enrichment needs of the fee config for one market, computed once per config."""
+
+    fx: Fraction
+    fx_text: str
+    vat_pct_x100: int
+
+
+# id(config) → (config, {(market, currency): rates}); the config is kept so an id reused by a
+# later object can never match. A handful of configs at most live in one process.
+_RATES: dict[int, tuple[FeeConfig, dict[tuple[str, str], _MarketRates]]] = {}
+
+
+def _market_rates(code: str, currency: str, config: FeeConfig) -> _MarketRates:
+    entry = _RATES.get(id(config))
+    if entry is None or entry[0] is not config:
+        if len(_RATES) >= 16:
+            _RATES.clear()
+        entry = _RATES[id(config)] = (config, {})
+    rates = entry[1].get((code, currency))
+    if rates is None:
+        fx = config.fx(currency)
+        rates = _MarketRates(fx, _decimal_text(fx), round_fraction(config.vat_pct[code] * 100))
+        entry[1][(code, currency)] = rates
+    return rates
+
+
 def enrich_market(
     code: str, offer: MarketOffer, raw: RawUpdate, config: FeeConfig
 ) -> EnrichedMarket:
-    fx = config.fx(offer["currency"])
+    rates = _market_rates(code, offer["currency"], config)
+    fx = rates.fx
     buy = buy_price(offer)
     sell = sell_price(offer)
     referral_x100, referral_source = resolve_referral_pct_x100(
@@ -67,8 +107,8 @@ def enrich_market(
         "sell_price": sell,
         "buy_price_eur_cents": None if buy is None else convert_to_eur_cents(buy, fx),
         "sell_price_eur_cents": None if sell is None else convert_to_eur_cents(sell, fx),
-        "vat_pct_x100": round_fraction(config.vat_pct[code] * 100),
-        "fx_eur_per_unit": _decimal_text(fx),
+        "vat_pct_x100": rates.vat_pct_x100,
+        "fx_eur_per_unit": rates.fx_text,
         "referral_pct_x100": referral_x100,
         "referral_pct_source": referral_source,  # type: ignore[typeddict-item]
         "fba_fee_resolved": fba_fee,
@@ -105,8 +145,14 @@ def enrich(raw: RawUpdate, config: FeeConfig) -> EnrichedProduct:
         "fx_rates_date": config.fx_date,
         "source": raw["source"],
         "source_timestamp": raw["timestamp"],
-        "source_timestamp_ms": epoch_ms(raw["timestamp"]),
+        "source_timestamp_ms": _epoch_ms(raw["timestamp"]),
     }
+
+
+@lru_cache(maxsize=4096)
+def _epoch_ms(timestamp: str) -> int:
+    # One pull stamps all its updates with the same time; parse each distinct one once.
+    return epoch_ms(timestamp)
 
 
 def _decimal_text(value: Fraction) -> str:

@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import permutations
+from operator import itemgetter
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 
 from pipelines.fee_config import FeeConfig
 from pipelines.markets import MARKETPLACES
@@ -47,27 +50,47 @@ class MarketMatrix:
         return len(self.asins)
 
 
+_FEE_INPUTS = itemgetter(
+    "buy_price", "sell_price", "referral_pct_x100", "fba_fee_resolved", "sales_rank"
+)
+
+
 def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> MarketMatrix:
-    """Lay enriched products out as arrays; the only per-record Python loop of the fee model."""
+    """Lay enriched products out as arrays; the only per-record Python loop of the fee model.
+
+    The loop fills flat Python lists and numpy converts each list once: writing numpy cells
+    one at a time costs several times more per value.
+    """
     rows, width = len(products), len(MARKET_CODES)
-    buy = np.zeros((rows, width), dtype=np.int64)
-    sell = np.zeros((rows, width), dtype=np.int64)
-    referral = np.zeros((rows, width), dtype=np.int64)
-    fba = np.zeros((rows, width), dtype=np.int64)
-    rank = np.full((rows, width), -1, dtype=np.int64)
-    weight = np.empty(rows, dtype=np.int64)
+    cells = rows * width
+    buy, sell, referral, fba = [0] * cells, [0] * cells, [0] * cells, [0] * cells
+    rank = [-1] * cells
+    weight = [0] * rows
     column = {code: index for index, code in enumerate(MARKET_CODES)}
+    default_weight = config.default_weight_g
+    base = 0
     for row, product in enumerate(products):
         package_weight = product["package"]["weight_g"]
-        weight[row] = config.default_weight_g if package_weight is None else package_weight
+        weight[row] = default_weight if package_weight is None else package_weight
         for code, market in product["markets"].items():
-            col = column[code]
-            buy[row, col] = market["buy_price"] or 0
-            sell[row, col] = market["sell_price"] or 0
-            referral[row, col] = market["referral_pct_x100"]
-            fba[row, col] = market["fba_fee_resolved"]
-            rank[row, col] = market["sales_rank"]
-    return MarketMatrix([p["asin"] for p in products], buy, sell, referral, fba, rank, weight)
+            cell = base + column[code]
+            buy_price, sell_price, referral[cell], fba[cell], rank[cell] = _FEE_INPUTS(market)
+            buy[cell] = buy_price or 0
+            sell[cell] = sell_price or 0
+        base += width
+
+    def grid(values: list[int]) -> npt.NDArray[np.int64]:
+        return np.array(values, dtype=np.int64).reshape(rows, width)
+
+    return MarketMatrix(
+        [p["asin"] for p in products],
+        grid(buy),
+        grid(sell),
+        grid(referral),
+        grid(fba),
+        grid(rank),
+        np.array(weight, dtype=np.int64),
+    )
 
 
 @dataclass(frozen=True)
@@ -92,64 +115,138 @@ def _factors(config: FeeConfig) -> list[_MarketFactors]:
     return factors
 
 
+# The integer columns of evaluate_routes, in frame order (asin and the markets go between).
+_INT_COLUMNS = (
+    "row",
+    "buy_price",
+    "sell_price",
+    *FEE_COLUMNS,
+    "profit_eur_cents",
+    "sales_rank",
+)
+# Rows of one route computed together in evaluate_routes (see there).
+_SLICE_ROWS = 16_384
+# What pandas makes of a column of Python strings: the pyarrow-backed string dtype by default
+# since pandas 3, object before.
+_STR_DTYPE = pd.Series(np.array(["DE"], dtype=object)).dtype
+_ARROW_STRINGS = isinstance(_STR_DTYPE, pd.StringDtype) and _STR_DTYPE.storage == "pyarrow"
+
+
+def _take_strings(strings: Sequence[str], index: npt.NDArray[Any]) -> Any:
+    """``strings[index]`` as the column pandas infers from Python strings.
+
+    Built in Arrow when pandas keeps strings in Arrow: converting millions of Python string
+    objects was the largest single cost of evaluate_routes. ASINs and market codes all have
+    one length, so their bytes are gathered as fixed-size rows, several times faster than
+    Arrow's variable-width ``take``.
+    """
+    if not _ARROW_STRINGS:
+        return np.asarray(strings, dtype=object)[index]
+    values = pa.array(strings, type=pa.large_string())
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[: len(values) + 1]
+    widths = np.diff(offsets)
+    if values.null_count or not len(values) or widths[0] <= 0 or (widths != widths[0]).any():
+        return pd.array(values.take(index), dtype=_STR_DTYPE)
+    width = int(widths[0])
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[: len(values) * width]
+    gathered = data.reshape(-1, width)[index]
+    offsets = np.arange(0, (len(index) + 1) * width, width, dtype=np.int64)
+    taken = pa.LargeStringArray.from_buffers(
+        len(index), pa.py_buffer(offsets), pa.py_buffer(gathered)
+    )
+    return pd.array(taken, dtype=_STR_DTYPE)
+
+
 def evaluate_routes(matrix: MarketMatrix, config: FeeConfig) -> pd.DataFrame:
     """Every (product, buy market, sell market) with a buy and a sell price, with all fee lines.
 
     Columns: row, asin, buy_market, sell_market, buy_price, sell_price, the FEE_COLUMNS,
     profit_eur_cents, sales_rank, qualifies. Money columns are int64 EUR cents (prices in the
-    market's minor units).
+    market's minor units). Rows come route by route (ROUTES order), products ascending.
     """
     factors = _factors(config)
     inbound = np.maximum(
         config.inbound_min_eur_cents,
         round_half_even_array(matrix.weight_g * config.inbound_per_kg_eur_cents, 1000),
     )
-    frames = []
+
+    # Per-market columns made contiguous once: gathers from 1-D arrays are much faster than
+    # fancy indexing (rows, market) into the 2-D ones, 20 routes over.
+    def columns(grid: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
+        return [np.ascontiguousarray(grid[:, market]) for market in range(grid.shape[1])]
+
+    buy_at, sell_at = columns(matrix.buy), columns(matrix.sell)
+    referral_at, fba_at = columns(matrix.referral_pct_x100), columns(matrix.fba_fee)
+    rank_at = columns(matrix.sales_rank)
+    buyable = [column > 0 for column in buy_at]
+    sellable = [column > 0 for column in sell_at]
+    selected = []
     for b, s in ROUTES:
-        rows = np.flatnonzero((matrix.buy[:, b] > 0) & (matrix.sell[:, s] > 0))
-        if rows.size == 0:
-            continue
-        fb, fs = factors[b], factors[s]
-        buy = matrix.buy[rows, b]
-        sell = matrix.sell[rows, s]
-        buy_net = round_half_even_array(buy * fb.net_num, fb.net_den)
-        sell_net = round_half_even_array(sell * fs.net_num, fs.net_den)
-        referral = round_half_even_array(
-            sell * fs.fx_num * matrix.referral_pct_x100[rows, s], fs.fx_den * 10_000
-        )
-        fba = round_half_even_array(matrix.fba_fee[rows, s] * fs.fx_num, fs.fx_den)
-        ship = inbound[rows]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "row": rows,
-                    "buy_market": MARKET_CODES[b],
-                    "sell_market": MARKET_CODES[s],
-                    "buy_price": buy,
-                    "sell_price": sell,
-                    "buy_net": buy_net,
-                    "sell_net": sell_net,
-                    "referral_fee": referral,
-                    "fba_fee": fba,
-                    "inbound_shipping": ship,
-                    "profit_eur_cents": sell_net - referral - fba - ship - buy_net,
-                    "sales_rank": matrix.sales_rank[rows, s],
-                }
-            )
-        )
-    if not frames:
+        rows = np.flatnonzero(buyable[b] & sellable[s])
+        if rows.size:
+            selected.append((b, s, rows))
+    if not selected:
         return _empty_routes()
-    routes = pd.concat(frames, ignore_index=True)
-    routes.insert(1, "asin", np.asarray(matrix.asins, dtype=object)[routes["row"].to_numpy()])
-    routes["qualifies"] = qualifies(routes, config)
+    total = sum(rows.size for _, _, rows in selected)
+    # One (column × route row) int64 array filled in place, route by route: pandas takes it as
+    # the frame's integer block as is, with no per-route frames, concat or consolidation copy.
+    block = np.empty((len(_INT_COLUMNS), total), dtype=np.int64)
+    at = {name: index for index, name in enumerate(_INT_COLUMNS)}
+    buy_code = np.empty(total, dtype=np.int8)
+    sell_code = np.empty(total, dtype=np.int8)
+    flags = np.empty(total, dtype=bool)
+    start = 0
+    for b, s, rows in selected:
+        fb, fs = factors[b], factors[s]
+        route_start = start
+        # A route is computed in slices: the temporaries stay small enough to be reused from
+        # the heap instead of being freshly mapped (and page-faulted) for every operation,
+        # which profiling showed to be most of the time on a million products.
+        for first in range(0, rows.size, _SLICE_ROWS):
+            part = rows[first : first + _SLICE_ROWS]
+            end = start + part.size
+            out = block[:, start:end]
+            buy = buy_at[b][part]
+            sell = sell_at[s][part]
+            out[at["row"]] = part
+            out[at["buy_price"]] = buy
+            out[at["sell_price"]] = sell
+            out[at["buy_net"]] = round_half_even_array(buy * fb.net_num, fb.net_den)
+            out[at["sell_net"]] = round_half_even_array(sell * fs.net_num, fs.net_den)
+            out[at["referral_fee"]] = round_half_even_array(
+                sell * fs.fx_num * referral_at[s][part], fs.fx_den * 10_000
+            )
+            out[at["fba_fee"]] = round_half_even_array(fba_at[s][part] * fs.fx_num, fs.fx_den)
+            out[at["inbound_shipping"]] = inbound[part]
+            out[at["profit_eur_cents"]] = (
+                out[at["sell_net"]]
+                - out[at["referral_fee"]]
+                - out[at["fba_fee"]]
+                - out[at["inbound_shipping"]]
+                - out[at["buy_net"]]
+            )
+            out[at["sales_rank"]] = rank_at[s][part]
+            flags[start:end] = _qualifying(
+                out[at["profit_eur_cents"]], out[at["buy_net"]], out[at["sales_rank"]], config
+            )
+            start = end
+        buy_code[route_start:start] = b
+        sell_code[route_start:start] = s
+    routes = pd.DataFrame(block.T, columns=list(_INT_COLUMNS), copy=False)
+    routes.insert(1, "asin", _take_strings(matrix.asins, block[at["row"]]))
+    routes.insert(2, "buy_market", _take_strings(MARKET_CODES, buy_code))
+    routes.insert(3, "sell_market", _take_strings(MARKET_CODES, sell_code))
+    routes["qualifies"] = flags
     return routes
 
 
 def qualifies(routes: pd.DataFrame, config: FeeConfig) -> pd.Series:
     """DESIGN §6 thresholds; ROI compared exactly as profit × den ≥ num × buy_net."""
-    profit = routes["profit_eur_cents"]
-    buy_net = routes["buy_net"]
-    rank = routes["sales_rank"]
+    return _qualifying(routes["profit_eur_cents"], routes["buy_net"], routes["sales_rank"], config)
+
+
+def _qualifying(profit: Any, buy_net: Any, rank: Any, config: FeeConfig) -> Any:
+    """The thresholds on Series or arrays alike (evaluate_routes applies them per slice)."""
     return (
         (buy_net > 0)
         & (profit >= config.min_profit_eur_cents)

@@ -43,7 +43,12 @@ def round_half_even_array(
 
 def convert_to_eur_cents(amount_minor: int, eur_per_unit: Fraction) -> int:
     """Minor units of a currency → EUR cents at an exact rate, rounded half-even once."""
-    return round_fraction(amount_minor * eur_per_unit)
+    # Same exact value as round_fraction(amount_minor * eur_per_unit), without building (and
+    # reducing) a Fraction per call: this runs for every price of every record.
+    numerator, denominator = eur_per_unit.numerator, eur_per_unit.denominator
+    if denominator == 1:
+        return amount_minor * numerator  # a whole rate (EUR itself): nothing to round
+    return round_half_even(amount_minor * numerator, denominator)
 
 
 def format_minor(amount_minor: int, currency: str) -> str:

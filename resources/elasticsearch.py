@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -130,7 +131,9 @@ class BulkOp:
     action: str  # "index" | "create"
     index: str
     doc_id: str
-    source: dict[str, Any]
+    # The document, or its JSON already encoded (sent as is: a stage that also produces the
+    # same JSON to Kafka serialises it once).
+    source: dict[str, Any] | bytes
     version: int | None = None
 
 
@@ -143,6 +146,21 @@ class BulkOutcome:
 
 
 _RETRYABLE = {429, 500, 502, 503, 504}
+
+
+def _action_line(op: BulkOp) -> bytes:
+    """The bulk action line, e.g. {"index":{"_index":"products","_id":"B0…","version":…}}.
+
+    Written as text rather than serialised from a dict: this runs for every document, and the
+    generic serialiser took over half of the time spent building a bulk request.
+    """
+    version = (
+        "" if op.version is None else f',"version":{int(op.version)},"version_type":"external"'
+    )
+    return (
+        f'{{{json.dumps(op.action)}:{{"_index":{json.dumps(op.index)},'
+        f'"_id":{json.dumps(op.doc_id)}{version}}}}}'
+    ).encode()
 
 
 class ElasticsearchResource(dg.ConfigurableResource):
@@ -228,14 +246,10 @@ class ElasticsearchResource(dg.ConfigurableResource):
         pending = list(range(len(ops)))
         attempt = 0
         while pending:
-            body: list[dict[str, Any]] = []
+            body: list[dict[str, Any] | bytes] = []
             for position in pending:
                 op = ops[position]
-                meta: dict[str, Any] = {"_index": op.index, "_id": op.doc_id}
-                if op.version is not None:
-                    meta["version"] = op.version
-                    meta["version_type"] = "external"
-                body.append({op.action: meta})
+                body.append(_action_line(op))
                 body.append(op.source)
             try:
                 response = self.client().bulk(

@@ -69,11 +69,16 @@ class DeliveryReport:
             key = msg.key().decode("utf-8", "replace") if msg.key() else None
             self.failures.append(f"{msg.topic()} key={key}: {err.str()}")
             return
+        # Called once per delivered message: each accessor is read once.
+        topic, offset = msg.topic(), msg.offset()
         self.delivered += 1
-        self.delivered_by_topic[msg.topic()] = self.delivered_by_topic.get(msg.topic(), 0) + 1
-        slot = (msg.topic(), msg.partition())
-        low, high = self.offsets.get(slot, (msg.offset(), msg.offset()))
-        self.offsets[slot] = (min(low, msg.offset()), max(high, msg.offset()))
+        self.delivered_by_topic[topic] = self.delivered_by_topic.get(topic, 0) + 1
+        slot = (topic, msg.partition())
+        span = self.offsets.get(slot)
+        if span is None:
+            self.offsets[slot] = (offset, offset)
+        elif offset < span[0] or offset > span[1]:
+            self.offsets[slot] = (min(span[0], offset), max(span[1], offset))
 
     def per_partition(self, topic: str) -> dict[int, tuple[int, int]]:
         return {p: span for (t, p), span in sorted(self.offsets.items()) if t == topic}
@@ -176,6 +181,9 @@ class KafkaResource(dg.ConfigurableResource):
             "isolation.level": "read_committed",
             "fetch.max.bytes": 4 * MAX_MESSAGE_BYTES,
             "max.partition.fetch.bytes": 2 * 1024 * 1024,
+            # Prefetch a few batches ahead, not librdkafka's default of up to 100 000 messages
+            # (64 MiB): a stage's memory then depends on its batch size, not on the backlog.
+            "queued.max.messages.kbytes": 16 * 1024,
             **overrides,
         }
         return Consumer(config)

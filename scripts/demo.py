@@ -73,6 +73,9 @@ def start_dagster(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,  # so Ctrl-C / stop reaches the webserver, daemon and code servers
+        # A shell without job control starts background jobs with SIGINT ignored; dagster dev
+        # must hear it to shut down.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not ui_is_up():

@@ -15,6 +15,7 @@ from pipelines.fee_model import detect_alerts
 from pipelines.schemas import encode, epoch_ms, validate_raw_update
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
+from resources.stage_runner import PartitionRange, RangeUnavailableError, StageRunner
 from tests.factories import offer, raw_update
 from tests.integration.kafka_io import produce, read_all
 
@@ -218,3 +219,22 @@ def test_sample_end_to_end_alerts_equal_the_domain_functions(
 
 def strip_time(alert: dict) -> dict:
     return {k: v for k, v in alert.items() if k != "detected_at"}
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_a_range_past_the_end_of_the_log_processes_nothing(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    """A stale range (the topic was recreated since) must not fall back to earlier offsets."""
+    updates = good_updates(6)
+    produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in updates])
+    stale = [
+        PartitionRange(p, high + 50, high + 60)
+        for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()
+    ]
+    runner = StageRunner("enrichment", kafka, es, CONFIG, idle_timeout_s=3.0)
+    with pytest.raises(RangeUnavailableError, match="returned nothing"):
+        runner.run(topics.ENRICHMENT_GROUP, stale)
+    assert read_all(kafka, topics.PRODUCTS_ENRICHED) == []
+    lags = kafka.lag(topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+    assert all(lag.committed is None for lag in lags)

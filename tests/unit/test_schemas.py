@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.fee_config import FeeConfigError, load_fee_config
 from pipelines.schemas import (
     MAX_MESSAGE_BYTES,
     SchemaError,
+    _checked_raw_update,
+    _fast_raw_update,
     dlq_envelope,
     encode,
     parse_enriched_product,
@@ -145,3 +150,57 @@ def test_fee_config_errors_are_clear(tmp_path) -> None:
     too_precise.write_text(text.replace('"1.1450"', '"1.12345678"'))
     with pytest.raises(FeeConfigError, match="more than 6 decimal places"):
         load_fee_config(too_precise)
+
+
+# The fast path of validate_raw_update must never accept what the careful checks reject, and
+# must return exactly what they return.
+ODD_VALUES = st.sampled_from(
+    [None, True, -3, -2, -1, 0, 1, 10**9, 2.5, "", "x", "2026-11-26T10:00:00Z", [], {}, 15, 3]
+)
+FIELDS = [
+    ("asin",),
+    ("title",),
+    ("domain_id",),
+    ("timestamp",),
+    ("source",),
+    ("schema_version",),
+    ("markets", "DE", "new"),
+    ("markets", "DE", "amazon"),
+    ("markets", "DE", "buy_box"),
+    ("markets", "DE", "currency"),
+    ("markets", "DE", "domain_id"),
+    ("markets", "DE", "sales_rank"),
+    ("markets", "DE", "offer_count_new"),
+    ("markets", "DE", "referral_fee_pct"),
+    ("markets", "DE", "fba_fee"),
+    ("markets", "DE", "root_category"),
+    ("markets", "DE", "last_update"),
+    ("markets", "FR", "new"),
+    ("current_prices", "DE"),
+    ("package", "weight_g"),
+    ("package",),
+    ("category", "root_id"),
+    ("category",),
+    ("markets",),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(FIELDS), ODD_VALUES), max_size=3))
+def test_fast_path_agrees_with_the_careful_checks(mutations) -> None:
+    message = raw_update()
+    for path, value in mutations:
+        target = message
+        for part in path[:-1]:
+            target = target.setdefault(part, {}) if isinstance(target, dict) else {}
+        if isinstance(target, dict):
+            target[path[-1]] = value
+    fast = _fast_raw_update(copy.deepcopy(message))
+    try:
+        careful = _checked_raw_update(copy.deepcopy(message))
+    except SchemaError:
+        careful = None
+    if fast is not None:
+        assert fast == careful
+    if not mutations:
+        assert fast is not None  # the common case takes the fast path

@@ -1,0 +1,81 @@
+"""Every benchmark at tiny sizes against the real services, so the suite cannot rot.
+
+No timing is asserted (CI machines vary); only that each benchmark runs end to end and reports
+sensible rows. Inputs are generated into a temporary cache, not bench/.cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import data, enrichment, fee_model, keepa_pull, latency, memory
+from bench.__main__ import main as bench_main
+from bench.common import Row, Services, markdown_table
+from resources.elasticsearch import ElasticsearchResource
+from resources.kafka import KafkaResource
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cache = tmp_path_factory.mktemp("bench-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(data.CACHE_ENV, str(cache))
+        yield cache
+
+
+@pytest.fixture
+def services(kafka: KafkaResource, es: ElasticsearchResource, clean_pipeline: None) -> Services:
+    return Services(kafka, es)
+
+
+def check(rows: list[Row], expected: int) -> None:
+    assert len(rows) == expected, rows
+    for row in rows:
+        assert row.met is None  # tiny runs judge no targets
+        if row.seconds is not None:
+            assert row.seconds > 0
+    assert markdown_table(rows).count("\n") == expected + 1
+
+
+def test_fee_model(services: Services) -> None:
+    rows = fee_model.run(n=1_200, baseline_n=200, judge=False)
+    check(rows, 4)
+    assert rows[-1].ratio is not None and rows[-1].ratio > 0
+
+
+def test_enrichment(services: Services) -> None:
+    rows = enrichment.run(services, n=300, baseline_n=20, batch_size=100, judge=False, repeats=1)
+    check(rows, 5)
+    assert all(row.records_per_s for row in rows)
+
+
+def test_memory(services: Services) -> None:
+    rows = memory.run(services, n=200, backlog=600, batch_size=100, judge=False)
+    check(rows, 2)
+    assert all(row.peak_rss_mib and row.peak_rss_mib > 50 for row in rows)
+    assert rows[0].n == rows[1].n == 200
+
+
+def test_keepa_pull(services: Services) -> None:
+    rows = keepa_pull.run(services, n=150)
+    check(rows, 3 + len(keepa_pull.PLANS_TOKENS_PER_MINUTE))
+    assert rows[2].n == 150  # every product has data in some market
+
+
+def test_latency(services: Services) -> None:
+    rows = latency.run(services, rounds=1, per_round=30)
+    if not latency.sensors_built():
+        assert rows[0].measured.startswith("latency: not measured")
+        return
+    check(rows, 2)
+
+
+def test_cli_prints_one_table(services: Services, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--quick", "--only", "fee_model", "--no-write"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 4

@@ -1,0 +1,378 @@
+"""The pipeline under Dagster's own daemon: `dagster dev` with the sensors on, real Kafka and
+Elasticsearch, runs observed through the webserver's GraphQL API.
+
+These tests only start processes and read state; every stage run is launched by the sensors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from assets.sensors import DEFAULT_BACKOFF_BASE_S, MAX_RECORDS_ENV
+from assets.stages import PARTITION_TAG, STAGE_TAG
+from pipelines import topics
+from pipelines.definitions import defs
+from pipelines.enrichment import enrich
+from pipelines.fee_config import load_fee_config
+from pipelines.fee_model import detect_alerts
+from pipelines.keepa_parsing import merge_market_products
+from pipelines.sample_generator import iter_products
+from pipelines.schemas import encode, validate_raw_update
+from resources.elasticsearch import ElasticsearchResource
+from resources.kafka import KafkaResource
+from tests.e2e.dagster_dev import DagsterDev, Run, StartDagsterDev
+from tests.integration.kafka_io import produce, read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
+
+CONFIG = load_fee_config()
+ENRICHMENT_SENSOR = "enrichment_sensor"
+ARBITRAGE_SENSOR = "arbitrage_sensor"
+SENSORS = (ENRICHMENT_SENSOR, ARBITRAGE_SENSOR)
+# sensor → (job, op, consumer group, source topic)
+STAGES = {
+    ENRICHMENT_SENSOR: (
+        "enrichment",
+        "enrichment_stage",
+        topics.ENRICHMENT_GROUP,
+        topics.RAW_UPDATES,
+    ),
+    ARBITRAGE_SENSOR: (
+        "arbitrage",
+        "arbitrage_stage",
+        topics.ARBITRAGE_GROUP,
+        topics.PRODUCTS_ENRICHED,
+    ),
+}
+# The run worker's first engine event (it is spawned by the code server, not by `dagster dev`).
+WORKER_PID = re.compile(r"^Started process for run \(pid: (\d+)\)")
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def strip_time(alert: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in alert.items() if k != "detected_at"}
+
+
+def expected_alerts(raw_values: Iterable[bytes]) -> dict[str, dict[str, Any]]:
+    """What the domain functions make of these raw updates, by alert id."""
+    products = [enrich(validate_raw_update(json.loads(value)), CONFIG) for value in raw_values]
+    return {a["alert_id"]: strip_time(a) for a in detect_alerts(products, CONFIG, "ignored")}
+
+
+def lag_summary(kafka: KafkaResource) -> str:
+    parts = []
+    for _, _, group, topic in STAGES.values():
+        lags = kafka.lag(group, topic)
+        parts.append(
+            f"{group}: "
+            + ", ".join(f"p{x.partition} {x.committed}/{x.high_watermark}" for x in lags)
+        )
+    return "; ".join(parts)
+
+
+def runs_summary(runs: list[Run]) -> str:
+    return "\n".join(
+        f"  {run.job_name} {run.status} {run.tags.get(PARTITION_TAG)} "
+        f"{run.tags.get('dagster/run_key')} {run.run_id}"
+        for run in runs
+    )
+
+
+def wait_until_settled(
+    dev: DagsterDev,
+    kafka: KafkaResource,
+    deadline: float,
+    allowed_failures: frozenset[str] = frozenset(),
+) -> list[Run]:
+    """Poll until both groups have no lag and no sensor run is in flight, twice in a row.
+
+    Fails at once on a sensor run that failed (other than ``allowed_failures``), with its log.
+    """
+    settled = 0
+    while True:
+        # Lag first, runs after: a run still in flight when the lag was read is seen below.
+        lags = [sum(x.lag for x in kafka.lag(g, t)) for _, _, g, t in STAGES.values()]
+        runs = dev.sensor_runs(*SENSORS)
+        failed = [r for r in runs if r.status in {"FAILURE", "CANCELED"}]
+        failed = [r for r in failed if r.run_id not in allowed_failures]
+        if failed:
+            messages = "\n".join(dev.run_messages(failed[0].run_id)[-15:])
+            raise AssertionError(
+                f"sensor run(s) failed:\n{runs_summary(failed)}\nlast messages of the first:\n"
+                f"{messages}"
+            )
+        in_flight = [r for r in runs if not r.finished]
+        done = not any(lags) and not in_flight and runs
+        settled = settled + 1 if done else 0
+        if settled >= 2:
+            return runs
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"the sensors did not carry the data through in time; lag {lag_summary(kafka)}\n"
+                f"runs:\n{runs_summary(runs)}\ndagster dev log:\n{dev.log_tail(30)}"
+            )
+        time.sleep(1.5)
+
+
+def assert_no_two_runs_of_a_partition_overlap(runs: list[Run]) -> None:
+    by_partition: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        assert PARTITION_TAG in run.tags, f"run {run.run_id} has no {PARTITION_TAG} tag"
+        if run.start_time is not None:  # a run that never started occupied nothing
+            by_partition[run.tags[PARTITION_TAG]].append(run)
+    for tag, group in by_partition.items():
+        ordered = sorted(group, key=lambda run: run.start_time or 0.0)
+        for previous, following in pairwise(ordered):
+            assert previous.end_time is not None, f"{tag}: {previous.run_id} never ended"
+            assert following.start_time is not None
+            assert following.start_time >= previous.end_time, (
+                f"{tag}: run {following.run_id} started at {following.start_time:.3f}, before "
+                f"run {previous.run_id} ended at {previous.end_time:.3f}"
+            )
+
+
+def ranges_by_partition(runs: list[Run], sensor: str) -> dict[int, list[tuple[int, int]]]:
+    _, op, _, _ = STAGES[sensor]
+    found: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for run in runs:
+        if run.tags.get("dagster/sensor_name") == sensor:
+            partition, start, end = run.offset_range(op)
+            found[partition].append((start, end))
+    return {p: sorted(spans) for p, spans in found.items()}
+
+
+def assert_committed_equals_high_watermark(kafka: KafkaResource) -> None:
+    for _, _, group, topic in STAGES.values():
+        lags = kafka.lag(group, topic)
+        assert all(x.committed == x.high_watermark for x in lags if x.high_watermark), lags
+        assert sum(x.lag for x in lags) == 0, lags
+
+
+def dlq_sizes(kafka: KafkaResource) -> dict[str, int]:
+    return {
+        topic: sum(high - low for low, high in kafka.watermarks(topic).values())
+        for topic in (topics.RAW_UPDATES_DLQ, topics.PRODUCTS_ENRICHED_DLQ)
+    }
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s:.0f}s")
+        time.sleep(poll_s)
+
+
+def worker_pid(dev: DagsterDev, run_id: str) -> int | None:
+    for message in dev.run_messages(run_id):
+        match = WORKER_PID.match(message)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def generated_updates(count: int, seed: int) -> list[tuple[str, bytes]]:
+    """``count`` raw updates from the sample generator, through the pull's own merge code."""
+    pulled_at = datetime.now(UTC).replace(microsecond=0)
+    items = []
+    for product in iter_products(count, seed, pulled_at):
+        update = merge_market_products(product.asin, product.per_market, pulled_at, "sample")
+        items.append((update["asin"], encode(update)))
+    return items
+
+
+def assert_sensors_running(dev: DagsterDev) -> None:
+    for sensor in SENSORS:
+        assert dev.sensor_status(sensor) == "RUNNING", f"{sensor} is not running"
+
+
+# ---------------------------------------------------------------------------------- tests
+
+
+def test_sensors_carry_a_pull_through_to_alerts(
+    kafka: KafkaResource,
+    es: ElasticsearchResource,
+    start_dagster_dev: StartDagsterDev,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    max_records = 60  # the sample's ~170 records per partition need 3 runs per partition
+    dev = start_dagster_dev({MAX_RECORDS_ENV: str(max_records)})
+    assert_sensors_running(dev)
+
+    # One pull of the bundled sample (no Keepa key), run here; the sensors do the rest.
+    monkeypatch.delenv("KEEPA_API_KEY", raising=False)
+    started = time.monotonic()
+    result = defs.resolve_job_def("keepa_pull").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert result.success, "the keepa_pull job failed"
+    raw_highs = {p: high for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()}
+    assert sum(raw_highs.values()) == 500
+
+    runs = wait_until_settled(dev, kafka, deadline=started + 240)
+    elapsed = time.monotonic() - started
+
+    # Every run the sensors launched succeeded, carries its stage's tags, and took ≤ 60 records.
+    assert {run.status for run in runs} == {"SUCCESS"}, runs_summary(runs)
+    for run in runs:
+        sensor = run.tags["dagster/sensor_name"]
+        job, op, _, topic = STAGES[sensor]
+        partition, start, end = run.offset_range(op)
+        assert run.job_name == job
+        assert run.tags[PARTITION_TAG] == f"{topic}-{partition}"
+        assert run.tags[STAGE_TAG] == job
+        assert 0 < end - start <= max_records
+
+    # Per partition, the runs' ranges tile the topic from offset 0 to the high watermark:
+    # nothing skipped, nothing taken twice, so each partition needed several runs.
+    enriched_highs = {
+        p: high for p, (_, high) in kafka.watermarks(topics.PRODUCTS_ENRICHED).items()
+    }
+    for sensor, highs in ((ENRICHMENT_SENSOR, raw_highs), (ARBITRAGE_SENSOR, enriched_highs)):
+        spans = ranges_by_partition(runs, sensor)
+        for partition, high in highs.items():
+            tiles = spans.get(partition, [])
+            assert len(tiles) >= math.ceil(high / max_records) >= 2, (sensor, partition, tiles)
+            assert tiles[0][0] == 0 and tiles[-1][1] == high, (sensor, partition, tiles)
+            assert all(a[1] == b[0] for a, b in pairwise(tiles)), (sensor, partition, tiles)
+
+    assert_no_two_runs_of_a_partition_overlap(runs)
+    assert_committed_equals_high_watermark(kafka)
+
+    # The alerts equal what the domain functions make of what is on raw.keepa_updates.
+    raw = read_all(kafka, topics.RAW_UPDATES)
+    expected = expected_alerts(m.value for m in raw)
+    assert len(expected) > 50
+    on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    assert len(on_topic) == len(expected)
+    assert {a["alert_id"]: strip_time(a) for a in on_topic} == expected
+    hits = es.client().search(index=topics.ALERTS_INDEX, size=10_000)["hits"]["hits"]
+    assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == expected
+    assert es.count(topics.PRODUCTS_INDEX) == len({m.key for m in raw}) == 500
+    assert dlq_sizes(kafka) == dict.fromkeys(dlq_sizes(kafka), 0)
+    print(
+        f"\n{len(runs)} sensor runs carried 500 raw updates to {len(expected)} alerts "
+        f"in {elapsed:.0f}s"
+    )
+
+
+def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
+    kafka: KafkaResource, es: ElasticsearchResource, start_dagster_dev: StartDagsterDev
+) -> None:
+    # ~10 000 records per partition: one enrichment run per partition, two batches of 5 000
+    # each, several seconds of work, so there is time to kill a run between its commits.
+    items = generated_updates(30_000, seed=20261127)
+    asins = {asin for asin, _ in items}
+    assert len(asins) == len(items)
+    produce(kafka, topics.RAW_UPDATES, items)
+    raw_highs = {p: high for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()}
+    assert sum(raw_highs.values()) == len(items)
+
+    started = time.monotonic()
+    dev = start_dagster_dev({MAX_RECORDS_ENV: "20000"})
+    assert_sensors_running(dev)
+
+    # An enrichment run in progress, its run worker's pid, and its range.
+    def running_enrichment() -> tuple[Run, int] | None:
+        for run in dev.sensor_runs(ENRICHMENT_SENSOR):
+            if run.status == "STARTED":
+                pid = worker_pid(dev, run.run_id)
+                if pid is not None:
+                    return run, pid
+        return None
+
+    victim, pid = wait_for(running_enrichment, 90, "an enrichment run starting", poll_s=0.2)
+    partition, start, end = victim.offset_range("enrichment_stage")
+    assert (start, end) == (0, raw_highs[partition]), victim.run_config
+    assert dev.in_process_group(pid), f"pid {pid} is not one of dagster dev's processes"
+
+    # Kill it mid-run: after its first commit, before its last.
+    def first_commit() -> int | None:
+        committed = kafka.committed_offsets(topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+        return committed[partition] if (committed[partition] or 0) > start else None
+
+    progress = wait_for(first_commit, 60, f"a commit on {topics.RAW_UPDATES}[{partition}]", 0.05)
+    assert progress < end, f"the run finished ({progress}/{end}) before it could be killed"
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    wait_for(lambda: not dev.in_process_group(pid), 10, f"pid {pid} exiting")
+    committed_at_kill = kafka.committed_offsets(topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+    resume_from = committed_at_kill[partition]
+    assert resume_from is not None and start < resume_from < end, (start, resume_from, end)
+
+    # Dagster notices the dead worker and ends the run, which frees the partition's slot.
+    def victim_ended() -> Run | None:
+        (run,) = [r for r in dev.sensor_runs(ENRICHMENT_SENSOR) if r.run_id == victim.run_id]
+        return run if run.finished else None
+
+    ended = wait_for(
+        victim_ended,
+        60,
+        f"run {victim.run_id} leaving STARTED after its worker {pid} was killed",
+    )
+    assert ended.status in {"FAILURE", "CANCELED"}, ended.status
+    assert ended.end_time is not None
+    # Not the run monitoring daemon (the default run launcher cannot check a worker's health):
+    # the code server that spawned the worker sees it exit and fails the run, saying why.
+    messages = dev.run_messages(victim.run_id)
+    explanation = [m for m in messages if "terminated by signal 9" in m]
+    assert explanation, "\n".join(messages[-10:])
+    print(
+        f"\nkilled run worker {pid} of {victim.run_id} at {resume_from}/{end}; run "
+        f"{ended.status} {ended.end_time - killed_at:.1f}s later: {explanation}"
+    )
+
+    runs = wait_until_settled(
+        dev, kafka, deadline=started + 220, allowed_failures=frozenset({victim.run_id})
+    )
+    elapsed = time.monotonic() - started
+
+    # The sensor asked for the rest of the range again, after its backoff, and it succeeded.
+    tag = f"{topics.RAW_UPDATES}-{partition}"
+    of_partition = [r for r in runs if r.tags[PARTITION_TAG] == tag]
+    assert [r.run_id for r in of_partition[:1]] == [victim.run_id], runs_summary(of_partition)
+    assert len(of_partition) == 2, runs_summary(of_partition)
+    retry = of_partition[1]
+    assert retry.status == "SUCCESS"
+    assert retry.offset_range("enrichment_stage") == (partition, resume_from, end)
+    assert retry.tags["dagster/run_key"].endswith("#2"), retry.tags
+    assert retry.creation_time >= ended.end_time + DEFAULT_BACKOFF_BASE_S - 1.0
+    assert all(r.status == "SUCCESS" for r in runs if r.run_id != victim.run_id)
+    assert_no_two_runs_of_a_partition_overlap(runs)
+
+    # Nothing lost: offsets at the end, each ASIN indexed once, enriched at least once, no DLQ.
+    assert_committed_equals_high_watermark(kafka)
+    assert es.count(topics.PRODUCTS_INDEX) == len(asins)
+    enriched_keys = [m.key for m in read_all(kafka, topics.PRODUCTS_ENRICHED)]
+    assert set(enriched_keys) == asins
+    duplicates = len(enriched_keys) - len(asins)
+    assert dlq_sizes(kafka) == {topics.RAW_UPDATES_DLQ: 0, topics.PRODUCTS_ENRICHED_DLQ: 0}
+
+    # And the alerts are all there, once each, on the topic and in the index.
+    expected = expected_alerts(value for _, value in items)
+    alert_ids = [m.json()["alert_id"] for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    assert len(alert_ids) == len(set(alert_ids)), "an alert was raised twice"
+    assert set(alert_ids) == set(expected)
+    assert es.count(topics.ALERTS_INDEX) == len(expected)
+    print(
+        f"{len(runs)} sensor runs; {duplicates} records enriched twice after the kill; "
+        f"{len(expected)} alerts; {elapsed:.0f}s from dagster dev start to settled"
+    )
