@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Literal, NotRequired, TypedDict
+
+import orjson
 
 from pipelines.markets import MARKETPLACES
 
@@ -271,11 +272,14 @@ def decode_json_object(raw: bytes | None, kind: str) -> dict[str, Any]:
             "so it was not parsed"
         )
     try:
-        # Decode explicitly: json.loads(bytes) would also accept UTF-16/32, which we do not.
-        obj = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise SchemaError(f"the {kind} message is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
+        # orjson reads UTF-8 only (never UTF-16/32) and is several times faster than json,
+        # which matters: decoding is a large share of a stage's CPU.
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SchemaError(f"the {kind} message is not UTF-8 text") from None
         raise SchemaError(
             f"the {kind} message is not valid JSON ({exc.msg} at character {exc.pos})"
         ) from None
@@ -698,4 +702,4 @@ def dlq_envelope(
 
 def encode(message: dict[str, Any]) -> bytes:
     """Serialise compactly; keys keep insertion order, so equal messages are equal bytes."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return orjson.dumps(message)
