@@ -9,7 +9,6 @@ whose data matters.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -22,9 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException
-
-from pipelines import topics
+from resources import reset
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 
@@ -253,70 +250,9 @@ def connect() -> Services:
     return Services(kafka, es)
 
 
-def _delete_topics(kafka: KafkaResource, names: Sequence[str]) -> None:
-    existing = set(kafka.check_reachable())
-    doomed = [name for name in names if name in existing]
-    if doomed:
-        for future in kafka.admin().delete_topics(doomed, operation_timeout=60).values():
-            future.result()
-    deadline = time.monotonic() + 60
-    while set(doomed) & set(kafka.check_reachable()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topics {doomed} were not deleted within 60 s")
-        time.sleep(0.2)
-
-
-def delete_groups(kafka: KafkaResource, groups: Sequence[str]) -> None:
-    """Remove the benchmark's throwaway consumer groups (no error if one never existed)."""
-    if not groups:
-        return
-    futures = kafka.admin().delete_consumer_groups(list(groups), request_timeout=10)
-    for future in futures.values():
-        with contextlib.suppress(KafkaException):
-            future.result()
-
-
 def reset_pipeline(services: Services, extra_indices: Sequence[str] = ()) -> None:
     """Empty every pipeline topic and index, so each measurement starts from the same state."""
-    kafka, es = services.kafka, services.es
-    # The live groups too: a committed offset past a recreated topic's end would hide its lag.
-    delete_groups(
-        kafka,
-        [
-            group
-            for live in (topics.ENRICHMENT_GROUP, topics.ARBITRAGE_GROUP)
-            for group in (live, topics.REPLAY_GROUP_PREFIX + live)
-        ],
-    )
-    _delete_topics(kafka, [spec.name for spec in topics.TOPICS])
-    for index in (topics.PRODUCTS_INDEX, topics.ALERTS_INDEX, *extra_indices):
-        es.client().options(ignore_status=404).indices.delete(index=index)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            kafka.ensure_topics()
-            break
-        except KafkaException:
-            # A just-deleted topic can stay "marked for deletion" for a moment.
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-    es.ensure_indices()
-    # Wait until every partition has a leader, or the first produce stalls on metadata.
-    names = [spec.name for spec in topics.TOPICS]
-    while True:
-        metadata = kafka.admin().list_topics(timeout=10)
-        ready = all(
-            name in metadata.topics
-            and metadata.topics[name].partitions
-            and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
-            for name in names
-        )
-        if ready:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError("pipeline topics have no partition leaders after 60 s")
-        time.sleep(0.2)
+    reset.reset_pipeline(services.kafka, services.es, extra_indices)
 
 
 def produce_messages(

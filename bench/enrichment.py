@@ -33,7 +33,6 @@ from bench.common import (
     Row,
     Services,
     connect,
-    delete_groups,
     log,
     parser,
     produce_messages,
@@ -45,6 +44,7 @@ from pipelines.enrichment import enrich
 from pipelines.fee_config import FeeConfig, load_fee_config
 from pipelines.schemas import validate_raw_update
 from pipelines.topics import PRODUCTS_ENRICHED, PRODUCTS_INDEX, RAW_UPDATES
+from resources.reset import delete_groups
 from resources.stage_runner import ENRICHMENT, StageRunner, plan_ranges
 
 BENCHMARK = "enrichment"

@@ -34,7 +34,6 @@ from bench.common import (
     Row,
     Services,
     connect,
-    delete_groups,
     log,
     parser,
     pct_within,
@@ -45,6 +44,7 @@ from bench.common import (
 )
 from pipelines import topics
 from pipelines.topics import RAW_UPDATES
+from resources.reset import delete_groups
 
 BENCHMARK = "memory"
 DEFAULT_N = 100_000

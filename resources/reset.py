@@ -1,0 +1,84 @@
+"""Empty the pipeline: delete and recreate its topics, consumer groups and indices.
+
+For tests and benchmarks on throwaway local services only; nothing in the pipeline calls it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaException
+
+from pipelines import topics
+from resources.elasticsearch import ElasticsearchResource
+from resources.kafka import KafkaResource
+
+PIPELINE_GROUPS = tuple(
+    group
+    for live in (topics.ENRICHMENT_GROUP, topics.ARBITRAGE_GROUP)
+    for group in (live, topics.REPLAY_GROUP_PREFIX + live)
+)
+
+
+def delete_groups(kafka: KafkaResource, groups: Sequence[str]) -> None:
+    """Delete consumer groups; a group that never existed is not an error."""
+    if not groups:
+        return
+    futures = kafka.admin().delete_consumer_groups(list(groups), request_timeout=10)
+    for future in futures.values():
+        with contextlib.suppress(KafkaException):
+            future.result()
+
+
+def _delete_topics(kafka: KafkaResource, names: Sequence[str], deadline: float) -> None:
+    existing = set(kafka.check_reachable())
+    doomed = [name for name in names if name in existing]
+    if doomed:
+        for future in kafka.admin().delete_topics(doomed, operation_timeout=60).values():
+            future.result()
+    while set(doomed) & set(kafka.check_reachable()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics {doomed} were not deleted in time")
+        time.sleep(0.2)
+
+
+def reset_pipeline(
+    kafka: KafkaResource,
+    es: ElasticsearchResource,
+    extra_indices: Sequence[str] = (),
+    timeout_s: float = 60.0,
+) -> None:
+    """Return topics, groups and indices to their just-provisioned, empty state."""
+    deadline = time.monotonic() + timeout_s
+    # The groups too: a committed offset past a recreated topic's end would hide its lag.
+    delete_groups(kafka, PIPELINE_GROUPS)
+    names = [spec.name for spec in topics.TOPICS]
+    _delete_topics(kafka, names, deadline)
+    for index in (topics.PRODUCTS_INDEX, topics.ALERTS_INDEX, *extra_indices):
+        es.client().options(ignore_status=404).indices.delete(index=index)
+    while True:
+        try:
+            kafka.ensure_topics()
+            break
+        except KafkaException:
+            # A just-deleted topic can stay "marked for deletion" for a moment.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    es.ensure_indices()
+    # Wait until every partition has a leader, or the first produce stalls on metadata.
+    while True:
+        metadata = kafka.admin().list_topics(timeout=10)
+        ready = all(
+            name in metadata.topics
+            and metadata.topics[name].partitions
+            and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
+            for name in names
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("pipeline topics have no partition leaders in time")
+        time.sleep(0.2)
