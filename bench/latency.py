@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +39,7 @@ from bench.common import (
     report,
     reset_pipeline,
 )
+from devservices.dagster_dev import DagsterDev
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect_alerts
@@ -77,75 +74,23 @@ def not_measured(reason: str) -> list[Row]:
     return [Row(BENCHMARK, f"latency: not measured ({reason})", None, None, rate=False)]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def dagster_dev(home: Path) -> Iterator[dict[str, str]]:
-    """``dagster dev`` in its own process group, stopped (SIGTERM, then SIGKILL) on exit."""
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    env.pop("ARBITRAGE_AUTOMATION", None)  # schedules off; the sensors are started below
-    # Before dagster dev: both would otherwise create the fresh SQLite storage at once.
-    started = subprocess.run(
-        [*DAGSTER, "sensor", "start", "--start-all", "-w", "workspace.yaml"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if started.returncode != 0:
-        raise RuntimeError(f"dagster sensor start failed:\n{started.stderr[-2000:]}")
-    port = _free_port()
-    with open(home / "dagster-dev.log", "wb") as output:
-        process = subprocess.Popen(
-            [*DAGSTER, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    """``dagster dev`` with the sensors on, always stopped on exit."""
+    env = {
+        **os.environ,
+        "ARBITRAGE_AUTOMATION": "on",
+        # The schedules are on too but cannot fire during a measurement (1 January only).
+        "KEEPA_PULL_CRON": "0 0 1 1 *",
+        "ARBITRAGE_CHECKS_CRON": "0 0 1 1 *",
+    }
+    dev = DagsterDev(home, env)
     try:
-        log(f"dagster dev (pid {process.pid}, port {port}) starting; sensors on")
-        yield env
+        dev.start()
+        log(f"dagster dev (port {dev.port}) running; sensors on")
+        yield dev.env
     finally:
-        _stop(process, home)
-
-
-def _stop(process: subprocess.Popen[bytes], home: Path) -> None:
-    """Ctrl-C for dagster dev's process group, harder signals if it lingers; then the code
-    servers it started in sessions of their own, found by our unique DAGSTER_HOME."""
-    for sig, wait_s in ((signal.SIGINT, 30), (signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=wait_s)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    deadline = time.monotonic() + 20
-    while leftovers := _processes_mentioning(str(home)):
-        sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
-        for pid in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        time.sleep(0.5)
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-    return found
+        dev.stop()
 
 
 def _end_offsets(services: Services, topic: str) -> dict[int, int]:

@@ -9,12 +9,9 @@ keeps running until Ctrl-C, or the script exits at once with DEMO_EXIT=1.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
+from devservices.dagster_dev import DagsterDev, DagsterDevError, url_answers  # noqa: E402
 from pipelines import topics  # noqa: E402
 from resources.cli import alerts_table  # noqa: E402
 from resources.elasticsearch import ElasticsearchResource  # noqa: E402
@@ -34,73 +32,6 @@ TIMEOUT_S = float(os.environ.get("DEMO_TIMEOUT", "300"))
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-def dagster_home() -> Path:
-    home = Path(os.environ.get("DAGSTER_HOME") or REPO / ".dagster_home")
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
-    return home
-
-
-def ui_is_up() -> bool:
-    try:
-        with urllib.request.urlopen(f"{UI}/server_info", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def start_dagster(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    if ui_is_up():
-        raise SystemExit(
-            f"something already serves {UI}; stop it (or set DAGSTER_PORT) and run make demo again"
-        )
-    say(f"== starting dagster dev (webserver + daemon) on {UI}; log: {log}")
-    process = subprocess.Popen(
-        [
-            str(BIN / "dagster"),
-            "dev",
-            "-m",
-            "pipelines.definitions",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(PORT),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # so Ctrl-C / stop reaches the webserver, daemon and code servers
-        # A shell without job control starts background jobs with SIGINT ignored; dagster dev
-        # must hear it to shut down.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.monotonic() + 120
-    while not ui_is_up():
-        if process.poll() is not None:
-            raise SystemExit(f"dagster dev exited; last lines of {log}:\n{tail(log)}")
-        if time.monotonic() > deadline:
-            stop(process)
-            raise SystemExit(f"dagster dev did not answer within 120 s; see {log}")
-        time.sleep(1)
-    return process
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    # dagster dev shuts its webserver, daemon and code servers down on SIGINT (Ctrl-C).
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def total_lag(kafka: KafkaResource, group: str, topic: str) -> int:
@@ -131,7 +62,7 @@ def wait_for_pipeline(kafka: KafkaResource, pull_done: Callable[[], bool]) -> No
 
 
 def main() -> int:
-    home = dagster_home()
+    home = Path(os.environ.get("DAGSTER_HOME") or REPO / ".dagster_home")
     env = {**os.environ, "DAGSTER_HOME": str(home), "ARBITRAGE_AUTOMATION": "on"}
     os.environ.update(env)
     say(
@@ -143,8 +74,16 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "devservices", "status"], cwd=REPO, check=True)
     subprocess.run([str(BIN / "arbitrage"), "topics"], cwd=REPO, check=True)
 
-    log = home / "dagster-dev.log"
-    process = start_dagster(env, log)
+    if url_answers(UI):
+        raise SystemExit(
+            f"something already serves {UI}; stop it (or set DAGSTER_PORT) and run make demo again"
+        )
+    dev = DagsterDev(home, env, port=PORT)
+    say(f"== starting dagster dev (webserver + daemon) on {UI}; log: {dev.log_path}")
+    try:
+        dev.start()
+    except DagsterDevError as exc:
+        raise SystemExit(str(exc)) from None
     try:
         import dagster as dg
 
@@ -156,8 +95,8 @@ def main() -> int:
                 str(BIN / "dagster"),
                 "job",
                 "launch",
-                "-m",
-                "pipelines.definitions",
+                "-w",
+                "workspace.yaml",
                 "-j",
                 "keepa_pull",
             ],
@@ -191,11 +130,11 @@ def main() -> int:
         if os.environ.get("DEMO_EXIT") == "1":
             return 0
         say("   it keeps running, with the schedule and sensors on; Ctrl-C stops it")
-        process.wait()
+        dev.wait()
     except KeyboardInterrupt:
         say("\nstopping dagster dev")
     finally:
-        stop(process)
+        dev.stop()
     return 0
 
 
