@@ -69,6 +69,11 @@ class StageStats:
     # Records per hour of their Kafka timestamp (hour start, epoch ms): the hourly partitions.
     records_by_hour: dict[int, int] = field(default_factory=dict)
 
+    def count_bulk(self, outcome: BulkOutcome) -> None:
+        self.indexed += outcome.written
+        self.unchanged += outcome.unchanged
+        self.es_retries += outcome.retries
+
     def produced(self, topic: str) -> int:
         return self.deliveries.delivered_by_topic.get(topic, 0)
 
@@ -165,12 +170,10 @@ class StageRunner:
     def run(self, group_id: str, ranges: list[PartitionRange]) -> StageStats:
         stats = StageStats(self.stage)
         started = time.perf_counter()
-        # Enrichment keeps one producer for the run: a new idempotent producer needs its
-        # producer id and metadata before its first flush returns (0.1-0.5 s measured), which
-        # per batch was a fifth of the run. It is flushed before every commit all the same.
-        producer = (
-            CheckedProducer(self.kafka.producer_config()) if self.stage == ENRICHMENT else None
-        )
+        # One producer for the run: a new idempotent producer needs its producer id and
+        # metadata before its first flush returns (0.1-0.5 s measured), which per batch was a
+        # fifth of the run. It is flushed before every commit all the same.
+        producer = CheckedProducer(self.kafka.producer_config())
         for partition_range in ranges:
             if partition_range.size:
                 self._run_partition(group_id, partition_range, stats, producer)
@@ -184,7 +187,7 @@ class StageRunner:
         group_id: str,
         span: PartitionRange,
         stats: StageStats,
-        producer: CheckedProducer | None,
+        producer: CheckedProducer,
     ) -> None:
         consumer = self.kafka.consumer(group_id)
         consumer.assign([TopicPartition(self.source_topic, span.partition, span.start)])
@@ -241,17 +244,17 @@ class StageRunner:
                 if first_seen is None:
                     first_seen = records[0].offset
                 next_offset = records[-1].offset + 1
-                if producer is not None:
+                if self.stage == ENRICHMENT:
                     with _cyclic_gc_paused():
                         batch = self._start_enrichment(records, stats, writer, pending, producer)
                         if pending is not None:
                             self._commit(consumer, span, pending, first_seen, stats, producer)
                     pending = batch
                 else:
-                    self._process(records, stats)
+                    self._process(records, stats, producer)
                     done = _InFlight(next_offset)
-                    self._commit(consumer, span, done, first_seen, stats, None)
-            if pending is not None and producer is not None:
+                    self._commit(consumer, span, done, first_seen, stats, producer)
+            if pending is not None:
                 assert first_seen is not None
                 with _cyclic_gc_paused():
                     self._deliver(pending, stats, producer)
@@ -269,14 +272,13 @@ class StageRunner:
         batch: _InFlight,
         first_seen: int,
         stats: StageStats,
-        producer: CheckedProducer | None,
+        producer: CheckedProducer,
     ) -> None:
         """Wait for the batch's deliveries, then move the partition's offset past it."""
-        if producer is not None:
-            # Only this batch's messages are outstanding: the next one has produced nothing.
-            producer.flush()  # raises unless every delivery was acknowledged
-            stats.deliveries.merge(producer.report)
-            producer.report = DeliveryReport()
+        # Only this batch's messages are outstanding: the next one has produced nothing.
+        producer.flush()  # raises unless every delivery was acknowledged
+        stats.deliveries.merge(producer.report)
+        producer.report = DeliveryReport()
         next_offset = batch.next_offset
         consumer.commit(
             offsets=[TopicPartition(self.source_topic, span.partition, next_offset)],
@@ -298,14 +300,14 @@ class StageRunner:
             hour = record.timestamp_ms - record.timestamp_ms % HOUR_MS
             stats.records_by_hour[hour] = stats.records_by_hour.get(hour, 0) + 1
 
-    def _process(self, records: list[SourceRecord], stats: StageStats) -> None:
-        """One arbitrage batch, start to finish (flushed; the caller commits)."""
+    def _process(
+        self, records: list[SourceRecord], stats: StageStats, producer: CheckedProducer
+    ) -> None:
+        """One arbitrage batch; the caller's commit flushes and checks its deliveries."""
         self._count_in(records, stats)
-        with _cyclic_gc_paused(), self.kafka.producer() as producer:
+        with _cyclic_gc_paused():
             rejected = self._arbitrage(records, producer, stats)
             self._dead_letters(producer, rejected, stats)
-            # Leaving the block flushes and raises unless every delivery was acknowledged.
-        stats.deliveries.merge(producer.report)
 
     def _dead_letters(
         self, producer: CheckedProducer, rejected: list[Rejected], stats: StageStats
@@ -379,9 +381,7 @@ class StageRunner:
         outcomes = [future.result() for _, future in batch.writes]  # raises if ES failed
         es_rejected: list[Rejected] = []
         for (encoded, _), outcome in zip(batch.writes, outcomes, strict=True):
-            stats.indexed += outcome.written
-            stats.unchanged += outcome.unchanged
-            stats.es_retries += outcome.retries
+            stats.count_bulk(outcome)
             for position, (record, product, value) in enumerate(encoded):
                 if position in outcome.rejected:
                     es_rejected.append(Rejected(record, outcome.rejected[position]))
@@ -407,9 +407,7 @@ class StageRunner:
         outcome = self.es.bulk_write(
             [BulkOp("create", ALERTS_INDEX, alert["alert_id"], alert) for _, alert in fresh]
         )
-        stats.indexed += outcome.written
-        stats.unchanged += outcome.unchanged
-        stats.es_retries += outcome.retries
+        stats.count_bulk(outcome)
         stats.alerts_raised += len(fresh)
         rejected = list(batch.rejected)
         rejected += [Rejected(fresh[p][0], reason) for p, reason in outcome.rejected.items()]
