@@ -29,7 +29,8 @@ from assets.stages import (
     enrichment_job,
     enrichment_stage,
 )
-from resources.kafka import KafkaResource, KafkaUnavailableError, PartitionLag
+from resources.kafka import KafkaResource
+from resources.kafka_offsets import KafkaUnavailableError, LagReaderCrashedError, PartitionLag
 from resources.stage_runner import ARBITRAGE, ENRICHMENT, SOURCE_TOPIC
 
 # Tunables, read once when the code location loads (like KEEPA_PULL_CRON).
@@ -232,8 +233,10 @@ def build_stage_sensor(
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
         cursor = SensorCursor.parse(context.cursor)
         try:
-            lags = kafka.lag(group, topic)
-        except KafkaUnavailableError as exc:
+            # In a child process: a native crash in the Kafka client costs this tick only,
+            # not the code server every sensor lives in.
+            lags = kafka.lag_in_child_process(group, topic)
+        except (KafkaUnavailableError, LagReaderCrashedError) as exc:
             # A fresh cluster has no topics until the first run creates them: nothing to do yet.
             return dg.SensorResult(skip_reason=str(exc), cursor=cursor.dump())
         now = time.time()

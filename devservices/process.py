@@ -202,6 +202,7 @@ def stop_process_group(pid: int, timeout: float = 30.0) -> bool:
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        _reap_if_our_child(pid)
         if not group_alive(pid) and not pid_alive(pid):
             return False
         time.sleep(0.2)
@@ -213,6 +214,13 @@ def stop_process_group(pid: int, timeout: float = 30.0) -> bool:
     while time.monotonic() < end and group_alive(pid):
         time.sleep(0.1)
     return True
+
+
+def _reap_if_our_child(pid: int) -> None:
+    """A child of this process (a test that started a broker) stays a zombie, and its process
+    group with it, until it is waited for."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def tail(path: Path, lines: int = 30) -> list[str]:

@@ -11,7 +11,6 @@ from typing import Any
 import dagster as dg
 from confluent_kafka import (
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
@@ -22,37 +21,20 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from pydantic import Field, PrivateAttr
 
 from pipelines.topics import MAX_MESSAGE_BYTES, PARTITIONS, TOPICS, TopicSpec
+from resources.kafka_offsets import (
+    SERVICES_HINT,
+    KafkaUnavailableError,
+    LagReaderProcess,
+    PartitionLag,
+    read_lag,
+    topic_partitions,
+)
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-SERVICES_HINT = "start the local services with `make services-up` (or `docker compose up -d kafka`)"
-
-
-class KafkaUnavailableError(RuntimeError):
-    """The broker did not answer; the message names the address and how to start it."""
 
 
 class DeliveryError(RuntimeError):
     """At least one produced message was not acknowledged by the broker."""
-
-
-@dataclass
-class PartitionLag:
-    topic: str
-    partition: int
-    committed: int | None  # None: the group has no offset here yet
-    low_watermark: int
-    high_watermark: int
-
-    @property
-    def start_offset(self) -> int:
-        """Where the group resumes: its committed offset, else the oldest retained message."""
-        if self.committed is None or self.committed < self.low_watermark:
-            return self.low_watermark
-        return self.committed
-
-    @property
-    def lag(self) -> int:
-        return max(0, self.high_watermark - self.start_offset)
 
 
 @dataclass
@@ -149,10 +131,13 @@ class KafkaResource(dg.ConfigurableResource):
 
     # ------------------------------------------------------------------ clients
 
+    def client_config(self) -> dict[str, Any]:
+        """What every client of this cluster shares: where it is and who is asking."""
+        return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
+
     def producer_config(self) -> dict[str, Any]:
         return {
-            "bootstrap.servers": self.bootstrap_servers,
-            "client.id": self.client_id,
+            **self.client_config(),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 20,
@@ -172,8 +157,7 @@ class KafkaResource(dg.ConfigurableResource):
     def consumer(self, group_id: str, **overrides: Any) -> Consumer:
         """A consumer that never commits on its own: stages commit after downstream acks."""
         config = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "client.id": self.client_id,
+            **self.client_config(),
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -190,9 +174,7 @@ class KafkaResource(dg.ConfigurableResource):
 
     def admin(self) -> AdminClient:
         if self._admin is None:
-            self._admin = AdminClient(
-                {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
-            )
+            self._admin = AdminClient(self.client_config())
         return self._admin
 
     # ------------------------------------------------------------------ health and topics
@@ -249,13 +231,7 @@ class KafkaResource(dg.ConfigurableResource):
     # ------------------------------------------------------------------ offsets and lag
 
     def partitions(self, topic: str) -> list[int]:
-        metadata = self.admin().list_topics(topic, timeout=self.timeout_s)
-        if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            raise KafkaUnavailableError(
-                f"topic {topic} does not exist on {self.bootstrap_servers}; "
-                "create the topics with `make topics` (the pipeline also creates them at start)"
-            )
-        return sorted(metadata.topics[topic].partitions)
+        return topic_partitions(self.admin(), topic, self.timeout_s, self.bootstrap_servers)
 
     def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
         """(low, high) offsets per partition, from the broker (ListOffsets; no message bodies)."""
@@ -287,23 +263,21 @@ class KafkaResource(dg.ConfigurableResource):
         return {p: found[p] if found[p] >= 0 else highs[p][1] for p in parts}
 
     def committed_offsets(self, group_id: str, topic: str) -> dict[int, int | None]:
-        parts = self.partitions(topic)
-        request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(topic, p) for p in parts])
-        futures = self.admin().list_consumer_group_offsets(
-            [request], request_timeout=self.timeout_s
-        )
-        result = next(iter(futures.values())).result()
-        return {
-            tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result.topic_partitions
-        }
+        """The group's committed offset per partition (None where it has none)."""
+        return {lag.partition: lag.committed for lag in self.lag(group_id, topic)}
 
     def lag(self, group_id: str, topic: str) -> list[PartitionLag]:
-        """Per partition: the group's committed offset, the watermarks, and the lag between."""
-        committed = self.committed_offsets(group_id, topic)
-        return [
-            PartitionLag(topic, p, committed.get(p), low, high)
-            for p, (low, high) in sorted(self.watermarks(topic).items())
-        ]
+        """Per partition: the group's committed offset, the watermarks, and the lag between.
+
+        Read through a consumer, never the admin client's OffsetFetch, which crashes librdkafka
+        on a brand-new cluster (resources/kafka_offsets.py says why).
+        """
+        return read_lag(self.client_config(), group_id, topic, self.timeout_s)
+
+    def lag_in_child_process(self, group_id: str, topic: str) -> list[PartitionLag]:
+        """``lag``, read in a child process: for long-lived callers (the sensors in the code
+        server), where a native crash must cost one call, not the process."""
+        return _LAG_READER.read_lag(self.client_config(), group_id, topic, self.timeout_s)
 
     def commit(self, group_id: str, topic: str, offsets: dict[int, int]) -> None:
         """Commit next-offsets for a group without joining it (used by stage runs and tests)."""
@@ -315,3 +289,7 @@ class KafkaResource(dg.ConfigurableResource):
             )
         finally:
             consumer.close()
+
+
+# One per process: the code server's sensors share it across ticks.
+_LAG_READER = LagReaderProcess()
