@@ -47,8 +47,8 @@ demo: services-up ## run the pipeline on the bundled sample against the real ser
 test: $(PY) ## install, start services if needed, run the whole suite, restore the machine
 	scripts/test.sh
 
-test-unit: $(PY) ## fast tests of the pure domain (no services)
-	$(PY) -m pytest tests/unit tests/devservices -q
+test-unit: $(PY) ## fast tests without services: the pure domain, sensor decisions, the definitions
+	$(PY) -m pytest tests/unit tests/devservices tests/dagster/test_definitions.py -q
 
 lint: $(PY) ## ruff
 	$(VENV)/bin/ruff check .
@@ -57,7 +57,7 @@ bench: services-up ## benchmarks: throughput, memory, latency (prints one table)
 	$(PY) -m bench
 
 sample: $(PY) ## regenerate the bundled Keepa sample (deterministic)
-	$(PY) -m pipelines.sample_generator --products 500 --out data/sample/keepa_sample.json.gz
+	$(PY) -m tools.sample_generator --products 500 --out data/sample/keepa_sample.json.gz
 
 clean: ## remove the virtualenv and local state (downloads in ~/.cache/arbitrage stay)
 	-$(PY) -m devservices down

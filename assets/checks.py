@@ -9,29 +9,23 @@ They run every 5 minutes in their own job, never inside the stage runs (whose jo
 """
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
-from confluent_kafka import TopicPartition
-from confluent_kafka.admin import OffsetSpec
 from pydantic import Field
 
-from assets.keepa_pull import DEFAULT_PULL_CRON, automation_default, keepa_pull_schedule
-from assets.keys import PRODUCTS_ENRICHED, PRODUCTS_ENRICHED_DLQ, RAW_UPDATES, RAW_UPDATES_DLQ
-from assets.stages import LIVE_GROUP
+from assets.keys import topic_asset_key
 from pipelines import topics
-from resources.cli import newest_messages
+from pipelines.stage_specs import STAGES, StageSpec
 from resources.kafka import KafkaResource
-from resources.stage_runner import ARBITRAGE, ENRICHMENT, SOURCE_TOPIC
 
-CHECKS_CRON_ENV = "ARBITRAGE_CHECKS_CRON"
-DEFAULT_CHECKS_CRON = "*/5 * * * *"
 DEFAULT_MAX_LAG = 10_000
 NEWEST_REASONS = 5
+# The group the DLQ check reads the newest dead letters with (it commits nothing).
+DLQ_READER_GROUP = "arbitrage-checks"
 
 
 # ---------------------------------------------------------------------------- consumer lag
@@ -43,12 +37,11 @@ class LagCheckConfig(dg.Config):
     )
 
 
-def _lag_check(asset_key: dg.AssetKey, stage: str) -> dg.AssetChecksDefinition:
-    group = LIVE_GROUP[stage]
-    topic = SOURCE_TOPIC[stage]
+def _lag_check(spec: StageSpec) -> dg.AssetChecksDefinition:
+    group, topic = spec.live_group, spec.source_topic
 
     @dg.asset_check(
-        asset=asset_key,
+        asset=topic_asset_key(topic),
         name="consumer_lag_under_threshold",
         description=f"Messages on {topic} not yet committed by group '{group}' stay under max_lag.",
         metadata={"consumer_group": group, "threshold_max_lag": DEFAULT_MAX_LAG},
@@ -73,10 +66,6 @@ def _lag_check(asset_key: dg.AssetKey, stage: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-enrichment_lag_check = _lag_check(RAW_UPDATES, ENRICHMENT)
-arbitrage_lag_check = _lag_check(PRODUCTS_ENRICHED, ARBITRAGE)
-
-
 # ---------------------------------------------------------------------------- DLQ growth
 
 DLQ_CHECK_NAME = "dlq_not_growing"
@@ -95,7 +84,7 @@ def _previous_metadata(
 
 def _reasons_table(kafka: KafkaResource, dlq_topic: str) -> dg.MetadataValue:
     rows = ["| failed at | source | key | reason |", "|---|---|---|---|"]
-    for message in reversed(newest_messages(kafka, dlq_topic, NEWEST_REASONS)):
+    for message in reversed(kafka.newest_messages(dlq_topic, NEWEST_REASONS, DLQ_READER_GROUP)):
         try:
             entry = json.loads(message.value())
         except (TypeError, ValueError):
@@ -110,7 +99,8 @@ def _reasons_table(kafka: KafkaResource, dlq_topic: str) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(rows))
 
 
-def _dlq_check(asset_key: dg.AssetKey, dlq_topic: str) -> dg.AssetChecksDefinition:
+def _dlq_check(dlq_topic: str) -> dg.AssetChecksDefinition:
+    asset_key = topic_asset_key(dlq_topic)
     check_key = dg.AssetCheckKey(asset_key, DLQ_CHECK_NAME)
 
     @dg.asset_check(
@@ -156,10 +146,6 @@ def _dlq_check(asset_key: dg.AssetKey, dlq_topic: str) -> dg.AssetChecksDefiniti
     return _check
 
 
-raw_updates_dlq_check = _dlq_check(RAW_UPDATES_DLQ, topics.RAW_UPDATES_DLQ)
-products_enriched_dlq_check = _dlq_check(PRODUCTS_ENRICHED_DLQ, topics.PRODUCTS_ENRICHED_DLQ)
-
-
 # ---------------------------------------------------------------------------- freshness
 
 
@@ -178,85 +164,68 @@ def longest_cron_gap(cron: str) -> timedelta:
     return max((w.end - w.start for w in windows), default=timedelta(days=7))
 
 
-# The schedule reads KEEPA_PULL_CRON; a list of crons (never used here) falls back to the default.
-PULL_CRON = (
-    keepa_pull_schedule.cron_schedule
-    if isinstance(keepa_pull_schedule.cron_schedule, str)
-    else DEFAULT_PULL_CRON
-)
-DEFAULT_MAX_AGE_MINUTES = int(2 * longest_cron_gap(PULL_CRON) / timedelta(minutes=1))
-
-
 class FreshnessCheckConfig(dg.Config):
-    max_age_minutes: int = Field(
-        default=DEFAULT_MAX_AGE_MINUTES,
+    max_age_minutes: int | None = Field(
+        default=None,
         description="Oldest the newest raw update may be (default: twice the pull interval).",
     )
 
 
-def newest_timestamp_ms(kafka: KafkaResource, topic: str) -> int | None:
-    """The largest message timestamp on the topic (ListOffsets max-timestamp: no bodies read)."""
-    futures = kafka.admin().list_offsets(
-        {TopicPartition(topic, p): OffsetSpec.max_timestamp() for p in kafka.partitions(topic)},
-        request_timeout=kafka.timeout_s,
+def _freshness_check(pull_cron: str) -> dg.AssetChecksDefinition:
+    default_max_age = int(2 * longest_cron_gap(pull_cron) / timedelta(minutes=1))
+
+    @dg.asset_check(
+        asset=topic_asset_key(topics.RAW_UPDATES),
+        name="newest_message_fresh",
+        description="The newest raw update is younger than twice the Keepa pull interval.",
+        metadata={"threshold_max_age_minutes": default_max_age, "pull_cron": pull_cron},
     )
-    stamps = [future.result().timestamp for future in futures.values()]
-    return max((stamp for stamp in stamps if stamp >= 0), default=None)
-
-
-@dg.asset_check(
-    asset=RAW_UPDATES,
-    name="newest_message_fresh",
-    description="The newest raw update is younger than twice the Keepa pull interval.",
-    metadata={"threshold_max_age_minutes": DEFAULT_MAX_AGE_MINUTES, "pull_cron": PULL_CRON},
-)
-def raw_updates_fresh_check(
-    config: FreshnessCheckConfig, kafka: KafkaResource
-) -> dg.AssetCheckResult:
-    newest = newest_timestamp_ms(kafka, topics.RAW_UPDATES)
-    metadata: dict[str, Any] = {
-        "threshold_max_age_minutes": dg.MetadataValue.int(config.max_age_minutes),
-        "pull_cron": PULL_CRON,
-    }
-    if newest is None:
+    def _check(config: FreshnessCheckConfig, kafka: KafkaResource) -> dg.AssetCheckResult:
+        max_age = config.max_age_minutes or default_max_age
+        newest = kafka.newest_timestamp_ms(topics.RAW_UPDATES)
+        metadata: dict[str, Any] = {
+            "threshold_max_age_minutes": dg.MetadataValue.int(max_age),
+            "pull_cron": pull_cron,
+        }
+        if newest is None:
+            return dg.AssetCheckResult(
+                passed=False,
+                description=f"{topics.RAW_UPDATES} holds no messages",
+                metadata=metadata,
+            )
+        age_min = (time.time() * 1000 - newest) / 60_000
+        metadata["newest_message_at"] = datetime.fromtimestamp(newest / 1000, tz=UTC).isoformat()
+        metadata["age_minutes"] = dg.MetadataValue.float(round(age_min, 1))
         return dg.AssetCheckResult(
-            passed=False,
-            description=f"{topics.RAW_UPDATES} holds no messages",
+            passed=age_min <= max_age,
+            description=f"newest raw update is {age_min:.1f} min old (threshold {max_age} min)",
             metadata=metadata,
         )
-    age_min = (time.time() * 1000 - newest) / 60_000
-    metadata["newest_message_at"] = datetime.fromtimestamp(newest / 1000, tz=UTC).isoformat()
-    metadata["age_minutes"] = dg.MetadataValue.float(round(age_min, 1))
-    return dg.AssetCheckResult(
-        passed=age_min <= config.max_age_minutes,
-        description=(
-            f"newest raw update is {age_min:.1f} min old (threshold {config.max_age_minutes} min)"
-        ),
-        metadata=metadata,
-    )
+
+    return _check
 
 
 # ---------------------------------------------------------------------------- job and schedule
 
-pipeline_checks = [
-    enrichment_lag_check,
-    arbitrage_lag_check,
-    raw_updates_dlq_check,
-    products_enriched_dlq_check,
-    raw_updates_fresh_check,
-]
 
-pipeline_checks_job = dg.define_asset_job(
-    "pipeline_checks",
-    selection=dg.AssetSelection.checks(*pipeline_checks),
-    description="Lag, DLQ growth and freshness checks of the Kafka topics (no asset is run).",
-)
-
-pipeline_checks_schedule = dg.ScheduleDefinition(
-    name="pipeline_checks_schedule",
-    job=pipeline_checks_job,
-    cron_schedule=os.environ.get(CHECKS_CRON_ENV, DEFAULT_CHECKS_CRON),
-    execution_timezone="UTC",
-    default_status=automation_default(),
-    description="Run the pipeline's asset checks (env ARBITRAGE_CHECKS_CRON, default 5 minutes).",
-)
+def build_pipeline_checks(
+    pull_cron: str, checks_cron: str, default_status: dg.DefaultScheduleStatus
+) -> tuple[list[dg.AssetChecksDefinition], Any, dg.ScheduleDefinition]:
+    """Every stage's lag and DLQ checks and the raw freshness check, their job and schedule."""
+    checks = [_lag_check(spec) for spec in STAGES]
+    checks += [_dlq_check(spec.dlq_topic) for spec in STAGES]
+    checks.append(_freshness_check(pull_cron))
+    job = dg.define_asset_job(
+        "pipeline_checks",
+        selection=dg.AssetSelection.checks(*checks),
+        description="Lag, DLQ growth and freshness checks of the Kafka topics (no asset is run).",
+    )
+    schedule = dg.ScheduleDefinition(
+        name="pipeline_checks_schedule",
+        job=job,
+        cron_schedule=checks_cron,
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="Run the pipeline's asset checks (env ARBITRAGE_CHECKS_CRON).",
+    )
+    return checks, job, schedule

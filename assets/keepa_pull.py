@@ -1,24 +1,19 @@
 """The Keepa pull: products from Keepa (or the bundled sample) onto raw.keepa_updates."""
 
-import os
 import time
 from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field
 
-from assets.keys import GROUP_INGEST, KEEPA_PRODUCTS, RAW_UPDATES
+from assets.keys import GROUP_INGEST, KEEPA_PRODUCTS_KEY, RAW_UPDATES_KEY
 from pipelines import topics
-from pipelines.schemas import encode
+from pipelines.messages.codec import encode
 from resources.kafka import KafkaResource
 from resources.keepa import KeepaResource, PullProgress, PullTotals, iter_pull
 
-DEFAULT_PULL_CRON = "*/15 * * * *"
-# make demo turns schedules and sensors on by default; tests and fresh deployments keep them off.
-AUTOMATION_ENV = "ARBITRAGE_AUTOMATION"
-
 keepa_products = dg.AssetSpec(
-    KEEPA_PRODUCTS,
+    KEEPA_PRODUCTS_KEY,
     description="Product offers on Amazon EU marketplaces, as Keepa's /product API reports them.",
     kinds={"api"},
     group_name=GROUP_INGEST,
@@ -32,11 +27,6 @@ class KeepaPullConfig(dg.Config):
     )
 
 
-def automation_default() -> dg.DefaultScheduleStatus:
-    running = os.environ.get(AUTOMATION_ENV, "").lower() in {"1", "on", "running", "true"}
-    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
-
-
 def _offsets_table(spans: dict[int, tuple[int, int]]) -> dg.MetadataValue:
     lines = ["| partition | first offset | last offset | messages |", "|---|---|---|---|"]
     lines += [f"| {p} | {low} | {high} | {high - low + 1} |" for p, (low, high) in spans.items()]
@@ -44,8 +34,8 @@ def _offsets_table(spans: dict[int, tuple[int, int]]) -> dg.MetadataValue:
 
 
 @dg.asset(
-    key=RAW_UPDATES,
-    deps=[KEEPA_PRODUCTS],
+    key=RAW_UPDATES_KEY,
+    deps=[KEEPA_PRODUCTS_KEY],
     kinds={"kafka"},
     group_name=GROUP_INGEST,
     metadata={"topic": topics.RAW_UPDATES},
@@ -67,7 +57,7 @@ def raw_keepa_updates(
     if not asins:
         raise dg.Failure(f"no valid ASINs to pull in {keepa.asins_path()}")
     markets = keepa.market_list()
-    source = keepa.source(context.log)
+    source = keepa.client(context.log)
     context.log.info(f"pulling {len(asins)} ASINs from {', '.join(markets)} ({keepa.mode} source)")
 
     def report(progress: PullProgress) -> None:
@@ -110,15 +100,19 @@ def raw_keepa_updates(
 keepa_pull_job = dg.define_asset_job(
     "keepa_pull",
     # The lag and freshness checks on this topic run on their own schedule (assets/checks.py).
-    selection=dg.AssetSelection.assets(RAW_UPDATES).without_checks(),
+    selection=dg.AssetSelection.assets(RAW_UPDATES_KEY).without_checks(),
     description="Pull the tracked ASINs from Keepa (or the sample) onto raw.keepa_updates.",
 )
 
-keepa_pull_schedule = dg.ScheduleDefinition(
-    name="keepa_pull_schedule",
-    job=keepa_pull_job,
-    cron_schedule=os.environ.get("KEEPA_PULL_CRON", DEFAULT_PULL_CRON),
-    execution_timezone="UTC",
-    default_status=automation_default(),
-    description="Pull from Keepa on a cron (env KEEPA_PULL_CRON, default every 15 minutes).",
-)
+
+def build_keepa_pull_schedule(
+    cron: str, default_status: dg.DefaultScheduleStatus
+) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="keepa_pull_schedule",
+        job=keepa_pull_job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="Pull from Keepa on a cron (env KEEPA_PULL_CRON, default every 15 minutes).",
+    )

@@ -1,18 +1,32 @@
-"""Asset keys and groups, defined once: the prefix says where the data lives."""
+"""Asset keys and groups, by one rule: the prefix says where the data lives.
+
+A topic's key is ``kafka/<name with dots as underscores>``, an index's is
+``elasticsearch/<name with dashes as underscores>``; the names come from pipelines/topics.py.
+Constants end in ``_KEY`` so they never read like the topic names they are derived from.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-KEEPA_PRODUCTS = dg.AssetKey(["keepa", "products"])
-RAW_UPDATES = dg.AssetKey(["kafka", "raw_keepa_updates"])
-RAW_UPDATES_DLQ = dg.AssetKey(["kafka", "raw_keepa_updates_dlq"])
-PRODUCTS_ENRICHED = dg.AssetKey(["kafka", "products_enriched"])
-PRODUCTS_ENRICHED_DLQ = dg.AssetKey(["kafka", "products_enriched_dlq"])
-ARBITRAGE_ALERTS = dg.AssetKey(["kafka", "arbitrage_alerts"])
-ES_PRODUCTS = dg.AssetKey(["elasticsearch", "products"])
-ES_ALERTS = dg.AssetKey(["elasticsearch", "arbitrage_alerts"])
+from pipelines import topics
 
 GROUP_INGEST = "ingest"
-GROUP_ENRICHMENT = "enrichment"
-GROUP_ARBITRAGE = "arbitrage"
+
+
+def topic_asset_key(topic: str) -> dg.AssetKey:
+    return dg.AssetKey(["kafka", topic.replace(".", "_")])
+
+
+def index_asset_key(index: str) -> dg.AssetKey:
+    return dg.AssetKey(["elasticsearch", index.replace("-", "_")])
+
+
+KEEPA_PRODUCTS_KEY = dg.AssetKey(["keepa", "products"])
+RAW_UPDATES_KEY = topic_asset_key(topics.RAW_UPDATES)
+RAW_UPDATES_DLQ_KEY = topic_asset_key(topics.RAW_UPDATES_DLQ)
+PRODUCTS_ENRICHED_KEY = topic_asset_key(topics.PRODUCTS_ENRICHED)
+PRODUCTS_ENRICHED_DLQ_KEY = topic_asset_key(topics.PRODUCTS_ENRICHED_DLQ)
+ARBITRAGE_ALERTS_KEY = topic_asset_key(topics.ARBITRAGE_ALERTS)
+ES_PRODUCTS_KEY = index_asset_key(topics.PRODUCTS_INDEX)
+ES_ALERTS_KEY = index_asset_key(topics.ALERTS_INDEX)

@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from resources import reset
+from cli import reset
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
+from resources.settings import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -243,8 +244,8 @@ class Services:
 
 def connect() -> Services:
     """The resources the pipeline would use; fails with the resources' own hint if down."""
-    kafka = KafkaResource(timeout_s=10.0)
-    es = ElasticsearchResource(request_timeout_s=120.0)
+    kafka = Settings.from_env().kafka(timeout_s=10.0)
+    es = Settings.from_env().elasticsearch(request_timeout_s=120.0)
     kafka.check_reachable()
     es.health()
     return Services(kafka, es)

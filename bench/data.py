@@ -31,10 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.enrichment import enrich
-from pipelines.fee_config import load_fee_config, resolve_fees_path
+from pipelines.fee_config import load_fee_config
 from pipelines.keepa_parsing import merge_market_products, parse_product_response
-from pipelines.sample_generator import DEFAULT_PULLED_AT, DEFAULT_SEED, iter_sample_batches
-from pipelines.schemas import EnrichedProduct, encode, parse_raw_update
+from pipelines.messages.codec import encode
+from pipelines.messages.types import EnrichedProduct
+from pipelines.messages.validation import parse_raw_update
+from resources.settings import Settings
+from tools.sample_generator import DEFAULT_PULLED_AT, DEFAULT_SEED, iter_sample_batches
 
 CHUNK = 25_000
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
@@ -53,7 +56,7 @@ _checked: set[Path] = set()
 
 def _fingerprint() -> str:
     digest = hashlib.sha256(f"chunk={CHUNK};seed={DEFAULT_SEED}".encode())
-    digest.update(resolve_fees_path().read_bytes())
+    digest.update(Settings.from_env().fees_file.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -102,7 +105,7 @@ def _load(path: Path) -> Any:
 
 
 def _generate(chunk: int, count: int) -> tuple[list[Message], list[EnrichedProduct]]:
-    fees = load_fee_config()
+    fees = load_fee_config(Settings.from_env().fees_file)
     raw: list[Message] = []
     enriched: list[EnrichedProduct] = []
     for bodies in iter_sample_batches(count, seed=DEFAULT_SEED + chunk):

@@ -7,7 +7,7 @@ topics and indices with the same sample messages on raw.keepa_updates and a fres
   ``json.loads``, one Elasticsearch ``index`` call, produce, ``commit()``, per message. It also
   calls ``validate_raw_update`` + ``enrich`` so it does the same work per record as the stage;
   the comparison is about how the records move, not about skipping work.
-- ours — ``StageRunner("enrichment", …).run(group, plan_ranges(...))``, exactly what the
+- ours — ``StageRunner(ENRICHMENT, …).run(group, plan_ranges(...))``, exactly what the
   enrichment job runs.
 - floor — consume the same messages in batches and bulk-index them unchanged with
   ``elasticsearch.helpers.bulk`` (no validation, no enrichment, nothing produced downstream):
@@ -40,12 +40,15 @@ from bench.common import (
     reset_pipeline,
     unique_group,
 )
+from cli.reset import delete_groups
+from engine.ranges import plan_ranges
+from engine.runner import StageRunner
 from pipelines.enrichment import enrich
 from pipelines.fee_config import FeeConfig, load_fee_config
-from pipelines.schemas import validate_raw_update
+from pipelines.messages.validation import validate_raw_update
+from pipelines.stage_specs import ENRICHMENT
 from pipelines.topics import PRODUCTS_ENRICHED, PRODUCTS_INDEX, RAW_UPDATES
-from resources.reset import delete_groups
-from resources.stage_runner import ENRICHMENT, StageRunner, plan_ranges
+from resources.settings import Settings
 
 BENCHMARK = "enrichment"
 DEFAULT_N = 200_000
@@ -217,7 +220,7 @@ def run(
     judge: bool = True,
     repeats: int = 2,
 ) -> list[Row]:
-    fees = load_fee_config()
+    fees = load_fee_config(Settings.from_env().fees_file)
     data.ensure_inputs(max(n, baseline_n), log)
 
     log(f"enrichment baseline: naive loop over {baseline_n:,} messages")

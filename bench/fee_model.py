@@ -35,7 +35,8 @@ from pipelines.fee_model import (
     evaluate_routes,
     market_matrix,
 )
-from pipelines.schemas import EnrichedProduct
+from pipelines.messages.types import EnrichedProduct
+from resources.settings import Settings
 
 BENCHMARK = "fee model"
 DEFAULT_N = 1_000_000
@@ -122,7 +123,7 @@ def plain(products: Sequence[EnrichedProduct], fees: FeeConfig) -> tuple[float, 
 
 
 def run(n: int = DEFAULT_N, baseline_n: int = DEFAULT_BASELINE_N, judge: bool = True) -> list[Row]:
-    fees = load_fee_config()
+    fees = load_fee_config(Settings.from_env().fees_file)
     data.ensure_inputs(max(n, baseline_n), log)
 
     log(f"fee model baseline: evaluate_route over {baseline_n:,} products")

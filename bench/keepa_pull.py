@@ -38,11 +38,13 @@ from bench.common import (
     report,
     reset_pipeline,
 )
-from pipelines import sample_generator
-from pipelines.sample_generator import DEFAULT_PULLED_AT, TOKENS_PER_PRODUCT, build_sample_document
-from pipelines.schemas import encode
+from pipelines.markets import parse_market_list
+from pipelines.messages.codec import encode
 from pipelines.topics import RAW_UPDATES
-from resources.keepa import KeepaResource, KeepaSampleSource, iter_pull
+from resources.keepa import KeepaSampleSource, iter_pull
+from resources.settings import Settings
+from tools import sample_generator
+from tools.sample_generator import DEFAULT_PULLED_AT, TOKENS_PER_PRODUCT, build_sample_document
 
 BENCHMARK = "keepa pull"
 DEFAULT_N = 50_000
@@ -91,7 +93,7 @@ def token_rows(markets: Sequence[str]) -> list[Row]:
 
 
 def run(services: Services, n: int = DEFAULT_N) -> list[Row]:
-    markets = KeepaResource().market_list()
+    markets = parse_market_list(Settings.from_env().keepa_markets)
     path = sample_file(n)
     logger = logging.getLogger("bench.keepa")
     reset_pipeline(services)

@@ -43,8 +43,9 @@ from devservices.dagster_dev import DagsterDev
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect_alerts
-from pipelines.schemas import parse_raw_update
+from pipelines.messages.validation import parse_raw_update
 from pipelines.topics import ARBITRAGE_ALERTS, PRODUCTS_ENRICHED, RAW_UPDATES
+from resources.settings import Settings
 
 BENCHMARK = "latency"
 REPO = Path(__file__).resolve().parent.parent
@@ -132,7 +133,7 @@ def _round(
     services: Services, messages: list[tuple[bytes, bytes]], timeout_s: float
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Produce one slice; latencies (s) per downstream topic, and the counts expected."""
-    fees = load_fee_config()
+    fees = load_fee_config(Settings.from_env().fees_file)
     products = [enrich(parse_raw_update(value), fees) for _, value in messages]
     alerts = detect_alerts(products, fees, "2026-01-01T00:00:00.000Z")
     expected = {PRODUCTS_ENRICHED: len(messages), ARBITRAGE_ALERTS: len(alerts)}

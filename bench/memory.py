@@ -42,9 +42,10 @@ from bench.common import (
     reset_pipeline,
     unique_group,
 )
+from cli.reset import delete_groups
 from pipelines import topics
+from pipelines.stage_specs import ENRICHMENT
 from pipelines.topics import RAW_UPDATES
-from resources.reset import delete_groups
 
 BENCHMARK = "memory"
 DEFAULT_N = 100_000
@@ -68,18 +69,18 @@ def child(group: str, limits: dict[int, int], batch_size: int) -> int:
     """In the subprocess: one enrichment run; prints its stats and peak RSS as JSON."""
     import logging
 
+    from engine.ranges import PartitionRange, plan_ranges
+    from engine.runner import StageRunner
     from pipelines.fee_config import load_fee_config
-    from resources.elasticsearch import ElasticsearchResource
-    from resources.kafka import KafkaResource
-    from resources.stage_runner import ENRICHMENT, PartitionRange, StageRunner, plan_ranges
+    from resources.settings import Settings
 
-    kafka = KafkaResource()
-    es = ElasticsearchResource(request_timeout_s=120.0)
+    kafka = Settings.from_env().kafka()
+    es = Settings.from_env().elasticsearch(request_timeout_s=120.0)
     runner = StageRunner(
         ENRICHMENT,
         kafka,
         es,
-        load_fee_config(),
+        load_fee_config(Settings.from_env().fees_file),
         batch_size=batch_size,
         logger=logging.getLogger("bench.memory"),
         idle_timeout_s=60.0,

@@ -1,31 +1,87 @@
-"""The one place the Dagster system is assembled: assets, jobs, schedules, sensors, resources."""
+"""The one place the Dagster system is assembled: assets, jobs, schedules, sensors, resources.
+
+Settings are read once, here (``Settings.from_env()``), and handed to the resources and the
+factories; nothing else reads the environment. ``build_definitions`` takes other settings for
+tests that need them.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from assets.checks import pipeline_checks, pipeline_checks_job, pipeline_checks_schedule
-from assets.keepa_pull import keepa_products, keepa_pull_job, keepa_pull_schedule, raw_keepa_updates
-from assets.sensors import arbitrage_sensor, enrichment_sensor
-from assets.stages import arbitrage_job, arbitrage_stage, enrichment_job, enrichment_stage
-from resources.elasticsearch import ElasticsearchResource
-from resources.fees import FeeModelResource
-from resources.kafka import KafkaResource
-from resources.keepa import KeepaResource
-
-defs = dg.Definitions(
-    assets=[keepa_products, raw_keepa_updates, enrichment_stage, arbitrage_stage],
-    asset_checks=pipeline_checks,
-    jobs=[keepa_pull_job, enrichment_job, arbitrage_job, pipeline_checks_job],
-    schedules=[keepa_pull_schedule, pipeline_checks_schedule],
-    sensors=[enrichment_sensor, arbitrage_sensor],
-    resources={
-        "keepa": KeepaResource(),
-        "kafka": KafkaResource(),
-        "elasticsearch": ElasticsearchResource(),
-        "fee_model": FeeModelResource(),
-    },
-    # Every job here is one step (or a few quick checks): running it in the run's own process
-    # saves a subprocess start per run, seconds that count against the produce-to-alert latency.
-    executor=dg.in_process_executor,
+from assets.checks import build_pipeline_checks
+from assets.keepa_pull import (
+    build_keepa_pull_schedule,
+    keepa_products,
+    keepa_pull_job,
+    raw_keepa_updates,
 )
+from assets.sensors import build_stage_sensor
+from assets.stage_assets import build_stage_assets, build_stage_job
+from pipelines.stage_specs import STAGES
+from resources.keepa import KeepaResource
+from resources.settings import KEEPA_KEY_ENV, Settings
+
+
+def keepa_resource(settings: Settings) -> KeepaResource:
+    return KeepaResource(
+        source=settings.keepa_source,
+        # Resolved by Dagster when a run starts; the UI shows the variable's name, not its value.
+        api_key=dg.EnvVar(KEEPA_KEY_ENV) if settings.keepa_api_key_set else None,
+        base_url=settings.keepa_api_url,
+        markets=settings.keepa_markets,
+        asins_file=str(settings.keepa_asins_file),
+        sample_path=str(settings.keepa_sample_file),
+    )
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    sensor_status = (
+        dg.DefaultSensorStatus.RUNNING if settings.automation else dg.DefaultSensorStatus.STOPPED
+    )
+    schedule_status = (
+        dg.DefaultScheduleStatus.RUNNING
+        if settings.automation
+        else dg.DefaultScheduleStatus.STOPPED
+    )
+    stage_assets = [build_stage_assets(spec) for spec in STAGES]
+    stage_jobs = [
+        build_stage_job(spec, assets) for spec, assets in zip(STAGES, stage_assets, strict=True)
+    ]
+    sensors = [
+        build_stage_sensor(
+            spec,
+            job,
+            assets,
+            max_records=settings.sensor_max_records,
+            minimum_interval_seconds=settings.sensor_interval_s,
+            default_status=sensor_status,
+        )
+        for spec, job, assets in zip(STAGES, stage_jobs, stage_assets, strict=True)
+    ]
+    checks, checks_job, checks_schedule = build_pipeline_checks(
+        settings.keepa_pull_cron, settings.checks_cron, schedule_status
+    )
+    return dg.Definitions(
+        assets=[keepa_products, raw_keepa_updates, *stage_assets],
+        asset_checks=checks,
+        jobs=[keepa_pull_job, *stage_jobs, checks_job],
+        schedules=[
+            build_keepa_pull_schedule(settings.keepa_pull_cron, schedule_status),
+            checks_schedule,
+        ],
+        sensors=sensors,
+        resources={
+            "keepa": keepa_resource(settings),
+            "kafka": settings.kafka(),
+            "elasticsearch": settings.elasticsearch(),
+            "fee_model": settings.fee_model(),
+        },
+        # Every job here is one step (or a few quick checks): running it in the run's own
+        # process saves a subprocess start per run, seconds that count against the
+        # produce-to-alert latency.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(Settings.from_env())

@@ -7,15 +7,15 @@ from fractions import Fraction
 from functools import lru_cache
 
 from pipelines.fee_config import FeeConfig
-from pipelines.money import convert_to_eur_cents, round_fraction
-from pipelines.schemas import (
+from pipelines.messages.timestamps import epoch_ms
+from pipelines.messages.types import (
     ENRICHED_PRODUCT_SCHEMA_VERSION,
     EnrichedMarket,
     EnrichedProduct,
     MarketOffer,
     RawUpdate,
-    epoch_ms,
 )
+from pipelines.money import convert_to_eur_cents, round_fraction
 
 
 def buy_price(offer: MarketOffer) -> int | None:

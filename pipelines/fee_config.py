@@ -14,6 +14,7 @@ from pipelines.markets import MARKETPLACES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FEES_FILE = REPO_ROOT / "config" / "fees_v1.toml"
+# Named in error messages: the setting that points at another fee file (resources/settings.py).
 FEES_FILE_ENV = "ARBITRAGE_FEES_FILE"
 
 
@@ -94,13 +95,9 @@ def _int(section: dict[str, Any], key: str, where: str) -> int:
     return value
 
 
-def resolve_fees_path(path: str | os.PathLike[str] | None = None) -> Path:
-    return Path(path or os.environ.get(FEES_FILE_ENV) or DEFAULT_FEES_FILE)
-
-
-def load_fee_config(path: str | os.PathLike[str] | None = None) -> FeeConfig:
-    """Read and check the fee file (argument, else $ARBITRAGE_FEES_FILE, else the bundled v1)."""
-    fees_path = resolve_fees_path(path)
+def load_fee_config(path: str | os.PathLike[str] = DEFAULT_FEES_FILE) -> FeeConfig:
+    """Read and check a fee file (by default the bundled v1)."""
+    fees_path = Path(path)
     try:
         data = tomllib.loads(fees_path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -22,8 +22,8 @@ import pyarrow as pa
 
 from pipelines.fee_config import FeeConfig
 from pipelines.markets import MARKETPLACES
+from pipelines.messages.types import ALERT_SCHEMA_VERSION, Alert, EnrichedProduct, alert_id
 from pipelines.money import INT64_SAFE, round_fraction, round_half_even_array
-from pipelines.schemas import ALERT_SCHEMA_VERSION, Alert, EnrichedProduct, alert_id
 
 MARKET_CODES: tuple[str, ...] = tuple(sorted(MARKETPLACES))
 ROUTES: tuple[tuple[int, int], ...] = tuple(permutations(range(len(MARKET_CODES)), 2))

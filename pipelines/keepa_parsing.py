@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
-from pipelines.schemas import (
+from pipelines.messages.timestamps import format_utc
+from pipelines.messages.types import (
     ASIN_PATTERN,
     MAX_DIMENSION_MM,
     MAX_PRICE_MINOR,
@@ -29,7 +30,6 @@ from pipelines.schemas import (
     MarketOffer,
     PackageInfo,
     RawUpdate,
-    format_utc,
 )
 
 # Keepa time: minutes since 2011-01-01 00:00 UTC, i.e. Unix minutes minus this offset.

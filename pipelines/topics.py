@@ -1,4 +1,8 @@
-"""Names and settings of the pipeline's Kafka topics, consumer groups and Elasticsearch indices."""
+"""Names and settings of the pipeline's Kafka topics and Elasticsearch indices.
+
+Which stage reads and writes which of them (and under which consumer groups) is stated in
+pipelines/stage_specs.py.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +14,14 @@ ARBITRAGE_ALERTS = "arbitrage.alerts"
 RAW_UPDATES_DLQ = "raw.keepa_updates.dlq"
 PRODUCTS_ENRICHED_DLQ = "products.enriched.dlq"
 
-ENRICHMENT_GROUP = "enrichment"
-ARBITRAGE_GROUP = "arbitrage"
-# Replays (backfills) consume under their own groups so the live offsets never move.
-REPLAY_GROUP_PREFIX = "replay."
-
 PRODUCTS_INDEX = "products"
 ALERTS_INDEX = "arbitrage-alerts"
 
 PARTITIONS = 3
 RETENTION_MS = 7 * 24 * 60 * 60 * 1000
-# Big enough for an oversize record to reach the DLQ whole (base64 adds a third).
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# The broker's limit per message (topic max.message.bytes), far above the largest record a stage
+# accepts: an oversize record still reaches the DLQ whole (base64 adds a third).
+TOPIC_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class TopicSpec:
     def config(self) -> dict[str, str]:
         return {
             "retention.ms": str(RETENTION_MS),
-            "max.message.bytes": str(MAX_MESSAGE_BYTES),
+            "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
             "cleanup.policy": "delete",
             # Producer time (our producers stamp at produce): replays find an hour's window with
             # offsets_for_times, and tests can write messages into past hours.
@@ -50,5 +50,4 @@ TOPICS: tuple[TopicSpec, ...] = (
         "Enriched products the arbitrage stage could not use, with the reason.",
     ),
 )
-
-DLQ_FOR = {RAW_UPDATES: RAW_UPDATES_DLQ, PRODUCTS_ENRICHED: PRODUCTS_ENRICHED_DLQ}
+TOPIC_BY_NAME = {spec.name: spec for spec in TOPICS}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -167,8 +166,7 @@ class ElasticsearchResource(dg.ConfigurableResource):
     """Connection to the Elasticsearch cluster holding the products and alerts indices."""
 
     url: str = Field(
-        default_factory=lambda: os.environ.get("ELASTICSEARCH_URL", DEFAULT_URL),
-        description="Base URL of Elasticsearch (env ELASTICSEARCH_URL).",
+        default=DEFAULT_URL, description="Base URL of Elasticsearch (env ELASTICSEARCH_URL)."
     )
     request_timeout_s: float = Field(default=30.0, description="Per-request timeout.")
     max_retries: int = Field(default=6, description="Attempts for bulk items answered 429/5xx.")

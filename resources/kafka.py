@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from pydantic import Field, PrivateAttr
 
-from pipelines.topics import MAX_MESSAGE_BYTES, PARTITIONS, TOPICS, TopicSpec
+from pipelines.topics import PARTITIONS, TOPIC_MAX_MESSAGE_BYTES, TOPICS, TopicSpec
 from resources.kafka_offsets import (
     SERVICES_HINT,
     KafkaUnavailableError,
@@ -116,12 +115,11 @@ class KafkaResource(dg.ConfigurableResource):
     """Connection to the Kafka cluster carrying the pipeline's topics."""
 
     bootstrap_servers: str = Field(
-        default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP),
+        default=DEFAULT_BOOTSTRAP,
         description="Comma-separated host:port list (env KAFKA_BOOTSTRAP_SERVERS).",
     )
     replication_factor: int = Field(
-        default_factory=lambda: int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1")),
-        description="Replication factor of new topics (env KAFKA_REPLICATION_FACTOR).",
+        default=1, description="Replication factor of new topics (env KAFKA_REPLICATION_FACTOR)."
     )
     client_id: str = Field(default="arbitrage", description="Client id reported to the broker.")
     timeout_s: float = Field(default=10.0, description="Timeout for admin and metadata requests.")
@@ -143,7 +141,7 @@ class KafkaResource(dg.ConfigurableResource):
             "linger.ms": 20,
             "compression.type": "lz4",
             "batch.size": 512 * 1024,
-            "message.max.bytes": MAX_MESSAGE_BYTES,
+            "message.max.bytes": TOPIC_MAX_MESSAGE_BYTES,
             "queue.buffering.max.messages": 500_000,
         }
 
@@ -163,7 +161,7 @@ class KafkaResource(dg.ConfigurableResource):
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-            "fetch.max.bytes": 4 * MAX_MESSAGE_BYTES,
+            "fetch.max.bytes": 4 * TOPIC_MAX_MESSAGE_BYTES,
             "max.partition.fetch.bytes": 2 * 1024 * 1024,
             # Prefetch a few batches ahead, not librdkafka's default of up to 100 000 messages
             # (64 MiB): a stage's memory then depends on its batch size, not on the backlog.
@@ -278,6 +276,40 @@ class KafkaResource(dg.ConfigurableResource):
         """``lag``, read in a child process: for long-lived callers (the sensors in the code
         server), where a native crash must cost one call, not the process."""
         return _LAG_READER.read_lag(self.client_config(), group_id, topic, self.timeout_s)
+
+    def newest_messages(self, topic: str, count: int, group_id: str) -> list[Message]:
+        """The newest ``count`` messages of a topic across partitions, oldest first (reading
+        with ``group_id``, which commits nothing)."""
+        consumer = self.consumer(group_id)
+        found: list[Message] = []
+        try:
+            for partition, (low, high) in self.watermarks(topic).items():
+                start = max(low, high - count)
+                if start >= high:
+                    continue
+                consumer.assign([TopicPartition(topic, partition, start)])
+                remaining = high - start
+                while remaining > 0:
+                    batch = consumer.consume(num_messages=remaining, timeout=5.0)
+                    if not batch:
+                        break
+                    for message in batch:
+                        if message.error() is None:
+                            found.append(message)
+                            remaining -= 1
+        finally:
+            consumer.close()
+        found.sort(key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
+        return found[-count:]
+
+    def newest_timestamp_ms(self, topic: str) -> int | None:
+        """The largest message timestamp on the topic (ListOffsets max-timestamp: no bodies)."""
+        futures = self.admin().list_offsets(
+            {TopicPartition(topic, p): OffsetSpec.max_timestamp() for p in self.partitions(topic)},
+            request_timeout=self.timeout_s,
+        )
+        stamps = [future.result().timestamp for future in futures.values()]
+        return max((stamp for stamp in stamps if stamp >= 0), default=None)
 
     def commit(self, group_id: str, topic: str, offsets: dict[int, int]) -> None:
         """Commit next-offsets for a group without joining it (used by stage runs and tests)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from abc import ABC, abstractmethod
@@ -37,9 +36,9 @@ from pipelines.keepa_parsing import (
     response_error,
     token_info,
 )
+from pipelines.keepa_sample import load_sample_document
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES, parse_market_list
-from pipelines.sample_generator import load_sample_document
-from pipelines.schemas import ASIN_PATTERN, RawUpdate
+from pipelines.messages.types import ASIN_PATTERN, RawUpdate
 
 DEFAULT_BASE_URL = "https://api.keepa.com"
 DEFAULT_SAMPLE_PATH = (
@@ -371,7 +370,7 @@ class KeepaSampleSource(KeepaSource):
             if not self.path.is_file():
                 raise KeepaError(
                     f"the Keepa sample file {self.path} does not exist; create it with "
-                    "python -m pipelines.sample_generator"
+                    "python -m tools.sample_generator"
                 )
             try:
                 document = load_sample_document(self.path)
@@ -551,34 +550,35 @@ def pull_products(
 
 # --------------------------------------------------------------------------- Dagster resource
 
-KEY_ENV = "KEEPA_API_KEY"
 DEFAULT_ASINS_FILE = Path(__file__).resolve().parent.parent / "data" / "asins.txt"
 
 
 class KeepaResource(dg.ConfigurableResource):
-    """Where product data comes from: Keepa's API when KEEPA_API_KEY is set, else the sample.
+    """Where product data comes from: Keepa's HTTP API or the bundled sample (KEEPA_SOURCE).
 
-    The key is read from the environment when the run starts and is never part of the
-    resource's config, so it cannot show up in the run config the UI displays.
+    Both go through the same parsing. The API key is wired as ``dg.EnvVar("KEEPA_API_KEY")``
+    in pipelines/definitions.py: Dagster resolves it when a run starts and shows only the
+    variable's name; it is kept out of ``repr`` and scrubbed from every log line and error.
     """
 
-    # Unset fields are read from the environment when a run starts, not when code loads.
-    base_url: str | None = Field(
-        default=None, description="Keepa API base URL (default: env KEEPA_API_URL, else Keepa's)."
+    source: Literal["api", "sample"] = Field(
+        default="api", description="'api': Keepa's HTTP API; 'sample': the bundled sample."
     )
-    markets: str | None = Field(
-        default=None,
-        description="Marketplaces to pull, first = home market (default: env KEEPA_MARKETS, "
-        "else DE,FR,IT,ES,GB).",
+    api_key: str | None = Field(
+        default=None, repr=False, description="Keepa API key (env KEEPA_API_KEY)."
     )
-    asins_file: str | None = Field(
-        default=None,
-        description="ASINs to track, one per line (default: env KEEPA_ASINS_FILE, else "
-        "data/asins.txt).",
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="Keepa API base URL.")
+    markets: str = Field(
+        default=",".join(DEFAULT_MARKETS),
+        description="Marketplaces to pull, first = home market (env KEEPA_MARKETS).",
+    )
+    asins_file: str = Field(
+        default=str(DEFAULT_ASINS_FILE),
+        description="ASINs to track, one per line (env KEEPA_ASINS_FILE).",
     )
     sample_path: str = Field(
         default=str(DEFAULT_SAMPLE_PATH),
-        description="Keepa-format sample answered when no API key is set.",
+        description="Keepa-format sample answered when KEEPA_SOURCE=sample.",
     )
     stats_days: int = Field(default=90, description="Keepa `stats` window in days.")
     timeout_s: float = Field(default=30.0, description="HTTP timeout per request.")
@@ -588,18 +588,14 @@ class KeepaResource(dg.ConfigurableResource):
 
     @property
     def mode(self) -> Literal["keepa", "sample"]:
-        return "keepa" if os.environ.get(KEY_ENV, "").strip() else "sample"
-
-    def api_url(self) -> str:
-        return self.base_url or os.environ.get("KEEPA_API_URL") or DEFAULT_BASE_URL
+        """The source as the pull's metadata names it."""
+        return "keepa" if self.source == "api" else "sample"
 
     def market_list(self) -> tuple[str, ...]:
-        return parse_market_list(
-            self.markets or os.environ.get("KEEPA_MARKETS") or ",".join(DEFAULT_MARKETS)
-        )
+        return parse_market_list(self.markets)
 
     def asins_path(self) -> Path:
-        return Path(self.asins_file or os.environ.get("KEEPA_ASINS_FILE") or DEFAULT_ASINS_FILE)
+        return Path(self.asins_file)
 
     def tracked_asins(self) -> tuple[list[str], list[str]]:
         """The ASINs from the file, and a sentence per line that was skipped."""
@@ -613,15 +609,20 @@ class KeepaResource(dg.ConfigurableResource):
             ) from None
         return read_asin_list(text)
 
-    def source(self, logger: logging.Logger) -> KeepaSource:
-        key = os.environ.get(KEY_ENV, "").strip()
-        if key:
-            return KeepaHttpClient(
-                key,
-                base_url=self.api_url(),
-                stats_days=self.stats_days,
-                timeout_s=self.timeout_s,
-                max_wait_s=self.max_wait_s,
-                logger=logger,
+    def client(self, logger: logging.Logger) -> KeepaSource:
+        if self.source == "sample":
+            return KeepaSampleSource(self.sample_path)
+        key = (self.api_key or "").strip()
+        if not key:
+            raise KeepaError(
+                "KEEPA_SOURCE=api needs a Keepa API key in KEEPA_API_KEY; set it, or set "
+                "KEEPA_SOURCE=sample to pull the bundled sample"
             )
-        return KeepaSampleSource(self.sample_path)
+        return KeepaHttpClient(
+            key,
+            base_url=self.base_url,
+            stats_days=self.stats_days,
+            timeout_s=self.timeout_s,
+            max_wait_s=self.max_wait_s,
+            logger=logger,
+        )

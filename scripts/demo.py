@@ -19,11 +19,12 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
+from cli.main import alerts_table  # noqa: E402
 from devservices.dagster_dev import DagsterDev, DagsterDevError, url_answers  # noqa: E402
 from pipelines import topics  # noqa: E402
-from resources.cli import alerts_table  # noqa: E402
-from resources.elasticsearch import ElasticsearchResource  # noqa: E402
+from pipelines.stage_specs import ARBITRAGE, ENRICHMENT  # noqa: E402
 from resources.kafka import KafkaResource  # noqa: E402
+from resources.settings import Settings  # noqa: E402
 
 PORT = int(os.environ.get("DAGSTER_PORT", "3000"))
 UI = f"http://127.0.0.1:{PORT}"
@@ -43,8 +44,8 @@ def wait_for_pipeline(kafka: KafkaResource, pull_done: Callable[[], bool]) -> No
     started = time.monotonic()
     settled = 0
     while True:
-        raw_lag = total_lag(kafka, topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
-        enriched_lag = total_lag(kafka, topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED)
+        raw_lag = total_lag(kafka, ENRICHMENT.live_group, topics.RAW_UPDATES)
+        enriched_lag = total_lag(kafka, ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED)
         done = pull_done()
         say(
             f"   {time.monotonic() - started:5.0f}s  pull {'done' if done else 'running'}  "
@@ -63,12 +64,19 @@ def wait_for_pipeline(kafka: KafkaResource, pull_done: Callable[[], bool]) -> No
 
 def main() -> int:
     home = Path(os.environ.get("DAGSTER_HOME") or REPO / ".dagster_home")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "ARBITRAGE_AUTOMATION": "on"}
+    # The demo pulls the bundled sample unless KEEPA_SOURCE says otherwise.
+    env = {
+        "KEEPA_SOURCE": "sample",
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "ARBITRAGE_AUTOMATION": "on",
+    }
     os.environ.update(env)
+    settings = Settings.from_env()
     say(
-        "KEEPA_API_KEY is set: pulling live from Keepa"
-        if os.environ.get("KEEPA_API_KEY")
-        else "KEEPA_API_KEY is not set: pulling the bundled sample (data/sample/)"
+        "KEEPA_SOURCE=api: pulling live from Keepa"
+        if settings.keepa_source == "api"
+        else f"KEEPA_SOURCE=sample: pulling the bundled sample ({settings.keepa_sample_file})"
     )
     say("== services")
     subprocess.run([sys.executable, "-m", "devservices", "status"], cwd=REPO, check=True)
@@ -117,9 +125,9 @@ def main() -> int:
             return any(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
 
         say("== waiting while the sensors carry it through enrichment and arbitrage")
-        wait_for_pipeline(KafkaResource(), pull_done)
+        wait_for_pipeline(settings.kafka(), pull_done)
 
-        es = ElasticsearchResource()
+        es = settings.elasticsearch()
         text, total = alerts_table(es, 15)
         say(f"== alerts, best profit first ({total} in all)\n{text}")
         say(

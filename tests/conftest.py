@@ -7,16 +7,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from cli.reset import reset_pipeline
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
 from resources.kafka import KafkaResource, KafkaUnavailableError
-from resources.reset import reset_pipeline
+from resources.settings import Settings
 
 START_HINT = "Start them with `make services-up` (or run the whole suite with `make test`)."
 
 
 @pytest.fixture(scope="session")
 def kafka() -> KafkaResource:
-    resource = KafkaResource(timeout_s=5.0)
+    resource = Settings.from_env().kafka(timeout_s=5.0)
     try:
         resource.check_reachable()
     except KafkaUnavailableError as exc:
@@ -28,7 +29,7 @@ def kafka() -> KafkaResource:
 
 @pytest.fixture(scope="session")
 def es() -> ElasticsearchResource:
-    resource = ElasticsearchResource()
+    resource = Settings.from_env().elasticsearch()
     try:
         resource.health()
     except ElasticsearchUnavailableError as exc:

@@ -8,7 +8,8 @@ from typing import Any
 from pipelines.enrichment import enrich
 from pipelines.fee_config import FeeConfig
 from pipelines.markets import MARKETPLACES
-from pipelines.schemas import EnrichedProduct, RawUpdate, validate_raw_update
+from pipelines.messages.types import EnrichedProduct, RawUpdate
+from pipelines.messages.validation import validate_raw_update
 
 
 def offer(market: str, **fields: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """A local stand-in for Keepa's ``/product`` endpoint, for tests of the HTTP client.
 
-It serves product objects (e.g. from ``pipelines.sample_generator``) in Keepa's response format
+It serves product objects (e.g. from ``tools.sample_generator``) in Keepa's response format
 on 127.0.0.1 (a free port), records every request, and can be scripted to answer the next
 requests with special responses (429 with ``refillIn``, 500, 402, a non-JSON 200 body)::
 

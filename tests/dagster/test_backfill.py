@@ -6,10 +6,11 @@ import json
 import dagster as dg
 import pytest
 
-from assets.stages import enrichment_stage
+from assets.stage_assets import stage_op_name
 from pipelines import topics
 from pipelines.definitions import defs
 from pipelines.fee_config import load_fee_config
+from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from tests.dagster.helpers import (
@@ -24,8 +25,8 @@ from tests.dagster.helpers import (
 from tests.factories import enriched, offer
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
-REPLAY_ENRICHMENT = topics.REPLAY_GROUP_PREFIX + topics.ENRICHMENT_GROUP
-REPLAY_ARBITRAGE = topics.REPLAY_GROUP_PREFIX + topics.ARBITRAGE_GROUP
+REPLAY_ENRICHMENT = ENRICHMENT.replay_group
+REPLAY_ARBITRAGE = ARBITRAGE.replay_group
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -67,11 +68,11 @@ def test_replaying_an_hour_of_raw_updates_reads_exactly_that_window(
         live = {
             group: committed(kafka, group, topic)
             for group, topic in (
-                (topics.ENRICHMENT_GROUP, topics.RAW_UPDATES),
-                (topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED),
+                (ENRICHMENT.live_group, topics.RAW_UPDATES),
+                (ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED),
             )
         }
-        assert live[topics.ENRICHMENT_GROUP] == {0: 4, 1: 4, 2: 4}
+        assert live[ENRICHMENT.live_group] == {0: 4, 1: 4, 2: 4}
         assert es.count(topics.PRODUCTS_INDEX) == 12
         assert es.count(topics.ALERTS_INDEX) == 12
         alerts_end = end_offsets(kafka, topics.ARBITRAGE_ALERTS)
@@ -79,7 +80,7 @@ def test_replaying_an_hour_of_raw_updates_reads_exactly_that_window(
         replay = run(instance, "enrichment", partition=partition_key(early))
 
         # Exactly the early hour: offsets [0, 2) of every partition, under the replay group.
-        by_key = materializations(replay, enrichment_stage.op.name)
+        by_key = materializations(replay, stage_op_name(ENRICHMENT))
         products = by_key["elasticsearch/products"]
         assert products.partition == partition_key(early)
         assert products.metadata["records_in"].value == 6
@@ -92,12 +93,12 @@ def test_replaying_an_hour_of_raw_updates_reads_exactly_that_window(
         assert products.metadata["unchanged"].value == 6
         assert es.count(topics.PRODUCTS_INDEX) == 12
         assert (
-            committed(kafka, topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
-            == (live[topics.ENRICHMENT_GROUP])
+            committed(kafka, ENRICHMENT.live_group, topics.RAW_UPDATES)
+            == (live[ENRICHMENT.live_group])
         )
         assert (
-            committed(kafka, topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED)
-            == (live[topics.ARBITRAGE_GROUP])
+            committed(kafka, ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED)
+            == (live[ARBITRAGE.live_group])
         )
 
         # The replay passed the six products on again; the live arbitrage stage knows their
@@ -131,7 +132,7 @@ def test_replaying_enriched_products_by_hour_and_by_range(
 
     with temp_instance() as instance:
         run(instance, "arbitrage")
-        live = committed(kafka, topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED)
+        live = committed(kafka, ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED)
         assert live == {0: 3, 1: 3, 2: 3}
         assert es.count(topics.ALERTS_INDEX) == 9
         alerts_end = end_offsets(kafka, topics.ARBITRAGE_ALERTS)
@@ -159,6 +160,6 @@ def test_replaying_enriched_products_by_hour_and_by_range(
         assert {partition_key(early), partition_key(late)} <= indexed_hours
         assert committed(kafka, REPLAY_ARBITRAGE, topics.PRODUCTS_ENRICHED) == {0: 3, 1: 3, 2: 3}
 
-        assert committed(kafka, topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED) == live
+        assert committed(kafka, ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED) == live
         assert es.count(topics.ALERTS_INDEX) == 9
         assert end_offsets(kafka, topics.ARBITRAGE_ALERTS) == alerts_end

@@ -5,8 +5,12 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from assets.checks import enrichment_lag_check
-from assets.keys import PRODUCTS_ENRICHED, PRODUCTS_ENRICHED_DLQ, RAW_UPDATES, RAW_UPDATES_DLQ
+from assets.keys import (
+    PRODUCTS_ENRICHED_DLQ_KEY,
+    PRODUCTS_ENRICHED_KEY,
+    RAW_UPDATES_DLQ_KEY,
+    RAW_UPDATES_KEY,
+)
 from pipelines import topics
 from pipelines.definitions import defs
 from resources.kafka import KafkaResource
@@ -14,11 +18,11 @@ from tests.dagster.helpers import opportunity, produce_at, produce_updates, temp
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
 
-LAG_RAW = dg.AssetCheckKey(RAW_UPDATES, "consumer_lag_under_threshold")
-LAG_ENRICHED = dg.AssetCheckKey(PRODUCTS_ENRICHED, "consumer_lag_under_threshold")
-DLQ_RAW = dg.AssetCheckKey(RAW_UPDATES_DLQ, "dlq_not_growing")
-DLQ_ENRICHED = dg.AssetCheckKey(PRODUCTS_ENRICHED_DLQ, "dlq_not_growing")
-FRESH = dg.AssetCheckKey(RAW_UPDATES, "newest_message_fresh")
+LAG_RAW = dg.AssetCheckKey(RAW_UPDATES_KEY, "consumer_lag_under_threshold")
+LAG_ENRICHED = dg.AssetCheckKey(PRODUCTS_ENRICHED_KEY, "consumer_lag_under_threshold")
+DLQ_RAW = dg.AssetCheckKey(RAW_UPDATES_DLQ_KEY, "dlq_not_growing")
+DLQ_ENRICHED = dg.AssetCheckKey(PRODUCTS_ENRICHED_DLQ_KEY, "dlq_not_growing")
+FRESH = dg.AssetCheckKey(RAW_UPDATES_KEY, "newest_message_fresh")
 
 
 def run_checks(
@@ -55,7 +59,8 @@ def test_checks_on_lag_dlq_growth_and_freshness(kafka: KafkaResource) -> None:
             topics.RAW_UPDATES,
             [("B0CKBAD001", b"{not json", 1, None), ("B0CKBAD002", b'{"asin": 7}', 2, None)],
         )
-        tight = {"ops": {enrichment_lag_check.op.name: {"config": {"max_lag": 2}}}}
+        lag_check_op = defs.get_asset_checks_def(LAG_RAW).op.name
+        tight = {"ops": {lag_check_op: {"config": {"max_lag": 2}}}}
         second = run_checks(instance, tight)
         assert second[FRESH].passed
         assert not second[LAG_RAW].passed

@@ -7,19 +7,35 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from assets.keys import RAW_UPDATES
-from assets.sensors import SensorCursor, build_stage_sensor
-from assets.stages import PARTITION_TAG, STAGE_TAG, enrichment_job, enrichment_stage
+from assets.keys import RAW_UPDATES_KEY
+from assets.sensors import build_stage_sensor
+from assets.stage_assets import PARTITION_TAG, STAGE_TAG, build_stage_assets, build_stage_job
 from pipelines import topics
 from pipelines.definitions import defs
+from pipelines.sensor_decisions import SensorCursor
+from pipelines.stage_specs import ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
-from resources.stage_runner import ENRICHMENT
 from tests.dagster.helpers import execute_request, opportunity, produce_updates, temp_instance
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
 
 UNREACHABLE_ES = ElasticsearchResource(url="http://127.0.0.1:9", max_retries=1)
+
+
+def enrichment_sensor(name: str, **policy: float) -> dg.SensorDefinition:
+    """The enrichment sensor with its own name and policy (max_records, backoff)."""
+    assets = build_stage_assets(ENRICHMENT)
+    return build_stage_sensor(
+        ENRICHMENT,
+        build_stage_job(ENRICHMENT, assets),
+        assets,
+        name=name,
+        max_records=int(policy.pop("max_records", 20_000)),
+        minimum_interval_seconds=3,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        **policy,
+    )
 
 
 def tick(
@@ -67,18 +83,16 @@ def test_sensor_requests_one_bounded_range_per_lagging_partition(
             partition = request.run_config["ops"]["enrichment_stage"]["config"]["offset_ranges"]
             tag = f"{topics.RAW_UPDATES}-{partition[0]['partition']}"
             assert request.tags[PARTITION_TAG] == tag
-            assert request.tags[STAGE_TAG] == ENRICHMENT
+            assert request.tags[STAGE_TAG] == ENRICHMENT.name
             assert request.run_key is not None and request.run_key.startswith(tag)
         # The lag is reported on the source topic asset, per partition.
         (observation,) = first.asset_events
-        assert observation.asset_key == RAW_UPDATES
+        assert observation.asset_key == RAW_UPDATES_KEY
         assert observation.metadata["lag"].value == 8
         assert [observation.metadata[f"lag_partition_{p}"].value for p in range(3)] == [5, 3, 0]
 
         # A smaller max_records bounds each range.
-        small = build_stage_sensor(
-            "small", enrichment_job, ENRICHMENT, enrichment_stage, RAW_UPDATES, max_records=2
-        )
+        small = enrichment_sensor("small", max_records=2)
         assert ranges(tick(small, instance, kafka)) == {0: (0, 2), 1: (0, 2)}
 
         # Once the runs have committed, nothing is lagging; new messages start where they stopped.
@@ -122,15 +136,7 @@ def test_a_run_in_flight_blocks_a_new_request_for_its_partition(kafka: KafkaReso
 
 def test_a_failed_range_is_requested_again_after_a_growing_backoff(kafka: KafkaResource) -> None:
     produce_raw(kafka, {2: 3}, "SD")
-    sensor = build_stage_sensor(
-        "retrying",
-        enrichment_job,
-        ENRICHMENT,
-        enrichment_stage,
-        RAW_UPDATES,
-        backoff_base_s=1.0,
-        backoff_cap_s=30.0,
-    )
+    sensor = enrichment_sensor("retrying", backoff_base_s=1.0, backoff_cap_s=30.0)
     with temp_instance() as instance:
         first = tick(sensor, instance, kafka)
         (request,) = first.run_requests or []

@@ -21,24 +21,27 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from assets.sensors import DEFAULT_BACKOFF_BASE_S, MAX_RECORDS_ENV
-from assets.stages import PARTITION_TAG, STAGE_TAG
+from assets.sensors import DEFAULT_BACKOFF_BASE_S
+from assets.stage_assets import PARTITION_TAG, STAGE_TAG
 from pipelines import topics
-from pipelines.definitions import defs
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect_alerts
 from pipelines.keepa_parsing import merge_market_products
-from pipelines.sample_generator import iter_products
-from pipelines.schemas import encode, validate_raw_update
+from pipelines.messages.codec import encode
+from pipelines.messages.validation import validate_raw_update
+from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
+from tests.definitions import SAMPLE_DEFS
 from tests.e2e.dagster_dev import DagsterDev, Run, StartDagsterDev
 from tests.integration.kafka_io import produce, read_all
+from tools.sample_generator import iter_products
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
 
 CONFIG = load_fee_config()
+MAX_RECORDS_ENV = "ARBITRAGE_SENSOR_MAX_RECORDS"
 ENRICHMENT_SENSOR = "enrichment_sensor"
 ARBITRAGE_SENSOR = "arbitrage_sensor"
 SENSORS = (ENRICHMENT_SENSOR, ARBITRAGE_SENSOR)
@@ -47,13 +50,13 @@ STAGES = {
     ENRICHMENT_SENSOR: (
         "enrichment",
         "enrichment_stage",
-        topics.ENRICHMENT_GROUP,
+        ENRICHMENT.live_group,
         topics.RAW_UPDATES,
     ),
     ARBITRAGE_SENSOR: (
         "arbitrage",
         "arbitrage_stage",
-        topics.ARBITRAGE_GROUP,
+        ARBITRAGE.live_group,
         topics.PRODUCTS_ENRICHED,
     ),
 }
@@ -211,16 +214,14 @@ def test_sensors_carry_a_pull_through_to_alerts(
     kafka: KafkaResource,
     es: ElasticsearchResource,
     start_dagster_dev: StartDagsterDev,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     max_records = 60  # the sample's ~170 records per partition need 3 runs per partition
     dev = start_dagster_dev({MAX_RECORDS_ENV: str(max_records)})
     assert_sensors_running(dev)
 
-    # One pull of the bundled sample (no Keepa key), run here; the sensors do the rest.
-    monkeypatch.delenv("KEEPA_API_KEY", raising=False)
+    # One pull of the bundled sample, run here; the sensors do the rest.
     started = time.monotonic()
-    result = defs.resolve_job_def("keepa_pull").execute_in_process(
+    result = SAMPLE_DEFS.resolve_job_def("keepa_pull").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
     assert result.success, "the keepa_pull job failed"
@@ -306,7 +307,7 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
 
     # Kill it mid-run: after its first commit, before its last.
     def first_commit() -> int | None:
-        committed = kafka.committed_offsets(topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+        committed = kafka.committed_offsets(ENRICHMENT.live_group, topics.RAW_UPDATES)
         return committed[partition] if (committed[partition] or 0) > start else None
 
     progress = wait_for(first_commit, 60, f"a commit on {topics.RAW_UPDATES}[{partition}]", 0.05)
@@ -314,7 +315,7 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
     os.kill(pid, signal.SIGKILL)
     killed_at = time.time()
     wait_for(lambda: not dev.in_process_group(pid), 10, f"pid {pid} exiting")
-    committed_at_kill = kafka.committed_offsets(topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+    committed_at_kill = kafka.committed_offsets(ENRICHMENT.live_group, topics.RAW_UPDATES)
     resume_from = committed_at_kill[partition]
     assert resume_from is not None and start < resume_from < end, (start, resume_from, end)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import topics
-from pipelines.schemas import encode
+from pipelines.messages.codec import encode
+from pipelines.stage_specs import ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from tests.integration.kafka_io import produce, read_all
@@ -42,7 +43,7 @@ def test_a_run_without_elasticsearch_commits_nothing_and_the_rerun_catches_up(
             if event.is_step_failure and event.step_failure_data.error
         ]
         assert any("Elasticsearch" in message for message in errors), errors
-        lags = kafka.lag(topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+        lags = kafka.lag(ENRICHMENT.live_group, topics.RAW_UPDATES)
         assert all(lag.committed is None for lag in lags)
         assert sum(lag.lag for lag in lags) == 20
         assert read_all(kafka, topics.PRODUCTS_ENRICHED) == []
@@ -54,4 +55,4 @@ def test_a_run_without_elasticsearch_commits_nothing_and_the_rerun_catches_up(
     assert sorted(m.key for m in read_all(kafka, topics.PRODUCTS_ENRICHED)) == sorted(
         u["asin"] for u in updates
     )
-    committed_equals_high_watermark(kafka, topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+    committed_equals_high_watermark(kafka, ENRICHMENT.live_group, topics.RAW_UPDATES)

@@ -10,21 +10,28 @@ import dagster as dg
 import pytest
 
 from pipelines import topics
-from pipelines.definitions import defs
-from pipelines.sample_generator import generate_sample, load_sample_document
+from pipelines.definitions import build_definitions
+from pipelines.keepa_sample import load_sample_document
 from resources.kafka import KafkaResource
 from resources.keepa import DEFAULT_SAMPLE_PATH, KeepaSampleSource, pull_products
+from resources.settings import Settings
 from tests.integration.kafka_io import read_all
 from tests.keepa_server import KeepaTestServer
+from tools.sample_generator import generate_sample
 
 pytestmark = pytest.mark.integration
 
 SECRET = "kq9-SECRET-KEEPA-KEY-77f3"
 
 
-def run_pull(instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def("keepa_pull")
-    return job.execute_in_process(instance=instance or dg.DagsterInstance.ephemeral())
+def run_pull(
+    instance: dg.DagsterInstance | None = None, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
+    """The keepa_pull job of the definitions as the current environment configures them."""
+    job = build_definitions(Settings.from_env()).resolve_job_def("keepa_pull")
+    return job.execute_in_process(
+        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error
+    )
 
 
 def without_time(update: dict) -> dict:
@@ -36,6 +43,7 @@ def test_sample_pull_produces_one_message_per_asin(
     kafka: KafkaResource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KEEPA_API_KEY", raising=False)
+    monkeypatch.setenv("KEEPA_SOURCE", "sample")
     first = run_pull()
     assert first.success
     messages = read_all(kafka, topics.RAW_UPDATES)
@@ -88,6 +96,7 @@ def test_pull_from_a_keepa_server_never_leaks_the_key(
     asin_file.write_text("# tracked\n" + "\n".join(asins) + "\nNOT-AN-ASIN\n")
     caplog.set_level(logging.DEBUG)
     with KeepaTestServer(bodies=bodies) as server:
+        monkeypatch.setenv("KEEPA_SOURCE", "api")
         monkeypatch.setenv("KEEPA_API_KEY", SECRET)
         monkeypatch.setenv("KEEPA_API_URL", server.url)
         monkeypatch.setenv("KEEPA_ASINS_FILE", str(asin_file))
@@ -123,3 +132,16 @@ def test_pull_from_a_keepa_server_never_leaks_the_key(
     assert SECRET not in stored
     assert SECRET not in out + err
     assert "NOT-AN-ASIN" in stored  # the bad line was reported in the run log, and skipped
+
+
+def test_the_api_source_without_a_key_fails_the_pull_with_a_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KEEPA_SOURCE", "api")
+    monkeypatch.delenv("KEEPA_API_KEY", raising=False)
+    result = run_pull(raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = str(failure.event_specific_data.error)
+    assert "KEEPA_SOURCE=api needs a Keepa API key in KEEPA_API_KEY" in message
+    assert "KEEPA_SOURCE=sample" in message

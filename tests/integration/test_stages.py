@@ -7,15 +7,19 @@ import json
 import dagster as dg
 import pytest
 
+from engine.ranges import PartitionRange
+from engine.runner import RangeUnavailableError, StageRunner
 from pipelines import topics
-from pipelines.definitions import defs
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect_alerts
-from pipelines.schemas import encode, epoch_ms, validate_raw_update
+from pipelines.messages.codec import encode
+from pipelines.messages.timestamps import epoch_ms
+from pipelines.messages.validation import validate_raw_update
+from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
-from resources.stage_runner import PartitionRange, RangeUnavailableError, StageRunner
+from tests.definitions import SAMPLE_DEFS
 from tests.factories import offer, raw_update
 from tests.integration.kafka_io import produce, read_all
 
@@ -24,7 +28,7 @@ CONFIG = load_fee_config()
 
 
 def run_job(name: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def(name)
+    job = SAMPLE_DEFS.resolve_job_def(name)
     return job.execute_in_process(
         run_config=run_config or {}, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
@@ -110,7 +114,7 @@ def test_stages_end_to_end_with_dead_letters(
         assert reason in entry["error"], entry["error"]
         assert entry["source_topic"] == topics.RAW_UPDATES and entry["stage"] == "enrichment"
         assert entry["value_bytes"] == len(value)
-    committed_equals_high_watermark(kafka, topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+    committed_equals_high_watermark(kafka, ENRICHMENT.live_group, topics.RAW_UPDATES)
     materialization = result.asset_materializations_for_node("enrichment_stage")
     by_key = {m.asset_key.to_user_string(): m.metadata for m in materialization}
     assert by_key["kafka/raw_keepa_updates_dlq"]["messages_written"].value == 6
@@ -139,7 +143,7 @@ def test_stages_end_to_end_with_dead_letters(
     }
     (poison,) = [m.json() for m in read_all(kafka, topics.PRODUCTS_ENRICHED_DLQ)]
     assert "field 'asin' is missing" in poison["error"]
-    committed_equals_high_watermark(kafka, topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED)
+    committed_equals_high_watermark(kafka, ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED)
 
     # Replaying the same ranges changes nothing: ES versions stay, no alert is produced again.
     versions = {
@@ -190,14 +194,13 @@ def test_an_older_update_never_overwrites_a_newer_one(
         for m in result.asset_materializations_for_node("enrichment_stage")
     }
     assert metadata["elasticsearch/products"]["unchanged"].value == 1
-    committed_equals_high_watermark(kafka, topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+    committed_equals_high_watermark(kafka, ENRICHMENT.live_group, topics.RAW_UPDATES)
 
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_sample_end_to_end_alerts_equal_the_domain_functions(
-    kafka: KafkaResource, es: ElasticsearchResource, monkeypatch: pytest.MonkeyPatch
+    kafka: KafkaResource, es: ElasticsearchResource
 ) -> None:
-    monkeypatch.delenv("KEEPA_API_KEY", raising=False)
     for job in ("keepa_pull", "enrichment", "arbitrage"):
         assert run_job(job).success, job
 
@@ -214,7 +217,7 @@ def test_sample_end_to_end_alerts_equal_the_domain_functions(
     assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == expected
     assert es.count(topics.PRODUCTS_INDEX) == 500
     assert read_all(kafka, topics.RAW_UPDATES_DLQ) == []
-    committed_equals_high_watermark(kafka, topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED)
+    committed_equals_high_watermark(kafka, ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED)
 
 
 def strip_time(alert: dict) -> dict:
@@ -232,9 +235,9 @@ def test_a_range_past_the_end_of_the_log_processes_nothing(
         PartitionRange(p, high + 50, high + 60)
         for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()
     ]
-    runner = StageRunner("enrichment", kafka, es, CONFIG, idle_timeout_s=3.0)
+    runner = StageRunner(ENRICHMENT, kafka, es, CONFIG, idle_timeout_s=3.0)
     with pytest.raises(RangeUnavailableError, match="returned nothing"):
-        runner.run(topics.ENRICHMENT_GROUP, stale)
+        runner.run(ENRICHMENT.live_group, stale)
     assert read_all(kafka, topics.PRODUCTS_ENRICHED) == []
-    lags = kafka.lag(topics.ENRICHMENT_GROUP, topics.RAW_UPDATES)
+    lags = kafka.lag(ENRICHMENT.live_group, topics.RAW_UPDATES)
     assert all(lag.committed is None for lag in lags)

@@ -17,7 +17,7 @@ def test_topic_settings_match_the_pipeline() -> None:
     settings = COMPOSE["x-topic-settings"]
     assert int(settings["TOPIC_PARTITIONS"]) == topics.PARTITIONS
     assert int(settings["TOPIC_RETENTION_MS"]) == topics.RETENTION_MS
-    assert int(settings["TOPIC_MAX_MESSAGE_BYTES"]) == topics.MAX_MESSAGE_BYTES
+    assert int(settings["TOPIC_MAX_MESSAGE_BYTES"]) == topics.TOPIC_MAX_MESSAGE_BYTES
     config = topics.TOPICS[0].config()
     assert settings["TOPIC_TIMESTAMP_TYPE"] == config["message.timestamp.type"]
     assert settings["TOPIC_RETENTION_MS"] == config["retention.ms"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from pipelines.fee_config import load_fee_config
-from pipelines.schemas import encode, validate_raw_update
-from pipelines.stages import SourceRecord, arbitrage_records, enrich_records
+from pipelines.messages.codec import encode
+from pipelines.messages.validation import validate_raw_update
+from pipelines.transforms import SourceRecord, arbitrage_records, enrich_records
 from tests.factories import enriched, offer, raw_update
 
 CONFIG = load_fee_config()

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from pipelines.fee_config import FeeConfig, load_fee_config
 from pipelines.fee_model import detect_alerts, evaluate_route, evaluate_routes, market_matrix
 from pipelines.markets import MARKETPLACES
-from pipelines.schemas import alert_id
+from pipelines.messages.types import alert_id
+from resources.settings import Settings
 from tests.factories import enriched, offer
 
 CONFIG = load_fee_config()
@@ -286,6 +287,7 @@ def test_fees_file_from_the_environment(tmp_path, monkeypatch) -> None:
     custom = tmp_path / "fees.toml"
     custom.write_text(text.replace("min_profit_eur_cents = 500", "min_profit_eur_cents = 5000"))
     monkeypatch.setenv("ARBITRAGE_FEES_FILE", str(custom))
-    strict: FeeConfig = load_fee_config()
+    # The setting reaches the stages through the fee model resource the definitions wire.
+    strict: FeeConfig = Settings.from_env().fee_model().load()
     assert strict.min_profit_eur_cents == 5000
     assert strict.path == str(custom)

@@ -12,12 +12,7 @@ from typing import Any
 import pytest
 
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
-from pipelines.sample_generator import (
-    build_sample_document,
-    encode_sample_document,
-    generate_sample,
-)
-from pipelines.schemas import validate_raw_update
+from pipelines.messages.validation import validate_raw_update
 from resources.keepa import (
     REFILL_MARGIN_S,
     KeepaError,
@@ -36,6 +31,11 @@ from tests.keepa_server import (
     server_error,
     slow,
     tokens_exhausted,
+)
+from tools.sample_generator import (
+    build_sample_document,
+    encode_sample_document,
+    generate_sample,
 )
 
 API_KEY = "s3cr3t-keepa-key-0123456789abcdef"

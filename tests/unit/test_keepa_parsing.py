@@ -26,7 +26,9 @@ from pipelines.keepa_parsing import (
     token_info,
     utc_to_keepa_minutes,
 )
-from pipelines.schemas import MAX_TITLE_CHARS, format_utc, validate_raw_update
+from pipelines.messages.timestamps import format_utc
+from pipelines.messages.types import MAX_TITLE_CHARS
+from pipelines.messages.validation import validate_raw_update
 
 PULLED_AT = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 # 2026-11-26T10:00:00Z in Keepa minutes.

@@ -1,4 +1,4 @@
-"""The deterministic Keepa sample (pipelines.sample_generator) and the bundled files."""
+"""The deterministic Keepa sample (tools.sample_generator) and the bundled files."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ from pipelines.keepa_parsing import (
     parse_product_response,
     read_asin_list,
 )
+from pipelines.keepa_sample import load_sample_document
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
-from pipelines.sample_generator import (
+from pipelines.messages.types import ASIN_PATTERN
+from pipelines.messages.validation import validate_raw_update
+from tools.sample_generator import (
     DEFAULT_PULLED_AT,
     DEFAULT_SEED,
     EDGE_CASE_KINDS,
@@ -28,10 +31,8 @@ from pipelines.sample_generator import (
     generate_sample,
     iter_products,
     iter_sample_batches,
-    load_sample_document,
     main,
 )
-from pipelines.schemas import ASIN_PATTERN, validate_raw_update
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED_SAMPLE = REPO / "data" / "sample" / "keepa_sample.json.gz"
@@ -104,7 +105,7 @@ def test_bundled_sample_is_what_the_generator_makes() -> None:
     assert BUNDLED_SAMPLE.stat().st_size < 300 * 1024
     expected = encode_sample_document(build_sample_document(500, DEFAULT_SEED))
     assert BUNDLED_SAMPLE.read_bytes() == expected, (
-        "data/sample/keepa_sample.json.gz is stale; run python -m pipelines.sample_generator "
+        "data/sample/keepa_sample.json.gz is stale; run python -m tools.sample_generator "
         "--products 500 --out data/sample/keepa_sample.json.gz and copy asins.txt to data/"
     )
 
@@ -279,7 +280,7 @@ def test_cli_writes_the_sample_and_the_asin_list(tmp_path: Path, capsys: Any) ->
     assert "40 products" in capsys.readouterr().out
     with gzip.open(out, "rb") as handle:
         document = json.loads(handle.read())
-    assert document["generated_by"].startswith("pipelines.sample_generator")
+    assert document["generated_by"].startswith("tools.sample_generator")
     assert (document["seed"], document["products"]) == (5, 40)
     assert document["pulled_at"] == "2026-12-01T08:30:00.000Z"
     assert document == json.loads(

@@ -12,13 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.fee_config import FeeConfigError, load_fee_config
-from pipelines.schemas import (
-    MAX_MESSAGE_BYTES,
-    SchemaError,
+from pipelines.messages.codec import encode
+from pipelines.messages.dlq import dlq_envelope
+from pipelines.messages.fast_validation import fast_raw_update
+from pipelines.messages.types import MAX_RECORD_BYTES, SchemaError
+from pipelines.messages.validation import (
     _checked_raw_update,
-    _fast_raw_update,
-    dlq_envelope,
-    encode,
     parse_enriched_product,
     parse_raw_update,
 )
@@ -95,7 +94,7 @@ def test_each_rule_rejects_with_a_useful_sentence(mutate, expected: str) -> None
         (b"[1, 2]", "must be a JSON object, but it is a list"),
         (b"\xff\xfe", "not UTF-8"),
         (None, "has no value (a tombstone)"),
-        (b"{" + b" " * (MAX_MESSAGE_BYTES + 1) + b"}", f"the limit is {MAX_MESSAGE_BYTES} bytes"),
+        (b"{" + b" " * (MAX_RECORD_BYTES + 1) + b"}", f"the limit is {MAX_RECORD_BYTES} bytes"),
     ],
 )
 def test_undecodable_payloads(payload: bytes | None, expected: str) -> None:
@@ -195,7 +194,7 @@ def test_fast_path_agrees_with_the_careful_checks(mutations) -> None:
             target = target.setdefault(part, {}) if isinstance(target, dict) else {}
         if isinstance(target, dict):
             target[path[-1]] = value
-    fast = _fast_raw_update(copy.deepcopy(message))
+    fast = fast_raw_update(copy.deepcopy(message))
     try:
         careful = _checked_raw_update(copy.deepcopy(message))
     except SchemaError:

@@ -12,7 +12,7 @@ arbitrage opportunities (one market 35–50 % cheaper, good sales ranks elsewher
 cases at fixed small rates (out of stock, no buy box, no FBA fees, no referral fee, unknown
 sales rank, a product missing from one market, a placeholder object with no data).
 
-CLI: ``python -m pipelines.sample_generator --products 500 --out data/sample/keepa_sample.json.gz``
+CLI: ``python -m tools.sample_generator --products 500 --out data/sample/keepa_sample.json.gz``
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from typing import Any
 
 from pipelines.keepa_parsing import MAX_ASINS_PER_REQUEST, utc_to_keepa_minutes
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
-from pipelines.schemas import format_utc, parse_utc
+from pipelines.messages.timestamps import format_utc, parse_utc
 
 DEFAULT_SEED = 20261126
 # A fixed pull time keeps the output byte-identical run after run.
 DEFAULT_PULLED_AT = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 DEFAULT_OUT = Path("data/sample/keepa_sample.json.gz")
-GENERATED_BY = "pipelines.sample_generator v1"
+GENERATED_BY = "tools.sample_generator v1"
 SAMPLE_MARKETS: tuple[str, ...] = DEFAULT_MARKETS
 # Pence per euro cent: GB shelf prices are about the EUR price divided by 1.15.
 EUR_PER_GBP = 1.15
@@ -575,14 +575,6 @@ def encode_sample_document(document: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def load_sample_document(path: str | Path) -> dict[str, Any]:
-    with gzip.open(path, "rb") as handle:
-        document = json.loads(handle.read())
-    if not isinstance(document, dict) or not isinstance(document.get("markets"), dict):
-        raise ValueError(f"{path} is not a Keepa sample file (no 'markets' object inside)")
-    return document
-
-
 def asin_list_text(asins: Sequence[str], header: str) -> str:
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     return "\n".join([*lines, *asins]) + "\n"
@@ -591,7 +583,7 @@ def asin_list_text(asins: Sequence[str], header: str) -> str:
 def _default_header(products: int, seed: int, out: Path) -> str:
     return (
         f"ASINs of the bundled Keepa sample ({products} products, seed {seed}, {out}).\n"
-        "Regenerate: python -m pipelines.sample_generator "
+        "Regenerate: python -m tools.sample_generator "
         f"--products {products} --seed {seed} --out {out}\n"
         "One ASIN per line; '#' starts a comment. This is the default list of the keepa_pull job."
     )
@@ -599,7 +591,7 @@ def _default_header(products: int, seed: int, out: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.sample_generator",
+        prog="python -m tools.sample_generator",
         description="Write a deterministic Keepa /product sample (gzip JSON) and its ASIN list.",
     )
     parser.add_argument("--products", type=int, default=500, help="number of products")

@@ -1,8 +1,9 @@
 """What each stage does to a batch of records, without any I/O.
 
-The runner (resources/stage_runner.py) reads the records from Kafka and writes what these
-functions return to Elasticsearch and Kafka. Keeping this pure lets tests and benchmarks call it
-directly and guarantees a poison record only ever becomes a ``Rejected`` entry.
+The engine (engine/runner.py and engine/processors.py) reads the records from Kafka and writes
+what these functions return to Elasticsearch and Kafka. Keeping this pure lets tests and
+benchmarks call it directly and guarantees a poison record only ever becomes a ``Rejected``
+entry.
 """
 
 from __future__ import annotations
@@ -13,13 +14,8 @@ from dataclasses import dataclass
 from pipelines.enrichment import enrich
 from pipelines.fee_config import FeeConfig
 from pipelines.fee_model import detect_alerts
-from pipelines.schemas import (
-    Alert,
-    EnrichedProduct,
-    SchemaError,
-    parse_enriched_product,
-    parse_raw_update,
-)
+from pipelines.messages.types import Alert, EnrichedProduct, SchemaError
+from pipelines.messages.validation import parse_enriched_product, parse_raw_update
 
 
 @dataclass(frozen=True)

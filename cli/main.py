@@ -9,17 +9,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import TopicPartition
-
 from pipelines import topics
 from pipelines.money import format_minor
+from pipelines.stage_specs import STAGES
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
 from resources.kafka import KafkaResource, KafkaUnavailableError
+from resources.settings import Settings, SettingsError
 
-LIVE_GROUPS = (
-    (topics.ENRICHMENT_GROUP, topics.RAW_UPDATES),
-    (topics.ARBITRAGE_GROUP, topics.PRODUCTS_ENRICHED),
-)
+LIVE_GROUPS = tuple((spec.live_group, spec.source_topic) for spec in STAGES)
+# The group the CLI reads messages with; it never commits.
+READER_GROUP = "arbitrage-cli-tail"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -79,31 +78,6 @@ def cmd_lag(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Names
     return 0
 
 
-def newest_messages(kafka: KafkaResource, topic: str, count: int) -> list[Any]:
-    """The newest ``count`` messages of a topic across partitions, oldest first."""
-    consumer = kafka.consumer("arbitrage-cli-tail")
-    found = []
-    try:
-        for partition, (low, high) in kafka.watermarks(topic).items():
-            start = max(low, high - count)
-            if start >= high:
-                continue
-            consumer.assign([TopicPartition(topic, partition, start)])
-            remaining = high - start
-            while remaining > 0:
-                batch = consumer.consume(num_messages=remaining, timeout=5.0)
-                if not batch:
-                    break
-                for message in batch:
-                    if message.error() is None:
-                        found.append(message)
-                        remaining -= 1
-    finally:
-        consumer.close()
-    found.sort(key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
-    return found[-count:]
-
-
 def _decode(value: bytes | None) -> str:
     if value is None:
         return "<no value>"
@@ -114,7 +88,7 @@ def _decode(value: bytes | None) -> str:
 
 
 def cmd_tail(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Namespace) -> int:
-    for message in newest_messages(kafka, args.topic, args.n):
+    for message in kafka.newest_messages(args.topic, args.n, READER_GROUP):
         key = message.key().decode("utf-8", "replace") if message.key() else None
         print(f"[{message.partition()}:{message.offset()}] {key}  {_decode(message.value())}")
     return 0
@@ -122,8 +96,8 @@ def cmd_tail(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Name
 
 def cmd_dlq(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Namespace) -> int:
     rows = []
-    for dlq in (topics.RAW_UPDATES_DLQ, topics.PRODUCTS_ENRICHED_DLQ):
-        for message in newest_messages(kafka, dlq, args.n):
+    for dlq in (spec.dlq_topic for spec in STAGES):
+        for message in kafka.newest_messages(dlq, args.n, READER_GROUP):
             entry = json.loads(message.value())
             preview = base64.b64decode(entry["value"])[:40].decode("utf-8", "replace")
             rows.append(
@@ -211,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(KafkaResource(), ElasticsearchResource(), args)
-    except (KafkaUnavailableError, ElasticsearchUnavailableError) as exc:
+        settings = Settings.from_env()
+        return args.run(settings.kafka(), settings.elasticsearch(), args)
+    except (KafkaUnavailableError, ElasticsearchUnavailableError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -12,14 +12,9 @@ from collections.abc import Sequence
 from confluent_kafka import KafkaException
 
 from pipelines import topics
+from pipelines.stage_specs import PIPELINE_GROUPS, STAGES
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
-
-PIPELINE_GROUPS = tuple(
-    group
-    for live in (topics.ENRICHMENT_GROUP, topics.ARBITRAGE_GROUP)
-    for group in (live, topics.REPLAY_GROUP_PREFIX + live)
-)
 
 
 def delete_groups(kafka: KafkaResource, groups: Sequence[str]) -> None:
@@ -56,7 +51,7 @@ def reset_pipeline(
     delete_groups(kafka, PIPELINE_GROUPS)
     names = [spec.name for spec in topics.TOPICS]
     _delete_topics(kafka, names, deadline)
-    for index in (topics.PRODUCTS_INDEX, topics.ALERTS_INDEX, *extra_indices):
+    for index in (*(spec.index for spec in STAGES), *extra_indices):
         es.client().options(ignore_status=404).indices.delete(index=index)
     while True:
         try:

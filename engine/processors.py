@@ -1,0 +1,177 @@
+"""What each stage does with a batch beyond the pure transform: its Elasticsearch writes and the
+records it produces. One processor per stage; the runner drives them the same way.
+
+A processor's ``start`` handles a batch's records; ``finish`` waits for what is still in flight
+and produces the batch's outputs and dead letters. A pipelined processor's batch is finished
+during the next batch's ``start`` (or at the end), so the runner commits it then; otherwise the
+runner finishes and commits each batch at once.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from engine.checkpoint import InFlight
+from engine.dead_letters import produce_dead_letters
+from engine.stats import StageStats
+from pipelines.fee_config import FeeConfig
+from pipelines.messages.codec import encode
+from pipelines.messages.timestamps import utc_now_iso
+from pipelines.stage_specs import ARBITRAGE, ENRICHMENT, StageSpec
+from pipelines.transforms import Rejected, SourceRecord, arbitrage_records, enrich_records
+from resources.elasticsearch import BulkOp, ElasticsearchResource
+from resources.kafka import CheckedProducer
+
+
+class BatchProcessor(Protocol):
+    pipelined: bool
+
+    def start(
+        self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
+    ) -> InFlight: ...
+
+    def finish(self, batch: InFlight, stats: StageStats) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EnrichmentProcessor:
+    """Enrichment is CPU-bound Python and indexing is Elasticsearch's work, so the two overlap.
+
+    A batch is enriched in chunks of ``write_chunk_size``, each chunk handed to a writer thread
+    that sends its bulk request and waits for the answer (the GIL is free while it waits) while
+    this thread enriches the next chunk. Batches overlap the same way: batch k's last writes are
+    still being indexed, and its messages delivered, while batch k+1 is enriched; k is committed
+    after that. The commit rule is unchanged: a batch's offset moves only once all its bulk
+    items are acknowledged and all its messages (products and dead letters) are delivered, and
+    nothing of a batch is produced unless every one of its bulk requests succeeded.
+    """
+
+    pipelined = True
+
+    def __init__(
+        self,
+        spec: StageSpec,
+        es: ElasticsearchResource,
+        fees: FeeConfig,
+        producer: CheckedProducer,
+        write_chunk_size: int,
+    ) -> None:
+        self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
+        self.write_chunk_size = max(1, write_chunk_size)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="es-bulk")
+
+    def start(
+        self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
+    ) -> InFlight:
+        """Enrich the batch chunk by chunk and queue the chunks' bulk writes.
+
+        ``previous`` (the batch before, if any) is finished after the first chunk: by then its
+        last bulk request has been answered while that chunk was being enriched.
+        """
+        stats.count_in(records)
+        batch = InFlight(records[-1].offset + 1)
+        for start in range(0, len(records), self.write_chunk_size):
+            enriched = enrich_records(records[start : start + self.write_chunk_size], self.fees)
+            batch.rejected += enriched.rejected
+            # Encoded once: the same bytes are the bulk source and the Kafka value.
+            encoded = [(record, product, encode(product)) for record, product in enriched.products]
+            ops = [
+                BulkOp("index", self.spec.index, p["asin"], value, p["source_timestamp_ms"])
+                for _, p, value in encoded
+            ]
+            batch.writes.append((encoded, self._writer.submit(self.es.bulk_write, ops)))
+            if previous is not None:
+                self.finish(previous, stats)
+                previous = None
+            if any(f.done() and f.exception() is not None for _, f in batch.writes):
+                break  # Elasticsearch already failed: finish() raises it for this batch
+        return batch
+
+    def finish(self, batch: InFlight, stats: StageStats) -> None:
+        """Wait for the batch's bulk answers, then produce what was accepted and the DLQ."""
+        outcomes = [future.result() for _, future in batch.writes]  # raises if ES failed
+        es_rejected: list[Rejected] = []
+        for (encoded, _), outcome in zip(batch.writes, outcomes, strict=True):
+            stats.count_bulk(outcome)
+            for position, (record, product, value) in enumerate(encoded):
+                if position in outcome.rejected:
+                    es_rejected.append(Rejected(record, outcome.rejected[position]))
+                else:
+                    self.producer.produce(self.spec.output_topic, product["asin"], value)
+        # Validation rejects first, then Elasticsearch's, each in record order.
+        produce_dead_letters(self.producer, self.spec, batch.rejected + es_rejected, stats)
+
+    def close(self) -> None:
+        # After a failure, writes still queued are dropped: nothing past the last commit
+        # counts, and the next run starts from there.
+        self._writer.shutdown(wait=True, cancel_futures=True)
+
+
+class ArbitrageProcessor:
+    """Detect alerts, skip those already indexed, produce the new ones, then ``create`` them."""
+
+    pipelined = False
+
+    def __init__(
+        self,
+        spec: StageSpec,
+        es: ElasticsearchResource,
+        fees: FeeConfig,
+        producer: CheckedProducer,
+        write_chunk_size: int,
+    ) -> None:
+        self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
+
+    def start(
+        self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
+    ) -> InFlight:
+        stats.count_in(records)
+        batch = arbitrage_records(records, self.fees, utc_now_iso())
+        ids = [alert["alert_id"] for _, alert in batch.alerts]
+        known = self.es.existing_ids(self.spec.index, ids)
+        fresh = [
+            (record, alert) for record, alert in batch.alerts if alert["alert_id"] not in known
+        ]
+        stats.count("alerts_already_known", len(batch.alerts) - len(fresh))
+        # Produce before indexing: if the run dies in between, the rerun still finds the id
+        # unknown and produces again (at-least-once) instead of losing the alert on the topic.
+        for _, alert in fresh:
+            self.producer.produce(self.spec.output_topic, alert["asin"], encode(alert))
+        self.producer.flush()
+        outcome = self.es.bulk_write(
+            [BulkOp("create", self.spec.index, alert["alert_id"], alert) for _, alert in fresh]
+        )
+        stats.count_bulk(outcome)
+        stats.count("alerts_raised", len(fresh))
+        rejected = list(batch.rejected)
+        rejected += [Rejected(fresh[p][0], reason) for p, reason in outcome.rejected.items()]
+        produce_dead_letters(self.producer, self.spec, rejected, stats)
+        return InFlight(records[-1].offset + 1)
+
+    def finish(self, batch: InFlight, stats: StageStats) -> None:
+        """Everything was written in ``start``; the checkpoint flushes the dead letters."""
+
+    def close(self) -> None:
+        pass
+
+
+_PROCESSORS: dict[str, type[EnrichmentProcessor] | type[ArbitrageProcessor]] = {
+    ENRICHMENT.name: EnrichmentProcessor,
+    ARBITRAGE.name: ArbitrageProcessor,
+}
+
+
+def build_processor(
+    spec: StageSpec,
+    es: ElasticsearchResource,
+    fees: FeeConfig,
+    producer: CheckedProducer,
+    write_chunk_size: int = 1000,
+) -> BatchProcessor:
+    try:
+        processor = _PROCESSORS[spec.name]
+    except KeyError:
+        raise ValueError(f"stage {spec.name!r} has no processor in engine/processors.py") from None
+    return processor(spec, es, fees, producer, write_chunk_size)

@@ -1,0 +1,40 @@
+"""Offset ranges a stage run processes, and planning them from a consumer group's lag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resources.kafka import KafkaResource
+
+
+@dataclass(frozen=True)
+class PartitionRange:
+    """Offsets [start, end) of one partition."""
+
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return max(0, self.end - self.start)
+
+
+def plan_ranges(
+    kafka: KafkaResource,
+    group_id: str,
+    topic: str,
+    partitions: list[int] | None = None,
+    max_records: int | None = None,
+) -> list[PartitionRange]:
+    """From the group's committed offset (or the oldest retained) to the high watermark now."""
+    ranges = []
+    for lag in kafka.lag(group_id, topic):
+        if partitions is not None and lag.partition not in partitions:
+            continue
+        end = lag.high_watermark
+        if max_records is not None:
+            end = min(end, lag.start_offset + max_records)
+        if end > lag.start_offset:
+            ranges.append(PartitionRange(lag.partition, lag.start_offset, end))
+    return ranges

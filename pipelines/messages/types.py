@@ -1,0 +1,140 @@
+"""Shapes, versions and limits of the pipeline's messages, and the alert's stable id."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Literal, NotRequired, TypedDict
+
+RAW_UPDATE_SCHEMA_VERSION = 1
+ENRICHED_PRODUCT_SCHEMA_VERSION = 1
+ALERT_SCHEMA_VERSION = 1
+DLQ_SCHEMA_VERSION = 1
+
+# A raw update for five markets is ~2 KiB; anything far beyond is not a product message.
+MAX_RECORD_BYTES = 256 * 1024
+MAX_TITLE_CHARS = 2000
+# Prices above this (10 million in minor units, e.g. EUR 100 000) are data errors, not offers.
+MAX_PRICE_MINOR = 10_000_000
+MAX_SALES_RANK = 100_000_000
+MAX_WEIGHT_G = 1_000_000
+MAX_DIMENSION_MM = 10_000
+
+PRICE_NONE = -1  # Keepa: no offer
+PRICE_NOT_SET = -2  # Keepa: value not set / not tracked
+
+ASIN_PATTERN = re.compile(r"^[A-Z0-9]{10}$")
+SOURCES = ("keepa", "sample")
+
+
+class SchemaError(ValueError):
+    """A message does not match its schema; the text says what to fix."""
+
+
+class MarketOffer(TypedDict):
+    domain_id: int
+    currency: str
+    buy_box: int  # BUY_BOX_SHIPPING, minor units, -1 none / -2 not set
+    amazon: int  # AMAZON
+    new: int  # NEW (lowest new, 3rd party)
+    sales_rank: int  # SALES rank, -1 unknown
+    offer_count_new: int  # COUNT_NEW, -1 unknown
+    referral_fee_pct: float | None
+    fba_fee: int | None  # fbaFees.pickAndPackFee, minor units
+    root_category: int | None
+    last_update: str | None  # ISO-8601 UTC
+
+
+class PackageInfo(TypedDict):
+    weight_g: int | None
+    length_mm: int | None
+    width_mm: int | None
+    height_mm: int | None
+
+
+class RawUpdate(TypedDict):
+    schema_version: int
+    asin: str
+    title: str
+    domain_id: int
+    current_prices: dict[str, int]
+    markets: dict[str, MarketOffer]
+    package: PackageInfo
+    category: dict[str, Any]
+    timestamp: str
+    source: Literal["keepa", "sample"]
+
+
+class EnrichedMarket(MarketOffer):
+    buy_price: int | None
+    sell_price: int | None
+    buy_price_eur_cents: int | None
+    sell_price_eur_cents: int | None
+    vat_pct_x100: int  # hundredths of a percent: 1900 = 19 %
+    fx_eur_per_unit: str  # exact decimal, e.g. "1.1450"
+    referral_pct_x100: int
+    referral_pct_source: Literal["product", "category_default", "fallback"]
+    fba_fee_resolved: int
+    fba_fee_source: Literal["keepa", "weight_tier"]
+
+
+class EnrichedProduct(TypedDict):
+    schema_version: int
+    asin: str
+    title: str
+    domain_id: int
+    category: dict[str, Any]
+    package: PackageInfo
+    markets: dict[str, EnrichedMarket]
+    cheapest_market: str | None
+    dearest_market: str | None
+    spread_eur_cents: int | None
+    fx_rates_date: str
+    source: str
+    source_timestamp: str
+    source_timestamp_ms: int
+    enriched_at: NotRequired[str]
+
+
+class Alert(TypedDict):
+    schema_version: int
+    alert_id: str
+    asin: str
+    title: str
+    buy_market: str
+    sell_market: str
+    buy_price: dict[str, Any]  # {"amount": minor units, "currency": "EUR"}
+    sell_price: dict[str, Any]
+    fx_buy_eur_per_unit: str
+    fx_sell_eur_per_unit: str
+    buy_net: int
+    sell_net: int
+    referral_fee: int
+    fba_fee: int
+    inbound_shipping: int
+    profit_eur_cents: int
+    roi: float
+    sales_rank: int
+    fx_rates_date: str
+    fee_model_version: str
+    source_timestamp: str
+    detected_at: str
+
+
+class DlqEnvelope(TypedDict):
+    schema_version: int
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str  # original bytes, base64
+    value_bytes: int
+    stage: str
+    error: str
+    failed_at: str
+
+
+def alert_id(asin: str, buy_market: str, sell_market: str, buy_price: int, sell_price: int) -> str:
+    """Stable id of one opportunity: the same prices on the same route are the same alert."""
+    text = f"{asin}|{buy_market}|{sell_market}|{buy_price}|{sell_price}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

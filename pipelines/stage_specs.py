@@ -1,0 +1,76 @@
+"""What a stage is, stated once.
+
+A stage reads one source topic partition by partition, writes its results to an output topic
+and an Elasticsearch index, and dead-letters what it cannot use. Everything else is derived
+from these values: the engine's topics and groups (engine/), the Dagster assets, jobs, sensors
+and checks (assets/), the operator CLI and the reset tool (cli/). A new stage is one more
+``StageSpec`` here, its pure batch function in pipelines/transforms.py, and its processor in
+engine/processors.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines import topics
+
+# Replays (backfills) consume under their own groups so the live offsets never move.
+REPLAY_GROUP_PREFIX = "replay."
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str  # also the Dagster job, asset group and multi-asset name stem
+    source_topic: str
+    output_topic: str
+    dlq_topic: str
+    index: str
+    live_group: str
+    summary: str  # one line: what a run of the stage does
+    output_description: str
+    index_description: str
+
+    @property
+    def replay_group(self) -> str:
+        return REPLAY_GROUP_PREFIX + self.live_group
+
+    @property
+    def groups(self) -> tuple[str, str]:
+        return (self.live_group, self.replay_group)
+
+
+ENRICHMENT = StageSpec(
+    name="enrichment",
+    source_topic=topics.RAW_UPDATES,
+    output_topic=topics.PRODUCTS_ENRICHED,
+    dlq_topic=topics.RAW_UPDATES_DLQ,
+    index=topics.PRODUCTS_INDEX,
+    live_group="enrichment",
+    summary="Validate and enrich raw updates; index them and pass them on; bad records to the DLQ.",
+    output_description="Validated, enriched products on Kafka, keyed by ASIN.",
+    index_description="Enriched products in Elasticsearch, one document per ASIN (newest wins).",
+)
+
+ARBITRAGE = StageSpec(
+    name="arbitrage",
+    source_topic=topics.PRODUCTS_ENRICHED,
+    output_topic=topics.ARBITRAGE_ALERTS,
+    dlq_topic=topics.PRODUCTS_ENRICHED_DLQ,
+    index=topics.ALERTS_INDEX,
+    live_group="arbitrage",
+    summary="Apply the fee model to enriched products and raise each new profitable route once.",
+    output_description="Profitable buy→sell routes after fees, VAT and FX, keyed by ASIN.",
+    index_description="Alerts in Elasticsearch, one document per alert id (never doubled).",
+)
+
+STAGES: tuple[StageSpec, ...] = (ENRICHMENT, ARBITRAGE)
+STAGE_BY_NAME = {spec.name: spec for spec in STAGES}
+PIPELINE_GROUPS: tuple[str, ...] = tuple(group for spec in STAGES for group in spec.groups)
+
+
+def stage_named(name: str) -> StageSpec:
+    try:
+        return STAGE_BY_NAME[name]
+    except KeyError:
+        known = ", ".join(sorted(STAGE_BY_NAME))
+        raise ValueError(f"unknown stage {name!r}; expected one of {known}") from None

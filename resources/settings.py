@@ -1,0 +1,119 @@
+"""The pipeline's settings: the one place the environment is read.
+
+``Settings.from_env()`` is called once, where the system is assembled (pipelines/definitions.py,
+the operator CLI, the tests' fixtures, the benchmarks); everything else receives values. A bad
+value fails with a sentence naming the variable. Secrets are not settings: the Keepa key is
+wired as ``dg.EnvVar`` (resolved by Dagster at run start, never shown in the UI).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+from resources.elasticsearch import ElasticsearchResource
+from resources.fees import FeeModelResource
+from resources.kafka import KafkaResource
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KEEPA_KEY_ENV = "KEEPA_API_KEY"
+KEEPA_SOURCES = ("api", "sample")
+KeepaSourceName = Literal["api", "sample"]
+_TRUE = {"1", "on", "running", "true", "yes"}
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the pipeline cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer; unset it or fix it") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, "").strip() or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_replication_factor: int = 1
+    elasticsearch_url: str = "http://127.0.0.1:9200"
+    fees_file: Path = REPO_ROOT / "config" / "fees_v1.toml"
+    keepa_source: KeepaSourceName = "api"
+    keepa_api_key_set: bool = False
+    keepa_api_url: str = "https://api.keepa.com"
+    keepa_markets: str = "DE,FR,IT,ES,GB"
+    keepa_asins_file: Path = REPO_ROOT / "data" / "asins.txt"
+    keepa_sample_file: Path = REPO_ROOT / "data" / "sample" / "keepa_sample.json.gz"
+    keepa_pull_cron: str = "*/15 * * * *"
+    checks_cron: str = "*/5 * * * *"
+    # on: schedules and sensors start running (make demo); off: they start stopped.
+    automation: bool = False
+    # The sensor daemon loops every 5 s and ticks a sensor once its minimum interval has passed;
+    # 5 s would alias to ticks every 10 s, so ask for less to tick on every loop.
+    sensor_interval_s: int = 3
+    sensor_max_records: int = 20_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        default = cls()
+        source = _text(env, "KEEPA_SOURCE", default.keepa_source).lower()
+        if source not in KEEPA_SOURCES:
+            raise SettingsError(
+                f"KEEPA_SOURCE={source!r} is not a Keepa source; use 'api' (Keepa's HTTP API, "
+                "needs KEEPA_API_KEY) or 'sample' (the bundled sample)"
+            )
+        return cls(
+            kafka_bootstrap_servers=_text(
+                env, "KAFKA_BOOTSTRAP_SERVERS", default.kafka_bootstrap_servers
+            ),
+            kafka_replication_factor=_int(
+                env, "KAFKA_REPLICATION_FACTOR", default.kafka_replication_factor
+            ),
+            elasticsearch_url=_text(env, "ELASTICSEARCH_URL", default.elasticsearch_url),
+            fees_file=Path(_text(env, "ARBITRAGE_FEES_FILE", str(default.fees_file))),
+            keepa_source=cast(KeepaSourceName, source),
+            keepa_api_key_set=bool(env.get(KEEPA_KEY_ENV, "").strip()),
+            keepa_api_url=_text(env, "KEEPA_API_URL", default.keepa_api_url),
+            keepa_markets=_text(env, "KEEPA_MARKETS", default.keepa_markets),
+            keepa_asins_file=Path(_text(env, "KEEPA_ASINS_FILE", str(default.keepa_asins_file))),
+            keepa_sample_file=Path(
+                _text(env, "KEEPA_SAMPLE_FILE", str(default.keepa_sample_file))
+            ),
+            keepa_pull_cron=_text(env, "KEEPA_PULL_CRON", default.keepa_pull_cron),
+            checks_cron=_text(env, "ARBITRAGE_CHECKS_CRON", default.checks_cron),
+            automation=env.get("ARBITRAGE_AUTOMATION", "").strip().lower() in _TRUE,
+            sensor_interval_s=_int(env, "ARBITRAGE_SENSOR_INTERVAL_S", default.sensor_interval_s),
+            sensor_max_records=_int(
+                env, "ARBITRAGE_SENSOR_MAX_RECORDS", default.sensor_max_records
+            ),
+        )
+
+    # The resources every entry point builds the same way.
+
+    def kafka(self, **overrides: object) -> KafkaResource:
+        return KafkaResource(
+            bootstrap_servers=self.kafka_bootstrap_servers,
+            replication_factor=self.kafka_replication_factor,
+            **overrides,
+        )
+
+    def elasticsearch(self, **overrides: object) -> ElasticsearchResource:
+        return ElasticsearchResource(url=self.elasticsearch_url, **overrides)
+
+    def fee_model(self) -> FeeModelResource:
+        return FeeModelResource(fees_file=str(self.fees_file))
