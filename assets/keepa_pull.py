@@ -10,7 +10,8 @@ from assets.keys import GROUP_INGEST, KEEPA_PRODUCTS_KEY, RAW_UPDATES_KEY
 from pipelines import topics
 from pipelines.messages.codec import encode
 from resources.kafka import KafkaResource
-from resources.keepa import KeepaResource, PullProgress, PullTotals, iter_pull
+from resources.keepa import KeepaResource
+from resources.keepa_pull import PullProgress, PullTotals, iter_pull
 
 keepa_products = dg.AssetSpec(
     KEEPA_PRODUCTS_KEY,

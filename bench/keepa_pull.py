@@ -41,7 +41,8 @@ from bench.common import (
 from pipelines.markets import parse_market_list
 from pipelines.messages.codec import encode
 from pipelines.topics import RAW_UPDATES
-from resources.keepa import KeepaSampleSource, iter_pull
+from resources.keepa_pull import iter_pull
+from resources.keepa_sources import KeepaSampleSource
 from resources.settings import Settings
 from tools import sample_generator
 from tools.sample_generator import DEFAULT_PULLED_AT, TOKENS_PER_PRODUCT, build_sample_document

@@ -19,7 +19,10 @@ from pipelines.money import convert_to_eur_cents, round_fraction
 
 
 def buy_price(offer: MarketOffer) -> int | None:
-    """The lowest positive of Amazon's own and the lowest new offer (DESIGN §6); None if neither."""
+    """The lowest positive of Amazon's own and the lowest new offer; None if neither.
+
+    docs/design.md, Fee model.
+    """
     amazon, new = offer["amazon"], offer["new"]
     if amazon > 0:
         return min(amazon, new) if new > 0 else amazon

@@ -1,4 +1,4 @@
-"""Fee model v1 (DESIGN §6) and arbitrage detection, vectorised over a batch of products.
+"""Fee model v1 and arbitrage detection, vectorised over a batch (docs/design.md, Fee model).
 
 All money is integer: each named quantity is ``amount × n / d`` with exact integers, rounded
 once, half-even, to whole EUR cents (see ``pipelines.money``). ``evaluate_route`` is the same
@@ -241,7 +241,7 @@ def evaluate_routes(matrix: MarketMatrix, config: FeeConfig) -> pd.DataFrame:
 
 
 def qualifies(routes: pd.DataFrame, config: FeeConfig) -> pd.Series:
-    """DESIGN §6 thresholds; ROI compared exactly as profit × den ≥ num × buy_net."""
+    """The alert thresholds; ROI compared exactly as profit × den ≥ num × buy_net."""
     return _qualifying(routes["profit_eur_cents"], routes["buy_net"], routes["sales_rank"], config)
 
 
@@ -336,7 +336,7 @@ class RouteFees:
 def evaluate_route(
     product: EnrichedProduct, buy_market: str, sell_market: str, config: FeeConfig
 ) -> RouteFees | None:
-    """DESIGN §6 for one route, written as the formulas read; None if not buyable/sellable."""
+    """The fee model for one route, written as the formulas read; None if not buyable/sellable."""
     if buy_market == sell_market:
         return None
     buy_side = product["markets"].get(buy_market)

@@ -1,4 +1,4 @@
-"""Keepa product objects → raw updates (DESIGN §5). Pure: no HTTP, no Kafka, no Dagster.
+"""Keepa product objects → raw updates (docs/design.md, Raw update). Pure: no HTTP or Dagster.
 
 Keepa's product object (keepacom/api_backend ``structs/Product.java`` and ``Stats.java``) carries
 ``stats.current``, an array indexed like ``Product.CsvType``: prices are integers in the locale's

@@ -13,7 +13,8 @@ from pipelines import topics
 from pipelines.definitions import build_definitions
 from pipelines.keepa_sample import load_sample_document
 from resources.kafka import KafkaResource
-from resources.keepa import DEFAULT_SAMPLE_PATH, KeepaSampleSource, pull_products
+from resources.keepa_pull import pull_products
+from resources.keepa_sources import DEFAULT_SAMPLE_PATH, KeepaSampleSource
 from resources.settings import Settings
 from tests.integration.kafka_io import read_all
 from tests.keepa_server import KeepaTestServer

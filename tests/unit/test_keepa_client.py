@@ -13,13 +13,12 @@ import pytest
 
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
 from pipelines.messages.validation import validate_raw_update
-from resources.keepa import (
+from resources.keepa_pull import PullProgress, pull_products
+from resources.keepa_sources import (
     REFILL_MARGIN_S,
     KeepaError,
     KeepaHttpClient,
     KeepaSampleSource,
-    PullProgress,
-    pull_products,
     redact_key,
 )
 from tests.keepa_server import (

@@ -21,11 +21,10 @@ from pipelines.keepa_sample import load_sample_document
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
 from pipelines.messages.types import ASIN_PATTERN
 from pipelines.messages.validation import validate_raw_update
+from tools.sample_catalog import EDGE_CASE_KINDS, EUR_PER_GBP
 from tools.sample_generator import (
     DEFAULT_PULLED_AT,
     DEFAULT_SEED,
-    EDGE_CASE_KINDS,
-    EUR_PER_GBP,
     build_sample_document,
     encode_sample_document,
     generate_sample,
