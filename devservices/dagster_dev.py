@@ -6,14 +6,16 @@ Shared by `make demo`, the latency benchmark and the end-to-end tests.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +53,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _default_sigint() -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def _prepare_child() -> None:
+    """In the child, before exec: take SIGINT as a stop signal, and die with the parent."""
     # A shell without job control starts background commands with SIGINT ignored, and Python
     # keeps an ignored SIGINT ignored: `dagster dev` would then never see the stop signal.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # If whatever started it is killed outright (SIGKILL: no `finally` runs), the kernel sends
+    # dagster dev SIGTERM, and dagster dev stops its webserver, daemon and code server.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class DagsterDev:
@@ -93,7 +103,7 @@ class DagsterDev:
                 stderr=subprocess.STDOUT,
                 # Its own process group: webserver, daemon, code server and run workers.
                 start_new_session=True,
-                preexec_fn=_default_sigint,
+                preexec_fn=_prepare_child,
             )
         deadline = time.monotonic() + timeout_s
         while not self._location_loaded():
@@ -109,23 +119,32 @@ class DagsterDev:
 
     def stop(self) -> None:
         """SIGINT to the whole group (what Ctrl-C does), SIGKILL if it lingers; then anything
-        still running under this DAGSTER_HOME (code servers may start sessions of their own)."""
+        still running under this DAGSTER_HOME (code servers may start sessions of their own).
+
+        A second Ctrl-C or a SIGTERM while it stops does not cut the cleanup short: it turns the
+        grace period into an immediate SIGKILL of everything started here.
+        """
         process = self.process
         if process is None:
             return
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        hurry: list[int] = []
+        with _stop_signals_noted(hurry):
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGINT)
+                deadline = time.monotonic() + STOP_GRACE_S
+                while process.poll() is None and not hurry and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            self._kill_everything(process)
+        self._session.close()
+        self.process = None
+
+    def _kill_everything(self, process: subprocess.Popen[bytes]) -> None:
         _signal_group(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
         for pid in _processes_mentioning(str(self.home)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self._session.close()
-        self.process = None
 
     def wait(self) -> None:
         if self.process is not None:
@@ -173,6 +192,23 @@ def url_answers(url: str) -> bool:
         return requests.get(f"{url}/server_info", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+@contextlib.contextmanager
+def _stop_signals_noted(noted: list[int]) -> Iterator[None]:
+    """While stopping, SIGINT and SIGTERM are noted in ``noted`` instead of raising (only the
+    main thread can set handlers; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda number, _frame: noted.append(number))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _signal_group(group: int, sig: signal.Signals) -> None:

@@ -9,6 +9,7 @@ keeps running until Ctrl-C, or the script exits at once with DEMO_EXIT=1.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,6 +64,9 @@ def wait_for_pipeline(kafka: KafkaResource, pull_done: Callable[[], bool]) -> No
 
 
 def main() -> int:
+    # SIGTERM (e.g. from a supervisor or `kill`) stops the demo the way Ctrl-C does, so the
+    # `finally` below always stops dagster dev and nothing is left running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     home = Path(os.environ.get("DAGSTER_HOME") or REPO / ".dagster_home")
     # The demo pulls the bundled sample unless KEEPA_SOURCE says otherwise.
     env = {
@@ -89,10 +93,10 @@ def main() -> int:
     dev = DagsterDev(home, env, port=PORT)
     say(f"== starting dagster dev (webserver + daemon) on {UI}; log: {dev.log_path}")
     try:
-        dev.start()
-    except DagsterDevError as exc:
-        raise SystemExit(str(exc)) from None
-    try:
+        try:
+            dev.start()
+        except DagsterDevError as exc:
+            raise SystemExit(str(exc)) from None
         import dagster as dg
 
         instance = dg.DagsterInstance.get()

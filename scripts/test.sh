@@ -27,4 +27,4 @@ trap cleanup EXIT
 
 .venv/bin/arbitrage provision
 .venv/bin/ruff check .
-$PY -m pytest -q "$@"
+$PY -m pytest -q --durations=10 "$@"
