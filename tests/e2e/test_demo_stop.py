@@ -35,7 +35,7 @@ def processes_of(home: Path) -> list[int]:
     return found
 
 
-def start_demo(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_demo(home: Path, wait_for_ui: bool = True) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
@@ -54,6 +54,13 @@ def start_demo(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
+    if not wait_for_ui:
+        # Until dagster dev runs beside the demo (it is still loading the code location).
+        while len(processes_of(home)) < 2:
+            assert demo.poll() is None, "the demo exited before it started dagster dev"
+            assert time.monotonic() < deadline, "the demo did not start dagster dev in 180 s"
+            time.sleep(0.2)
+        return demo, url
     while not url_answers(url):
         assert demo.poll() is None, "the demo exited before its UI answered"
         assert time.monotonic() < deadline, "the demo's UI did not answer within 180 s"
@@ -70,8 +77,8 @@ def assert_nothing_left(home: Path, within_s: float = 15.0) -> None:
 
 def test_sigint_then_sigterm_while_starting_leaves_nothing_running(tmp_path: Path) -> None:
     home = tmp_path / "dagster_home"
-    demo, url = start_demo(home)
-    assert len(processes_of(home)) >= 3  # the demo, dagster dev, its webserver, ...
+    demo, url = start_demo(home, wait_for_ui=False)
+    time.sleep(2.0)  # dagster dev is starting its webserver, daemon and code server
     demo.send_signal(signal.SIGINT)
     time.sleep(1.0)
     demo.send_signal(signal.SIGTERM)  # impatient: a second stop signal during the cleanup
@@ -86,4 +93,16 @@ def test_a_killed_demo_takes_dagster_dev_with_it(tmp_path: Path) -> None:
     demo.kill()  # SIGKILL: no cleanup code of the demo runs
     demo.wait(timeout=10)
     assert_nothing_left(home, within_s=45.0)
+    assert not url_answers(url)
+
+
+def test_sigint_then_sigterm_while_running_leaves_nothing_running(tmp_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    demo, url = start_demo(home)
+    assert len(processes_of(home)) >= 3  # the demo, dagster dev, its webserver, ...
+    demo.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    demo.send_signal(signal.SIGTERM)
+    demo.wait(timeout=60)
+    assert_nothing_left(home)
     assert not url_answers(url)
