@@ -7,16 +7,18 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
 .DEFAULT_GOAL := help
-.PHONY: help venv ui-deps screenshot services-up services-down services-status topics demo test test-unit lint bench sample clean
+.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test test-unit lint bench sample clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(PY): pyproject.toml
+$(PY): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# Every dependency pinned and hash-checked; then the project itself, without resolving again.
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(PY)
 
 venv: $(PY) ## create .venv and install the project with its dev tools
@@ -49,6 +51,12 @@ test: $(PY) ## install, start services if needed, run the whole suite, restore t
 
 test-unit: $(PY) ## fast tests without services: the pure domain, sensor decisions, the definitions
 	$(PY) -m pytest tests/unit tests/devservices tests/dagster/test_definitions.py -q
+
+LOCK := $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-find-links --strip-extras --extra postgres
+
+lock: $(PY) ## re-resolve every dependency to its newest allowed version (requirements*.lock)
+	$(LOCK) --upgrade --extra dev -o requirements-dev.lock pyproject.toml
+	$(LOCK) -c requirements-dev.lock -o requirements.lock pyproject.toml
 
 lint: $(PY) ## ruff
 	$(VENV)/bin/ruff check .
