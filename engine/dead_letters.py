@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.stats import StageStats
 from pipelines.messages.codec import encode
-from pipelines.messages.dlq import dlq_envelope
+from pipelines.messages.dlq import dlq_envelope, dlq_key
 from pipelines.messages.timestamps import utc_now_iso
 from pipelines.stage_specs import StageSpec
 from pipelines.transforms import Rejected
@@ -28,5 +28,6 @@ def produce_dead_letters(
             error=item.reason,
             failed_at=failed_at,
         )
-        producer.produce(spec.dlq_topic, record.key, encode(envelope))
+        key = None if record.key is None else dlq_key(record.key)
+        producer.produce(spec.dlq_topic, key, encode(envelope))
     stats.note_dead_letters([item.reason for item in rejected])

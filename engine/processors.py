@@ -9,6 +9,7 @@ runner finishes and commits each batch at once.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -73,7 +74,8 @@ class EnrichmentProcessor:
         stats.count_in(records)
         batch = InFlight(records[-1].offset + 1)
         for start in range(0, len(records), self.write_chunk_size):
-            enriched = enrich_records(records[start : start + self.write_chunk_size], self.fees)
+            chunk = records[start : start + self.write_chunk_size]
+            enriched = enrich_records(chunk, self.fees, int(time.time() * 1000))
             batch.rejected += enriched.rejected
             # Encoded once: the same bytes are the bulk source and the Kafka value.
             encoded = [(record, product, encode(product)) for record, product in enriched.products]

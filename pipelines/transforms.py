@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pipelines.enrichment import enrich
 from pipelines.fee_config import FeeConfig
 from pipelines.fee_model import detect_alerts
-from pipelines.messages.types import Alert, EnrichedProduct, SchemaError
+from pipelines.messages.types import MAX_PULL_AHEAD_MS, Alert, EnrichedProduct, SchemaError
 from pipelines.messages.validation import parse_enriched_product, parse_raw_update
 
 
@@ -54,7 +54,21 @@ def _key_mismatch(record: SourceRecord, asin: str) -> str | None:
     return None
 
 
-def enrich_records(records: Sequence[SourceRecord], config: FeeConfig) -> EnrichmentBatch:
+def _too_far_ahead(product: EnrichedProduct, now_ms: int) -> str | None:
+    ahead_ms = product["source_timestamp_ms"] - now_ms
+    if ahead_ms > MAX_PULL_AHEAD_MS:
+        return (
+            f"field 'timestamp' is {product['source_timestamp']}, {ahead_ms / 60_000:.0f} minutes "
+            f"ahead of this stage's clock (at most {MAX_PULL_AHEAD_MS // 60_000} allowed): as the "
+            "document's version it would make every later update of this product count as older"
+        )
+    return None
+
+
+def enrich_records(
+    records: Sequence[SourceRecord], config: FeeConfig, now_ms: int
+) -> EnrichmentBatch:
+    """Validate and enrich; ``now_ms`` is the stage's clock, bounding pull times from above."""
     batch = EnrichmentBatch([], [])
     for record in records:
         try:
@@ -62,7 +76,11 @@ def enrich_records(records: Sequence[SourceRecord], config: FeeConfig) -> Enrich
             mismatch = _key_mismatch(record, raw["asin"])
             if mismatch:
                 raise SchemaError(mismatch)
-            batch.products.append((record, enrich(raw, config)))
+            product = enrich(raw, config)
+            ahead = _too_far_ahead(product, now_ms)
+            if ahead:
+                raise SchemaError(ahead)
+            batch.products.append((record, product))
         except SchemaError as exc:
             batch.rejected.append(Rejected(record, str(exc)))
         except Exception as exc:

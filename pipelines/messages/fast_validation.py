@@ -17,6 +17,7 @@ from pipelines.markets import MARKETPLACES
 from pipelines.messages.timestamps import parse_utc
 from pipelines.messages.types import (
     ASIN_PATTERN,
+    EARLIEST_PULL_DATE,
     MAX_DIMENSION_MM,
     MAX_PRICE_MINOR,
     MAX_SALES_RANK,
@@ -156,6 +157,8 @@ def fast_raw_update(obj: dict[str, Any]) -> RawUpdate | None:
         or not 1 <= domain_id <= 100
         or type(timestamp) is not str
         or not _is_utc_timestamp(timestamp)
+        # ISO-8601 dates with four-digit years sort as text.
+        or timestamp[:10] < EARLIEST_PULL_DATE
     ):
         return None
     markets: dict[str, MarketOffer] = {}

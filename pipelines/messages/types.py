@@ -20,6 +20,22 @@ MAX_SALES_RANK = 100_000_000
 MAX_WEIGHT_G = 1_000_000
 MAX_DIMENSION_MM = 10_000
 
+# A pull time is the product document's external version in Elasticsearch, so it is bounded:
+# nothing before Keepa's epoch (a pre-1970 time would be a negative version, which fails the
+# whole bulk request), nothing far ahead of the stage's clock (it would freeze the document:
+# every later update would count as older).
+EARLIEST_PULL_DATE = "2011-01-01"
+EARLIEST_PULL_MS = 1_293_840_000_000  # 2011-01-01T00:00:00Z
+MAX_PULL_AHEAD_MS = 10 * 60 * 1000
+
+# A dead letter must fit its DLQ topic (8 MiB a message) whatever arrived: originals up to 4 MiB
+# (5.3 MiB as base64) are kept whole, larger ones cut to their first 64 KiB; the length, the
+# SHA-256 and the source topic/partition/offset still identify the whole, fetchable while the
+# source topic retains it. Keys are cut at 1 KiB (an ASIN has 10 bytes).
+DLQ_VALUE_WHOLE_MAX_BYTES = 4 * 1024 * 1024
+DLQ_VALUE_KEPT_BYTES = 64 * 1024
+DLQ_KEY_KEPT_BYTES = 1024
+
 PRICE_NONE = -1  # Keepa: no offer
 PRICE_NOT_SET = -2  # Keepa: value not set / not tracked
 
@@ -127,8 +143,11 @@ class DlqEnvelope(TypedDict):
     partition: int
     offset: int
     key: str | None
-    value: str  # original bytes, base64
-    value_bytes: int
+    key_truncated: bool
+    value: str  # original bytes, base64 (the first DLQ_VALUE_KEPT_BYTES when truncated)
+    value_bytes: int  # length of the whole original
+    value_sha256: str  # of the whole original
+    value_truncated: bool
     stage: str
     error: str
     failed_at: str

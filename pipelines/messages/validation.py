@@ -15,6 +15,8 @@ from pipelines.messages.fast_validation import fast_raw_update
 from pipelines.messages.timestamps import parse_utc
 from pipelines.messages.types import (
     ASIN_PATTERN,
+    EARLIEST_PULL_DATE,
+    EARLIEST_PULL_MS,
     ENRICHED_PRODUCT_SCHEMA_VERSION,
     MAX_DIMENSION_MM,
     MAX_PRICE_MINOR,
@@ -86,6 +88,13 @@ def _timestamp(value: Any, path: str) -> str:
     except ValueError:
         raise _fail(path, "an ISO-8601 UTC timestamp such as 2026-11-26T10:15:00Z", value) from None
     return value
+
+
+def _pull_time(value: Any, path: str) -> str:
+    text = _timestamp(value, path)
+    if parse_utc(text).timestamp() * 1000 < EARLIEST_PULL_MS:
+        raise _fail(path, f"a pull time on or after {EARLIEST_PULL_DATE} (Keepa's epoch)", value)
+    return text
 
 
 def _asin(value: Any, path: str = "asin") -> str:
@@ -232,7 +241,7 @@ def _checked_raw_update(obj: dict[str, Any]) -> RawUpdate:
         "markets": markets,
         "package": _package(obj.get("package")),
         "category": _category(obj.get("category")),
-        "timestamp": _timestamp(_require(obj, "timestamp", ""), "timestamp"),
+        "timestamp": _pull_time(_require(obj, "timestamp", ""), "timestamp"),
         "source": source,
     }
 

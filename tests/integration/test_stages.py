@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 
 import dagster as dg
@@ -76,6 +78,14 @@ BAD_RECORDS: list[tuple[str, bytes, str]] = [
         json.dumps(raw_update(asin="B0BAD00006", schema_version=7)).encode(),
         "schema_version 7",
     ),
+    # Before 1970 it would be a negative external version: the whole bulk request would fail.
+    (
+        "B0BAD00007",
+        json.dumps(raw_update(asin="B0BAD00007", timestamp="1969-12-31T23:59:59Z")).encode(),
+        "a pull time on or after 2011-01-01",
+    ),
+    # Its whole base64 would not fit the DLQ topic: the envelope keeps a cut copy.
+    ("B0BAD00008", b'{"pad": "' + b"y" * (7 * 1024 * 1024) + b'"}', "the limit is 262144 bytes"),
 ]
 
 
@@ -114,10 +124,14 @@ def test_stages_end_to_end_with_dead_letters(
         assert reason in entry["error"], entry["error"]
         assert entry["source_topic"] == topics.RAW_UPDATES and entry["stage"] == "enrichment"
         assert entry["value_bytes"] == len(value)
+        assert entry["value_sha256"] == hashlib.sha256(value).hexdigest()
+        kept = base64.b64decode(entry["value"])
+        assert kept == value if not entry["value_truncated"] else value.startswith(kept)
+    assert [key for key in dlq if dlq[key]["value_truncated"]] == ["B0BAD00008"]
     committed_equals_high_watermark(kafka, ENRICHMENT.live_group, topics.RAW_UPDATES)
     materialization = result.asset_materializations_for_node("enrichment_stage")
     by_key = {m.asset_key.to_user_string(): m.metadata for m in materialization}
-    assert by_key["kafka/raw_keepa_updates_dlq"]["messages_written"].value == 6
+    assert by_key["kafka/raw_keepa_updates_dlq"]["messages_written"].value == len(BAD_RECORDS)
     assert by_key["elasticsearch/products"]["indexed"].value == 30
 
     # A poison record on the next topic goes to its own DLQ.

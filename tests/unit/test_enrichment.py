@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pipelines.fee_config import load_fee_config
 from pipelines.messages.codec import encode
+from pipelines.messages.timestamps import epoch_ms
+from pipelines.messages.types import SchemaError
 from pipelines.messages.validation import validate_raw_update
 from pipelines.transforms import SourceRecord, arbitrage_records, enrich_records
 from tests.factories import enriched, offer, raw_update
 
 CONFIG = load_fee_config()
+# The stage's clock in these tests: the factories' pull time, 2026-11-26T10:00:00Z.
+NOW_MS = epoch_ms("2026-11-26T10:00:00.000Z")
 
 
 def test_buy_sell_prices_and_spread() -> None:
@@ -52,7 +58,7 @@ def test_poison_records_are_rejected_and_the_rest_goes_on() -> None:
         record(json.dumps(raw_update(asin="B000TEST02")).encode(), 2, key=b"B000TEST99"),
         record(good, 3),
     ]
-    batch = enrich_records(records, CONFIG)
+    batch = enrich_records(records, CONFIG, NOW_MS)
     assert [r.offset for r, _ in batch.products] == [1, 3]
     assert {r.record.offset: r.reason for r in batch.rejected} == {
         0: "the raw update message is not valid JSON (unexpected character, expected a string key "
@@ -73,3 +79,34 @@ def test_arbitrage_batch_deduplicates_alert_ids() -> None:
     assert len(batch.alerts) == 1
     assert batch.alerts[0][1]["buy_market"] == "DE"
     assert [r.record.offset for r in batch.rejected] == [2]
+
+
+def test_pull_times_are_bounded_before_they_become_document_versions() -> None:
+    """A pull time is the document's external version: before 2011 (a pre-1970 one would be a
+    negative version failing the whole bulk) or over 10 minutes ahead → DLQ, with a reason."""
+
+    def stamped(at: str, offset: int) -> SourceRecord:
+        return record(json.dumps(raw_update(timestamp=at)).encode(), offset)
+
+    records = [
+        stamped("1969-12-31T23:59:59Z", 0),
+        stamped("0001-01-01T00:00:00Z", 1),
+        stamped("2010-12-31T23:59:59.999Z", 2),
+        stamped("2011-01-01T00:00:00.000Z", 3),
+        stamped("2026-11-26T10:10:00.000Z", 4),  # exactly 10 minutes ahead: still allowed
+        stamped("2026-11-26T10:10:00.001Z", 5),
+        stamped("2026-11-26T11:00:00.000Z", 6),
+        stamped("9999-12-31T23:59:59.999Z", 7),
+    ]
+    batch = enrich_records(records, CONFIG, NOW_MS)
+    assert [r.offset for r, _ in batch.products] == [3, 4]
+    reasons = {r.record.offset: r.reason for r in batch.rejected}
+    assert sorted(reasons) == [0, 1, 2, 5, 6, 7]
+    for offset in (0, 1, 2):
+        assert "a pull time on or after 2011-01-01 (Keepa's epoch)" in reasons[offset]
+    assert reasons[6].startswith(
+        "field 'timestamp' is 2026-11-26T11:00:00.000Z, 60 minutes ahead of this stage's clock"
+    )
+    # The careful checks name the same rule the fast path enforces.
+    with pytest.raises(SchemaError, match="on or after 2011-01-01"):
+        validate_raw_update(raw_update(timestamp="1969-12-31T23:59:59Z"))

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipelines import topics
 from pipelines.fee_config import FeeConfigError, load_fee_config
 from pipelines.messages.codec import encode
 from pipelines.messages.dlq import dlq_envelope
 from pipelines.messages.fast_validation import fast_raw_update
-from pipelines.messages.types import MAX_RECORD_BYTES, SchemaError
+from pipelines.messages.types import (
+    DLQ_VALUE_KEPT_BYTES,
+    DLQ_VALUE_WHOLE_MAX_BYTES,
+    MAX_RECORD_BYTES,
+    SchemaError,
+)
 from pipelines.messages.validation import (
     _checked_raw_update,
     parse_enriched_product,
@@ -130,6 +138,37 @@ def test_dlq_envelope_keeps_the_original_bytes() -> None:
     assert envelope["value_bytes"] == 8
     assert envelope["key"] == "B000TEST01"
     assert envelope["failed_at"].endswith("Z")
+    assert envelope["value_sha256"] == hashlib.sha256(b"\x00garbage").hexdigest()
+    assert not envelope["value_truncated"] and not envelope["key_truncated"]
+
+
+@pytest.mark.parametrize("size_mib", [4, 6.3, 7.9])
+def test_dlq_envelope_of_any_original_fits_the_dlq_topic(size_mib: float) -> None:
+    """Up to 4 MiB kept whole; beyond, the first 64 KiB plus length and SHA-256 of the whole."""
+    original = os.urandom(int(size_mib * 1024 * 1024))
+    key = b"K" * 5000
+    envelope = dlq_envelope(
+        source_topic="raw.keepa_updates",
+        partition=1,
+        offset=7,
+        key=key,
+        value=original,
+        stage="enrichment",
+        error="the raw update message is too big",
+    )
+    assert len(encode(envelope)) < topics.TOPIC_MAX_MESSAGE_BYTES - 64 * 1024
+    kept = base64.b64decode(envelope["value"])
+    truncated = len(original) > DLQ_VALUE_WHOLE_MAX_BYTES
+    assert envelope["value_truncated"] == truncated
+    assert kept == (original[:DLQ_VALUE_KEPT_BYTES] if truncated else original)
+    assert envelope["value_bytes"] == len(original)
+    assert envelope["value_sha256"] == hashlib.sha256(original).hexdigest()
+    assert envelope["key"] == "K" * 1024 and envelope["key_truncated"]
+    assert (envelope["source_topic"], envelope["partition"], envelope["offset"]) == (
+        "raw.keepa_updates",
+        1,
+        7,
+    )
 
 
 def test_fee_config_errors_are_clear(tmp_path) -> None:
