@@ -53,6 +53,11 @@ class StageRunConfig(dg.Config):
     max_records_per_partition: int | None = Field(
         default=None, description="When draining, stop each partition after this many records."
     )
+    max_reject_ratio: float = Field(
+        default=0.5,
+        description="Fail the run instead of dead-lettering more than this share of a batch "
+        "(batches of 100 records or more).",
+    )
 
 
 def stage_op_name(spec: StageSpec) -> str:
@@ -205,6 +210,7 @@ def build_stage_assets(spec: StageSpec) -> dg.AssetsDefinition:
             fee_model.load(),
             batch_size=config.batch_size,
             logger=context.log,
+            max_reject_ratio=config.max_reject_ratio,
         )
         stats = runner.run(group, planned)
         common = _common_metadata(stats, planned, group)

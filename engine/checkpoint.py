@@ -28,6 +28,7 @@ class InFlight:
     """A batch between reading and committing: its pending writes and validation rejects."""
 
     next_offset: int  # the offset to commit once the batch is done
+    records: int = 0  # how many source records the batch holds
     writes: list[tuple[Any, Future[BulkOutcome]]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
 

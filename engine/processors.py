@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from engine.checkpoint import InFlight
-from engine.dead_letters import produce_dead_letters
+from engine.dead_letters import check_reject_rate, produce_dead_letters
 from engine.stats import StageStats
 from pipelines.fee_config import FeeConfig
 from pipelines.messages.codec import encode
@@ -58,9 +58,11 @@ class EnrichmentProcessor:
         fees: FeeConfig,
         producer: CheckedProducer,
         write_chunk_size: int,
+        max_reject_ratio: float,
     ) -> None:
         self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
         self.write_chunk_size = max(1, write_chunk_size)
+        self.max_reject_ratio = max_reject_ratio
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="es-bulk")
 
     def start(
@@ -72,7 +74,7 @@ class EnrichmentProcessor:
         last bulk request has been answered while that chunk was being enriched.
         """
         stats.count_in(records)
-        batch = InFlight(records[-1].offset + 1)
+        batch = InFlight(records[-1].offset + 1, len(records))
         for start in range(0, len(records), self.write_chunk_size):
             chunk = records[start : start + self.write_chunk_size]
             enriched = enrich_records(chunk, self.fees, int(time.time() * 1000))
@@ -94,6 +96,7 @@ class EnrichmentProcessor:
     def finish(self, batch: InFlight, stats: StageStats) -> None:
         """Wait for the batch's bulk answers, then produce what was accepted and the DLQ."""
         outcomes = [future.result() for _, future in batch.writes]  # raises if ES failed
+        accepted: list[tuple[str, bytes]] = []
         es_rejected: list[Rejected] = []
         for (encoded, _), outcome in zip(batch.writes, outcomes, strict=True):
             stats.count_bulk(outcome)
@@ -101,9 +104,13 @@ class EnrichmentProcessor:
                 if position in outcome.rejected:
                     es_rejected.append(Rejected(record, outcome.rejected[position]))
                 else:
-                    self.producer.produce(self.spec.output_topic, product["asin"], value)
+                    accepted.append((product["asin"], value))
         # Validation rejects first, then Elasticsearch's, each in record order.
-        produce_dead_letters(self.producer, self.spec, batch.rejected + es_rejected, stats)
+        rejected = batch.rejected + es_rejected
+        check_reject_rate(self.spec, rejected, batch.records, self.max_reject_ratio)
+        for asin, value in accepted:
+            self.producer.produce(self.spec.output_topic, asin, value)
+        produce_dead_letters(self.producer, self.spec, rejected, stats)
 
     def close(self) -> None:
         # After a failure, writes still queued are dropped: nothing past the last commit
@@ -123,14 +130,17 @@ class ArbitrageProcessor:
         fees: FeeConfig,
         producer: CheckedProducer,
         write_chunk_size: int,
+        max_reject_ratio: float,
     ) -> None:
         self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
+        self.max_reject_ratio = max_reject_ratio
 
     def start(
         self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
     ) -> InFlight:
         stats.count_in(records)
         batch = arbitrage_records(records, self.fees, utc_now_iso())
+        check_reject_rate(self.spec, batch.rejected, len(records), self.max_reject_ratio)
         ids = [alert["alert_id"] for _, alert in batch.alerts]
         known = self.es.existing_ids(self.spec.index, ids)
         fresh = [
@@ -150,7 +160,7 @@ class ArbitrageProcessor:
         rejected = list(batch.rejected)
         rejected += [Rejected(fresh[p][0], reason) for p, reason in outcome.rejected.items()]
         produce_dead_letters(self.producer, self.spec, rejected, stats)
-        return InFlight(records[-1].offset + 1)
+        return InFlight(records[-1].offset + 1, len(records))
 
     def finish(self, batch: InFlight, stats: StageStats) -> None:
         """Everything was written in ``start``; the checkpoint flushes the dead letters."""
@@ -171,9 +181,10 @@ def build_processor(
     fees: FeeConfig,
     producer: CheckedProducer,
     write_chunk_size: int = 1000,
+    max_reject_ratio: float = 0.5,
 ) -> BatchProcessor:
     try:
         processor = _PROCESSORS[spec.name]
     except KeyError:
         raise ValueError(f"stage {spec.name!r} has no processor in engine/processors.py") from None
-    return processor(spec, es, fees, producer, write_chunk_size)
+    return processor(spec, es, fees, producer, write_chunk_size, max_reject_ratio)

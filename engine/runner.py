@@ -65,6 +65,7 @@ class StageRunner:
         idle_timeout_s: float = 30.0,
         on_batch: Callable[[StageStats], None] | None = None,
         write_chunk_size: int = 1000,
+        max_reject_ratio: float = 0.5,
     ) -> None:
         self.spec = spec
         self.kafka = kafka
@@ -75,6 +76,7 @@ class StageRunner:
         self.idle_timeout_s = idle_timeout_s
         self.on_batch = on_batch
         self.write_chunk_size = max(1, write_chunk_size)
+        self.max_reject_ratio = max_reject_ratio
 
     def run(self, group_id: str, ranges: list[PartitionRange]) -> StageStats:
         stats = StageStats(self.spec.name)
@@ -99,7 +101,7 @@ class StageRunner:
         consumer = self.kafka.consumer(group_id)
         consumer.assign([TopicPartition(self.spec.source_topic, span.partition, span.start)])
         processor = build_processor(
-            self.spec, self.es, self.fees, producer, self.write_chunk_size
+            self.spec, self.es, self.fees, producer, self.write_chunk_size, self.max_reject_ratio
         )
         checkpoint = Checkpoint(
             consumer, producer, self.spec.source_topic, span, stats, self.log, self.on_batch

@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 import elastic_transport
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch
 from pydantic import Field, PrivateAttr
 
 from pipelines.markets import MARKETPLACES
@@ -145,6 +145,30 @@ class BulkOutcome:
 
 
 _RETRYABLE = {429, 500, 502, 503, 504}
+# Item errors that say the index or cluster cannot take writes right now (a read-only or
+# flood-stage block, a deleted or closed index): never the document's fault, never the DLQ.
+_CLUSTER_UNWELL_TYPES = {
+    "cluster_block_exception",
+    "index_not_found_exception",
+    "index_closed_exception",
+    "unavailable_shards_exception",
+    "es_rejected_execution_exception",
+}
+
+
+def _cluster_unwell(status: int, error_type: str | None) -> bool:
+    return status in _RETRYABLE or status in (403, 404) or error_type in _CLUSTER_UNWELL_TYPES
+
+
+class RequestRefusedError(RuntimeError):
+    """Elasticsearch refused a whole bulk request as invalid (HTTP 400): some document in it."""
+
+
+def _api_error_text(exc: ApiError) -> str:
+    error = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
+    if isinstance(error, dict):
+        return f"HTTP {exc.meta.status} {error.get('type')}: {error.get('reason')}"
+    return f"HTTP {exc.meta.status}: {exc.message}"
 
 
 def _action_line(op: BulkOp) -> bytes:
@@ -235,58 +259,101 @@ class ElasticsearchResource(dg.ConfigurableResource):
     def bulk_write(
         self, ops: Sequence[BulkOp], sleep: Callable[[float], None] = time.sleep
     ) -> BulkOutcome:
-        """Write all ops; retry items answered 429/5xx; report mapping rejections per op.
+        """Write all ops; report genuine per-document rejections per op (→ DLQ).
 
         Version conflicts count as ``unchanged``: an equal or newer document (or an alert with
         the same id) is already stored, which is exactly what an idempotent replay should find.
+        Answers that mean the cluster is unwell, not the document (429, 5xx, a write block, a
+        missing or closed index) are retried with capped backoff and then fail the run, so no
+        offset moves. A request refused as a whole (HTTP 400) is split in halves until the
+        offending document is isolated and rejected; the rest is written.
         """
         outcome = BulkOutcome()
-        pending = list(range(len(ops)))
+        self._write_positions(ops, list(range(len(ops))), outcome, sleep)
+        return outcome
+
+    def _write_positions(
+        self,
+        ops: Sequence[BulkOp],
+        positions: list[int],
+        outcome: BulkOutcome,
+        sleep: Callable[[float], None],
+    ) -> None:
+        pending = positions
         attempt = 0
         while pending:
-            body: list[dict[str, Any] | bytes] = []
-            for position in pending:
-                op = ops[position]
-                body.append(_action_line(op))
-                body.append(op.source)
             try:
-                response = self.client().bulk(
-                    operations=body,
-                    filter_path="errors,items.*.status,items.*.error.type,items.*.error.reason",
-                )
-            except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
-                raise ElasticsearchUnavailableError(
-                    f"Elasticsearch at {self.url} did not answer a bulk request "
-                    f"({type(exc).__name__}); offsets were not committed. {SERVICES_HINT}"
-                ) from None
+                items = self._bulk_request(ops, pending)
+            except RequestRefusedError as exc:
+                if len(pending) == 1:
+                    outcome.rejected[pending[0]] = (
+                        f"Elasticsearch refused the document's write request ({exc})"
+                    )
+                    return
+                half = len(pending) // 2
+                self._write_positions(ops, pending[:half], outcome, sleep)
+                self._write_positions(ops, pending[half:], outcome, sleep)
+                return
             retry: list[int] = []
-            items = response.get("items", [])
+            last_problem = ""
             for position, item in zip(pending, items, strict=True):
                 result = next(iter(item.values()))
                 status = result["status"]
+                error = result.get("error", {})
                 if status < 300:
                     outcome.written += 1
                 elif status == 409:
                     outcome.unchanged += 1
-                elif status in _RETRYABLE:
+                elif _cluster_unwell(status, error.get("type")):
                     retry.append(position)
+                    last_problem = f"HTTP {status} {error.get('type')}: {error.get('reason')}"
                 else:
-                    error = result.get("error", {})
                     outcome.rejected[position] = (
                         f"Elasticsearch rejected the document (HTTP {status} {error.get('type')}: "
                         f"{error.get('reason')})"
                     )
             if not retry:
-                break
+                return
             attempt += 1
             if attempt >= self.max_retries:
                 raise ElasticsearchUnavailableError(
-                    f"{len(retry)} bulk items still answered 429/5xx after {attempt} attempts; "
+                    f"{len(retry)} bulk items were still refused after {attempt} attempts "
+                    f"(last: {last_problem}); that is the cluster or index, not the data, so "
                     "offsets were not committed"
                 )
             delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1))
-            log.warning("retrying %d bulk items in %.1fs (attempt %d)", len(retry), delay, attempt)
+            log.warning(
+                "retrying %d bulk items in %.1fs (attempt %d; %s)",
+                len(retry),
+                delay,
+                attempt,
+                last_problem,
+            )
             outcome.retries += len(retry)
             sleep(delay)
             pending = retry
-        return outcome
+
+    def _bulk_request(self, ops: Sequence[BulkOp], positions: list[int]) -> list[dict[str, Any]]:
+        body: list[dict[str, Any] | bytes] = []
+        for position in positions:
+            op = ops[position]
+            body.append(_action_line(op))
+            body.append(op.source)
+        try:
+            response = self.client().bulk(
+                operations=body,
+                filter_path="errors,items.*.status,items.*.error.type,items.*.error.reason",
+            )
+        except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
+            raise ElasticsearchUnavailableError(
+                f"Elasticsearch at {self.url} did not answer a bulk request "
+                f"({type(exc).__name__}); offsets were not committed. {SERVICES_HINT}"
+            ) from None
+        except ApiError as exc:
+            if exc.meta.status == 400:
+                raise RequestRefusedError(_api_error_text(exc)) from None
+            raise ElasticsearchUnavailableError(
+                f"Elasticsearch at {self.url} refused a bulk request ({_api_error_text(exc)}); "
+                "offsets were not committed"
+            ) from None
+        return list(response.get("items", []))
