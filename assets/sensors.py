@@ -160,6 +160,8 @@ def build_stage_sensor(
         events = [_lag_observation(source_key, group, topic, lags)] if decision.observe_lag else []
         if decision.waiting:
             context.log.info("backing off: " + "; ".join(decision.waiting))
+        for anomaly in decision.anomalies:
+            context.log.warning(anomaly)
         if not decision.requests:
             return dg.SensorResult(
                 skip_reason=decision.skip_reason, cursor=cursor.dump(), asset_events=events

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from assets.keys import index_asset_key, topic_asset_key
 from assets.partitions import HOURLY, hour_partition_key
+from engine.offset_anomalies import OffsetAheadOfLogError, check_offsets
 from engine.ranges import PartitionRange, plan_ranges
 from engine.runner import StageRunner
 from engine.stats import StageStats
@@ -82,8 +83,9 @@ def _ranges_for_run(
     spec: StageSpec,
     config: StageRunConfig,
     kafka: KafkaResource,
-) -> tuple[str, list[PartitionRange]]:
-    """The consumer group to commit under and the ranges to process."""
+) -> tuple[str, list[PartitionRange], dict[int, int]]:
+    """The consumer group to commit under, the ranges to process, and the records retention
+    removed before the live group read them (per partition)."""
     if _is_replay(context):
         window = context.partition_time_window
         starts = kafka.offsets_for_time(spec.source_topic, int(window.start.timestamp() * 1000))
@@ -93,13 +95,18 @@ def _ranges_for_run(
             f"replaying {spec.source_topic} {window.start} – {window.end} "
             f"under group {spec.replay_group}"
         )
-        return spec.replay_group, ranges
+        return spec.replay_group, ranges, {}
+    lags = kafka.lag(spec.live_group, spec.source_topic)
     if config.offset_ranges:
-        return spec.live_group, [
-            PartitionRange(r.partition, r.start, r.end) for r in config.offset_ranges
-        ]
-    return spec.live_group, plan_ranges(
-        kafka, spec.live_group, spec.source_topic, max_records=config.max_records_per_partition
+        ranges = [PartitionRange(r.partition, r.start, r.end) for r in config.offset_ranges]
+        wanted = {r.partition for r in ranges}
+        lost = check_offsets(spec.live_group, [lag for lag in lags if lag.partition in wanted])
+        return spec.live_group, ranges, lost
+    lost = check_offsets(spec.live_group, lags)
+    return (
+        spec.live_group,
+        plan_ranges(lags, max_records=config.max_records_per_partition),
+        lost,
     )
 
 
@@ -111,6 +118,26 @@ def _ranges_table(stats: StageStats, planned: list[PartitionRange]) -> dg.Metada
         count = done[1] - done[0] if done else 0
         lines.append(f"| {span.partition} | {span.start}–{span.end} | {processed} | {count} |")
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def _report_retention_loss(
+    context: dg.AssetExecutionContext, spec: StageSpec, lost: dict[int, int]
+) -> None:
+    by_partition = ", ".join(f"partition {p}: {n}" for p, n in sorted(lost.items()))
+    context.log.warning(
+        f"retention removed {sum(lost.values())} records of {spec.source_topic} before group "
+        f"{spec.live_group} read them ({by_partition}); going on from the oldest retained record"
+    )
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=topic_asset_key(spec.source_topic),
+            metadata={
+                "consumer_group": spec.live_group,
+                "records_lost_to_retention": dg.MetadataValue.int(sum(lost.values())),
+                "lost_by_partition": dg.MetadataValue.json({str(p): n for p, n in lost.items()}),
+            },
+        )
+    )
 
 
 def _common_metadata(
@@ -198,7 +225,12 @@ def build_stage_assets(spec: StageSpec) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult]:
         kafka.ensure_topics()
         elasticsearch.ensure_indices()
-        group, planned = _ranges_for_run(context, spec, config, kafka)
+        try:
+            group, planned, lost = _ranges_for_run(context, spec, config, kafka)
+        except OffsetAheadOfLogError as exc:
+            raise dg.Failure(str(exc)) from None
+        if lost:
+            _report_retention_loss(context, spec, lost)
         context.log.info(
             f"{spec.name}: {sum(r.size for r in planned)} records in {len(planned)} partition "
             f"range(s) under group {group}"

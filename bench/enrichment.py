@@ -143,7 +143,7 @@ def run_stage(services: Services, fees: FeeConfig, n: int, batch_size: int) -> f
         idle_timeout_s=IDLE_TIMEOUT_S,
     )
     try:
-        stats = runner.run(group, plan_ranges(services.kafka, group, RAW_UPDATES))
+        stats = runner.run(group, plan_ranges(services.kafka.lag(group, RAW_UPDATES)))
     finally:
         delete_groups(services.kafka, [group])
     if stats.records_in != n or stats.indexed != n or stats.to_dlq:
@@ -166,7 +166,7 @@ def raw_floor(services: Services, n: int, batch_size: int, parse: bool = False) 
     kafka = services.kafka
     client = services.es.client()
     group = unique_group("floor")
-    ranges = plan_ranges(kafka, group, RAW_UPDATES)
+    ranges = plan_ranges(kafka.lag(group, RAW_UPDATES))
     indexed = 0
     started = time.perf_counter()
     try:

@@ -86,7 +86,7 @@ def child(group: str, limits: dict[int, int], batch_size: int) -> int:
         idle_timeout_s=60.0,
     )
     ready_mib = _peak_rss_mib()
-    planned = plan_ranges(kafka, group, RAW_UPDATES)
+    planned = plan_ranges(kafka.lag(group, RAW_UPDATES))
     ranges = [
         PartitionRange(r.partition, r.start, min(r.end, r.start + limits.get(r.partition, 0)))
         for r in planned

@@ -1,4 +1,4 @@
-"""`arbitrage` — the project's operator CLI: provision, topics, lag, tail, dlq, alerts."""
+"""`arbitrage` — the project's operator CLI: provision, topics, lag, tail, dlq, alerts, offsets."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipelines import topics
+from pipelines.messages.timestamps import parse_utc
 from pipelines.money import format_minor
 from pipelines.stage_specs import STAGES
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
@@ -154,6 +155,54 @@ def cmd_alerts(_: KafkaResource, es: ElasticsearchResource, args: argparse.Names
     return 0
 
 
+def reset_targets(kafka: KafkaResource, topic: str, to: str) -> dict[int, int]:
+    """Per partition, the offset ``to`` names: earliest, latest, or the first at an ISO time."""
+    if to == "earliest":
+        return {p: low for p, (low, _) in kafka.watermarks(topic).items()}
+    if to == "latest":
+        return {p: high for p, (_, high) in kafka.watermarks(topic).items()}
+    try:
+        moment = parse_utc(to)
+    except ValueError:
+        raise ValueError(
+            f"--to {to!r} is not earliest, latest or an ISO-8601 UTC time such as "
+            "2026-11-26T10:00:00Z"
+        ) from None
+    return kafka.offsets_for_time(topic, int(moment.timestamp() * 1000))
+
+
+def cmd_offsets_reset(
+    kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Namespace
+) -> int:
+    """Move a group's committed offsets; the recovery a run names when offsets do not fit."""
+    try:
+        targets = reset_targets(kafka, args.topic, args.to)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.partition is not None:
+        targets = {p: o for p, o in targets.items() if p in args.partition}
+    before = {lag.partition: lag for lag in kafka.lag(args.group, args.topic)}
+    rows = [
+        [
+            args.group,
+            args.topic,
+            p,
+            "-" if before[p].committed is None else before[p].committed,
+            offset,
+            f"{before[p].low_watermark}-{before[p].high_watermark}",
+        ]
+        for p, offset in sorted(targets.items())
+    ]
+    print(table(["GROUP", "TOPIC", "PARTITION", "FROM", "TO", "LOG (LOW-HIGH)"], rows))
+    if args.dry_run:
+        print("\n--dry-run: nothing committed")
+        return 0
+    kafka.commit(args.group, args.topic, targets)
+    print(f"\ncommitted {len(targets)} partition offset(s) for group {args.group}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arbitrage", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = commands.add_parser("alerts", help="the best alerts by profit")
     alerts.add_argument("-n", type=int, default=20)
     alerts.set_defaults(run=cmd_alerts)
+    offsets = commands.add_parser("offsets", help="consumer group offsets").add_subparsers(
+        dest="offsets_command", required=True
+    )
+    reset = offsets.add_parser(
+        "reset",
+        help="set a group's committed offsets (stop the group's runs first: turn its sensor off)",
+    )
+    reset.add_argument("--group", required=True, help="e.g. enrichment, arbitrage")
+    reset.add_argument("--topic", required=True, help="the group's source topic")
+    reset.add_argument(
+        "--to", required=True, help="earliest | latest | an ISO-8601 UTC time (first offset at it)"
+    )
+    reset.add_argument("--partition", type=int, action="append", help="only these (repeatable)")
+    reset.add_argument("--dry-run", action="store_true", help="show the change, commit nothing")
+    reset.set_defaults(run=cmd_offsets_reset)
     return parser
 
 

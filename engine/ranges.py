@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from resources.kafka import KafkaResource
+from resources.kafka_offsets import PartitionLag
 
 
 @dataclass(frozen=True)
@@ -21,15 +22,13 @@ class PartitionRange:
 
 
 def plan_ranges(
-    kafka: KafkaResource,
-    group_id: str,
-    topic: str,
+    lags: Sequence[PartitionLag],
     partitions: list[int] | None = None,
     max_records: int | None = None,
 ) -> list[PartitionRange]:
     """From the group's committed offset (or the oldest retained) to the high watermark now."""
     ranges = []
-    for lag in kafka.lag(group_id, topic):
+    for lag in lags:
         if partitions is not None and lag.partition not in partitions:
             continue
         end = lag.high_watermark

@@ -28,6 +28,12 @@ class PartitionLagView(Protocol):
     def high_watermark(self) -> int: ...
     @property
     def lag(self) -> int: ...
+    @property
+    def committed(self) -> int | None: ...
+    @property
+    def ahead_of_log(self) -> bool: ...
+    @property
+    def lost_to_retention(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,9 @@ class RangeRequest:
 class TickDecision:
     requests: list[RangeRequest] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # partitions backing off, as sentences
+    # Offsets that do not fit the log, as sentences for the tick's log: a partition whose
+    # committed offset is past the end of the log gets no run (its run would fail) until reset.
+    anomalies: list[str] = field(default_factory=list)
     skip_reason: str | None = None
     observe_lag: bool = False  # report the lag as an observation on this tick
 
@@ -158,9 +167,22 @@ def decide_tick(
         decision.observe_lag = True
         cursor.observed_lag, cursor.observed_at = current, now
 
+    for lag in lags:
+        tag_value = partition_tag_value(topic, lag.partition)
+        if lag.ahead_of_log:
+            decision.anomalies.append(
+                f"{tag_value}: committed offset {lag.committed} is past the high watermark "
+                f"{lag.high_watermark} (topic recreated or records deleted); no run until the "
+                "group's offset is reset with `arbitrage offsets reset`"
+            )
+        elif lag.lost_to_retention:
+            decision.anomalies.append(
+                f"{tag_value}: retention removed {lag.lost_to_retention} records before the "
+                "group read them; the next run starts at the oldest retained record"
+            )
     lagging = [lag for lag in lags if lag.lag > 0]
     if not lagging:
-        decision.skip_reason = f"no lag on {topic}"
+        decision.skip_reason = "; ".join([f"no lag on {topic}", *decision.anomalies])
         return decision
     busy, draining = in_flight()
     if draining:

@@ -68,6 +68,19 @@ class PartitionLag:
     def lag(self) -> int:
         return max(0, self.high_watermark - self.start_offset)
 
+    @property
+    def ahead_of_log(self) -> bool:
+        """Committed past the end of the log (topic recreated, records deleted): every record
+        below the committed offset would be skipped silently, so this must stop the stage."""
+        return self.committed is not None and self.committed > self.high_watermark
+
+    @property
+    def lost_to_retention(self) -> int:
+        """Records retention deleted before the group read them (it resumes at the low mark)."""
+        if self.committed is None or self.committed >= self.low_watermark:
+            return 0
+        return self.low_watermark - self.committed
+
 
 def topic_partitions(client: Any, topic: str, timeout_s: float, address: str) -> list[int]:
     """The topic's partitions (client: a Consumer or AdminClient); KafkaUnavailableError if the

@@ -23,10 +23,16 @@ class Lag:
     partition: int
     start_offset: int
     high_watermark: int
+    committed: int | None = None
+    lost_to_retention: int = 0
 
     @property
     def lag(self) -> int:
         return max(0, self.high_watermark - self.start_offset)
+
+    @property
+    def ahead_of_log(self) -> bool:
+        return self.committed is not None and self.committed > self.high_watermark
 
 
 def tick(
@@ -127,3 +133,15 @@ def test_cursor_round_trip_and_capped_exponential_backoff() -> None:
     assert SensorCursor.parse(None) == SensorCursor()
     delays = [backoff_seconds(n, 15, 600) for n in range(1, 8)]
     assert delays == [15, 30, 60, 120, 240, 480, 600]
+
+
+def test_offsets_that_do_not_fit_the_log_are_reported_and_ahead_ones_get_no_run() -> None:
+    cursor = SensorCursor()
+    ahead = Lag(0, start_offset=1000, high_watermark=5, committed=1000)  # lag 0: looks idle
+    lost = Lag(1, start_offset=40, high_watermark=60, committed=10, lost_to_retention=30)
+    decision = tick([ahead, lost], cursor, 1.0)
+    assert [(r.partition, r.start, r.end) for r in decision.requests] == [(1, 40, 60)]
+    assert decision.anomalies[0].startswith(f"{TOPIC}-0: committed offset 1000 is past the high")
+    assert "retention removed 30 records" in decision.anomalies[1]
+    idle = tick([ahead], cursor, 2.0)
+    assert not idle.requests and "arbitrage offsets reset" in (idle.skip_reason or "")
