@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -16,7 +17,7 @@ from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect_alerts
 from pipelines.messages.codec import encode
-from pipelines.messages.timestamps import epoch_ms
+from pipelines.messages.timestamps import epoch_ms, format_utc
 from pipelines.messages.validation import validate_raw_update
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
@@ -255,3 +256,28 @@ def test_a_range_past_the_end_of_the_log_processes_nothing(
     assert read_all(kafka, topics.PRODUCTS_ENRICHED) == []
     lags = kafka.lag(ENRICHMENT.live_group, topics.RAW_UPDATES)
     assert all(lag.committed is None for lag in lags)
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_a_pull_stamped_in_the_future_cannot_freeze_a_product(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    """One update stamped an hour ahead, then a normal one: the first goes to the DLQ (as the
+    document's version it would have made every later update count as older)."""
+    now = datetime.now(UTC)
+    future = raw_update(asin="B0FUTURE01", timestamp=format_utc(now + timedelta(hours=1)))
+    normal = raw_update(asin="B0FUTURE01", timestamp=format_utc(now))
+    produce(
+        kafka, topics.RAW_UPDATES, [(u["asin"], json.dumps(u).encode()) for u in (future, normal)]
+    )
+    assert run_job("enrichment").success
+    doc = es.client().get(index=topics.PRODUCTS_INDEX, id="B0FUTURE01")
+    assert doc["_version"] == epoch_ms(normal["timestamp"])
+    (dead,) = [m.json() for m in read_all(kafka, topics.RAW_UPDATES_DLQ)]
+    assert "60 minutes ahead of this stage's clock" in dead["error"]
+    # A later normal pull still updates the document.
+    later = raw_update(asin="B0FUTURE01", timestamp=format_utc(now + timedelta(seconds=5)))
+    produce(kafka, topics.RAW_UPDATES, [(later["asin"], json.dumps(later).encode())])
+    assert run_job("enrichment").success
+    doc = es.client().get(index=topics.PRODUCTS_INDEX, id="B0FUTURE01")
+    assert doc["_version"] == epoch_ms(later["timestamp"])
