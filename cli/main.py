@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cli.redrive import redrive
 from pipelines import topics
 from pipelines.messages.timestamps import parse_utc
 from pipelines.money import format_minor
@@ -203,6 +204,32 @@ def cmd_offsets_reset(
     return 0
 
 
+def cmd_dlq_redrive(
+    kafka: KafkaResource, es: ElasticsearchResource, args: argparse.Namespace
+) -> int:
+    try:
+        since_ms = int(parse_utc(args.since).timestamp() * 1000) if args.since else None
+        report = redrive(
+            kafka,
+            es,
+            args.topic,
+            since_ms=since_ms,
+            reason_contains=args.reason_contains,
+            dry_run=args.dry_run,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verb = "would redrive" if args.dry_run else "redrove"
+    print(
+        f"{args.topic}: examined {report.examined}, matched {report.matched}, "
+        f"{verb} {report.redriven}, already redriven before {report.already_redriven}"
+    )
+    for problem in report.problems:
+        print(f"  not redriven: {problem}")
+    return 1 if report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arbitrage", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = commands.add_parser("dlq", help="the newest dead letters and their reasons")
     dlq.add_argument("-n", type=int, default=10)
     dlq.set_defaults(run=cmd_dlq)
+    redrive_parser = dlq.add_subparsers(dest="dlq_command").add_parser(
+        "redrive", help="re-produce dead letters' originals to their source topic, once each"
+    )
+    redrive_parser.add_argument("--topic", required=True, help="the DLQ topic to redrive")
+    redrive_parser.add_argument("--since", help="only letters dead-lettered at/after this ISO time")
+    redrive_parser.add_argument("--reason-contains", help="only letters whose reason has this text")
+    redrive_parser.add_argument("--dry-run", action="store_true", help="count, produce nothing")
+    redrive_parser.set_defaults(run=cmd_dlq_redrive)
     alerts = commands.add_parser("alerts", help="the best alerts by profit")
     alerts.add_argument("-n", type=int, default=20)
     alerts.set_defaults(run=cmd_alerts)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaException
 
+from cli.redrive import LEDGER_INDEX
 from pipelines import topics
 from pipelines.stage_specs import PIPELINE_GROUPS, STAGES
 from resources.elasticsearch import ElasticsearchResource
@@ -51,7 +52,7 @@ def reset_pipeline(
     delete_groups(kafka, PIPELINE_GROUPS)
     names = [spec.name for spec in topics.TOPICS]
     _delete_topics(kafka, names, deadline)
-    for index in (*(spec.index for spec in STAGES), *extra_indices):
+    for index in (*(spec.index for spec in STAGES), LEDGER_INDEX, *extra_indices):
         es.client().options(ignore_status=404).indices.delete(index=index)
     while True:
         try:

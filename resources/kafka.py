@@ -83,10 +83,18 @@ class CheckedProducer:
         self.report = DeliveryReport()
         self._pending = 0
 
-    def produce(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        headers: dict[str, bytes] | None = None,
+    ) -> None:
         while True:
             try:
-                self._producer.produce(topic, key=key, value=value, on_delivery=self._on_delivery)
+                self._producer.produce(
+                    topic, key=key, value=value, headers=headers, on_delivery=self._on_delivery
+                )
                 self._pending += 1
                 break
             except BufferError:
