@@ -18,6 +18,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.keys import topic_asset_key
+from engine.offset_anomalies import reset_command
 from pipelines import topics
 from pipelines.stage_specs import STAGES, StageSpec
 from resources.kafka import KafkaResource
@@ -49,10 +50,22 @@ def _lag_check(spec: StageSpec) -> dg.AssetChecksDefinition:
     def _check(config: LagCheckConfig, kafka: KafkaResource) -> dg.AssetCheckResult:
         lags = kafka.lag(group, topic)
         total = sum(lag.lag for lag in lags)
+        description = f"group '{group}' lags {total} messages (threshold {config.max_lag})"
+        # Lag 0 is not "healthy" when the group sits past the end of the log (records below
+        # its offset are being skipped) or retention is deleting records before it reads them.
+        ahead = [lag.partition for lag in lags if lag.ahead_of_log]
+        lost = sum(lag.lost_to_retention for lag in lags)
+        if ahead:
+            description += (
+                f"; committed past the end of the log on partition(s) {ahead}: stages stop "
+                f"there until `{reset_command(group, topic)}`"
+            )
+        if lost:
+            description += f"; {lost} records deleted by retention before the group read them"
         return dg.AssetCheckResult(
-            passed=total <= config.max_lag,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=f"group '{group}' lags {total} messages (threshold {config.max_lag})",
+            passed=total <= config.max_lag and not ahead and not lost,
+            severity=dg.AssetCheckSeverity.ERROR if ahead else dg.AssetCheckSeverity.WARN,
+            description=description,
             metadata={
                 "consumer_group": group,
                 "threshold_max_lag": dg.MetadataValue.int(config.max_lag),
@@ -60,6 +73,8 @@ def _lag_check(spec: StageSpec) -> dg.AssetChecksDefinition:
                 "lag_by_partition": dg.MetadataValue.json(
                     {str(lag.partition): lag.lag for lag in lags}
                 ),
+                "partitions_ahead_of_log": dg.MetadataValue.json(ahead),
+                "records_lost_to_retention": dg.MetadataValue.int(lost),
             },
         )
 

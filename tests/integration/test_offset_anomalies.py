@@ -45,6 +45,19 @@ def test_a_committed_offset_past_the_log_stops_the_run_until_reset(
     assert f"group {GROUP}: {TOPIC}[0] committed 1000 > high watermark 5" in text
     assert f"arbitrage offsets reset --group {GROUP} --topic {TOPIC}" in text
     assert es.count(topics.PRODUCTS_INDEX) == 0
+    # The lag is 0, yet the lag check is red, and says why.
+    checks = SAMPLE_DEFS.resolve_job_def("pipeline_checks").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral()
+    )
+    (lag_check,) = [
+        e
+        for e in checks.get_asset_check_evaluations()
+        if e.check_name == "consumer_lag_under_threshold"
+        and e.asset_key.to_user_string() == "kafka/raw_keepa_updates"
+    ]
+    assert not lag_check.passed
+    assert lag_check.metadata["lag"].value == 0
+    assert "committed past the end of the log on partition(s) [0]" in lag_check.description
 
     # The recovery the sentence names, from the CLI.
     assert (
