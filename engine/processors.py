@@ -10,8 +10,9 @@ runner finishes and commits each batch at once.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, ClassVar
 
 from engine.checkpoint import InFlight
 from engine.dead_letters import check_reject_rate, produce_dead_letters
@@ -25,31 +26,10 @@ from resources.elasticsearch import BulkOp, ElasticsearchResource
 from resources.kafka import CheckedProducer
 
 
-class BatchProcessor(Protocol):
-    pipelined: bool
+class BatchProcessor(ABC):
+    """One stage's writes for one partition range; the runner drives every stage's the same."""
 
-    def start(
-        self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
-    ) -> InFlight: ...
-
-    def finish(self, batch: InFlight, stats: StageStats) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class EnrichmentProcessor:
-    """Enrichment is CPU-bound Python and indexing is Elasticsearch's work, so the two overlap.
-
-    A batch is enriched in chunks of ``write_chunk_size``, each chunk handed to a writer thread
-    that sends its bulk request and waits for the answer (the GIL is free while it waits) while
-    this thread enriches the next chunk. Batches overlap the same way: batch k's last writes are
-    still being indexed, and its messages delivered, while batch k+1 is enriched; k is committed
-    after that. The commit rule is unchanged: a batch's offset moves only once all its bulk
-    items are acknowledged and all its messages (products and dead letters) are delivered, and
-    nothing of a batch is produced unless every one of its bulk requests succeeded.
-    """
-
-    pipelined = True
+    pipelined: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -63,6 +43,35 @@ class EnrichmentProcessor:
         self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
         self.write_chunk_size = max(1, write_chunk_size)
         self.max_reject_ratio = max_reject_ratio
+
+    @abstractmethod
+    def start(
+        self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
+    ) -> InFlight: ...
+
+    def finish(self, batch: InFlight, stats: StageStats) -> None:  # noqa: B027 - optional hook
+        """Wait for the batch's writes and produce its outputs (nothing left by default)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the processor holds (nothing by default)."""
+
+
+class EnrichmentProcessor(BatchProcessor):
+    """Enrichment is CPU-bound Python and indexing is Elasticsearch's work, so the two overlap.
+
+    A batch is enriched in chunks of ``write_chunk_size``, each chunk handed to a writer thread
+    that sends its bulk request and waits for the answer (the GIL is free while it waits) while
+    this thread enriches the next chunk. Batches overlap the same way: batch k's last writes are
+    still being indexed, and its messages delivered, while batch k+1 is enriched; k is committed
+    after that. The commit rule is unchanged: a batch's offset moves only once all its bulk
+    items are acknowledged and all its messages (products and dead letters) are delivered, and
+    nothing of a batch is produced unless every one of its bulk requests succeeded.
+    """
+
+    pipelined = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="es-bulk")
 
     def start(
@@ -118,22 +127,9 @@ class EnrichmentProcessor:
         self._writer.shutdown(wait=True, cancel_futures=True)
 
 
-class ArbitrageProcessor:
-    """Detect alerts, skip those already indexed, produce the new ones, then ``create`` them."""
-
-    pipelined = False
-
-    def __init__(
-        self,
-        spec: StageSpec,
-        es: ElasticsearchResource,
-        fees: FeeConfig,
-        producer: CheckedProducer,
-        write_chunk_size: int,
-        max_reject_ratio: float,
-    ) -> None:
-        self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
-        self.max_reject_ratio = max_reject_ratio
+class ArbitrageProcessor(BatchProcessor):
+    """Detect alerts, skip those already indexed, produce the new ones, then ``create`` them;
+    everything is written in ``start``, so ``finish`` has nothing left."""
 
     def start(
         self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
@@ -162,14 +158,9 @@ class ArbitrageProcessor:
         produce_dead_letters(self.producer, self.spec, rejected, stats)
         return InFlight(records[-1].offset + 1, len(records))
 
-    def finish(self, batch: InFlight, stats: StageStats) -> None:
-        """Everything was written in ``start``; the checkpoint flushes the dead letters."""
-
-    def close(self) -> None:
-        pass
 
 
-_PROCESSORS: dict[str, type[EnrichmentProcessor] | type[ArbitrageProcessor]] = {
+_PROCESSORS: dict[str, type[BatchProcessor]] = {
     ENRICHMENT.name: EnrichmentProcessor,
     ARBITRAGE.name: ArbitrageProcessor,
 }
