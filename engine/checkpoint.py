@@ -21,6 +21,7 @@ from engine.stats import StageStats
 from pipelines.transforms import Rejected
 from resources.elasticsearch import BulkOutcome
 from resources.kafka import CheckedProducer, DeliveryReport
+from resources.kafka_offsets import commit_offsets
 
 
 @dataclass
@@ -62,10 +63,7 @@ class Checkpoint:
         self._stats.deliveries.merge(self._producer.report)
         self._producer.report = DeliveryReport()
         span, next_offset = self._span, batch.next_offset
-        self._consumer.commit(
-            offsets=[TopicPartition(self._topic, span.partition, next_offset)],
-            asynchronous=False,
-        )
+        commit_offsets(self._consumer, [TopicPartition(self._topic, span.partition, next_offset)])
         first = self.first_seen if self.first_seen is not None else span.start
         self._stats.ranges[span.partition] = (first, next_offset)
         self._stats.batches += 1

@@ -25,6 +25,7 @@ from resources.kafka_offsets import (
     KafkaUnavailableError,
     LagReaderProcess,
     PartitionLag,
+    commit_offsets,
     read_lag,
     topic_partitions,
 )
@@ -323,10 +324,7 @@ class KafkaResource(dg.ConfigurableResource):
         """Commit next-offsets for a group without joining it (used by stage runs and tests)."""
         consumer = self.consumer(group_id)
         try:
-            consumer.commit(
-                offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
-                asynchronous=False,
-            )
+            commit_offsets(consumer, [TopicPartition(topic, p, o) for p, o in offsets.items()])
         finally:
             consumer.close()
 

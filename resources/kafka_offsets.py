@@ -26,8 +26,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -39,6 +40,9 @@ SERVICES_HINT = "start the local services with `make services-up` (or `docker co
 _QUIET = logging.getLogger("arbitrage.kafka_offsets.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
+
+
+T = TypeVar("T")
 
 
 class KafkaUnavailableError(RuntimeError):
@@ -148,26 +152,41 @@ _COORDINATOR_NOT_READY = {
 }
 
 
-def _committed_with_retries(
-    consumer: Consumer, group_id: str, topic: str, partitions: list[int], timeout_s: float
-) -> list[TopicPartition]:
+def _when_coordinator_ready(call: Callable[[], T], timeout_s: float) -> T:
+    """``call()``, retried while the group coordinator is not ready (a brand-new cluster, a
+    broker restart, a coordinator move) until ``timeout_s``; any other error raises at once."""
     deadline = time.monotonic() + timeout_s
     pause_s = 0.1
     while True:
-        remaining = deadline - time.monotonic()
         try:
-            return consumer.committed(
-                [TopicPartition(topic, p) for p in partitions], timeout=max(remaining, 0.5)
-            )
+            return call()
         except KafkaException as exc:
-            error = exc.args[0]
-            if error.code() not in _COORDINATOR_NOT_READY or remaining <= pause_s:
-                raise KafkaUnavailableError(
-                    f"could not read group {group_id}'s committed offsets on {topic} ({exc}); "
-                    + SERVICES_HINT
-                ) from None
+            if exc.args[0].code() not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                raise
         time.sleep(pause_s)
         pause_s = min(pause_s * 2, 1.0)
+
+
+def _committed_with_retries(
+    consumer: Consumer, group_id: str, topic: str, partitions: list[int], timeout_s: float
+) -> list[TopicPartition]:
+    wanted = [TopicPartition(topic, p) for p in partitions]
+    try:
+        return _when_coordinator_ready(
+            lambda: consumer.committed(wanted, timeout=timeout_s), timeout_s
+        )
+    except KafkaException as exc:
+        raise KafkaUnavailableError(
+            f"could not read group {group_id}'s committed offsets on {topic} ({exc}); "
+            + SERVICES_HINT
+        ) from None
+
+
+def commit_offsets(
+    consumer: Consumer, offsets: list[TopicPartition], timeout_s: float = 30.0
+) -> None:
+    """Commit synchronously; retried while the group coordinator is not ready."""
+    _when_coordinator_ready(lambda: consumer.commit(offsets=offsets, asynchronous=False), timeout_s)
 
 
 class LagReaderProcess:

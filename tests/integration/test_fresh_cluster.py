@@ -69,6 +69,10 @@ def test_offsets_read_on_a_brand_new_cluster_without_crashing(
     # The very first group request on this cluster, in this process: the admin path's
     # SIGSEGV would end the test run here.
     assert kafka.committed_offsets(GROUP, TOPIC) == {0: None, 1: None, 2: None}
+    # Commits too, on groups whose coordinators are still loading (NOT_COORDINATOR is retried).
+    for n in range(5):
+        kafka.commit(f"{GROUP}-{n}", TOPIC, {0: n, 1: 0, 2: 0})
+        assert kafka.committed_offsets(f"{GROUP}-{n}", TOPIC)[0] == n
     # And as the sensors read it.
     lags = kafka.lag_in_child_process("another-" + GROUP, TOPIC)
     assert [(lag.partition, lag.committed, lag.high_watermark) for lag in lags] == [
