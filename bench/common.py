@@ -253,7 +253,8 @@ def connect() -> Services:
 
 def reset_pipeline(services: Services, extra_indices: Sequence[str] = ()) -> None:
     """Empty every pipeline topic and index, so each measurement starts from the same state."""
-    reset.reset_pipeline(services.kafka, services.es, extra_indices)
+    anywhere = Settings.from_env().allow_reset_anywhere
+    reset.reset_pipeline(services.kafka, services.es, extra_indices, allow_anywhere=anywhere)
 
 
 def produce_messages(

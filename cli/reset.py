@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from confluent_kafka import KafkaException
 
@@ -40,13 +41,41 @@ def _delete_topics(kafka: KafkaResource, names: Sequence[str], deadline: float) 
         time.sleep(0.2)
 
 
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class ResetRefusedError(RuntimeError):
+    """The reset would empty a cluster that is not on this machine."""
+
+
+def _hosts(addresses: str) -> set[str]:
+    """Host names in a bootstrap list ("h1:9092,h2:9092") or a URL (credentials ignored)."""
+    return {
+        urlsplit(address if "//" in address else f"//{address.strip()}").hostname or ""
+        for address in addresses.split(",")
+    }
+
+
+def check_reset_allowed(kafka: KafkaResource, es: ElasticsearchResource, anywhere: bool) -> None:
+    """Refuse unless both services are on loopback, or ``anywhere`` (ARBITRAGE_ALLOW_RESET=1)."""
+    remote = sorted((_hosts(kafka.bootstrap_servers) | _hosts(es.url)) - _LOOPBACK_HOSTS)
+    if remote and not anywhere:
+        raise ResetRefusedError(
+            f"refusing to delete the pipeline's topics, groups and indices on {', '.join(remote)}: "
+            "tests and benchmarks reset only services on 127.0.0.1. If that cluster really is a "
+            "throwaway one, set ARBITRAGE_ALLOW_RESET=1"
+        )
+
+
 def reset_pipeline(
     kafka: KafkaResource,
     es: ElasticsearchResource,
     extra_indices: Sequence[str] = (),
     timeout_s: float = 60.0,
+    allow_anywhere: bool = False,
 ) -> None:
     """Return topics, groups and indices to their just-provisioned, empty state."""
+    check_reset_allowed(kafka, es, allow_anywhere)
     deadline = time.monotonic() + timeout_s
     # The groups too: a committed offset past a recreated topic's end would hide its lag.
     delete_groups(kafka, PIPELINE_GROUPS)

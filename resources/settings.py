@@ -66,6 +66,9 @@ class Settings:
     # 5 s would alias to ticks every 10 s, so ask for less to tick on every loop.
     sensor_interval_s: int = 3
     sensor_max_records: int = 20_000
+    # Tests and benchmarks empty the pipeline's topics, groups and indices; only on 127.0.0.1
+    # unless this says the cluster is a throwaway one.
+    allow_reset_anywhere: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +104,7 @@ class Settings:
             sensor_max_records=_int(
                 env, "ARBITRAGE_SENSOR_MAX_RECORDS", default.sensor_max_records
             ),
+            allow_reset_anywhere=env.get("ARBITRAGE_ALLOW_RESET", "").strip().lower() in _TRUE,
         )
 
     # The resources every entry point builds the same way.

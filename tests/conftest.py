@@ -42,5 +42,5 @@ def es() -> ElasticsearchResource:
 @pytest.fixture
 def clean_pipeline(kafka: KafkaResource, es: ElasticsearchResource) -> Iterator[None]:
     """Empty pipeline topics, consumer groups and indices, so a test sees only its own data."""
-    reset_pipeline(kafka, es)
+    reset_pipeline(kafka, es, allow_anywhere=Settings.from_env().allow_reset_anywhere)
     yield
