@@ -53,13 +53,5 @@ class StageStats:
         return self.deliveries.delivered_by_topic.get(topic, 0)
 
     @property
-    def alerts_raised(self) -> int:
-        return self.counters.get("alerts_raised", 0)
-
-    @property
-    def alerts_already_known(self) -> int:
-        return self.counters.get("alerts_already_known", 0)
-
-    @property
     def records_per_s(self) -> float:
         return self.records_in / self.seconds if self.seconds > 0 else 0.0

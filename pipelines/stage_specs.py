@@ -64,13 +64,4 @@ ARBITRAGE = StageSpec(
 )
 
 STAGES: tuple[StageSpec, ...] = (ENRICHMENT, ARBITRAGE)
-STAGE_BY_NAME = {spec.name: spec for spec in STAGES}
 PIPELINE_GROUPS: tuple[str, ...] = tuple(group for spec in STAGES for group in spec.groups)
-
-
-def stage_named(name: str) -> StageSpec:
-    try:
-        return STAGE_BY_NAME[name]
-    except KeyError:
-        known = ", ".join(sorted(STAGE_BY_NAME))
-        raise ValueError(f"unknown stage {name!r}; expected one of {known}") from None

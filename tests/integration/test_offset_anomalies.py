@@ -26,6 +26,13 @@ def run_enrichment() -> dg.ExecuteInProcessResult:
     )
 
 
+def reset_to_earliest(*extra: str) -> int:
+    """`arbitrage offsets reset` of the enrichment group to the earliest offsets."""
+    return arbitrage_cli(
+        ["offsets", "reset", "--group", GROUP, "--topic", TOPIC, "--to", "earliest", *extra]
+    )
+
+
 def failure_text(result: dg.ExecuteInProcessResult) -> str:
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     return str(failure.event_specific_data.error)
@@ -60,40 +67,9 @@ def test_a_committed_offset_past_the_log_stops_the_run_until_reset(
     assert "committed past the end of the log on partition(s) [0]" in lag_check.description
 
     # The recovery the sentence names, from the CLI.
-    assert (
-        arbitrage_cli(
-            [
-                "offsets",
-                "reset",
-                "--group",
-                GROUP,
-                "--topic",
-                TOPIC,
-                "--to",
-                "earliest",
-                "--dry-run",
-            ]
-        )
-        == 0
-    )
+    assert reset_to_earliest("--dry-run") == 0
     assert kafka.committed_offsets(GROUP, TOPIC)[0] == 1000
-    assert (
-        arbitrage_cli(
-            [
-                "offsets",
-                "reset",
-                "--group",
-                GROUP,
-                "--topic",
-                TOPIC,
-                "--to",
-                "earliest",
-                "--partition",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert reset_to_earliest("--partition", "0") == 0
     assert "1000" in capsys.readouterr().out
     assert kafka.committed_offsets(GROUP, TOPIC)[0] == 0
     assert run_enrichment().success
