@@ -21,7 +21,7 @@ from confluent_kafka import TopicPartition
 from pipelines.messages.timestamps import utc_now_iso
 from pipelines.stage_specs import STAGES
 from resources.elasticsearch import BulkOp, ElasticsearchResource
-from resources.kafka import KafkaResource
+from resources.kafka import KafkaResource, read_partition
 
 LEDGER_INDEX = "dlq-redrives"
 READER_GROUP = "arbitrage-cli-redrive"  # reads only; commits nothing
@@ -139,16 +139,8 @@ def _read(kafka: KafkaResource, topic: str, since_ms: int | None) -> list[tuple[
             start = max(low, starts[partition]) if starts else low
             if start >= high:
                 continue
-            consumer.assign([TopicPartition(topic, partition, start)])
-            position = start
-            while position < high:
-                batch = consumer.consume(num_messages=min(1000, high - position), timeout=10.0)
-                if not batch:
-                    raise RuntimeError(f"{topic}[{partition}] stopped answering at {position}")
-                for message in batch:
-                    if message.error() is None:
-                        found.append((partition, message.offset(), message.value()))
-                    position = message.offset() + 1
+            for message in read_partition(consumer, topic, partition, start, high):
+                found.append((partition, message.offset(), message.value()))
     finally:
         consumer.close()
     return found

@@ -1,9 +1,10 @@
-"""The one owner of "durable": a batch's offset moves only after all its output is delivered.
+"""The one owner of "durable": a batch's outputs and its source offset commit as one.
 
-Order, always: every message the batch produced (outputs and dead letters) is acknowledged by
-the broker (``flush`` raises otherwise), then the source offset is committed. Elasticsearch
-writes are acknowledged before a processor produces anything, so a commit implies both. Any
-failure raises before the commit, and the next run resumes from the last committed offset.
+Every message a batch produced (outputs and dead letters) is in one Kafka transaction with the
+batch's source offset: both become visible, or neither (``TransactionalProducer.commit``).
+Elasticsearch writes are acknowledged before a processor produces anything, so a commit implies
+those too. Any failure raises before the commit; readers (``read_committed``) never see an
+aborted batch, and the next run resumes from the last committed offset.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from engine.ranges import PartitionRange
 from engine.stats import StageStats
 from pipelines.transforms import Rejected
 from resources.elasticsearch import BulkOutcome
-from resources.kafka import CheckedProducer, DeliveryReport
-from resources.kafka_offsets import commit_offsets
+from resources.kafka import DeliveryReport
+from resources.kafka_transactions import TransactionalProducer
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Checkpoint:
     def __init__(
         self,
         consumer: Consumer,
-        producer: CheckedProducer,
+        producer: TransactionalProducer,
         topic: str,
         span: PartitionRange,
         stats: StageStats,
@@ -55,15 +56,29 @@ class Checkpoint:
         self._log = log
         self._on_commit = on_commit
         self.first_seen: int | None = None
+        self.committed = span.start  # where this run took the partition over
 
     def commit(self, batch: InFlight) -> None:
-        """Wait for the batch's deliveries, then move the partition's offset past it."""
-        # Only this batch's messages are outstanding: the next one has produced nothing yet.
-        self._producer.flush()  # raises unless every delivery was acknowledged
+        """Commit the batch's messages together with the partition's offset past it."""
+        # Only this batch's messages are in the transaction: the next one has produced nothing.
+        self._commit_at(batch.next_offset)
+
+    def commit_position(self) -> None:
+        """At the end of a range: move the offset over what the consumer skipped after the
+        last record (transaction markers, aborted records), so the lag reaches 0."""
+        position = self._consumer.position([TopicPartition(self._topic, self._span.partition)])
+        offset = position[0].offset
+        if offset > self.committed:
+            self._commit_at(min(offset, self._span.end))
+
+    def _commit_at(self, next_offset: int) -> None:
+        span = self._span
+        self._producer.commit(
+            self._consumer, [TopicPartition(self._topic, span.partition, next_offset)]
+        )
+        self.committed = next_offset
         self._stats.deliveries.merge(self._producer.report)
         self._producer.report = DeliveryReport()
-        span, next_offset = self._span, batch.next_offset
-        commit_offsets(self._consumer, [TopicPartition(self._topic, span.partition, next_offset)])
         first = self.first_seen if self.first_seen is not None else span.start
         self._stats.ranges[span.partition] = (first, next_offset)
         self._stats.batches += 1

@@ -39,10 +39,13 @@ class BatchProcessor(ABC):
         producer: CheckedProducer,
         write_chunk_size: int,
         max_reject_ratio: float,
+        group_id: str,
+        partition: int,
     ) -> None:
         self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
         self.write_chunk_size = max(1, write_chunk_size)
         self.max_reject_ratio = max_reject_ratio
+        self.group_id, self.partition = group_id, partition
 
     @abstractmethod
     def start(
@@ -128,8 +131,14 @@ class EnrichmentProcessor(BatchProcessor):
 
 
 class ArbitrageProcessor(BatchProcessor):
-    """Detect alerts, skip those already indexed, produce the new ones, then ``create`` them;
-    everything is written in ``start``, so ``finish`` has nothing left."""
+    """Detect alerts, index the new ones, publish them; each alert id once on the topic.
+
+    Elasticsearch is written first (``create``: an id is never overwritten), then the alerts go
+    out in the batch's transaction. Each indexed alert records which (group, partition, offset)
+    raised it, so after a crash between the two the rerun can tell "indexed, but its
+    transaction never committed" (raised at or after the batch's first offset: publish it
+    again) from "published before" (skip). Everything is done in ``start``.
+    """
 
     def start(
         self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
@@ -137,27 +146,61 @@ class ArbitrageProcessor(BatchProcessor):
         stats.count_in(records)
         batch = arbitrage_records(records, self.fees, utc_now_iso())
         check_reject_rate(self.spec, batch.rejected, len(records), self.max_reject_ratio)
-        ids = [alert["alert_id"] for _, alert in batch.alerts]
-        known = self.es.existing_ids(self.spec.index, ids)
-        fresh = [
-            (record, alert) for record, alert in batch.alerts if alert["alert_id"] not in known
+        first_uncommitted = records[0].offset
+        origins = self.es.alert_origins(self.spec.index, [a["alert_id"] for _, a in batch.alerts])
+        new = [(rec, alert) for rec, alert in batch.alerts if alert["alert_id"] not in origins]
+        to_publish = [
+            (record, alert)
+            for record, alert in batch.alerts
+            if alert["alert_id"] in origins
+            and self._unpublished(origins[alert["alert_id"]], first_uncommitted)
         ]
-        stats.count("alerts_already_known", len(batch.alerts) - len(fresh))
-        # Produce before indexing: if the run dies in between, the rerun still finds the id
-        # unknown and produces again (at-least-once) instead of losing the alert on the topic.
-        for _, alert in fresh:
-            self.producer.produce(self.spec.output_topic, alert["asin"], encode(alert))
-        self.producer.flush()
         outcome = self.es.bulk_write(
-            [BulkOp("create", self.spec.index, alert["alert_id"], alert) for _, alert in fresh]
+            [
+                BulkOp("create", self.spec.index, alert["alert_id"], self._indexed(record, alert))
+                for record, alert in new
+            ]
         )
         stats.count_bulk(outcome)
-        stats.count("alerts_raised", len(fresh))
+        if outcome.conflicts:
+            # Created by someone else since the lookup: publish only if that was a fenced run
+            # of ours whose transaction never committed.
+            raced = [new[position] for position in outcome.conflicts]
+            again = self.es.alert_origins(self.spec.index, [a["alert_id"] for _, a in raced])
+            to_publish += [
+                (record, alert)
+                for record, alert in raced
+                if self._unpublished(again.get(alert["alert_id"]), first_uncommitted)
+            ]
+        skipped = set(outcome.rejected) | set(outcome.conflicts)
+        to_publish += [item for position, item in enumerate(new) if position not in skipped]
+        stats.count("alerts_already_known", len(batch.alerts) - len(to_publish))
+        stats.count("alerts_raised", len(to_publish))
+        for _, alert in sorted(to_publish, key=lambda item: item[0].offset):
+            self.producer.produce(self.spec.output_topic, alert["asin"], encode(alert))
         rejected = list(batch.rejected)
-        rejected += [Rejected(fresh[p][0], reason) for p, reason in outcome.rejected.items()]
+        rejected += [Rejected(new[p][0], reason) for p, reason in outcome.rejected.items()]
         produce_dead_letters(self.producer, self.spec, rejected, stats)
         return InFlight(records[-1].offset + 1, len(records))
 
+    def _indexed(self, record: SourceRecord, alert: dict[str, Any]) -> dict[str, Any]:
+        raised_by = {
+            "group": self.group_id,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+        }
+        return {**alert, "raised_by": raised_by}
+
+    def _unpublished(self, origin: dict[str, Any] | None, first_uncommitted: int) -> bool:
+        """Raised by this group on this partition at an offset not yet committed: an earlier
+        attempt indexed it, and its transaction (with the alert) was aborted."""
+        return (
+            origin is not None
+            and origin.get("group") == self.group_id
+            and origin.get("partition") == self.partition
+            and origin.get("offset", -1) >= first_uncommitted
+        )
 
 
 _PROCESSORS: dict[str, type[BatchProcessor]] = {
@@ -171,11 +214,15 @@ def build_processor(
     es: ElasticsearchResource,
     fees: FeeConfig,
     producer: CheckedProducer,
-    write_chunk_size: int = 1000,
-    max_reject_ratio: float = 0.5,
+    write_chunk_size: int,
+    max_reject_ratio: float,
+    group_id: str,
+    partition: int,
 ) -> BatchProcessor:
     try:
         processor = _PROCESSORS[spec.name]
     except KeyError:
         raise ValueError(f"stage {spec.name!r} has no processor in engine/processors.py") from None
-    return processor(spec, es, fees, producer, write_chunk_size, max_reject_ratio)
+    return processor(
+        spec, es, fees, producer, write_chunk_size, max_reject_ratio, group_id, partition
+    )

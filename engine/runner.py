@@ -1,9 +1,10 @@
 """Runs a stage over Kafka offset ranges: read a batch, let the processor write it, commit.
 
-The commit rule (docs/design.md, "Delivery"): a partition's offset moves only after every
-record up to it is acknowledged by Elasticsearch, delivered downstream, or delivered to the DLQ.
-engine/checkpoint.py alone orders that; any failure before it raises, so the next run resumes
-from the last committed offset.
+The commit rule (docs/design.md, "Delivery"): a batch's outputs, dead letters and source
+offset commit in one Kafka transaction, after Elasticsearch acknowledged the batch's writes.
+engine/checkpoint.py alone does that; any failure before it raises, so the next run resumes
+from the last committed offset. Each partition is worked by a transactional producer whose id
+names (group, topic, partition): a newer run of the partition fences an older one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from pipelines.fee_config import FeeConfig
 from pipelines.stage_specs import StageSpec
 from pipelines.transforms import SourceRecord
 from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import CheckedProducer, KafkaResource
+from resources.kafka import KafkaResource
+from resources.kafka_offsets import committed_offset
+from resources.kafka_transactions import TransactionalProducer, transactional_id
 
 
 class RangeUnavailableError(RuntimeError):
@@ -81,27 +84,59 @@ class StageRunner:
     def run(self, group_id: str, ranges: list[PartitionRange]) -> StageStats:
         stats = StageStats(self.spec.name)
         started = time.perf_counter()
-        # One producer for the run: a new idempotent producer needs its producer id and
-        # metadata before its first flush returns (0.1-0.5 s measured), which per batch was a
-        # fifth of the run. It is flushed before every commit all the same.
-        producer = CheckedProducer(self.kafka.producer_config())
         for partition_range in ranges:
             if partition_range.size:
-                self._run_partition(group_id, partition_range, stats, producer)
+                self._run_partition(group_id, partition_range, stats)
         stats.seconds = time.perf_counter() - started
         return stats
 
-    def _run_partition(
+    def _run_partition(self, group_id: str, span: PartitionRange, stats: StageStats) -> None:
+        topic = self.spec.source_topic
+        # One producer per partition and run (a new one costs ~0.1 s, not per batch). Creating
+        # it fences any older run of this partition, so what is committed from here on is ours.
+        producer = TransactionalProducer(
+            self.kafka.producer_config(), transactional_id(group_id, topic, span.partition)
+        )
+        consumer = self.kafka.consumer(group_id)
+        try:
+            if group_id == self.spec.live_group:
+                span = self._take_over(consumer, group_id, span)
+            if span.size:
+                self._work(consumer, producer, group_id, span, stats)
+        finally:
+            producer.abort()
+            consumer.close()
+
+    def _take_over(self, consumer: Consumer, group_id: str, span: PartitionRange) -> PartitionRange:
+        """The live group's offset never moves back: a run fenced just now may have committed
+        past the planned start, and what it committed is not done twice."""
+        committed = committed_offset(consumer, self.spec.source_topic, span.partition)
+        if committed is not None and committed > span.start:
+            self.log.info(
+                f"{self.spec.name}: {self.spec.source_topic}[{span.partition}] was committed at "
+                f"{committed} by an earlier run; starting there instead of {span.start}"
+            )
+            return PartitionRange(span.partition, min(committed, span.end), span.end)
+        return span
+
+    def _work(
         self,
+        consumer: Consumer,
+        producer: TransactionalProducer,
         group_id: str,
         span: PartitionRange,
         stats: StageStats,
-        producer: CheckedProducer,
     ) -> None:
-        consumer = self.kafka.consumer(group_id)
         consumer.assign([TopicPartition(self.spec.source_topic, span.partition, span.start)])
         processor = build_processor(
-            self.spec, self.es, self.fees, producer, self.write_chunk_size, self.max_reject_ratio
+            self.spec,
+            self.es,
+            self.fees,
+            producer,
+            self.write_chunk_size,
+            self.max_reject_ratio,
+            group_id,
+            span.partition,
         )
         checkpoint = Checkpoint(
             consumer, producer, self.spec.source_topic, span, stats, self.log, self.on_batch
@@ -125,16 +160,19 @@ class StageRunner:
                 with _cyclic_gc_paused():
                     processor.finish(pending, stats)
                     checkpoint.commit(pending)
+            checkpoint.commit_position()
         finally:
             processor.close()
-            consumer.close()
 
     def _batches(self, consumer: Consumer, span: PartitionRange) -> Iterator[list[SourceRecord]]:
         """The range's records in batches of up to ``batch_size``, in offset order."""
         topic = self.spec.source_topic
         next_offset = span.start
         idle_since = time.monotonic()
+        slot = TopicPartition(topic, span.partition)
         while next_offset < span.end:
+            if consumer.position([slot])[0].offset >= span.end:
+                return  # only transaction markers (or aborted records) were left
             wanted = min(self.batch_size, span.end - next_offset)
             records = []
             for message in consumer.consume(num_messages=wanted, timeout=1.0):
@@ -162,8 +200,7 @@ class StageRunner:
                     )
                 )
             if not records:
-                position = consumer.position([TopicPartition(topic, span.partition)])[0]
-                if position.offset >= span.end:
+                if consumer.position([slot])[0].offset >= span.end:
                     return  # the rest of the range was deleted or compacted away
                 if time.monotonic() - idle_since > self.idle_timeout_s:
                     raise RangeUnavailableError(

@@ -114,6 +114,16 @@ ALERTS_MAPPING: dict[str, Any] = {
         "fee_model_version": {"type": "keyword"},
         "source_timestamp": {"type": "date"},
         "detected_at": {"type": "date"},
+        # Where the alert was raised: lets a rerun tell an alert whose transaction never
+        # committed from one already published (engine/processors.py, ArbitrageProcessor).
+        "raised_by": {
+            "properties": {
+                "group": {"type": "keyword"},
+                "topic": {"type": "keyword"},
+                "partition": {"type": "integer"},
+                "offset": {"type": "long"},
+            }
+        },
     },
 }
 
@@ -142,6 +152,7 @@ class BulkOutcome:
     unchanged: int = 0  # version conflict: an equal or newer document is already there
     rejected: dict[int, str] = field(default_factory=dict)  # op position → reason (→ DLQ)
     retries: int = 0
+    conflicts: list[int] = field(default_factory=list)  # op positions answered 409
 
 
 _RETRYABLE = {429, 500, 502, 503, 504}
@@ -236,6 +247,8 @@ class ElasticsearchResource(dg.ConfigurableResource):
                 },
             )
             if es.indices.exists(index=index):
+                # Fields added since the index was created (adding is always allowed).
+                es.indices.put_mapping(index=index, properties=mapping["properties"])
                 outcome[index] = "exists"
             else:
                 es.options(ignore_status=400).indices.create(index=index)
@@ -255,6 +268,20 @@ class ElasticsearchResource(dg.ConfigurableResource):
         except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
             raise ElasticsearchUnavailableError(f"Elasticsearch at {self.url}: {exc}") from None
         return {doc["_id"] for doc in found["docs"] if doc.get("found")}
+
+    def alert_origins(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """For each id already indexed: its ``raised_by`` (None if the document has none)."""
+        if not ids:
+            return {}
+        try:
+            found = self.client().mget(index=index, ids=list(ids), source_includes=["raised_by"])
+        except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
+            raise ElasticsearchUnavailableError(f"Elasticsearch at {self.url}: {exc}") from None
+        return {
+            doc["_id"]: doc.get("_source", {}).get("raised_by")
+            for doc in found["docs"]
+            if doc.get("found")
+        }
 
     def bulk_write(
         self, ops: Sequence[BulkOp], sleep: Callable[[float], None] = time.sleep
@@ -304,6 +331,7 @@ class ElasticsearchResource(dg.ConfigurableResource):
                     outcome.written += 1
                 elif status == 409:
                     outcome.unchanged += 1
+                    outcome.conflicts.append(position)
                 elif _cluster_unwell(status, error.get("type")):
                     retry.append(position)
                     last_problem = f"HTTP {status} {error.get('type')}: {error.get('reason')}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 import dagster as dg
 from confluent_kafka import (
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
@@ -118,6 +120,44 @@ class CheckedProducer:
             shown = "; ".join(self.report.failures[:3])
             raise DeliveryError(f"{len(self.report.failures)} messages were not delivered: {shown}")
         return self.report
+
+
+def read_partition(
+    consumer: Consumer, topic: str, partition: int, start: int, end: int, timeout_s: float = 10.0
+) -> Iterator[Message]:
+    """The committed messages of one partition in [start, end), in offset order.
+
+    Offsets are not message counts: transaction markers and aborted records take offsets a
+    ``read_committed`` consumer never sees, so the read ends when the consumer's position
+    reaches ``end``, not after ``end - start`` messages. Raises if the broker stops answering
+    for ``timeout_s`` before that.
+    """
+    if start >= end:
+        return
+    slot = TopicPartition(topic, partition)
+    consumer.assign([TopicPartition(topic, partition, start)])
+    last_progress = time.monotonic()
+    while True:
+        position = max(start, consumer.position([slot])[0].offset)  # negative: none yet
+        if position >= end:
+            return
+        batch = consumer.consume(num_messages=1000, timeout=0.5)
+        for message in batch:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(error)
+            if message.offset() >= end:
+                return
+            yield message
+        if batch:
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > timeout_s:
+            raise KafkaUnavailableError(
+                f"{topic}[{partition}] returned nothing for {timeout_s:.0f}s at offset "
+                f"{position} (reading up to {end})"
+            )
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -241,7 +281,12 @@ class KafkaResource(dg.ConfigurableResource):
         return topic_partitions(self.admin(), topic, self.timeout_s, self.bootstrap_servers)
 
     def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
-        """(low, high) offsets per partition, from the broker (ListOffsets; no message bodies)."""
+        """(low, high) offsets per partition, from the broker (ListOffsets; no message bodies).
+
+        ``high`` is the last stable offset: the end of what ``read_committed`` readers can see
+        (it stops before a transaction still open). ``high - low`` counts offsets, which include
+        transaction markers, so it is an upper bound on the messages, not their number.
+        """
         admin = self.admin()
         parts = self.partitions(topic)
         lows = admin.list_offsets(
@@ -250,6 +295,7 @@ class KafkaResource(dg.ConfigurableResource):
         )
         highs = admin.list_offsets(
             {TopicPartition(topic, p): OffsetSpec.latest() for p in parts},
+            isolation_level=IsolationLevel.READ_COMMITTED,
             request_timeout=self.timeout_s,
         )
         low_by_p = {tp.partition: f.result().offset for tp, f in lows.items()}
@@ -293,19 +339,11 @@ class KafkaResource(dg.ConfigurableResource):
         found: list[Message] = []
         try:
             for partition, (low, high) in self.watermarks(topic).items():
+                # ``count`` offsets back holds at most ``count`` messages (markers take offsets
+                # too): with transactions the newest few may be fewer; that is what is shown.
                 start = max(low, high - count)
-                if start >= high:
-                    continue
-                consumer.assign([TopicPartition(topic, partition, start)])
-                remaining = high - start
-                while remaining > 0:
-                    batch = consumer.consume(num_messages=remaining, timeout=5.0)
-                    if not batch:
-                        break
-                    for message in batch:
-                        if message.error() is None:
-                            found.append(message)
-                            remaining -= 1
+                if start < high:
+                    found += read_partition(consumer, topic, partition, start, high)
         finally:
             consumer.close()
         found.sort(key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))

@@ -182,6 +182,17 @@ def _committed_with_retries(
         ) from None
 
 
+def committed_offset(
+    consumer: Consumer, topic: str, partition: int, timeout_s: float = 30.0
+) -> int | None:
+    """The consumer's group's committed offset on one partition (None if it has none)."""
+    found = _when_coordinator_ready(
+        lambda: consumer.committed([TopicPartition(topic, partition)], timeout=timeout_s),
+        timeout_s,
+    )
+    return found[0].offset if found[0].offset >= 0 else None
+
+
 def commit_offsets(
     consumer: Consumer, offsets: list[TopicPartition], timeout_s: float = 30.0
 ) -> None:

@@ -94,9 +94,7 @@ class Settings:
             keepa_api_url=_text(env, "KEEPA_API_URL", default.keepa_api_url),
             keepa_markets=_text(env, "KEEPA_MARKETS", default.keepa_markets),
             keepa_asins_file=Path(_text(env, "KEEPA_ASINS_FILE", str(default.keepa_asins_file))),
-            keepa_sample_file=Path(
-                _text(env, "KEEPA_SAMPLE_FILE", str(default.keepa_sample_file))
-            ),
+            keepa_sample_file=Path(_text(env, "KEEPA_SAMPLE_FILE", str(default.keepa_sample_file))),
             keepa_pull_cron=_text(env, "KEEPA_PULL_CRON", default.keepa_pull_cron),
             checks_cron=_text(env, "ARBITRAGE_CHECKS_CRON", default.checks_cron),
             automation=env.get("ARBITRAGE_AUTOMATION", "").strip().lower() in _TRUE,

@@ -1,0 +1,123 @@
+"""Kafka transactions for the stages: a batch's outputs, dead letters and source offset commit
+together or not at all (docs/design.md, "Delivery").
+
+One transactional producer per (consumer group, source topic, partition): its
+``transactional.id`` names that partition's work, so a second run of the same partition fences
+the first (the broker refuses the older producer from then on, and aborts what it had open).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from resources.kafka import CheckedProducer
+
+# Answers that mean another producer with our transactional.id has taken over.
+_FENCED = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+}
+COMMIT_ATTEMPTS = 5
+
+
+class FencedError(RuntimeError):
+    """A newer run of the same partition took over; this run stopped without committing."""
+
+
+class TransactionFailedError(RuntimeError):
+    """A transaction was aborted; nothing of its batch is visible or committed."""
+
+
+def transactional_id(group: str, topic: str, partition: int) -> str:
+    """The id that makes one partition's work single-writer: the group (so live runs and
+    replays never fence each other), the source topic and the partition."""
+    return f"{group}:{topic}:{partition}"
+
+
+class TransactionalProducer(CheckedProducer):
+    """A ``CheckedProducer`` whose messages become visible only when ``commit`` succeeds.
+
+    A transaction begins with the first message (or the commit) after the previous one ended,
+    so a processor produces exactly as it would without transactions.
+    """
+
+    def __init__(self, config: dict[str, Any], txn_id: str, timeout_s: float = 30.0) -> None:
+        super().__init__({**config, "transactional.id": txn_id})
+        self.txn_id = txn_id
+        self.timeout_s = timeout_s
+        self._open = False
+        # Fences any older producer with this id and aborts what it left open.
+        self._call(lambda: self._producer.init_transactions(timeout_s), "start transactions")
+
+    def produce(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        headers: dict[str, bytes] | None = None,
+    ) -> None:
+        self._begin()
+        super().produce(topic, key, value, headers)
+
+    def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        """Deliver the open transaction's messages and commit them with ``offsets`` for
+        ``consumer``'s group, atomically. Raises (after aborting) if that cannot be done."""
+        self._begin()
+        try:
+            self.flush(self.timeout_s)  # every delivery report checked: a failure raises here
+        except Exception:
+            self.abort()
+            raise
+        group = consumer.consumer_group_metadata()
+        self._call(
+            lambda: self._producer.send_offsets_to_transaction(offsets, group, self.timeout_s),
+            "add the source offsets to the transaction",
+        )
+        self._call(lambda: self._producer.commit_transaction(self.timeout_s), "commit")
+        self._open = False
+
+    def abort(self) -> None:
+        """Abort the open transaction, if any (best effort: a fenced producer cannot)."""
+        if not self._open:
+            return
+        self._open = False
+        # Fenced or fatal: the broker aborts it on its own (the fencing run, or the timeout).
+        with contextlib.suppress(KafkaException):
+            self._producer.abort_transaction(self.timeout_s)
+
+    def _begin(self) -> None:
+        if not self._open:
+            self._call(self._producer.begin_transaction, "begin a transaction")
+            self._open = True
+
+    def _call(self, step: Any, what: str) -> None:
+        """Run one transactional step: retried while the error is retriable; aborted and
+        raised when the transaction cannot go on; a fenced producer raises FencedError."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                step()
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.code() in _FENCED:
+                    self._open = False
+                    raise FencedError(
+                        f"transactional id {self.txn_id!r} was taken over by a newer run of the "
+                        f"same partition while this run tried to {what}; this run stopped and "
+                        "committed nothing of its current batch (the newer run carries on)"
+                    ) from None
+                if error.retriable() and attempt < COMMIT_ATTEMPTS:
+                    time.sleep(min(0.2 * 2**attempt, 2.0))
+                    continue
+                if error.txn_requires_abort():
+                    self.abort()
+                raise TransactionFailedError(
+                    f"could not {what} for transactional id {self.txn_id!r}: {error.str()}; "
+                    "nothing of the batch was committed"
+                ) from None
