@@ -7,7 +7,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test test-unit lint bench sample clean
+.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test faults test-unit lint bench sample clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -46,8 +46,11 @@ topics: $(PY) ## create the pipeline's topics and indices (idempotent)
 demo: services-up ## run the pipeline on the bundled sample against the real services
 	$(PY) scripts/demo.py
 
-test: $(PY) ## install, start services if needed, run the whole suite, restore the machine
-	scripts/test.sh
+test: $(PY) ## install, start services if needed, run the suite (with a quick fault subset)
+	scripts/test.sh -m "not faults"
+
+faults: $(PY) ## the whole fault suite: kills, broken services, fuzz; one audit line per case
+	scripts/test.sh tests/faults
 
 test-unit: $(PY) ## fast tests without services: the pure domain, sensor decisions, the definitions
 	$(PY) -m pytest tests/unit tests/devservices tests/dagster/test_definitions.py -q

@@ -114,6 +114,10 @@ def _reasons_table(kafka: KafkaResource, dlq_topic: str) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(rows))
 
 
+# Reading a DLQ to count it is cheap while it is small; past this, offsets are reported.
+COUNT_RETAINED_UP_TO = 50_000
+
+
 def _dlq_check(dlq_topic: str) -> dg.AssetChecksDefinition:
     asset_key = topic_asset_key(dlq_topic)
     check_key = dg.AssetCheckKey(asset_key, DLQ_CHECK_NAME)
@@ -132,19 +136,24 @@ def _dlq_check(dlq_topic: str) -> dg.AssetChecksDefinition:
         baseline = recorded.value if isinstance(recorded, dg.JsonMetadataValue) else None
         new = 0
         if baseline is not None:
-            for partition, high in ends.items():
+            since: dict[int, tuple[int, int]] = {}
+            for partition, (low, high) in marks.items():
                 before = int(baseline.get(str(partition), 0))
                 # An end offset that went back means the topic was recreated: all of it is new.
-                new += high - before if high >= before else high
+                since[partition] = (max(low, before) if high >= before else low, high)
+            new = kafka.count_messages(dlq_topic, since)
         metadata: dict[str, Any] = {
             "topic": dlq_topic,
             "end_offsets": dg.MetadataValue.json({str(p): high for p, high in ends.items()}),
             "new_messages": dg.MetadataValue.int(new),
             "threshold_new_messages": dg.MetadataValue.int(0),
-            "messages_retained": dg.MetadataValue.int(
-                sum(high - low for low, high in marks.values())
-            ),
         }
+        retained_offsets = sum(high - low for low, high in marks.values())
+        if retained_offsets <= COUNT_RETAINED_UP_TO:
+            retained = kafka.count_messages(dlq_topic, marks)
+            metadata["messages_retained"] = dg.MetadataValue.int(retained)
+        else:  # too many to read on every evaluation: offsets, an upper bound on messages
+            metadata["offsets_retained"] = dg.MetadataValue.int(retained_offsets)
         if any(high > low for low, high in marks.values()):
             metadata["newest_reasons"] = _reasons_table(kafka, dlq_topic)
         if baseline is None:

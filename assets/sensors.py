@@ -82,9 +82,7 @@ def _last_finished_run(instance: dg.DagsterInstance, tag_value: str) -> Finished
     if not records:
         return None
     run = records[0].dagster_run
-    return FinishedRun(
-        run.run_id, run.status == dg.DagsterRunStatus.SUCCESS, records[0].end_time
-    )
+    return FinishedRun(run.run_id, run.status == dg.DagsterRunStatus.SUCCESS, records[0].end_time)
 
 
 def _lag_observation(

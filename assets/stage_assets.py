@@ -21,6 +21,7 @@ from pydantic import Field
 
 from assets.keys import index_asset_key, topic_asset_key
 from assets.partitions import HOURLY, hour_partition_key
+from engine.faults import FaultInjector
 from engine.offset_anomalies import OffsetAheadOfLogError, check_offsets
 from engine.ranges import PartitionRange, plan_ranges
 from engine.runner import StageRunner
@@ -173,8 +174,9 @@ def _index_materializations(
         )
 
 
-def build_stage_assets(spec: StageSpec) -> dg.AssetsDefinition:
-    """The stage's multi-asset: its index, output topic and DLQ, all fed by its source topic."""
+def build_stage_assets(spec: StageSpec, fault_point: str = "") -> dg.AssetsDefinition:
+    """The stage's multi-asset: its index, output topic and DLQ, all fed by its source topic.
+    ``fault_point`` arms a kill point for the fault suite (engine/faults.py); empty otherwise."""
     source_key = topic_asset_key(spec.source_topic)
     index_key = index_asset_key(spec.index)
     output_key = topic_asset_key(spec.output_topic)
@@ -243,6 +245,7 @@ def build_stage_assets(spec: StageSpec) -> dg.AssetsDefinition:
             batch_size=config.batch_size,
             logger=context.log,
             max_reject_ratio=config.max_reject_ratio,
+            faults=FaultInjector.parse(fault_point),
         )
         stats = runner.run(group, planned)
         common = _common_metadata(stats, planned, group)

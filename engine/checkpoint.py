@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from engine.faults import FaultInjector, reach
 from engine.ranges import PartitionRange
 from engine.stats import StageStats
 from pipelines.transforms import Rejected
@@ -47,6 +48,7 @@ class Checkpoint:
         stats: StageStats,
         log: logging.Logger | Any,
         on_commit: Callable[[StageStats], None] | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -55,6 +57,7 @@ class Checkpoint:
         self._stats = stats
         self._log = log
         self._on_commit = on_commit
+        self._faults = faults
         self.first_seen: int | None = None
         self.committed = span.start  # where this run took the partition over
 
@@ -73,9 +76,13 @@ class Checkpoint:
 
     def _commit_at(self, next_offset: int) -> None:
         span = self._span
+        self._reach("after_produce")
         self._producer.commit(
-            self._consumer, [TopicPartition(self._topic, span.partition, next_offset)]
+            self._consumer,
+            [TopicPartition(self._topic, span.partition, next_offset)],
+            on_step=self._reach,
         )
+        self._reach("after_commit")
         self.committed = next_offset
         self._stats.deliveries.merge(self._producer.report)
         self._producer.report = DeliveryReport()
@@ -89,3 +96,6 @@ class Checkpoint:
             f"({next_offset - span.start}/{span.size}); in {self._stats.records_in}, "
             f"dlq {self._stats.to_dlq}"
         )
+
+    def _reach(self, point: str) -> None:
+        reach(self._faults, self._stats.stage, point)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from engine.checkpoint import InFlight
 from engine.dead_letters import check_reject_rate, produce_dead_letters
+from engine.faults import FaultInjector, reach
 from engine.stats import StageStats
 from pipelines.fee_config import FeeConfig
 from pipelines.messages.codec import encode
@@ -41,8 +42,10 @@ class BatchProcessor(ABC):
         max_reject_ratio: float,
         group_id: str,
         partition: int,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
+        self.faults = faults
         self.write_chunk_size = max(1, write_chunk_size)
         self.max_reject_ratio = max_reject_ratio
         self.group_id, self.partition = group_id, partition
@@ -108,6 +111,7 @@ class EnrichmentProcessor(BatchProcessor):
     def finish(self, batch: InFlight, stats: StageStats) -> None:
         """Wait for the batch's bulk answers, then produce what was accepted and the DLQ."""
         outcomes = [future.result() for _, future in batch.writes]  # raises if ES failed
+        reach(self.faults, self.spec.name, "after_bulk_ack")
         accepted: list[tuple[str, bytes]] = []
         es_rejected: list[Rejected] = []
         for (encoded, _), outcome in zip(batch.writes, outcomes, strict=True):
@@ -162,6 +166,7 @@ class ArbitrageProcessor(BatchProcessor):
             ]
         )
         stats.count_bulk(outcome)
+        reach(self.faults, self.spec.name, "after_bulk_ack")
         if outcome.conflicts:
             # Created by someone else since the lookup: publish only if that was a fenced run
             # of ours whose transaction never committed.
@@ -218,11 +223,12 @@ def build_processor(
     max_reject_ratio: float,
     group_id: str,
     partition: int,
+    faults: FaultInjector | None = None,
 ) -> BatchProcessor:
     try:
         processor = _PROCESSORS[spec.name]
     except KeyError:
         raise ValueError(f"stage {spec.name!r} has no processor in engine/processors.py") from None
     return processor(
-        spec, es, fees, producer, write_chunk_size, max_reject_ratio, group_id, partition
+        spec, es, fees, producer, write_chunk_size, max_reject_ratio, group_id, partition, faults
     )

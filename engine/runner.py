@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from engine.checkpoint import Checkpoint, InFlight
+from engine.faults import FaultInjector
 from engine.processors import build_processor
 from engine.ranges import PartitionRange
 from engine.stats import StageStats
@@ -69,6 +70,7 @@ class StageRunner:
         on_batch: Callable[[StageStats], None] | None = None,
         write_chunk_size: int = 1000,
         max_reject_ratio: float = 0.5,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.spec = spec
         self.kafka = kafka
@@ -80,6 +82,7 @@ class StageRunner:
         self.on_batch = on_batch
         self.write_chunk_size = max(1, write_chunk_size)
         self.max_reject_ratio = max_reject_ratio
+        self.faults = faults
 
     def run(self, group_id: str, ranges: list[PartitionRange]) -> StageStats:
         stats = StageStats(self.spec.name)
@@ -137,9 +140,17 @@ class StageRunner:
             self.max_reject_ratio,
             group_id,
             span.partition,
+            self.faults,
         )
         checkpoint = Checkpoint(
-            consumer, producer, self.spec.source_topic, span, stats, self.log, self.on_batch
+            consumer,
+            producer,
+            self.spec.source_topic,
+            span,
+            stats,
+            self.log,
+            self.on_batch,
+            self.faults,
         )
         # A pipelined processor's batch is finished and committed during the next one.
         pending: InFlight | None = None

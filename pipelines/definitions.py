@@ -18,6 +18,7 @@ from assets.keepa_pull import (
 )
 from assets.sensors import build_stage_sensor
 from assets.stage_assets import build_stage_assets, build_stage_job
+from engine.faults import FaultInjector
 from pipelines.stage_specs import STAGES
 from resources.keepa import KeepaResource
 from resources.settings import KEEPA_KEY_ENV, Settings
@@ -44,7 +45,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         if settings.automation
         else dg.DefaultScheduleStatus.STOPPED
     )
-    stage_assets = [build_stage_assets(spec) for spec in STAGES]
+    FaultInjector.parse(settings.fault_point)  # a bad value fails at load, with a sentence
+    stage_assets = [build_stage_assets(spec, settings.fault_point) for spec in STAGES]
     stage_jobs = [
         build_stage_job(spec, assets) for spec, assets in zip(STAGES, stage_assets, strict=True)
     ]

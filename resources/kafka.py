@@ -349,6 +349,18 @@ class KafkaResource(dg.ConfigurableResource):
         found.sort(key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
         return found[-count:]
 
+    def count_messages(self, topic: str, spans: dict[int, tuple[int, int]]) -> int:
+        """How many committed messages lie in [start, end) of each partition. Offsets are not
+        messages (transaction markers take offsets too), so they are read and counted."""
+        consumer = self.consumer("arbitrage-counter")
+        try:
+            return sum(
+                sum(1 for _ in read_partition(consumer, topic, partition, start, end))
+                for partition, (start, end) in spans.items()
+            )
+        finally:
+            consumer.close()
+
     def newest_timestamp_ms(self, topic: str) -> int | None:
         """The largest message timestamp on the topic (ListOffsets max-timestamp: no bodies)."""
         futures = self.admin().list_offsets(

@@ -109,24 +109,28 @@ def read_lag(
 ) -> list[PartitionLag]:
     """Per partition: the group's committed offset, the watermarks, and the lag between.
 
-    The consumer never joins the group (no subscribe), so reading does not rebalance it.
+    The consumers never join the group (no subscribe), so reading does not rebalance it.
+    The committed offsets are read without waiting for open transactions (a crashed run's
+    transaction would block a ``read_committed`` reader until it is aborted, and the next run,
+    which aborts it, must plan first); the run re-reads them once it holds the partition. The
+    high watermark is the last stable offset: records of open transactions are not lag yet.
     """
-    consumer = Consumer(
-        {
-            **client_config,
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "logger": _QUIET,
-        }
-    )
+    settings = {
+        **client_config,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "logger": _QUIET,
+    }
+    offsets_reader = Consumer({**settings, "isolation.level": "read_uncommitted"})
+    marks_reader = Consumer({**settings, "isolation.level": "read_committed"})
     try:
         address = client_config.get("bootstrap.servers", "?")
-        partitions = topic_partitions(consumer, topic, timeout_s, address)
-        committed = _committed_with_retries(consumer, group_id, topic, partitions, timeout_s)
+        partitions = topic_partitions(marks_reader, topic, timeout_s, address)
+        committed = _committed_with_retries(offsets_reader, group_id, topic, partitions, timeout_s)
         try:
             marks = {
-                p: consumer.get_watermark_offsets(
+                p: marks_reader.get_watermark_offsets(
                     TopicPartition(topic, p), timeout=timeout_s, cached=False
                 )
                 for p in partitions
@@ -136,7 +140,8 @@ def read_lag(
                 f"could not read the watermarks of {topic} at {address} ({exc}); " + SERVICES_HINT
             ) from None
     finally:
-        consumer.close()
+        offsets_reader.close()
+        marks_reader.close()
     by_partition = {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in committed}
     return [
         PartitionLag(topic, p, by_partition.get(p), marks[p][0], marks[p][1]) for p in partitions

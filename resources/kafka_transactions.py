@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from resources.kafka import CheckedProducer
+from resources.kafka import CheckedProducer, DeliveryError
 
 # Answers that mean another producer with our transactional.id has taken over.
 _FENCED = {
@@ -48,7 +49,8 @@ class TransactionalProducer(CheckedProducer):
     """
 
     def __init__(self, config: dict[str, Any], txn_id: str, timeout_s: float = 30.0) -> None:
-        super().__init__({**config, "transactional.id": txn_id})
+        self._fatal: KafkaError | None = None
+        super().__init__({**config, "transactional.id": txn_id, "error_cb": self._on_error})
         self.txn_id = txn_id
         self.timeout_s = timeout_s
         self._open = False
@@ -63,22 +65,32 @@ class TransactionalProducer(CheckedProducer):
         headers: dict[str, bytes] | None = None,
     ) -> None:
         self._begin()
-        super().produce(topic, key, value, headers)
+        with self._kafka_errors("produce"):
+            super().produce(topic, key, value, headers)
 
-    def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+    def commit(
+        self,
+        consumer: Consumer,
+        offsets: list[TopicPartition],
+        on_step: Callable[[str], None] = lambda step: None,
+    ) -> None:
         """Deliver the open transaction's messages and commit them with ``offsets`` for
-        ``consumer``'s group, atomically. Raises (after aborting) if that cannot be done."""
+        ``consumer``'s group, atomically. Raises (after aborting) if that cannot be done.
+        ``on_step`` hears "after_flush" and "before_commit" (the fault suite's kill points)."""
         self._begin()
         try:
-            self.flush(self.timeout_s)  # every delivery report checked: a failure raises here
-        except Exception:
+            with self._kafka_errors("deliver the batch"):
+                self.flush(self.timeout_s)  # every delivery report checked: failures raise
+        except DeliveryError:
             self.abort()
             raise
+        on_step("after_flush")
         group = consumer.consumer_group_metadata()
         self._call(
             lambda: self._producer.send_offsets_to_transaction(offsets, group, self.timeout_s),
             "add the source offsets to the transaction",
         )
+        on_step("before_commit")
         self._call(lambda: self._producer.commit_transaction(self.timeout_s), "commit")
         self._open = False
 
@@ -105,19 +117,44 @@ class TransactionalProducer(CheckedProducer):
                 return
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
-                if error.code() in _FENCED:
-                    self._open = False
-                    raise FencedError(
-                        f"transactional id {self.txn_id!r} was taken over by a newer run of the "
-                        f"same partition while this run tried to {what}; this run stopped and "
-                        "committed nothing of its current batch (the newer run carries on)"
-                    ) from None
                 if error.retriable() and attempt < COMMIT_ATTEMPTS:
                     time.sleep(min(0.2 * 2**attempt, 2.0))
                     continue
-                if error.txn_requires_abort():
-                    self.abort()
-                raise TransactionFailedError(
-                    f"could not {what} for transactional id {self.txn_id!r}: {error.str()}; "
-                    "nothing of the batch was committed"
-                ) from None
+                self._fail(error, what)
+
+    @contextlib.contextmanager
+    def _kafka_errors(self, what: str) -> Iterator[None]:
+        """Translate the client's errors raised inside the block (see ``_fail``)."""
+        try:
+            yield
+        except KafkaException as exc:
+            self._fail(exc.args[0], what)
+        except SystemError as exc:
+            # A fatal error (e.g. fenced) met inside poll()/flush() can surface from the C
+            # extension as a bare SystemError; the error callback has heard the real one.
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, KafkaException):
+                self._fail(cause.args[0], what)
+            if self._fatal is not None:
+                self._fail(self._fatal, what)
+            raise
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error
+
+    def _fail(self, error: KafkaError, what: str) -> NoReturn:
+        """Raise what ``error`` means for the run, after aborting where that is still possible."""
+        if error.code() in _FENCED:
+            self._open = False
+            raise FencedError(
+                f"transactional id {self.txn_id!r} was taken over by a newer run of the same "
+                f"partition while this run tried to {what}; this run stopped and committed "
+                "nothing of its current batch (the newer run carries on)"
+            ) from None
+        if error.txn_requires_abort():
+            self.abort()
+        raise TransactionFailedError(
+            f"could not {what} for transactional id {self.txn_id!r}: {error.str()}; "
+            "nothing of the batch was committed"
+        ) from None

@@ -69,6 +69,8 @@ class Settings:
     # Tests and benchmarks empty the pipeline's topics, groups and indices; only on 127.0.0.1
     # unless this says the cluster is a throwaway one.
     allow_reset_anywhere: bool = False
+    # Fault suite only (engine/faults.py): stage:point[:batch] where a stage run kills itself.
+    fault_point: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +105,7 @@ class Settings:
                 env, "ARBITRAGE_SENSOR_MAX_RECORDS", default.sensor_max_records
             ),
             allow_reset_anywhere=env.get("ARBITRAGE_ALLOW_RESET", "").strip().lower() in _TRUE,
+            fault_point=env.get("ARBITRAGE_FAULT_POINT", "").strip(),
         )
 
     # The resources every entry point builds the same way.

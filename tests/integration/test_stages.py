@@ -44,7 +44,7 @@ def good_updates(count: int, timestamp: str = "2026-11-26T10:00:00.000Z") -> lis
         dear = 9000 if n % 3 == 0 else 4800
         updates.append(
             raw_update(
-                asin=f"B0INTEG{n:03d}",
+                asin=f"B0INTEG{n:03d}" if n < 1000 else f"B0IN{n:06d}",
                 markets={
                     "DE": offer("DE", new=4500 + n, amazon=-1, buy_box=4700),
                     "FR": offer("FR", buy_box=dear, new=dear - 100),

@@ -1,0 +1,106 @@
+"""A stage run killed at each named point of a batch (engine/faults.py), then run again: every
+source record ends processed once or dead-lettered once, on every topic as read_committed,
+with no duplicate document and the committed offsets at the end of the log.
+
+The killed run is `dagster job execute` in its own process, exiting with ``os._exit`` at the
+point (no cleanup, no flush: what SIGKILL does); the rerun is an ordinary run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.faults import FAULT_POINTS
+from pipelines import topics
+from pipelines.enrichment import enrich
+from pipelines.fee_model import detect_alerts
+from pipelines.messages.validation import validate_raw_update
+from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
+from resources.elasticsearch import ElasticsearchResource
+from resources.kafka import KafkaResource
+from tests.faults.audit import audit_stage, keys_in, run_stage_process
+from tests.integration.kafka_io import produce
+from tests.integration.test_stages import CONFIG, good_updates, run_job
+
+pytestmark = pytest.mark.integration
+
+BATCH = 100
+GOOD = 450  # ~150 per partition: two batches each, so batch 2 is a partition's second
+POISON = [
+    ("B0POISON01", b'{"schema_version": 1, "asin": '),
+    ("B0POISON02", b"\xff\xfe not utf-8"),
+    ("B0POISON03", b'{"schema_version": 1, "asin": "B0POISON03", "timestamp": "0001-01-01"}'),
+]
+# The quick subset inside `make test`; the rest run with `make faults`.
+QUICK = {("enrichment", "before_commit"), ("arbitrage", "after_bulk_ack")}
+
+
+def cases() -> list:
+    return [
+        pytest.param(
+            stage,
+            point,
+            id=f"{stage}-{point}",
+            marks=[] if (stage, point) in QUICK else [pytest.mark.faults],
+        )
+        for stage in ("enrichment", "arbitrage")
+        for point in FAULT_POINTS
+    ]
+
+
+def raw_items() -> tuple[list[dict], list[tuple[str, bytes]]]:
+    updates = good_updates(GOOD)
+    items = [(u["asin"], json.dumps(u).encode()) for u in updates]
+    # Poison spread through the log, not only at its end.
+    for n, (key, value) in enumerate(POISON):
+        items.insert((n + 1) * GOOD // (len(POISON) + 1), (key, value))
+    return updates, items
+
+
+def kill_then_rerun(stage: str, point: str) -> None:
+    code, output = run_stage_process(stage, batch_size=BATCH, fault_point=f"{stage}:{point}:2")
+    assert f"fault point {stage}:{point}:2 reached" in output, output[-3000:]
+    assert code != 0, output[-3000:]
+    rerun = run_job(stage, {"ops": {f"{stage}_stage": {"config": {"batch_size": BATCH}}}})
+    assert rerun.success
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+@pytest.mark.parametrize(("stage", "point"), cases())
+def test_killed_at_a_fault_point_then_rerun_is_exactly_once(
+    stage: str, point: str, kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    updates, items = raw_items()
+    produce(kafka, topics.RAW_UPDATES, items)
+    case = f"{stage} killed at {point} (batch 2), rerun"
+    if stage == "enrichment":
+        kill_then_rerun(stage, point)
+        audit = audit_stage(
+            case,
+            ENRICHMENT,
+            kafka,
+            es,
+            expected_outputs={u["asin"]: u["asin"] for u in updates},
+            poison=keys_in({key for key, _ in POISON}),
+            output_id="asin",
+        )
+    else:
+        assert run_job("enrichment").success
+        poison = [("B0POISON09", b'{"asin": 7}'), ("B0POISON10", b"[]")]
+        produce(kafka, topics.PRODUCTS_ENRICHED, poison)
+        kill_then_rerun(stage, point)
+        expected = detect_alerts(
+            [enrich(validate_raw_update(u), CONFIG) for u in updates], CONFIG, "ignored"
+        )
+        audit = audit_stage(
+            case,
+            ARBITRAGE,
+            kafka,
+            es,
+            expected_outputs={a["alert_id"]: a["asin"] for a in expected},
+            poison=keys_in({key for key, _ in poison}),
+            output_id="alert_id",
+        )
+    audit.assert_exactly_once()
