@@ -48,7 +48,10 @@ class ArbitrageBatch:
 
 
 def _key_mismatch(record: SourceRecord, asin: str) -> str | None:
-    if record.key is not None and record.key != asin.encode():
+    if record.key is None:
+        # Keyless records land on any partition: one product's updates would lose their order.
+        return f"the message has no key; keys must be the ASIN ({asin!r})"
+    if record.key != asin.encode():
         shown = record.key[:40].decode("utf-8", "replace")
         return f"the message key {shown!r} differs from its asin {asin!r}; keys must be the ASIN"
     return None

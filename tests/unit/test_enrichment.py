@@ -57,6 +57,7 @@ def test_poison_records_are_rejected_and_the_rest_goes_on() -> None:
         record(good, 1),
         record(json.dumps(raw_update(asin="B000TEST02")).encode(), 2, key=b"B000TEST99"),
         record(good, 3),
+        record(good, 4, key=None),
     ]
     batch = enrich_records(records, CONFIG, NOW_MS)
     assert [r.offset for r, _ in batch.products] == [1, 3]
@@ -64,6 +65,7 @@ def test_poison_records_are_rejected_and_the_rest_goes_on() -> None:
         0: "the raw update message is not valid JSON (unexpected character, expected a string key "
         "at character 1)",
         2: "the message key 'B000TEST99' differs from its asin 'B000TEST02'; keys must be the ASIN",
+        4: "the message has no key; keys must be the ASIN ('B000TEST01')",
     }
 
 
