@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # from the environment.
 DATA_DIR = REPO_ROOT / "data"
 KEEPA_KEY_ENV = "KEEPA_API_KEY"
+ELASTICSEARCH_URL_ENV = "ELASTICSEARCH_URL"
 KEEPA_SOURCES = ("api", "sample")
 KeepaSourceName = Literal["api", "sample"]
 _TRUE = {"1", "on", "running", "true", "yes"}
@@ -95,7 +96,7 @@ class Settings:
             kafka_replication_factor=_int(
                 env, "KAFKA_REPLICATION_FACTOR", default.kafka_replication_factor
             ),
-            elasticsearch_url=_text(env, "ELASTICSEARCH_URL", default.elasticsearch_url),
+            elasticsearch_url=_text(env, ELASTICSEARCH_URL_ENV, default.elasticsearch_url),
             fees_file=Path(_text(env, "ARBITRAGE_FEES_FILE", str(default.fees_file))),
             keepa_source=cast(KeepaSourceName, source),
             keepa_api_key_set=bool(env.get(KEEPA_KEY_ENV, "").strip()),
