@@ -13,8 +13,6 @@ from pipelines.keepa_parsing import read_asin_list
 from pipelines.markets import DEFAULT_MARKETS, parse_market_list
 from pipelines.redaction import redact_url
 from resources.keepa_sources import (
-    DEFAULT_BASE_URL,
-    DEFAULT_SAMPLE_PATH,
     KeepaError,
     KeepaHttpClient,
     KeepaSampleSource,
@@ -22,10 +20,8 @@ from resources.keepa_sources import (
 )
 from resources.settings import DATA_DIR, REPO_ROOT, Settings
 
-DEFAULT_ASINS_FILE = DATA_DIR / "asins.txt"
 
-
-def allowed_file(chosen: str, from_env: Path, field: str, env_name: str) -> Path:
+def allowed_file(chosen: str | None, from_env: Path, field: str, env_name: str) -> Path:
     """The file a run may read: the environment's choice, or one under the data directory.
 
     Run config comes from anyone who reaches the launchpad; letting it name any file would let
@@ -33,7 +29,7 @@ def allowed_file(chosen: str, from_env: Path, field: str, env_name: str) -> Path
     are resolved first, so neither leads out of data/. A relative path is taken from the project
     root (``data/asins.txt``). The refused value is not echoed: it may itself be a secret.
     """
-    if chosen == str(from_env):
+    if chosen is None or chosen == str(from_env):
         return from_env
     path = Path(chosen)
     resolved = (path if path.is_absolute() else REPO_ROOT / path).resolve()
@@ -55,6 +51,8 @@ class KeepaResource(dg.ConfigurableResource):
     Run config cannot redirect the key or read files (docs/design.md, Keepa pull): ``base_url``
     must equal KEEPA_API_URL, and ``asins_file`` / ``sample_path`` must be the environment's
     file or one under data/; both are checked against the environment when they are used.
+    Unset (None) means the environment's value: Dagster drops the definitions' values for every
+    field once a run config names any field of this resource, so None is what such a run sees.
     """
 
     source: Literal["api", "sample"] = Field(
@@ -63,20 +61,20 @@ class KeepaResource(dg.ConfigurableResource):
     api_key: str | None = Field(
         default=None, repr=False, description="Keepa API key (env KEEPA_API_KEY)."
     )
-    base_url: str = Field(
-        default=DEFAULT_BASE_URL,
+    base_url: str | None = Field(
+        default=None,
         description="Keepa API base URL (env KEEPA_API_URL only; run config may not change it).",
     )
     markets: str = Field(
         default=",".join(DEFAULT_MARKETS),
         description="Marketplaces to pull, first = home market (env KEEPA_MARKETS).",
     )
-    asins_file: str = Field(
-        default=str(DEFAULT_ASINS_FILE),
+    asins_file: str | None = Field(
+        default=None,
         description="ASINs to track, one per line (env KEEPA_ASINS_FILE; run config: under data/).",
     )
-    sample_path: str = Field(
-        default=str(DEFAULT_SAMPLE_PATH),
+    sample_path: str | None = Field(
+        default=None,
         description="Keepa-format sample for KEEPA_SOURCE=sample (env KEEPA_SAMPLE_FILE; run "
         "config: under data/).",
     )
@@ -110,7 +108,8 @@ class KeepaResource(dg.ConfigurableResource):
     def api_url(self) -> str:
         """KEEPA_API_URL; a run config that names another URL is refused, never followed."""
         from_env = Settings.from_env().keepa_api_url  # https unless loopback, checked there
-        if self.base_url.strip().rstrip("/") != from_env.rstrip("/"):
+        chosen = self.base_url
+        if chosen is not None and chosen.strip().rstrip("/") != from_env.rstrip("/"):
             raise KeepaError(
                 "base_url cannot be changed in run config: the Keepa key is sent only to "
                 f"KEEPA_API_URL ({redact_url(from_env)}); remove base_url from the run config, "

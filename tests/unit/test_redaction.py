@@ -174,3 +174,12 @@ def test_a_binary_asin_file_fails_with_a_sentence_not_its_bytes(
     with pytest.raises(KeepaError, match="cannot be read as UTF-8 text") as caught:
         keepa(monkeypatch, asins_file=str(data_subdir / "bin")).tracked_asins()
     assert SECRET not in str(caught.value)
+
+
+def test_unset_fields_mean_the_environment(monkeypatch: pytest.MonkeyPatch, env_file: Path) -> None:
+    # Dagster drops the definitions' values once a run config names any field of the resource.
+    monkeypatch.setenv("KEEPA_API_URL", "http://127.0.0.1:8080")
+    monkeypatch.setenv("KEEPA_ASINS_FILE", str(env_file))
+    resource = KeepaResource()
+    assert resource.api_url() == "http://127.0.0.1:8080"
+    assert resource.asins_path() == env_file
