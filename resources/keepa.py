@@ -48,7 +48,7 @@ class KeepaResource(dg.ConfigurableResource):
     in pipelines/definitions.py: Dagster resolves it when a run starts and shows only the
     variable's name; it is kept out of ``repr`` and scrubbed from every log line and error.
 
-    Run config cannot redirect the key or read files (docs/design.md, Keepa pull): ``base_url``
+    Run config cannot redirect the key or read files (docs/design.md, Settings): ``base_url``
     must equal KEEPA_API_URL, and ``asins_file`` / ``sample_path`` must be the environment's
     file or one under data/; both are checked against the environment when they are used.
     Unset (None) means the environment's value: Dagster drops the definitions' values for every
