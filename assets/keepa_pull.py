@@ -13,6 +13,8 @@ from resources.kafka import KafkaResource
 from resources.keepa import KeepaResource
 from resources.keepa_pull import PullProgress, PullTotals, iter_pull
 
+MAX_REPORTED_LINES = 20
+
 keepa_products = dg.AssetSpec(
     KEEPA_PRODUCTS_KEY,
     description="Product offers on Amazon EU marketplaces, as Keepa's /product API reports them.",
@@ -51,8 +53,15 @@ def raw_keepa_updates(
     started = time.perf_counter()
     kafka.ensure_topics()
     asins, problems = keepa.tracked_asins()
-    for problem in problems:
+    # Each problem names its line and a redacted preview; a file that is no ASIN list at all
+    # would otherwise flood the run log.
+    for problem in problems[:MAX_REPORTED_LINES]:
         context.log.warning(f"{keepa.asins_path()}: {problem} (skipped)")
+    if len(problems) > MAX_REPORTED_LINES:
+        context.log.warning(
+            f"{keepa.asins_path()}: {len(problems) - MAX_REPORTED_LINES} more lines are not "
+            "ASINs (skipped)"
+        )
     if config.max_asins is not None:
         asins = asins[: config.max_asins]
     if not asins:

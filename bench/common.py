@@ -239,7 +239,7 @@ class Services:
     es: ElasticsearchResource
 
     def describe(self) -> str:
-        return f"Kafka {self.kafka.bootstrap_servers}, Elasticsearch {self.es.url}"
+        return f"Kafka {self.kafka.bootstrap_servers}, Elasticsearch {self.es.shown_url}"
 
 
 def connect() -> Services:

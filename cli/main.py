@@ -13,6 +13,7 @@ from cli.redrive import redrive
 from pipelines import topics
 from pipelines.messages.timestamps import parse_utc
 from pipelines.money import format_minor
+from pipelines.redaction import scrub_url
 from pipelines.stage_specs import STAGES
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
 from resources.kafka import KafkaResource, KafkaUnavailableError
@@ -124,6 +125,7 @@ def cmd_dlq(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Names
 
 def alerts_table(es: ElasticsearchResource, limit: int) -> tuple[str, int]:
     """The best alerts by profit as a table, and how many alerts are stored in all."""
+    es.health()  # an unreachable cluster fails with a sentence (URL redacted), not a traceback
     es.client().indices.refresh(index=topics.ALERTS_INDEX)
     found = es.client().search(
         index=topics.ALERTS_INDEX,
@@ -283,11 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = Settings.from_env()
         return args.run(settings.kafka(), settings.elasticsearch(), args)
     except (KafkaUnavailableError, ElasticsearchUnavailableError, SettingsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if settings is not None:  # the resources redact already; this catches any other path
+            message = scrub_url(message, settings.elasticsearch_url)
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

@@ -19,9 +19,11 @@ from assets.keepa_pull import (
 from assets.sensors import build_stage_sensor
 from assets.stage_assets import build_stage_assets, build_stage_job
 from engine.faults import FaultInjector
+from pipelines.redaction import has_credentials
 from pipelines.stage_specs import STAGES
+from resources.elasticsearch import ElasticsearchResource
 from resources.keepa import KeepaResource
-from resources.settings import KEEPA_KEY_ENV, Settings
+from resources.settings import ELASTICSEARCH_URL_ENV, KEEPA_KEY_ENV, Settings
 
 
 def keepa_resource(settings: Settings) -> KeepaResource:
@@ -34,6 +36,14 @@ def keepa_resource(settings: Settings) -> KeepaResource:
         asins_file=str(settings.keepa_asins_file),
         sample_path=str(settings.keepa_sample_file),
     )
+
+
+def elasticsearch_resource(settings: Settings) -> ElasticsearchResource:
+    if has_credentials(settings.elasticsearch_url):
+        # A URL with a password in it is wired by name, like the Keepa key: the UI shows
+        # ELASTICSEARCH_URL, and Dagster resolves the value when a run or sensor starts.
+        return ElasticsearchResource(url=dg.EnvVar(ELASTICSEARCH_URL_ENV))
+    return settings.elasticsearch()
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -76,7 +86,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources={
             "keepa": keepa_resource(settings),
             "kafka": settings.kafka(),
-            "elasticsearch": settings.elasticsearch(),
+            "elasticsearch": elasticsearch_resource(settings),
             "fee_model": settings.fee_model(),
         },
         # Every job here is one step (or a few quick checks): running it in the run's own

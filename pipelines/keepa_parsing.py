@@ -31,6 +31,7 @@ from pipelines.messages.types import (
     PackageInfo,
     RawUpdate,
 )
+from pipelines.redaction import preview
 
 # Keepa time: minutes since 2011-01-01 00:00 UTC, i.e. Unix minutes minus this offset.
 KEEPA_EPOCH_OFFSET_MINUTES = 21_564_000
@@ -375,7 +376,9 @@ def read_asin_list(text: str) -> tuple[list[str], list[str]]:
     """Parse an ASIN list file: one per line, ``#`` comments and blank lines allowed.
 
     Returns ``(asins, problems)``: ASINs upper-cased and de-duplicated in first-seen order;
-    each unusable line is reported as ``"line N: '...' is not an ASIN (...)"`` and skipped.
+    each unusable line is reported by number with a redacted preview and skipped:
+    ``"line N: 'KEEP…' (41 characters) is not an ASIN (...)"``. Never the whole line: a list
+    pointed at the wrong file (an env file, /proc/self/environ) would put its secrets in the log.
     """
     asins: dict[str, None] = {}
     problems: list[str] = []
@@ -387,7 +390,9 @@ def read_asin_list(text: str) -> tuple[list[str], list[str]]:
         if ASIN_PATTERN.match(candidate):
             asins.setdefault(candidate, None)
         else:
-            problems.append(f"line {number}: {entry!r} is not an ASIN (10 characters A-Z, 0-9)")
+            problems.append(
+                f"line {number}: {preview(entry)} is not an ASIN (10 characters A-Z, 0-9)"
+            )
     return list(asins), problems
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.redaction import preview
+
 
 @dataclass(frozen=True)
 class Marketplace:
@@ -37,7 +39,8 @@ def parse_market_list(text: str) -> tuple[str, ...]:
     unknown = [c for c in codes if c not in MARKETPLACES]
     if unknown:
         raise ValueError(
-            f"unknown marketplace code(s) {', '.join(unknown)}; "
+            # Previews only: a misplaced value (a secret, even) is not echoed whole.
+            f"unknown marketplace code(s) {', '.join(map(preview, unknown))}; "
             f"known codes are {', '.join(sorted(MARKETPLACES))}"
         )
     # Keep the caller's order (the first market is the product's home market) without repeats.

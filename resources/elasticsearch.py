@@ -15,6 +15,7 @@ from elasticsearch import ApiError, Elasticsearch
 from pydantic import Field, PrivateAttr
 
 from pipelines.markets import MARKETPLACES
+from pipelines.redaction import redact_url, scrub_url
 from pipelines.topics import ALERTS_INDEX, PRODUCTS_INDEX
 
 DEFAULT_URL = "http://127.0.0.1:9200"
@@ -200,8 +201,12 @@ def _action_line(op: BulkOp) -> bytes:
 class ElasticsearchResource(dg.ConfigurableResource):
     """Connection to the Elasticsearch cluster holding the products and alerts indices."""
 
+    # repr=False and every message through ``shown_url``: the URL may carry a password.
     url: str = Field(
-        default=DEFAULT_URL, description="Base URL of Elasticsearch (env ELASTICSEARCH_URL)."
+        default=DEFAULT_URL,
+        repr=False,
+        description="Base URL of Elasticsearch (env ELASTICSEARCH_URL; credentials in it are "
+        "wired by name, never shown).",
     )
     request_timeout_s: float = Field(default=30.0, description="Per-request timeout.")
     max_retries: int = Field(default=6, description="Attempts for bulk items answered 429/5xx.")
@@ -210,9 +215,14 @@ class ElasticsearchResource(dg.ConfigurableResource):
 
     _client: Elasticsearch | None = PrivateAttr(default=None)
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as messages show it: credentials redacted."""
+        return redact_url(self.url)
+
     def client(self) -> Elasticsearch:
         if self._client is None:
-            self._client = Elasticsearch(self.url, request_timeout=self.request_timeout_s)
+            self._client = Elasticsearch(self.url.strip(), request_timeout=self.request_timeout_s)
         return self._client
 
     def health(self, wait_s: int = 5) -> dict[str, Any]:
@@ -223,7 +233,7 @@ class ElasticsearchResource(dg.ConfigurableResource):
             )
         except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
             raise ElasticsearchUnavailableError(
-                f"Elasticsearch at {self.url} did not answer ({type(exc).__name__}); "
+                f"Elasticsearch at {self.shown_url} did not answer ({type(exc).__name__}); "
                 f"{SERVICES_HINT}"
             ) from None
 
@@ -266,7 +276,9 @@ class ElasticsearchResource(dg.ConfigurableResource):
         try:
             found = self.client().mget(index=index, ids=list(ids), source=False)
         except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
-            raise ElasticsearchUnavailableError(f"Elasticsearch at {self.url}: {exc}") from None
+            raise ElasticsearchUnavailableError(
+                f"Elasticsearch at {self.shown_url}: {scrub_url(str(exc), self.url)}"
+            ) from None
         return {doc["_id"] for doc in found["docs"] if doc.get("found")}
 
     def alert_origins(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
@@ -276,7 +288,9 @@ class ElasticsearchResource(dg.ConfigurableResource):
         try:
             found = self.client().mget(index=index, ids=list(ids), source_includes=["raised_by"])
         except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
-            raise ElasticsearchUnavailableError(f"Elasticsearch at {self.url}: {exc}") from None
+            raise ElasticsearchUnavailableError(
+                f"Elasticsearch at {self.shown_url}: {scrub_url(str(exc), self.url)}"
+            ) from None
         return {
             doc["_id"]: doc.get("_source", {}).get("raised_by")
             for doc in found["docs"]
@@ -374,14 +388,14 @@ class ElasticsearchResource(dg.ConfigurableResource):
             )
         except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
             raise ElasticsearchUnavailableError(
-                f"Elasticsearch at {self.url} did not answer a bulk request "
+                f"Elasticsearch at {self.shown_url} did not answer a bulk request "
                 f"({type(exc).__name__}); offsets were not committed. {SERVICES_HINT}"
             ) from None
         except ApiError as exc:
             if exc.meta.status == 400:
                 raise RequestRefusedError(_api_error_text(exc)) from None
             raise ElasticsearchUnavailableError(
-                f"Elasticsearch at {self.url} refused a bulk request ({_api_error_text(exc)}); "
-                "offsets were not committed"
+                f"Elasticsearch at {self.shown_url} refused a bulk request "
+                f"({_api_error_text(exc)}); offsets were not committed"
             ) from None
         return list(response.get("items", []))

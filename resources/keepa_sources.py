@@ -33,6 +33,7 @@ from pipelines.keepa_parsing import (
 from pipelines.keepa_sample import load_sample_document
 from pipelines.markets import MARKETPLACES
 from pipelines.messages.types import ASIN_PATTERN
+from pipelines.redaction import redact_url, secure_endpoint_problem
 
 DEFAULT_BASE_URL = "https://api.keepa.com"
 DEFAULT_SAMPLE_PATH = (
@@ -172,6 +173,10 @@ class KeepaHttpClient(KeepaSource):
             raise ValueError(
                 "the Keepa API key is empty; set it (e.g. KEEPA_API_KEY) or use the sample source"
             )
+        # The key travels in the query string: never in clear text over a network.
+        problem = secure_endpoint_problem(base_url)
+        if problem is not None:
+            raise ValueError(f"the Keepa base_url {redact_url(base_url)!r} {problem}")
         if stats_days < 1:
             raise ValueError("stats_days must be a positive number of days")
         if retries < 0 or max_token_waits < 0:

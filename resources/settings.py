@@ -14,12 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
+from pipelines.redaction import redact_url, secure_endpoint_problem
 from resources.elasticsearch import ElasticsearchResource
 from resources.fees import FeeModelResource
 from resources.kafka import KafkaResource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The only place run config may choose files from (an ASIN list, a sample); anything else comes
+# from the environment.
+DATA_DIR = REPO_ROOT / "data"
 KEEPA_KEY_ENV = "KEEPA_API_KEY"
+ELASTICSEARCH_URL_ENV = "ELASTICSEARCH_URL"
 KEEPA_SOURCES = ("api", "sample")
 KeepaSourceName = Literal["api", "sample"]
 _TRUE = {"1", "on", "running", "true", "yes"}
@@ -56,8 +61,8 @@ class Settings:
     keepa_api_key_set: bool = False
     keepa_api_url: str = "https://api.keepa.com"
     keepa_markets: str = "DE,FR,IT,ES,GB"
-    keepa_asins_file: Path = REPO_ROOT / "data" / "asins.txt"
-    keepa_sample_file: Path = REPO_ROOT / "data" / "sample" / "keepa_sample.json.gz"
+    keepa_asins_file: Path = DATA_DIR / "asins.txt"
+    keepa_sample_file: Path = DATA_DIR / "sample" / "keepa_sample.json.gz"
     keepa_pull_cron: str = "*/15 * * * *"
     checks_cron: str = "*/5 * * * *"
     # on: schedules and sensors start running (make demo); off: they start stopped.
@@ -82,6 +87,10 @@ class Settings:
                 f"KEEPA_SOURCE={source!r} is not a Keepa source; use 'api' (Keepa's HTTP API, "
                 "needs KEEPA_API_KEY) or 'sample' (the bundled sample)"
             )
+        keepa_api_url = _text(env, "KEEPA_API_URL", default.keepa_api_url)
+        problem = secure_endpoint_problem(keepa_api_url)
+        if problem is not None:
+            raise SettingsError(f"KEEPA_API_URL={redact_url(keepa_api_url)!r} {problem}")
         return cls(
             kafka_bootstrap_servers=_text(
                 env, "KAFKA_BOOTSTRAP_SERVERS", default.kafka_bootstrap_servers
@@ -89,11 +98,11 @@ class Settings:
             kafka_replication_factor=_int(
                 env, "KAFKA_REPLICATION_FACTOR", default.kafka_replication_factor
             ),
-            elasticsearch_url=_text(env, "ELASTICSEARCH_URL", default.elasticsearch_url),
+            elasticsearch_url=_text(env, ELASTICSEARCH_URL_ENV, default.elasticsearch_url),
             fees_file=Path(_text(env, "ARBITRAGE_FEES_FILE", str(default.fees_file))),
             keepa_source=cast(KeepaSourceName, source),
             keepa_api_key_set=bool(env.get(KEEPA_KEY_ENV, "").strip()),
-            keepa_api_url=_text(env, "KEEPA_API_URL", default.keepa_api_url),
+            keepa_api_url=keepa_api_url,
             keepa_markets=_text(env, "KEEPA_MARKETS", default.keepa_markets),
             keepa_asins_file=Path(_text(env, "KEEPA_ASINS_FILE", str(default.keepa_asins_file))),
             keepa_sample_file=Path(_text(env, "KEEPA_SAMPLE_FILE", str(default.keepa_sample_file))),

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -15,7 +20,7 @@ from pipelines.keepa_sample import load_sample_document
 from resources.kafka import KafkaResource
 from resources.keepa_pull import pull_products
 from resources.keepa_sources import DEFAULT_SAMPLE_PATH, KeepaSampleSource
-from resources.settings import Settings
+from resources.settings import DATA_DIR, Settings
 from tests.integration.kafka_io import read_all
 from tests.keepa_server import KeepaTestServer
 from tools.sample_generator import generate_sample
@@ -26,13 +31,32 @@ SECRET = "kq9-SECRET-KEEPA-KEY-77f3"
 
 
 def run_pull(
-    instance: dg.DagsterInstance | None = None, raise_on_error: bool = True
+    instance: dg.DagsterInstance | None = None,
+    raise_on_error: bool = True,
+    keepa_config: dict[str, Any] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """The keepa_pull job of the definitions as the current environment configures them."""
     job = build_definitions(Settings.from_env()).resolve_job_def("keepa_pull")
+    run_config = {"resources": {"keepa": {"config": keepa_config}}} if keepa_config else None
     return job.execute_in_process(
-        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error
+        run_config=run_config,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
     )
+
+
+def everything_stored(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str:
+    """Run config, tags, every stored event with its error (and the errors' causes) as text."""
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
+    stored = json.dumps(run.run_config, default=str) + json.dumps(run.tags)
+    for entry in instance.all_logs(result.run_id):
+        stored += str(entry.dagster_event) + str(entry.user_message)
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        error = getattr(data, "error", None)
+        if error is not None:
+            stored += error.to_string()
+    return stored
 
 
 def without_time(update: dict) -> dict:
@@ -132,7 +156,8 @@ def test_pull_from_a_keepa_server_never_leaks_the_key(
     assert SECRET not in caplog.text
     assert SECRET not in stored
     assert SECRET not in out + err
-    assert "NOT-AN-ASIN" in stored  # the bad line was reported in the run log, and skipped
+    # The bad line was reported in the run log by number and preview, and skipped.
+    assert "line 122: 'NOT-'… (11 characters) is not an ASIN" in stored
 
 
 def test_the_api_source_without_a_key_fails_the_pull_with_a_sentence(
@@ -146,3 +171,90 @@ def test_the_api_source_without_a_key_fails_the_pull_with_a_sentence(
     message = str(failure.event_specific_data.error)
     assert "KEEPA_SOURCE=api needs a Keepa API key in KEEPA_API_KEY" in message
     assert "KEEPA_SOURCE=sample" in message
+
+
+@pytest.fixture
+def data_subdir() -> Iterator[Path]:
+    """A scratch directory under data/, the one place run config may choose files from."""
+    path = DATA_DIR / f".test-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_a_hostile_asin_file_never_puts_the_key_in_the_run(
+    kafka: KafkaResource,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    data_subdir: Path,
+) -> None:
+    """An env file chosen as the ASIN list (allowed: it is under data/): lines by number only."""
+    bodies = generate_sample(5, seed=11)
+    asins = list(dict.fromkeys(p["asin"] for body in bodies.values() for p in body["products"]))
+    hostile = data_subdir / "looks-like.env"
+    hostile.write_text(
+        f"KEEPA_API_KEY={SECRET}\n{asins[0]}\nexport KEEPA_API_KEY='{SECRET}'\n{SECRET}\n"
+    )
+    caplog.set_level(logging.DEBUG)
+    with KeepaTestServer(bodies=bodies) as server:
+        monkeypatch.setenv("KEEPA_SOURCE", "api")
+        monkeypatch.setenv("KEEPA_API_KEY", SECRET)
+        monkeypatch.setenv("KEEPA_API_URL", server.url)
+        instance = dg.DagsterInstance.ephemeral()
+        # As the launchpad would send it: the key by its variable's name, a file under data/.
+        config = {"api_key": {"env": "KEEPA_API_KEY"}, "asins_file": str(hostile)}
+        result = run_pull(instance, keepa_config=config)
+        assert result.success
+        assert {tuple(r.asins) for r in server.requests} == {(asins[0],)}
+
+    stored = everything_stored(instance, result)
+    out, err = capfd.readouterr()
+    for text in (stored, caplog.text, out + err):
+        assert SECRET not in text
+    for line in (1, 3, 4):
+        assert f"line {line}: " in stored
+    assert "line 1: 'KEEP'… (39 characters) is not an ASIN" in stored
+    assert len(read_all(kafka, topics.RAW_UPDATES)) == 1
+
+
+@pytest.mark.parametrize(
+    ("keepa_config", "sentence"),
+    [
+        (
+            {"base_url": "https://collector.example"},
+            "base_url cannot be changed in run config: the Keepa key is sent only to KEEPA_API_URL",
+        ),
+        (
+            {"base_url": "http://127.0.0.1:9"},
+            "base_url cannot be changed in run config",
+        ),
+        (
+            {"asins_file": "/proc/self/environ"},
+            "asins_file in run config may only name a file under",
+        ),
+        (
+            {"asins_file": "data/../.env.example"},
+            "asins_file in run config may only name a file under",
+        ),
+    ],
+)
+def test_run_config_that_would_redirect_or_read_is_refused_with_a_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    keepa_config: dict[str, Any],
+    sentence: str,
+) -> None:
+    with KeepaTestServer(bodies=generate_sample(3, seed=5)) as server:
+        monkeypatch.setenv("KEEPA_SOURCE", "api")
+        monkeypatch.setenv("KEEPA_API_KEY", SECRET)
+        monkeypatch.setenv("KEEPA_API_URL", server.url)
+        instance = dg.DagsterInstance.ephemeral()
+        result = run_pull(instance, raise_on_error=False, keepa_config=keepa_config)
+        assert not result.success
+        assert server.requests == []  # refused before anything was asked of anyone
+    stored = everything_stored(instance, result)
+    assert sentence in stored
+    out, err = capfd.readouterr()
+    assert SECRET not in stored + out + err

@@ -503,8 +503,8 @@ def test_read_asin_list() -> None:
     assert asins == ["B0TEST0001", "B0TEST0002", "B0TEST0003"]
     assert problems == [
         "line 8: 'B00X' is not an ASIN (10 characters A-Z, 0-9)",
-        "line 9: 'B0TEST00045' is not an ASIN (10 characters A-Z, 0-9)",
-        "line 10: 'B0TEST-004' is not an ASIN (10 characters A-Z, 0-9)",
+        "line 9: 'B0TE'… (11 characters) is not an ASIN (10 characters A-Z, 0-9)",
+        "line 10: 'B0TE'… (10 characters) is not an ASIN (10 characters A-Z, 0-9)",
     ]
 
 
