@@ -18,10 +18,12 @@ import dagster as dg
 from pydantic import Field
 
 from assets.keys import topic_asset_key
-from engine.offset_anomalies import reset_command
+from engine.offset_anomalies import acknowledge_command, reset_command
 from pipelines import topics
 from pipelines.stage_specs import STAGES, StageSpec
+from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
+from resources.retention_losses import open_losses
 
 DEFAULT_MAX_LAG = 10_000
 NEWEST_REASONS = 5
@@ -47,7 +49,9 @@ def _lag_check(spec: StageSpec) -> dg.AssetChecksDefinition:
         description=f"Messages on {topic} not yet committed by group '{group}' stay under max_lag.",
         metadata={"consumer_group": group, "threshold_max_lag": DEFAULT_MAX_LAG},
     )
-    def _check(config: LagCheckConfig, kafka: KafkaResource) -> dg.AssetCheckResult:
+    def _check(
+        config: LagCheckConfig, kafka: KafkaResource, elasticsearch: ElasticsearchResource
+    ) -> dg.AssetCheckResult:
         lags = kafka.lag(group, topic)
         total = sum(lag.lag for lag in lags)
         description = f"group '{group}' lags {total} messages (threshold {config.max_lag})"
@@ -62,8 +66,15 @@ def _lag_check(spec: StageSpec) -> dg.AssetChecksDefinition:
             )
         if lost:
             description += f"; {lost} records deleted by retention before the group read them"
+        # Losses a run already went past stay red until a person acknowledges them.
+        unseen = open_losses(elasticsearch, group, topic)
+        if unseen:
+            description += (
+                f"; {sum(loss['records'] for loss in unseen)} records lost to retention not yet "
+                f"acknowledged (`{acknowledge_command(group, topic)}`)"
+            )
         return dg.AssetCheckResult(
-            passed=total <= config.max_lag and not ahead and not lost,
+            passed=total <= config.max_lag and not ahead and not lost and not unseen,
             severity=dg.AssetCheckSeverity.ERROR if ahead else dg.AssetCheckSeverity.WARN,
             description=description,
             metadata={
@@ -75,6 +86,12 @@ def _lag_check(spec: StageSpec) -> dg.AssetChecksDefinition:
                 ),
                 "partitions_ahead_of_log": dg.MetadataValue.json(ahead),
                 "records_lost_to_retention": dg.MetadataValue.int(lost),
+                "unacknowledged_retention_losses": dg.MetadataValue.json(
+                    [
+                        {k: loss[k] for k in ("partition", "from_offset", "to_offset", "records")}
+                        for loss in unseen
+                    ]
+                ),
             },
         )
 

@@ -22,15 +22,17 @@ from pydantic import Field
 from assets.keys import index_asset_key, topic_asset_key
 from assets.partitions import HOURLY, hour_partition_key
 from engine.faults import FaultInjector
-from engine.offset_anomalies import OffsetAheadOfLogError, check_offsets
+from engine.offset_anomalies import OffsetAheadOfLogError, acknowledge_command, check_offsets
 from engine.ranges import PartitionRange, plan_ranges
 from engine.runner import StageRunner
 from engine.stats import StageStats
 from pipelines import topics
+from pipelines.messages.timestamps import utc_now_iso
 from pipelines.stage_specs import StageSpec
 from resources.elasticsearch import ElasticsearchResource
 from resources.fees import FeeModelResource
 from resources.kafka import KafkaResource
+from resources.retention_losses import RetentionLoss, record_losses
 
 # Run tag naming the topic-partition a run works on; dagster.yaml limits it to one run per value.
 PARTITION_TAG = "arbitrage/topic_partition"
@@ -84,7 +86,7 @@ def _ranges_for_run(
     spec: StageSpec,
     config: StageRunConfig,
     kafka: KafkaResource,
-) -> tuple[str, list[PartitionRange], dict[int, int]]:
+) -> tuple[str, list[PartitionRange], list[RetentionLoss]]:
     """The consumer group to commit under, the ranges to process, and the records retention
     removed before the live group read them (per partition)."""
     if _is_replay(context):
@@ -96,7 +98,7 @@ def _ranges_for_run(
             f"replaying {spec.source_topic} {window.start} – {window.end} "
             f"under group {spec.replay_group}"
         )
-        return spec.replay_group, ranges, {}
+        return spec.replay_group, ranges, []
     lags = kafka.lag(spec.live_group, spec.source_topic)
     if config.offset_ranges:
         ranges = [PartitionRange(r.partition, r.start, r.end) for r in config.offset_ranges]
@@ -122,20 +124,33 @@ def _ranges_table(stats: StageStats, planned: list[PartitionRange]) -> dg.Metada
 
 
 def _report_retention_loss(
-    context: dg.AssetExecutionContext, spec: StageSpec, lost: dict[int, int]
+    context: dg.AssetExecutionContext,
+    spec: StageSpec,
+    losses: list[RetentionLoss],
+    es: ElasticsearchResource,
 ) -> None:
-    by_partition = ", ".join(f"partition {p}: {n}" for p, n in sorted(lost.items()))
-    context.log.warning(
-        f"retention removed {sum(lost.values())} records of {spec.source_topic} before group "
-        f"{spec.live_group} read them ({by_partition}); going on from the oldest retained record"
+    """Log it, observe it on the source topic, and keep it until someone acknowledges it."""
+    total = sum(loss.records for loss in losses)
+    by_partition = ", ".join(
+        f"partition {loss.partition}: {loss.records} (offsets {loss.from_offset}-{loss.to_offset})"
+        for loss in losses
     )
+    context.log.warning(
+        f"retention removed {total} records of {spec.source_topic} before group "
+        f"{spec.live_group} read them ({by_partition}); going on from the oldest retained "
+        "record. The lag check stays red until "
+        f"`{acknowledge_command(spec.live_group, spec.source_topic)}`"
+    )
+    record_losses(es, losses, context.run.run_id, utc_now_iso())
     context.log_event(
         dg.AssetObservation(
             asset_key=topic_asset_key(spec.source_topic),
             metadata={
                 "consumer_group": spec.live_group,
-                "records_lost_to_retention": dg.MetadataValue.int(sum(lost.values())),
-                "lost_by_partition": dg.MetadataValue.json({str(p): n for p, n in lost.items()}),
+                "records_lost_to_retention": dg.MetadataValue.int(total),
+                "lost_by_partition": dg.MetadataValue.json(
+                    {str(loss.partition): loss.records for loss in losses}
+                ),
             },
         )
     )
@@ -232,7 +247,7 @@ def build_stage_assets(spec: StageSpec, fault_point: str = "") -> dg.AssetsDefin
         except OffsetAheadOfLogError as exc:
             raise dg.Failure(str(exc)) from None
         if lost:
-            _report_retention_loss(context, spec, lost)
+            _report_retention_loss(context, spec, lost, elasticsearch)
         context.log.info(
             f"{spec.name}: {sum(r.size for r in planned)} records in {len(planned)} partition "
             f"range(s) under group {group}"

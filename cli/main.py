@@ -11,12 +11,13 @@ from typing import Any
 
 from cli.redrive import redrive
 from pipelines import topics
-from pipelines.messages.timestamps import parse_utc
+from pipelines.messages.timestamps import parse_utc, utc_now_iso
 from pipelines.money import format_minor
 from pipelines.redaction import scrub_url
 from pipelines.stage_specs import STAGES
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
 from resources.kafka import KafkaResource, KafkaUnavailableError
+from resources.retention_losses import acknowledge_losses
 from resources.settings import Settings, SettingsError
 
 LIVE_GROUPS = tuple((spec.live_group, spec.source_topic) for spec in STAGES)
@@ -206,6 +207,29 @@ def cmd_offsets_reset(
     return 0
 
 
+def cmd_offsets_acknowledge_loss(
+    _: KafkaResource, es: ElasticsearchResource, args: argparse.Namespace
+) -> int:
+    """Mark a group's recorded retention losses as seen, so its lag check can pass again."""
+    seen = acknowledge_losses(es, args.group, args.topic, utc_now_iso())
+    if not seen:
+        print(f"group {args.group} on {args.topic}: no unacknowledged retention loss")
+        return 0
+    rows = [
+        [
+            loss["partition"],
+            f"{loss['from_offset']}-{loss['to_offset']}",
+            loss["records"],
+            loss["detected_at"],
+            loss["run_id"],
+        ]
+        for loss in seen
+    ]
+    print(table(["PARTITION", "OFFSETS LOST", "RECORDS", "DETECTED", "RUN"], rows))
+    print(f"\nacknowledged {len(seen)} loss(es) of group {args.group} on {args.topic}")
+    return 0
+
+
 def cmd_dlq_redrive(
     kafka: KafkaResource, es: ElasticsearchResource, args: argparse.Namespace
 ) -> int:
@@ -280,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--partition", type=int, action="append", help="only these (repeatable)")
     reset.add_argument("--dry-run", action="store_true", help="show the change, commit nothing")
     reset.set_defaults(run=cmd_offsets_reset)
+    acknowledge = offsets.add_parser(
+        "acknowledge-loss",
+        help="mark the records retention deleted before a group read them as seen "
+        "(the lag check is red until then)",
+    )
+    acknowledge.add_argument("--group", required=True, help="e.g. enrichment, arbitrage")
+    acknowledge.add_argument("--topic", required=True, help="the group's source topic")
+    acknowledge.set_defaults(run=cmd_offsets_acknowledge_loss)
     return parser
 
 

@@ -17,6 +17,7 @@ from pipelines import topics
 from pipelines.stage_specs import PIPELINE_GROUPS, STAGES
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
+from resources.retention_losses import LOSS_INDEX
 
 
 def delete_groups(kafka: KafkaResource, groups: Sequence[str]) -> None:
@@ -81,7 +82,7 @@ def reset_pipeline(
     delete_groups(kafka, PIPELINE_GROUPS)
     names = [spec.name for spec in topics.TOPICS]
     _delete_topics(kafka, names, deadline)
-    for index in (*(spec.index for spec in STAGES), LEDGER_INDEX, *extra_indices):
+    for index in (*(spec.index for spec in STAGES), LEDGER_INDEX, LOSS_INDEX, *extra_indices):
         es.client().options(ignore_status=404).indices.delete(index=index)
     while True:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from resources.kafka_offsets import PartitionLag
+from resources.retention_losses import RetentionLoss
 
 
 class OffsetAheadOfLogError(RuntimeError):
@@ -23,9 +24,13 @@ def reset_command(group: str, topic: str) -> str:
     return f"arbitrage offsets reset {where} --to earliest|latest|<ISO time>"
 
 
-def check_offsets(group: str, lags: Sequence[PartitionLag]) -> dict[int, int]:
-    """Raise for a committed offset ahead of the log; else the records lost to retention per
-    partition (only partitions that lost some)."""
+def acknowledge_command(group: str, topic: str) -> str:
+    return f"arbitrage offsets acknowledge-loss --group {group} --topic {topic}"
+
+
+def check_offsets(group: str, lags: Sequence[PartitionLag]) -> list[RetentionLoss]:
+    """Raise for a committed offset ahead of the log; else the records lost to retention (one
+    per partition that lost some)."""
     ahead = [lag for lag in lags if lag.ahead_of_log]
     if ahead:
         where = "; ".join(
@@ -38,4 +43,8 @@ def check_offsets(group: str, lags: Sequence[PartitionLag]) -> dict[int, int]:
             "committed offset, so records below it would be skipped; nothing was processed. "
             f"Decide where the group resumes and run: {reset_command(group, ahead[0].topic)}"
         )
-    return {lag.partition: lag.lost_to_retention for lag in lags if lag.lost_to_retention}
+    return [
+        RetentionLoss(group, lag.topic, lag.partition, lag.committed, lag.low_watermark)
+        for lag in lags
+        if lag.lost_to_retention and lag.committed is not None
+    ]

@@ -68,7 +68,7 @@ WORKER_PID = re.compile(r"^Started process for run \(pid: (\d+)\)")
 
 
 def strip_time(alert: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in alert.items() if k != "detected_at"}
+    return {k: v for k, v in alert.items() if k not in ("detected_at", "raised_by")}
 
 
 def expected_alerts(raw_values: Iterable[bytes]) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,9 @@ from pipelines import topics
 from pipelines.stage_specs import ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
-from tests.dagster.helpers import produce_updates
+from resources.retention_losses import open_losses
+from tests.dagster.helpers import produce_updates, temp_instance
+from tests.dagster.test_checks import LAG_RAW, run_checks
 from tests.definitions import SAMPLE_DEFS
 from tests.factories import raw_update
 
@@ -100,3 +102,19 @@ def test_records_lost_to_retention_are_counted_and_the_run_goes_on(
     assert lost.asset_key.to_user_string() == "kafka/raw_keepa_updates"
     assert es.count(topics.PRODUCTS_INDEX) == 4
     assert kafka.committed_offsets(GROUP, TOPIC)[1] == 10
+
+    # Lag 0 now, but the lag check stays red until a person acknowledges the loss.
+    with temp_instance() as instance:
+        red = run_checks(instance)[LAG_RAW]
+        assert not red.passed and red.metadata["lag"].value == 0
+        assert "4 records lost to retention not yet acknowledged" in str(red.description)
+        assert red.metadata["unacknowledged_retention_losses"].value == [
+            {"partition": 1, "from_offset": 2, "to_offset": 6, "records": 4}
+        ]
+        acknowledge = ["offsets", "acknowledge-loss", "--group", GROUP, "--topic", TOPIC]
+        assert arbitrage_cli(acknowledge) == 0
+        assert open_losses(es, GROUP, TOPIC) == []
+        assert run_checks(instance)[LAG_RAW].passed
+    # A rerun meets no loss and records none.
+    assert run_enrichment().success
+    assert open_losses(es, GROUP, TOPIC) == []
