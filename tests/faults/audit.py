@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.stage_specs import StageSpec
+from pipelines.stage_specs import ENRICHMENT, StageSpec
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from tests.integration.kafka_io import ReadMessage, read_all
@@ -150,3 +150,22 @@ def audit_stage(
         for lag in kafka.lag(spec.live_group, spec.source_topic)
     }
     return audit
+
+
+def audit_enrichment(
+    case: str,
+    kafka: KafkaResource,
+    es: ElasticsearchResource,
+    asins: list[str],
+    poison: Callable[[ReadMessage], bool] = lambda message: False,
+) -> Audit:
+    """``audit_stage`` for enrichment: each ASIN processed once, ``poison`` dead-lettered."""
+    return audit_stage(
+        case,
+        ENRICHMENT,
+        kafka,
+        es,
+        expected_outputs={asin: asin for asin in asins},
+        poison=poison,
+        output_id="asin",
+    )

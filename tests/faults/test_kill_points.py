@@ -17,10 +17,10 @@ from pipelines import topics
 from pipelines.enrichment import enrich
 from pipelines.fee_model import detect_alerts
 from pipelines.messages.validation import validate_raw_update
-from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
+from pipelines.stage_specs import ARBITRAGE
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
-from tests.faults.audit import audit_stage, keys_in, run_stage_process
+from tests.faults.audit import audit_enrichment, audit_stage, keys_in, run_stage_process
 from tests.integration.kafka_io import produce
 from tests.integration.test_stages import CONFIG, good_updates, run_job
 
@@ -77,14 +77,12 @@ def test_killed_at_a_fault_point_then_rerun_is_exactly_once(
     case = f"{stage} killed at {point} (batch 2), rerun"
     if stage == "enrichment":
         kill_then_rerun(stage, point)
-        audit = audit_stage(
+        audit = audit_enrichment(
             case,
-            ENRICHMENT,
             kafka,
             es,
-            expected_outputs={u["asin"]: u["asin"] for u in updates},
-            poison=keys_in({key for key, _ in POISON}),
-            output_id="asin",
+            [u["asin"] for u in updates],
+            keys_in({key for key, _ in POISON}),
         )
     else:
         assert run_job("enrichment").success

@@ -19,10 +19,9 @@ from devservices.__main__ import SERVICES
 from devservices.settings import Settings as DevSettings
 from pipelines import topics
 from pipelines.messages.codec import encode
-from pipelines.stage_specs import ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
-from tests.faults.audit import REPO, audit_stage, keys_in, stage_process
+from tests.faults.audit import REPO, audit_enrichment, stage_process
 from tests.faults.test_two_runs import wait_for_first_commit
 from tests.integration.kafka_io import produce
 from tests.integration.test_stages import good_updates, run_job
@@ -78,14 +77,11 @@ def break_mid_run(
     last = output.strip().splitlines()[-1:] if output else []
     print(f"{case}: the live run exited {run.returncode} ({' '.join(last)[:300]})")
     rerun_until_done()
-    audit = audit_stage(
+    audit = audit_enrichment(
         case,
-        ENRICHMENT,
         kafka,
         es,
-        expected_outputs={u["asin"]: u["asin"] for u in updates},
-        poison=keys_in(set()),
-        output_id="asin",
+        [u["asin"] for u in updates],
     )
     audit.assert_exactly_once()
 
