@@ -55,6 +55,10 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# How long a batch may wait to fill while records keep coming slowly.
+FILL_S = 1.0
+
+
 class StageRunner:
     """One stage bound to its clients and fee configuration."""
 
@@ -184,16 +188,43 @@ class StageRunner:
         while next_offset < span.end:
             if consumer.position([slot])[0].offset >= span.end:
                 return  # only transaction markers (or aborted records) were left
-            wanted = min(self.batch_size, span.end - next_offset)
-            records = []
-            for message in consumer.consume(num_messages=wanted, timeout=1.0):
+            records = self._fill_batch(consumer, span, slot, next_offset)
+            if not records:
+                if consumer.position([slot])[0].offset >= span.end:
+                    return  # the rest of the range was deleted or compacted away
+                if time.monotonic() - idle_since > self.idle_timeout_s:
+                    raise RangeUnavailableError(
+                        f"{topic}[{span.partition}] returned nothing for "
+                        f"{self.idle_timeout_s:.0f}s at offset {next_offset} "
+                        f"(range ends {span.end})"
+                    )
+                continue
+            idle_since = time.monotonic()
+            next_offset = records[-1].offset + 1
+            yield records
+
+    def _fill_batch(
+        self, consumer: Consumer, span: PartitionRange, slot: TopicPartition, next_offset: int
+    ) -> list[SourceRecord]:
+        """Up to ``batch_size`` records, gathered for at most ``FILL_S``.
+
+        Offsets are not messages (transaction markers take some), so the number of records
+        left in the range is unknown: ask in short waits and stop once the consumer's position
+        reaches the range's end or the broker has nothing more right now.
+        """
+        wanted = min(self.batch_size, span.end - next_offset)
+        records: list[SourceRecord] = []
+        deadline = time.monotonic() + FILL_S
+        while len(records) < wanted:
+            messages = consumer.consume(num_messages=wanted - len(records), timeout=0.1)
+            for message in messages:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise KafkaException(error)
                 if message.offset() >= span.end:
-                    break
+                    return records
                 if message.offset() < span.start:
                     # The broker reset us to the earliest offset: the range starts past the end
                     # of the log (e.g. the topic was recreated). Never process or commit what
@@ -210,16 +241,8 @@ class StageRunner:
                         timestamp,
                     )
                 )
-            if not records:
-                if consumer.position([slot])[0].offset >= span.end:
-                    return  # the rest of the range was deleted or compacted away
-                if time.monotonic() - idle_since > self.idle_timeout_s:
-                    raise RangeUnavailableError(
-                        f"{topic}[{span.partition}] returned nothing for "
-                        f"{self.idle_timeout_s:.0f}s at offset {next_offset} "
-                        f"(range ends {span.end})"
-                    )
-                continue
-            idle_since = time.monotonic()
-            next_offset = records[-1].offset + 1
-            yield records
+            if consumer.position([slot])[0].offset >= span.end:
+                break
+            if not messages and (records or time.monotonic() > deadline):
+                break
+        return records

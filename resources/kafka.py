@@ -141,7 +141,8 @@ def read_partition(
         position = max(start, consumer.position([slot])[0].offset)  # negative: none yet
         if position >= end:
             return
-        batch = consumer.consume(num_messages=1000, timeout=0.5)
+        # Short waits: how many messages are left is unknown (markers), the position tells.
+        batch = consumer.consume(num_messages=1000, timeout=0.1)
         for message in batch:
             error = message.error()
             if error is not None:
