@@ -11,11 +11,16 @@ from devservices import report, service
 from devservices.elasticsearch import Elasticsearch
 from devservices.errors import DevServicesError
 from devservices.kafka import Kafka, kafka_classpath
+from devservices.postgres import Postgres
 from devservices.process import tail
 from devservices.settings import Settings
 
-SERVICES: dict[str, type[service.Service]] = {"kafka": Kafka, "elasticsearch": Elasticsearch}
-ALIASES = {"es": "elasticsearch"}
+SERVICES: dict[str, type[service.Service]] = {
+    "kafka": Kafka,
+    "elasticsearch": Elasticsearch,
+    "postgres": Postgres,
+}
+ALIASES = {"es": "elasticsearch", "pg": "postgres", "postgresql": "postgres"}
 
 
 def _service_name(value: str) -> str:
@@ -52,6 +57,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         health, pid = service.health(svc)
         all_healthy &= health == "healthy"
         print(f"{svc.name:<14} {svc.address:<24} pid {pid or '-':<8} {health}")
+        hint = svc.status_hint()
+        if hint and health == "healthy":
+            print(f"{'':<14} {hint}")
     return 0 if all_healthy else 1
 
 
@@ -90,7 +98,7 @@ def cmd_classpath(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devservices",
-        description="Run a local Kafka broker and Elasticsearch node without Docker.",
+        description="Run a local Kafka broker, Elasticsearch node and PostgreSQL without Docker.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="more progress output")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
             nargs="*",
             type=_service_name,
             metavar="SERVICE",
-            help="kafka and/or elasticsearch (es)",
+            help="kafka, elasticsearch (es), postgres (pg)",
         )
         p.set_defaults(func=func)
     p = sub.add_parser("logs", help="print the tail of a service's log")
