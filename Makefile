@@ -30,14 +30,14 @@ ui-deps: ## install Debian's Chromium for the UI test and screenshot (needs root
 screenshot: $(PY) ui-deps ## redraw docs/asset-graph.png from a fresh webserver
 	$(PY) scripts/screenshot_ui.py --start-webserver --out docs/asset-graph.png
 
-services-up: $(PY) ## start local Kafka + Elasticsearch (downloads once), create topics and indices
+services-up: $(PY) ## start local Kafka + Elasticsearch + PostgreSQL (downloads once), create topics and indices
 	$(PY) -m devservices up
 	$(VENV)/bin/arbitrage provision
 
-services-down: $(PY) ## stop local Kafka + Elasticsearch
+services-down: $(PY) ## stop local Kafka + Elasticsearch + PostgreSQL
 	$(PY) -m devservices down
 
-services-status: $(PY) ## show each local service, its address, PID and health
+services-status: $(PY) ## show each local service, its address (PostgreSQL: its URL), PID and health
 	$(PY) -m devservices status
 
 topics: $(PY) ## create the pipeline's topics and indices (idempotent)

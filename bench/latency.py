@@ -40,6 +40,7 @@ from bench.common import (
     reset_pipeline,
 )
 from devservices.dagster_dev import DagsterDev
+from devservices.dagster_instance import fresh_storage
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect_alerts
@@ -85,13 +86,15 @@ def dagster_dev(home: Path) -> Iterator[dict[str, str]]:
         "KEEPA_PULL_CRON": "0 0 1 1 *",
         "ARBITRAGE_CHECKS_CRON": "0 0 1 1 *",
     }
-    dev = DagsterDev(home, env)
-    try:
-        dev.start()
-        log(f"dagster dev (port {dev.port}) running; sensors on")
-        yield dev.env
-    finally:
-        dev.stop()
+    # Storage of its own: no run or sensor state of an earlier measurement carries over.
+    with fresh_storage(env) as storage:
+        dev = DagsterDev(home, {**env, **storage})
+        try:
+            dev.start()
+            log(f"dagster dev (port {dev.port}) running; sensors on")
+            yield dev.env
+        finally:
+            dev.stop()
 
 
 def _end_offsets(services: Services, topic: str) -> dict[int, int]:

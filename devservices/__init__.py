@@ -1,4 +1,4 @@
-"""Run a real Kafka broker and Elasticsearch node locally, without Docker.
+"""Run a real Kafka broker, Elasticsearch node and PostgreSQL server locally, without Docker.
 
 Usage: ``python -m devservices up|down|status|logs|classpath``.
 """

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from devservices import report, service
+from devservices.dagster_instance import write_instance
 from devservices.elasticsearch import Elasticsearch
 from devservices.errors import DevServicesError
 from devservices.kafka import Kafka, kafka_classpath
+from devservices.postgres import Postgres
 from devservices.process import tail
-from devservices.settings import Settings
+from devservices.settings import REPO_ROOT, Settings
 
-SERVICES: dict[str, type[service.Service]] = {"kafka": Kafka, "elasticsearch": Elasticsearch}
-ALIASES = {"es": "elasticsearch"}
+SERVICES: dict[str, type[service.Service]] = {
+    "kafka": Kafka,
+    "elasticsearch": Elasticsearch,
+    "postgres": Postgres,
+}
+ALIASES = {"es": "elasticsearch", "pg": "postgres", "postgresql": "postgres"}
 
 
 def _service_name(value: str) -> str:
@@ -52,6 +61,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         health, pid = service.health(svc)
         all_healthy &= health == "healthy"
         print(f"{svc.name:<14} {svc.address:<24} pid {pid or '-':<8} {health}")
+        hint = svc.status_hint()
+        if hint and health == "healthy":
+            print(f"{'':<14} {hint}")
     return 0 if all_healthy else 1
 
 
@@ -87,10 +99,21 @@ def cmd_classpath(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_instance(settings: Settings, args: argparse.Namespace) -> int:
+    """Write $DAGSTER_HOME/dagster.yaml; print the exports its storage block needs, for
+    `eval "$(python -m devservices instance)"` before running Dagster's CLI by hand."""
+    home = Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home")
+    added = write_instance(home.absolute(), os.environ)
+    report.log.info("wrote %s (storage: %s)", home / "dagster.yaml", added["DAGSTER_STORAGE"])
+    for name, value in {"DAGSTER_HOME": str(home.absolute()), **added}.items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devservices",
-        description="Run a local Kafka broker and Elasticsearch node without Docker.",
+        description="Run a local Kafka broker, Elasticsearch node and PostgreSQL without Docker.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="more progress output")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
             nargs="*",
             type=_service_name,
             metavar="SERVICE",
-            help="kafka and/or elasticsearch (es)",
+            help="kafka, elasticsearch (es), postgres (pg)",
         )
         p.set_defaults(func=func)
     p = sub.add_parser("logs", help="print the tail of a service's log")
@@ -113,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--lines", type=int, default=50, help="number of lines (default 50)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.set_defaults(func=cmd_logs)
+    p = sub.add_parser(
+        "instance",
+        help="write $DAGSTER_HOME/dagster.yaml and print the exports it needs (for eval)",
+    )
+    p.set_defaults(func=cmd_instance)
     p = sub.add_parser("classpath", help="print the Kafka jar classpath (fetching if needed)")
     p.set_defaults(func=cmd_classpath)
     return parser

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from devservices.dagster_instance import write_instance
 
 REPO = Path(__file__).resolve().parent.parent
 DAGSTER = Path(sys.executable).parent / "dagster"
@@ -68,16 +69,16 @@ def _prepare_child() -> None:
 
 
 class DagsterDev:
-    """A `dagster dev` with its own DAGSTER_HOME (holding a copy of the repo's dagster.yaml)."""
+    """A `dagster dev` with its own DAGSTER_HOME, holding the repo's dagster.yaml; its storage
+    (PostgreSQL, or SQLite with DAGSTER_STORAGE=sqlite) is set up by `write_instance`."""
 
     def __init__(self, home: Path, env: Mapping[str, str], port: int | None = None) -> None:
         self.home = home
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / "dagster-dev.log"
-        home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
-        self.env = {**env, "DAGSTER_HOME": str(home)}
+        # `env` plus what the instance's storage block reads; everything started here gets it.
+        self.env = {**env, **write_instance(home, env), "DAGSTER_HOME": str(home)}
         self.process: subprocess.Popen[bytes] | None = None
         self._session = requests.Session()
 

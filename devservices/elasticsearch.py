@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import shutil
-import stat
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from devservices import fetch, versions
-from devservices.errors import DevServicesError
 from devservices.java import find_jdk
 from devservices.process import RunAs
 from devservices.report import log
 from devservices.service import LaunchSpec, Service
+from devservices.users import check_reachable as check_reachable_by
+from devservices.users import chown_tree, ensure_system_user
 
 ES_USER = "arbitrage-es"
 DEFAULT_ES_JAVA_OPTS = "-Xms512m -Xmx512m"
@@ -33,31 +31,7 @@ _DROP_ENV = ("JAVA_HOME", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JAVA_OPTS", "ES
 
 def ensure_es_user() -> RunAs | None:
     """ES refuses to run as root: when root, run it as a dedicated system user."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(ES_USER)
-    except KeyError:
-        useradd = shutil.which("useradd")
-        if useradd is None:
-            raise DevServicesError(
-                f"running as root but `useradd` is missing, so the {ES_USER} user that "
-                "Elasticsearch must run as cannot be created; create it yourself or run as a "
-                "normal user."
-            ) from None
-        log.info("creating system user %s to run Elasticsearch (it refuses root)", ES_USER)
-        proc = subprocess.run(
-            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ES_USER],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise DevServicesError(
-                f"`useradd {ES_USER}` failed: {proc.stderr.strip()}; create the user yourself."
-            ) from None
-        entry = pwd.getpwnam(ES_USER)
-    return RunAs(entry.pw_uid, entry.pw_gid)
+    return ensure_system_user(ES_USER, "Elasticsearch")
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -67,29 +41,8 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _chown_tree(path: Path, run_as: RunAs) -> None:
-    st = path.stat()
-    if (st.st_uid, st.st_gid) == (run_as.uid, run_as.gid):
-        return  # already done on an earlier `up`
-    os.chown(path, run_as.uid, run_as.gid)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), run_as.uid, run_as.gid)
-
-
 def check_reachable(path: Path, run_as: RunAs, user: str = ES_USER) -> None:
-    """Every ancestor must be searchable by the ES user, or it fails with an obscure error."""
-    for parent in [path, *path.parents]:
-        st = parent.stat()
-        if st.st_uid == run_as.uid or st.st_mode & stat.S_IXOTH:
-            continue
-        if st.st_gid == run_as.gid and st.st_mode & stat.S_IXGRP:
-            continue
-        raise DevServicesError(
-            f"Elasticsearch runs as {user}, which cannot enter {parent} "
-            f"(mode {stat.filemode(st.st_mode)}); `chmod o+x {parent}` or point "
-            "DEVSERVICES_HOME / ES_JAVA_HOME somewhere it can reach."
-        )
+    check_reachable_by(path, run_as, user, "Elasticsearch", "DEVSERVICES_HOME / ES_JAVA_HOME")
 
 
 class Elasticsearch(Service):
@@ -217,7 +170,7 @@ class Elasticsearch(Service):
         )
         if run_as is not None:
             for directory in writable:
-                _chown_tree(directory, run_as)
+                chown_tree(directory, run_as)
             # Files written by root during install/regeneration must stay readable to ES.
             for path in self.config_dir.rglob("*"):
                 os.lchown(path, run_as.uid, run_as.gid)

@@ -197,9 +197,11 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def stop_process_group(pid: int, timeout: float = 30.0) -> bool:
-    """SIGTERM the group, wait up to timeout, then SIGKILL it. True if SIGKILL was needed."""
-    _signal_group(pid, signal.SIGTERM)
+def stop_process_group(
+    pid: int, timeout: float = 30.0, sig: signal.Signals = signal.SIGTERM
+) -> bool:
+    """`sig` to the group, wait up to timeout, then SIGKILL it. True if SIGKILL was needed."""
+    _signal_group(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap_if_our_child(pid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Started:
 
 class Service(abc.ABC):
     name: str
+    # What `down` sends the process group first (SIGKILL follows after the timeout).
+    stop_signal: signal.Signals = signal.SIGTERM
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -81,6 +84,15 @@ class Service(abc.ABC):
     @abc.abstractmethod
     def is_healthy(self) -> bool:
         """One quick readiness probe (a second or two at most)."""
+
+    def after_ready(self) -> None:
+        """Idempotent set-up that needs the running service (users, databases); runs on every
+        `up` once it is healthy, also when it was already running."""
+        return None
+
+    def status_hint(self) -> str | None:
+        """An extra line for `status` (how to connect), if the service has one."""
+        return None
 
     def hint(self) -> str:
         return (
@@ -133,6 +145,7 @@ def start(service: Service) -> Started | None:
             log.info(
                 "%s already running and healthy at %s (pid %d)", service.name, service.address, pid
             )
+            service.after_ready()
             return None
         log.info("%s already running (pid %d), not ready yet", service.name, pid)
         return Started(service, pid, time.monotonic())
@@ -162,6 +175,7 @@ def wait_ready(started: Started, timeout: float) -> None:
                 details=service.failure_log(started.started_wall - 1),
             )
         if service.is_healthy():
+            service.after_ready()
             log.info(
                 "%s ready at %s (pid %d, %.1fs)",
                 service.name,
@@ -216,7 +230,7 @@ def down(service: Service, timeout: float = 30.0) -> None:
         return
     log.info("stopping %s (pid %d)…", service.name, pid)
     started = time.monotonic()
-    killed = stop_process_group(pid, timeout)
+    killed = stop_process_group(pid, timeout, service.stop_signal)
     service.pid_file.remove()
     how = "killed with SIGKILL after %.0fs" if killed else "stopped in %.1fs"
     log.info("%s " + how, service.name, time.monotonic() - started)

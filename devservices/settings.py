@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devservices.errors import DevServicesError
@@ -46,6 +46,9 @@ class Settings:
     es_port: int
     es_transport_port: int
     timeout: int
+    postgres_port: int = 5432
+    # POSTGRES_PASSWORD for the `dagster` role; None: a generated one kept in DEVSERVICES_HOME.
+    postgres_password: str | None = field(default=None, repr=False)
     host: str = HOST
 
     @classmethod
@@ -61,4 +64,6 @@ class Settings:
             es_port=_int_env(env, "ES_PORT", 9200),
             es_transport_port=_int_env(env, "ES_TRANSPORT_PORT", 9300),
             timeout=_int_env(env, "DEVSERVICES_TIMEOUT", 120, port=False),
+            postgres_port=_int_env(env, "POSTGRES_PORT", 5432),
+            postgres_password=env.get("POSTGRES_PASSWORD") or None,
         )

@@ -50,3 +50,7 @@ ELASTICSEARCH_ZIP_SHA512 = (
 
 KAFKA_MIN_JAVA = 17
 ELASTICSEARCH_MIN_JAVA = 21
+
+# PostgreSQL is not downloaded: the local server is Debian's package (Debian 12 ships 15), and
+# docker-compose runs the same major version.
+POSTGRES_MAJOR = "15"

@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from cli.main import alerts_table  # noqa: E402
 from devservices.dagster_dev import DagsterDev, DagsterDevError, url_answers  # noqa: E402
+from devservices.errors import DevServicesError  # noqa: E402
 from pipelines import topics  # noqa: E402
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT  # noqa: E402
 from resources.kafka import KafkaResource  # noqa: E402
@@ -90,7 +91,20 @@ def main() -> int:
         raise SystemExit(
             f"something already serves {UI}; stop it (or set DAGSTER_PORT) and run make demo again"
         )
-    dev = DagsterDev(home, env, port=PORT)
+    try:
+        dev = DagsterDev(home, env, port=PORT)
+    except DevServicesError as exc:
+        raise SystemExit(f"the Dagster instance cannot be set up: {exc.message}") from None
+    # This process reads the same instance (runs of the pull) as the processes dev starts.
+    env = dev.env
+    os.environ.update(env)
+    storage = (
+        "SQLite in DAGSTER_HOME"
+        if env["DAGSTER_STORAGE"] == "sqlite"
+        else f"PostgreSQL database {env['DAGSTER_POSTGRES_DB']} on "
+        f"{env['DAGSTER_POSTGRES_HOST']}:{env['DAGSTER_POSTGRES_PORT']}"
+    )
+    say(f"== Dagster instance {home}: runs, event logs and schedules in {storage}")
     say(f"== starting dagster dev (webserver + daemon) on {UI}; log: {dev.log_path}")
     try:
         try:

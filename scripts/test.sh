@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole suite against real Kafka and Elasticsearch. Starts the local services if they
+# Runs the whole suite against real Kafka, Elasticsearch and PostgreSQL (installed with apt-get
+# when missing and we are root). Starts the local services if they
 # are not running and stops them again afterwards, so the machine is left as it was found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ fi
 
 started=0
 if ! $PY -m devservices status >/dev/null 2>&1; then
-  echo "== starting local Kafka and Elasticsearch for the tests"
+  echo "== starting local Kafka, Elasticsearch and PostgreSQL for the tests"
   $PY -m devservices up
   started=1
 fi

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +21,8 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from devservices.dagster_instance import write_instance
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
@@ -96,9 +97,10 @@ def running_webserver(port: int | None = None, timeout_s: float = 90.0) -> Itera
     with tempfile.TemporaryDirectory(prefix="dagster-ui-") as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
-        shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
         log_path = Path(tmp) / "webserver.log"
-        env = {**os.environ, "DAGSTER_HOME": str(home)}
+        # The webserver only reads the instance: SQLite in the throwaway home is enough.
+        env = {**os.environ, "DAGSTER_STORAGE": "sqlite"}
+        env = {**env, **write_instance(home, env), "DAGSTER_HOME": str(home)}
         command = [sys.executable, "-m", "dagster_webserver", "-m", CODE_LOCATION_MODULE]
         command += ["-h", "127.0.0.1", "-p", str(port)]
         with log_path.open("wb") as log:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
+from devservices import versions
+from devservices.dagster_instance import POSTGRES_ENV
 from pipelines import topics
 from resources.elasticsearch import DEFAULT_URL
 from resources.kafka import DEFAULT_BOOTSTRAP
 
-COMPOSE = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+ROOT = Path(__file__).parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
 def test_topic_settings_match_the_pipeline() -> None:
@@ -39,8 +43,6 @@ def test_ports_match_the_local_defaults() -> None:
 
 
 def test_versions_match_the_local_services() -> None:
-    from devservices import versions
-
     services = COMPOSE["services"]
     assert services["kafka"]["image"] == f"apache/kafka:{versions.KAFKA_VERSION}"
     assert services["elasticsearch"]["image"].endswith(f":{versions.ELASTICSEARCH_VERSION}")
@@ -50,8 +52,51 @@ def test_versions_match_the_local_services() -> None:
 
 
 def test_docker_dagster_instance_matches_the_local_one() -> None:
-    root = Path(__file__).parents[2]
-    local = yaml.safe_load((root / "dagster.yaml").read_text())
-    docker = yaml.safe_load((root / "docker" / "dagster.yaml").read_text())
-    assert "postgres" in docker.pop("storage")
+    # Storage included: both read PostgreSQL's address and credentials from DAGSTER_POSTGRES_*.
+    local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    docker = yaml.safe_load((ROOT / "docker" / "dagster.yaml").read_text())
     assert docker == local
+    assert "COPY docker/dagster.yaml /opt/dagster/home/dagster.yaml" in (
+        ROOT / "docker" / "Dockerfile"
+    ).read_text()
+
+
+def test_instance_storage_is_postgres_from_the_environment_only() -> None:
+    storage = yaml.safe_load((ROOT / "dagster.yaml").read_text())["storage"]
+    fields = dict(storage["postgres"]["postgres_db"])
+    # The driver dagster-postgres installs (SQLAlchemy 2.1 would pick psycopg 3 otherwise).
+    assert fields.pop("scheme") == "postgresql+psycopg2"
+    assert set(fields) == {"hostname", "port", "username", "password", "db_name"}
+    # Every other value is read from the environment: no password (or address) in the file.
+    assert {name: value for name, value in fields.items() if set(value) != {"env"}} == {}
+    assert sorted(value["env"] for value in fields.values()) == sorted(POSTGRES_ENV)
+
+
+def test_compose_gives_dagster_what_its_instance_reads() -> None:
+    services = COMPOSE["services"]
+    for name in ("dagster-webserver", "dagster-daemon"):
+        env = services[name]["environment"]
+        assert set(POSTGRES_ENV) <= set(env), name
+        assert env["DAGSTER_POSTGRES_HOST"] == "postgres"
+        assert env["DAGSTER_POSTGRES_PORT"] == "5432"
+        assert env["DAGSTER_POSTGRES_USER"] == services["postgres"]["environment"]["POSTGRES_USER"]
+        assert env["DAGSTER_POSTGRES_DB"] == services["postgres"]["environment"]["POSTGRES_DB"]
+        assert env["DAGSTER_POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert services["postgres"]["image"] == f"postgres:{versions.POSTGRES_MAJOR}"
+
+
+def test_compose_holds_no_password() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    # Every mention of a password is an interpolation that fails without POSTGRES_PASSWORD.
+    for match in re.finditer(r"PASSWORD:\s*(\S+)", text):
+        assert match.group(1).startswith("${POSTGRES_PASSWORD:?"), match.group(0)
+    assert COMPOSE["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith(
+        "${POSTGRES_PASSWORD:?"
+    )
+
+
+def test_only_the_daemon_gets_the_keepa_key() -> None:
+    services = COMPOSE["services"]
+    # Runs are launched by the daemon (queued run coordinator); the webserver never needs it.
+    assert "KEEPA_API_KEY" not in services["dagster-webserver"]["environment"]
+    assert services["dagster-daemon"]["environment"]["KEEPA_API_KEY"] == "${KEEPA_API_KEY:-}"
