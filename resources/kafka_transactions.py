@@ -135,8 +135,14 @@ class TransactionalProducer(CheckedProducer):
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, KafkaException):
                 self._fail(cause.args[0], what)
+            self._producer.poll(0)  # serves the error callback if it has not run yet
             if self._fatal is not None:
                 self._fail(self._fatal, what)
+            try:  # the transaction's state says why: a fenced producer cannot abort either
+                self._producer.abort_transaction(self.timeout_s)
+            except KafkaException as state:
+                self._fail(state.args[0], what)
+            self._open = False
             raise
 
     def _on_error(self, error: KafkaError) -> None:

@@ -101,14 +101,17 @@ def test_real_server_starts_answers_and_stops(
     try:
         service.up([postgres], settings.timeout)
         connection = postgres.connection()
-        with psycopg2.connect(
-            host=connection.host,
-            port=connection.port,
-            user=connection.user,
-            password=connection.password,
-            dbname=connection.db_name,
-            connect_timeout=5,
-        ) as conn, conn.cursor() as cur:
+        with (
+            psycopg2.connect(
+                host=connection.host,
+                port=connection.port,
+                user=connection.user,
+                password=connection.password,
+                dbname=connection.db_name,
+                connect_timeout=5,
+            ) as conn,
+            conn.cursor() as cur,
+        ):
             cur.execute("select 1, current_user, current_database()")
             assert cur.fetchone() == (1, "dagster", "dagster")
         conn.close()

@@ -1,7 +1,8 @@
 """Two runs of one partition at once: a CLI run launched while another run is live.
 
-The first run is a real `dagster job execute` process, frozen (SIGSTOP) in the middle of a
-partition; a second run drains the topic meanwhile; then the first is thawed. Creating the
+The first run is a real `dagster job execute` process that freezes itself (SIGSTOP, armed by
+ARBITRAGE_FAULT_POINT) right after its first commit, in the middle of a partition; a second
+run drains the topic meanwhile; then the first is thawed. Creating the
 second run's transactional producer fenced the first, so the first cannot commit anything any
 more: it stops with a sentence, and every record is on the output topic once.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +26,25 @@ from tests.integration.kafka_io import produce
 from tests.integration.test_stages import good_updates, run_job
 
 pytestmark = pytest.mark.integration
+
+
+def wait_until_frozen(pid: int, timeout_s: float = 120.0) -> None:
+    """Until the process with ``pid`` (the stage's step process, or its parent) is stopped."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            # Fields after the command name: state, ppid, pgrp.
+            state, _, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+            if int(pgrp) == pid and state == "T":
+                return
+        time.sleep(0.05)
+    raise AssertionError("the first run never reached its fault point")
 
 
 def wait_for_first_commit(kafka: KafkaResource, timeout_s: float = 120.0) -> dict[int, int]:
@@ -43,10 +64,11 @@ def test_a_second_run_of_a_partition_fences_the_first(
 ) -> None:
     updates = good_updates(6000)
     produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in updates])
-    first = stage_process("enrichment", batch_size=50)
+    first = stage_process("enrichment", batch_size=50, fault_point="enrichment:after_commit:1:stop")
     try:
+        wait_until_frozen(first.pid)
+        os.killpg(first.pid, signal.SIGSTOP)  # the parent CLI process too
         committed = wait_for_first_commit(kafka)
-        os.killpg(first.pid, signal.SIGSTOP)
         ends = {p: high for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()}
         assert any(c < ends[p] for p, c in committed.items()), "the first run was not mid-range"
 

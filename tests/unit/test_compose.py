@@ -56,9 +56,10 @@ def test_docker_dagster_instance_matches_the_local_one() -> None:
     local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     docker = yaml.safe_load((ROOT / "docker" / "dagster.yaml").read_text())
     assert docker == local
-    assert "COPY docker/dagster.yaml /opt/dagster/home/dagster.yaml" in (
-        ROOT / "docker" / "Dockerfile"
-    ).read_text()
+    assert (
+        "COPY docker/dagster.yaml /opt/dagster/home/dagster.yaml"
+        in (ROOT / "docker" / "Dockerfile").read_text()
+    )
 
 
 def test_instance_storage_is_postgres_from_the_environment_only() -> None:
