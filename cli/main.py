@@ -56,7 +56,8 @@ def cmd_topics(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Na
                 " ".join(f"{p}:{high}" for p, (_, high) in sorted(marks.items())),
             ]
         )
-    print(table(["TOPIC", "PARTITIONS", "RETENTION-MS", "MESSAGES", "END-OFFSETS"], rows))
+    # Offsets, not messages: transaction markers take offsets too (an upper bound on messages).
+    print(table(["TOPIC", "PARTITIONS", "RETENTION-MS", "OFFSETS-RETAINED", "END-OFFSETS"], rows))
     return 0
 
 
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         run=cmd_provision
     )
     commands.add_parser(
-        "topics", help="topics, partitions, retention, message counts"
+        "topics", help="topics, partitions, retention, retained offsets"
     ).set_defaults(run=cmd_topics)
     lag = commands.add_parser(
         "lag", help="per group and partition: current offset, end offset, lag"
