@@ -9,6 +9,7 @@ the first (the broker refuses the older producer from then on, and aborts what i
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -25,6 +26,8 @@ _FENCED = {
     KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
 }
 COMMIT_ATTEMPTS = 5
+# How long past its own timeout a transactional call may block before the run gives up on it.
+OVERDUE_GRACE_S = 15.0
 
 
 class FencedError(RuntimeError):
@@ -41,6 +44,27 @@ def transactional_id(group: str, topic: str, partition: int) -> str:
     return f"{group}:{topic}:{partition}"
 
 
+def returns_within(step: Callable[[], object], seconds: float, name: str) -> bool:
+    """Run ``step`` in a daemon thread and wait at most ``seconds`` for it: False when it is
+    still running then (it is left to finish or hang on its own); its exception is raised here."""
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            step()
+        except BaseException as exc:  # handed to the waiting thread as it is
+            raised.append(exc)
+
+    worker = threading.Thread(target=call, name=name, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        return False
+    if raised:
+        raise raised[0]
+    return True
+
+
 class TransactionalProducer(CheckedProducer):
     """A ``CheckedProducer`` whose messages become visible only when ``commit`` succeeds.
 
@@ -54,6 +78,8 @@ class TransactionalProducer(CheckedProducer):
         self.txn_id = txn_id
         self.timeout_s = timeout_s
         self._open = False
+        # Set when a call never returned: the client is stuck in it, so nothing more is asked.
+        self._stuck: str | None = None
         # Fences any older producer with this id and aborts what it left open.
         self._call(lambda: self._producer.init_transactions(timeout_s), "start transactions")
 
@@ -96,12 +122,12 @@ class TransactionalProducer(CheckedProducer):
 
     def abort(self) -> None:
         """Abort the open transaction, if any (best effort: a fenced producer cannot)."""
-        if not self._open:
+        if not self._open or self._stuck is not None:
             return
         self._open = False
         # Fenced or fatal: the broker aborts it on its own (the fencing run, or the timeout).
-        with contextlib.suppress(KafkaException):
-            self._producer.abort_transaction(self.timeout_s)
+        with contextlib.suppress(KafkaException, TransactionFailedError):
+            self._bounded(lambda: self._producer.abort_transaction(self.timeout_s), "abort")
 
     def _begin(self) -> None:
         if not self._open:
@@ -113,7 +139,7 @@ class TransactionalProducer(CheckedProducer):
         raised when the transaction cannot go on; a fenced producer raises FencedError."""
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                step()
+                self._bounded(step, what)
                 return
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
@@ -121,6 +147,32 @@ class TransactionalProducer(CheckedProducer):
                     time.sleep(min(0.2 * 2**attempt, 2.0))
                     continue
                 self._fail(error, what)
+
+    def _bounded(self, step: Callable[[], object], what: str) -> None:
+        """Run a blocking transactional call, but never wait on it much past its timeout.
+
+        librdkafka can block in a transactional call past the timeout it was given: measured
+        here, ``send_offsets_to_transaction`` waited forever for the group coordinator after
+        the only broker was killed and restarted (librdkafka issues 5456 and 5511; the
+        2.16.0 we run still has it). The call runs in a daemon thread; when it is overdue the run
+        fails without committing, and the transaction it left open is aborted by the next
+        run's ``init_transactions`` (or the broker's transaction timeout).
+        """
+        if self._stuck is not None:
+            raise TransactionFailedError(
+                f"could not {what} for transactional id {self.txn_id!r}: the Kafka client is "
+                f"still stuck in an earlier call ({self._stuck}); nothing of the batch was "
+                "committed"
+            )
+        if not returns_within(step, self.timeout_s + OVERDUE_GRACE_S, f"kafka-txn-{what}"):
+            self._stuck = what
+            self._open = False
+            raise TransactionFailedError(
+                f"could not {what} for transactional id {self.txn_id!r}: the Kafka client did "
+                f"not return within {self.timeout_s + OVERDUE_GRACE_S:.0f}s (its own timeout "
+                f"is {self.timeout_s:.0f}s; a broker or coordinator is unreachable); nothing of "
+                "the batch was committed"
+            )
 
     @contextlib.contextmanager
     def _kafka_errors(self, what: str) -> Iterator[None]:
@@ -139,7 +191,7 @@ class TransactionalProducer(CheckedProducer):
             if self._fatal is not None:
                 self._fail(self._fatal, what)
             try:  # the transaction's state says why: a fenced producer cannot abort either
-                self._producer.abort_transaction(self.timeout_s)
+                self._bounded(lambda: self._producer.abort_transaction(self.timeout_s), "abort")
             except KafkaException as state:
                 self._fail(state.args[0], what)
             self._open = False

@@ -51,6 +51,14 @@ def freeze(name: str, seconds: float) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
+def why_it_ended(output: str) -> str:
+    """The run's own sentence on why it failed (the stage's errors say "could not …" or "was
+    taken over"), else its last line."""
+    lines = output.strip().splitlines()
+    reasons = [line for line in lines if "could not " in line or "taken over" in line]
+    return (reasons or lines[-1:] or [""])[0][:400]
+
+
 def rerun_until_done(attempts: int = 4) -> None:
     """A service just back may still be loading (coordinator, shards): rerun like the sensor
     would, a few times, until a run succeeds."""
@@ -74,8 +82,7 @@ def break_mid_run(
     finally:
         if run.poll() is None:
             run.kill()
-    last = output.strip().splitlines()[-1:] if output else []
-    print(f"{case}: the live run exited {run.returncode} ({' '.join(last)[:300]})")
+    print(f"{case}: the live run exited {run.returncode} ({why_it_ended(output or '')})")
     rerun_until_done()
     audit = audit_enrichment(
         case,
