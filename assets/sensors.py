@@ -1,4 +1,8 @@
-"""Sensors that turn consumer lag into stage runs, one offset range per topic-partition.
+"""Sensors that turn consumer lag into stage runs, one run per lagging topic-partition.
+
+A run follows its partition (``follow`` in its run config): it stays on it, processing what
+arrives, until the partition has been idle or the run is old; the sensor launches the next one
+when lag returns and no run of that partition is in flight.
 
 Each tick is cheap and bounded: the group's committed offsets and the topic's watermarks (read
 in a child process, see resources/kafka_offsets.py) plus a few run-storage queries. What to
@@ -28,11 +32,11 @@ from resources.kafka_offsets import KafkaUnavailableError, LagReaderCrashedError
 
 DEFAULT_BACKOFF_BASE_S = 15.0
 DEFAULT_BACKOFF_CAP_S = 600.0
-# A live range run that takes this long is stuck: run monitoring cancels it, which frees its
-# topic-partition's concurrency slot so the range is retried. A full 20 000-record range takes
-# seconds; the default run launcher cannot see a dead worker whose code server died with it,
-# so this bound is what unblocks the partition then.
-DEFAULT_MAX_RUNTIME_S = 300
+# A live run that takes this long is stuck: run monitoring cancels it, which frees its
+# topic-partition's concurrency slot so the partition gets a new run. The default run launcher
+# cannot see a dead worker whose code server died with it, so this bound is what unblocks the
+# partition then. pipelines/definitions.py sets it from ARBITRAGE_RUN_MAX_S.
+DEFAULT_MAX_RUNTIME_S = 1200
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -168,7 +172,9 @@ def build_stage_sensor(
             dg.RunRequest(
                 run_key=request.run_key,
                 run_config=stage_run_config(
-                    spec, [PartitionRange(request.partition, request.start, request.end)]
+                    spec,
+                    [PartitionRange(request.partition, request.start, request.end)],
+                    follow=True,
                 ),
                 tags={
                     PARTITION_TAG: partition_tag_value(topic, request.partition),

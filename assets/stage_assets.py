@@ -3,17 +3,28 @@
 Topics are single continuous logs, so the Kafka assets are unpartitioned; the Elasticsearch
 assets are partitioned by the hour of the source messages' Kafka timestamps.
 
-A run without a partition key is a live run: it processes the offset ranges in its config (the
-sensors fill them in) or, with no config, drains every partition from the group's committed
-offset to the high watermark seen at start, and records the hours it indexed as partition
-materializations. A run with an hourly partition key is a replay (a backfill): it reads exactly
-the source messages whose Kafka timestamps fall in that hour, under the stage's replay group,
-so the live group's offsets never move.
+A run without a partition key is a live run: it processes the offset ranges in its config or,
+with no config, drains every partition from the group's committed offset to the high watermark
+seen at start, and records the hours it indexed as partition materializations. The sensors'
+runs *follow* their one partition: they stay on it past their range until it has been idle or
+the run is old (engine/runner.py, ``Following``), so an update is processed within a fraction of
+a second instead of waiting for a run to start. Materializations and progress lines are emitted
+per window of ``EVENT_WINDOW_S`` and at the end, never per batch, so a steady stream does not
+grow the event log with its throughput. SIGINT/SIGTERM (a run terminated from the UI or by run
+monitoring, Ctrl-C on the CLI) stop a run after the batch it is working on is committed.
+
+A run with an hourly partition key is a replay (a backfill): it reads exactly the source
+messages whose Kafka timestamps fall in that hour, under the stage's replay group, so the live
+group's offsets never move.
 """
 
 # No `from __future__ import annotations` in the asset modules: Dagster resolves the config and
 # resource annotations of functions defined inside factories at runtime.
-from collections.abc import Iterator
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -24,7 +35,7 @@ from assets.partitions import HOURLY, hour_partition_key
 from engine.faults import FaultInjector
 from engine.offset_anomalies import OffsetAheadOfLogError, acknowledge_command, check_offsets
 from engine.ranges import PartitionRange, plan_ranges
-from engine.runner import StageRunner
+from engine.runner import Following, StageRunner
 from engine.stats import StageStats
 from pipelines import topics
 from pipelines.messages.timestamps import utc_now_iso
@@ -37,6 +48,8 @@ from resources.retention_losses import RetentionLoss, record_losses
 # Run tag naming the topic-partition a run works on; dagster.yaml limits it to one run per value.
 PARTITION_TAG = "arbitrage/topic_partition"
 STAGE_TAG = "arbitrage/stage"
+# A long-lived run reports materializations at most this often (and at its end).
+EVENT_WINDOW_S = 30.0
 
 
 class OffsetRange(dg.Config):
@@ -62,18 +75,56 @@ class StageRunConfig(dg.Config):
         description="Fail the run instead of dead-lettering more than this share of a batch "
         "(batches of 100 records or more).",
     )
+    follow: bool = Field(
+        default=False,
+        description="Stay on the one partition of offset_ranges past its end, processing what "
+        "arrives, until idle for ARBITRAGE_RUN_IDLE_S or running for ARBITRAGE_RUN_MAX_S "
+        "(what the sensors request).",
+    )
 
 
 def stage_op_name(spec: StageSpec) -> str:
     return f"{spec.name}_stage"
 
 
-def stage_run_config(spec: StageSpec, ranges: list[PartitionRange]) -> dg.RunConfig:
+def stage_run_config(
+    spec: StageSpec, ranges: list[PartitionRange], *, follow: bool = False
+) -> dg.RunConfig:
     """Typed run config of a stage run over the given ranges (what the sensors request)."""
     config = StageRunConfig(
-        offset_ranges=[OffsetRange(partition=r.partition, start=r.start, end=r.end) for r in ranges]
+        offset_ranges=[
+            OffsetRange(partition=r.partition, start=r.start, end=r.end) for r in ranges
+        ],
+        follow=follow,
     )
     return dg.RunConfig(ops={stage_op_name(spec): config})
+
+
+@contextmanager
+def stop_on_interrupt() -> Iterator[Callable[[], bool]]:
+    """Turn SIGINT/SIGTERM into a request the runner hears between batches.
+
+    Dagster terminates a run (from the UI, or run monitoring) with SIGINT and would interrupt
+    the batch wherever it is; nothing would be lost (the open transaction is aborted), but the
+    batch's work would be thrown away and redone. Here the batch finishes and commits first,
+    then the signal is raised again so Dagster marks the run canceled.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False  # signal handlers can only be set from the main thread
+        return
+    received: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        signal.raise_signal(received[0])
 
 
 def _is_replay(context: dg.AssetExecutionContext) -> bool:
@@ -156,6 +207,72 @@ def _report_retention_loss(
     )
 
 
+class WindowReporter:
+    """Materializations of a long-lived run per window of ``EVENT_WINDOW_S``: what the window
+    added to the index (per hour partition), the output topic and the DLQ. The run's final
+    ``MaterializeResult``s carry its totals."""
+
+    def __init__(
+        self,
+        context: dg.AssetExecutionContext,
+        spec: StageSpec,
+        keys: tuple[dg.AssetKey, dg.AssetKey, dg.AssetKey],
+        window_s: float = EVENT_WINDOW_S,
+    ) -> None:
+        self.context, self.spec, self.keys, self.window_s = context, spec, keys, window_s
+        self.started = self.window_start = time.monotonic()
+        self.seen = StageStats(spec.name)  # the totals already reported
+        self.windows = 0
+
+    def on_commit(self, stats: StageStats) -> None:
+        if time.monotonic() - self.window_start >= self.window_s:
+            self.report(stats)
+
+    def report(self, stats: StageStats, final: dict[str, Any] | None = None) -> None:
+        """Emit what happened since the last window (nothing when nothing did). ``final``: the
+        run's own metadata for the index's hours; the topics' totals are the run's results."""
+        index_key, output_key, dlq_key = self.keys
+        seen = self.seen
+        records_in = stats.records_in - seen.records_in
+        self.window_start = time.monotonic()
+        if records_in == 0 and stats.to_dlq == seen.to_dlq:
+            return
+        self.windows += 1
+        window = {
+            "consumer_group": self.spec.live_group,
+            "window": dg.MetadataValue.int(self.windows),
+            "records_in": dg.MetadataValue.int(records_in),
+            "to_dlq": dg.MetadataValue.int(stats.to_dlq - seen.to_dlq),
+        }
+        for hour_ms, count in sorted(stats.records_by_hour.items()):
+            added = count - seen.records_by_hour.get(hour_ms, 0)
+            if added:
+                self.context.log_event(
+                    dg.AssetMaterialization(
+                        asset_key=index_key,
+                        partition=hour_partition_key(hour_ms),
+                        metadata={
+                            **window,
+                            **(final or {}),
+                            "records_in_this_hour": dg.MetadataValue.int(added),
+                        },
+                    )
+                )
+        output, dlq = self.spec.output_topic, self.spec.dlq_topic
+        for key, topic in () if final is not None else ((output_key, output), (dlq_key, dlq)):
+            produced = stats.produced(topic) - seen.produced(topic)
+            if produced:
+                self.context.log_event(
+                    dg.AssetMaterialization(
+                        asset_key=key,
+                        metadata={**window, "produced": dg.MetadataValue.int(produced)},
+                    )
+                )
+        seen.records_in, seen.to_dlq = stats.records_in, stats.to_dlq
+        seen.records_by_hour = dict(stats.records_by_hour)
+        seen.deliveries.delivered_by_topic = dict(stats.deliveries.delivered_by_topic)
+
+
 def _common_metadata(
     stats: StageStats, planned: list[PartitionRange], group: str
 ) -> dict[str, Any]:
@@ -169,29 +286,13 @@ def _common_metadata(
     }
 
 
-def _index_materializations(
-    context: dg.AssetExecutionContext,
-    key: dg.AssetKey,
-    stats: StageStats,
-    metadata: dict[str, Any],
-) -> Iterator[dg.MaterializeResult]:
-    """A replay materializes its own hours; a live run records each hour it indexed."""
-    if _is_replay(context):
-        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
-        return
-    for hour_ms, count in sorted(stats.records_by_hour.items()):
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key=key,
-                partition=hour_partition_key(hour_ms),
-                metadata={**metadata, "records_in_this_hour": dg.MetadataValue.int(count)},
-            )
-        )
-
-
-def build_stage_assets(spec: StageSpec, fault_point: str = "") -> dg.AssetsDefinition:
+def build_stage_assets(
+    spec: StageSpec, fault_point: str = "", following: Following | None = None
+) -> dg.AssetsDefinition:
     """The stage's multi-asset: its index, output topic and DLQ, all fed by its source topic.
+    ``following`` bounds the runs that follow a partition (``follow`` in the run config);
     ``fault_point`` arms a kill point for the fault suite (engine/faults.py); empty otherwise."""
+    following = following or Following()
     source_key = topic_asset_key(spec.source_topic)
     index_key = index_asset_key(spec.index)
     output_key = topic_asset_key(spec.output_topic)
@@ -252,6 +353,12 @@ def build_stage_assets(spec: StageSpec, fault_point: str = "") -> dg.AssetsDefin
             f"{spec.name}: {sum(r.size for r in planned)} records in {len(planned)} partition "
             f"range(s) under group {group}"
         )
+        if config.follow and (len(planned) != 1 or _is_replay(context)):
+            raise dg.Failure(
+                f"follow: true needs a live run with exactly one offset range; this run has "
+                f"{len(planned)} range(s){' and a partition key' if _is_replay(context) else ''}"
+            )
+        reporter = WindowReporter(context, spec, (index_key, output_key, dlq_key))
         runner = StageRunner(
             spec,
             kafka,
@@ -259,45 +366,52 @@ def build_stage_assets(spec: StageSpec, fault_point: str = "") -> dg.AssetsDefin
             fee_model.load(),
             batch_size=config.batch_size,
             logger=context.log,
+            on_batch=reporter.on_commit,
             max_reject_ratio=config.max_reject_ratio,
             faults=FaultInjector.parse(fault_point),
         )
-        stats = runner.run(group, planned)
-        common = _common_metadata(stats, planned, group)
-        yield from _index_materializations(
-            context,
-            index_key,
-            stats,
-            {
+        with stop_on_interrupt() as stop_requested:
+            stats = runner.run(
+                group,
+                planned,
+                following=following if config.follow else None,
+                stop_requested=stop_requested,
+            )
+            common = _common_metadata(stats, planned, group)
+            index_metadata = {
                 **common,
                 "index": spec.index,
                 "indexed": dg.MetadataValue.int(stats.indexed),
                 "unchanged": dg.MetadataValue.int(stats.unchanged),
                 "es_item_retries": dg.MetadataValue.int(stats.es_retries),
-            },
-        )
-        spans = stats.deliveries.per_partition(spec.output_topic)
-        yield dg.MaterializeResult(
-            asset_key=output_key,
-            metadata={
-                **common,
-                "topic": spec.output_topic,
-                "produced": dg.MetadataValue.int(stats.produced(spec.output_topic)),
-                **{name: dg.MetadataValue.int(n) for name, n in stats.counters.items()},
-                "offsets_written": dg.MetadataValue.json(
-                    {str(p): [low, high] for p, (low, high) in spans.items()}
-                ),
-            },
-        )
-        yield dg.MaterializeResult(
-            asset_key=dlq_key,
-            metadata={
-                **common,
-                "topic": spec.dlq_topic,
-                "messages_written": dg.MetadataValue.int(stats.produced(spec.dlq_topic)),
-                "newest_reasons": dg.MetadataValue.json(stats.dlq_reasons[-5:]),
-            },
-        )
+            }
+            if _is_replay(context):
+                # A replay materializes its own hours.
+                yield dg.MaterializeResult(asset_key=index_key, metadata=index_metadata)
+            else:
+                reporter.report(stats, final=index_metadata)
+            spans = stats.deliveries.per_partition(spec.output_topic)
+            yield dg.MaterializeResult(
+                asset_key=output_key,
+                metadata={
+                    **common,
+                    "topic": spec.output_topic,
+                    "produced": dg.MetadataValue.int(stats.produced(spec.output_topic)),
+                    **{name: dg.MetadataValue.int(n) for name, n in stats.counters.items()},
+                    "offsets_written": dg.MetadataValue.json(
+                        {str(p): [low, high] for p, (low, high) in spans.items()}
+                    ),
+                },
+            )
+            yield dg.MaterializeResult(
+                asset_key=dlq_key,
+                metadata={
+                    **common,
+                    "topic": spec.dlq_topic,
+                    "messages_written": dg.MetadataValue.int(stats.produced(spec.dlq_topic)),
+                    "newest_reasons": dg.MetadataValue.json(stats.dlq_reasons[-5:]),
+                },
+            )
 
     return _stage
 

@@ -10,6 +10,7 @@ aborted batch, and the next run resumes from the last committed offset.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ from pipelines.transforms import Rejected
 from resources.elasticsearch import BulkOutcome
 from resources.kafka import DeliveryReport
 from resources.kafka_transactions import TransactionalProducer
+
+# A run logs its progress at most this often (and when it ends): one line per batch would grow
+# the event log without bound under a steady stream.
+PROGRESS_EVERY_S = 30.0
 
 
 @dataclass
@@ -60,19 +65,39 @@ class Checkpoint:
         self._faults = faults
         self.first_seen: int | None = None
         self.committed = span.start  # where this run took the partition over
+        self._logged_at = time.monotonic()
+        self._logged_offset = span.start
 
     def commit(self, batch: InFlight) -> None:
         """Commit the batch's messages together with the partition's offset past it."""
         # Only this batch's messages are in the transaction: the next one has produced nothing.
         self._commit_at(batch.next_offset)
 
-    def commit_position(self) -> None:
-        """At the end of a range: move the offset over what the consumer skipped after the
-        last record (transaction markers, aborted records), so the lag reaches 0."""
+    def commit_position(self, *, bounded: bool = True) -> None:
+        """Move the offset over what the consumer skipped after the last record (transaction
+        markers, aborted records), so the lag reaches 0: at the end of a range (``bounded``:
+        never past it), or whenever a following run finds nothing new."""
         position = self._consumer.position([TopicPartition(self._topic, self._span.partition)])
         offset = position[0].offset
+        if bounded:
+            offset = min(offset, self._span.end)
         if offset > self.committed:
-            self._commit_at(min(offset, self._span.end))
+            self._commit_at(offset)
+
+    def log_progress(self, *, final: bool = False) -> None:
+        """One line on where the partition stands, at most every ``PROGRESS_EVERY_S``."""
+        now = time.monotonic()
+        if not final and now - self._logged_at < PROGRESS_EVERY_S:
+            return
+        if final and self.committed == self._logged_offset:
+            return
+        stats = self._stats
+        self._log.info(
+            f"{stats.stage}: {self._topic}[{self._span.partition}] committed {self.committed} "
+            f"({self.committed - self._span.start} offsets this run); in {stats.records_in}, "
+            f"dlq {stats.to_dlq}"
+        )
+        self._logged_at, self._logged_offset = now, self.committed
 
     def _commit_at(self, next_offset: int) -> None:
         span = self._span
@@ -91,11 +116,7 @@ class Checkpoint:
         self._stats.batches += 1
         if self._on_commit:
             self._on_commit(self._stats)
-        self._log.info(
-            f"{self._stats.stage}: {self._topic}[{span.partition}] committed {next_offset} "
-            f"({next_offset - span.start}/{span.size}); in {self._stats.records_in}, "
-            f"dlq {self._stats.to_dlq}"
-        )
+        self.log_progress()
 
     def _reach(self, point: str) -> None:
         reach(self._faults, self._stats.stage, point)

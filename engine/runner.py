@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -55,8 +56,26 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-# How long a batch may wait to fill while records keep coming slowly.
+# How long a batch of a bounded range may wait to fill while records keep coming slowly.
 FILL_S = 1.0
+# How long one poll waits when a following run finds nothing (then it commits and checks stop).
+FOLLOW_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Following:
+    """A live run that stays on its partition: it goes on past the end of its range, reading
+    what arrives, until nothing has come for ``idle_s``, it has run for ``max_s``, or a stop is
+    requested. A batch is cut at ``batch_size`` records or ``linger_s`` after its first record,
+    so a single update is processed at once."""
+
+    idle_s: float = 60.0
+    max_s: float = 900.0
+    linger_s: float = 0.2
+
+
+def _never() -> bool:
+    return False
 
 
 class StageRunner:
@@ -88,16 +107,38 @@ class StageRunner:
         self.max_reject_ratio = max_reject_ratio
         self.faults = faults
 
-    def run(self, group_id: str, ranges: list[PartitionRange]) -> StageStats:
+    def run(
+        self,
+        group_id: str,
+        ranges: list[PartitionRange],
+        following: Following | None = None,
+        stop_requested: Callable[[], bool] = _never,
+    ) -> StageStats:
+        """Process ``ranges``; with ``following``, the one range's partition is followed past
+        its end (see ``Following``). ``stop_requested`` is asked between batches: when it says
+        so, the run stops after committing the batch it has."""
+        if following is not None and len(ranges) != 1:
+            raise ValueError(
+                f"a following run works one partition; it was given {len(ranges)} ranges"
+            )
         stats = StageStats(self.spec.name)
         started = time.perf_counter()
         for partition_range in ranges:
-            if partition_range.size:
-                self._run_partition(group_id, partition_range, stats)
+            if stop_requested():
+                break
+            if partition_range.size or following is not None:
+                self._run_partition(group_id, partition_range, stats, following, stop_requested)
         stats.seconds = time.perf_counter() - started
         return stats
 
-    def _run_partition(self, group_id: str, span: PartitionRange, stats: StageStats) -> None:
+    def _run_partition(
+        self,
+        group_id: str,
+        span: PartitionRange,
+        stats: StageStats,
+        following: Following | None,
+        stop_requested: Callable[[], bool],
+    ) -> None:
         topic = self.spec.source_topic
         # One producer per partition and run (a new one costs ~0.1 s, not per batch). Creating
         # it fences any older run of this partition, so what is committed from here on is ours.
@@ -106,10 +147,12 @@ class StageRunner:
         )
         consumer = self.kafka.consumer(group_id)
         try:
-            if group_id == self.spec.live_group:
+            if following is not None:
+                span = self._followed_span(consumer, span)
+            elif group_id == self.spec.live_group:
                 span = self._take_over(consumer, group_id, span)
-            if span.size:
-                self._work(consumer, producer, group_id, span, stats)
+            if span.size or following is not None:
+                self._work(consumer, producer, group_id, span, stats, following, stop_requested)
         finally:
             producer.abort()
             consumer.close()
@@ -126,6 +169,12 @@ class StageRunner:
             return PartitionRange(span.partition, min(committed, span.end), span.end)
         return span
 
+    def _followed_span(self, consumer: Consumer, span: PartitionRange) -> PartitionRange:
+        """A following run starts where the group is, whatever range it was planned with."""
+        committed = committed_offset(consumer, self.spec.source_topic, span.partition)
+        start = span.start if committed is None else max(committed, span.start)
+        return PartitionRange(span.partition, start, span.end)
+
     def _work(
         self,
         consumer: Consumer,
@@ -133,6 +182,8 @@ class StageRunner:
         group_id: str,
         span: PartitionRange,
         stats: StageStats,
+        following: Following | None,
+        stop_requested: Callable[[], bool],
     ) -> None:
         consumer.assign([TopicPartition(self.spec.source_topic, span.partition, span.start)])
         processor = build_processor(
@@ -156,10 +207,19 @@ class StageRunner:
             self.on_batch,
             self.faults,
         )
-        # A pipelined processor's batch is finished and committed during the next one.
+        # A pipelined processor's batch is finished and committed during the next one, or as
+        # soon as nothing more is there (a following run must not hold an update back).
         pending: InFlight | None = None
         try:
-            for records in self._batches(consumer, span):
+            for records in self._batches(consumer, span, following, stop_requested):
+                if not records:
+                    if pending is not None:
+                        with _cyclic_gc_paused():
+                            processor.finish(pending, stats)
+                            checkpoint.commit(pending)
+                        pending = None
+                    checkpoint.commit_position(bounded=False)
+                    continue
                 if checkpoint.first_seen is None:
                     checkpoint.first_seen = records[0].offset
                 with _cyclic_gc_paused():
@@ -175,61 +235,110 @@ class StageRunner:
                 with _cyclic_gc_paused():
                     processor.finish(pending, stats)
                     checkpoint.commit(pending)
-            checkpoint.commit_position()
+            checkpoint.commit_position(bounded=following is None)
         finally:
             processor.close()
+            checkpoint.log_progress(final=True)
 
-    def _batches(self, consumer: Consumer, span: PartitionRange) -> Iterator[list[SourceRecord]]:
-        """The range's records in batches of up to ``batch_size``, in offset order."""
+    def _batches(
+        self,
+        consumer: Consumer,
+        span: PartitionRange,
+        following: Following | None,
+        stop_requested: Callable[[], bool],
+    ) -> Iterator[list[SourceRecord]]:
+        """The records in batches of up to ``batch_size``, in offset order: the range's, or
+        (following) whatever arrives, with an empty batch whenever nothing did."""
         topic = self.spec.source_topic
         next_offset = span.start
-        idle_since = time.monotonic()
+        started = idle_since = time.monotonic()
         slot = TopicPartition(topic, span.partition)
-        while next_offset < span.end:
-            if consumer.position([slot])[0].offset >= span.end:
-                return  # only transaction markers (or aborted records) were left
-            records = self._fill_batch(consumer, span, slot, next_offset)
-            if not records:
+        while True:
+            if following is None:
                 if consumer.position([slot])[0].offset >= span.end:
-                    return  # the rest of the range was deleted or compacted away
-                if time.monotonic() - idle_since > self.idle_timeout_s:
-                    raise RangeUnavailableError(
-                        f"{topic}[{span.partition}] returned nothing for "
-                        f"{self.idle_timeout_s:.0f}s at offset {next_offset} "
-                        f"(range ends {span.end})"
+                    return  # done (the rest, if any, was transaction markers or aborted)
+            else:
+                reason = self._stop_reason(following, started, idle_since, stop_requested)
+                if reason:
+                    self.log.info(
+                        f"{self.spec.name}: {topic}[{span.partition}] followed for "
+                        f"{time.monotonic() - started:.0f}s; stopping: {reason}"
                     )
+                    return
+            if stop_requested():
+                return
+            records = self._fill_batch(consumer, span, slot, next_offset, following)
+            if records:
+                idle_since = time.monotonic()
+                next_offset = records[-1].offset + 1
+                yield records
                 continue
-            idle_since = time.monotonic()
-            next_offset = records[-1].offset + 1
-            yield records
+            if following is not None:
+                yield []
+                continue
+            if consumer.position([slot])[0].offset >= span.end:
+                return  # the rest of the range was deleted or compacted away
+            if time.monotonic() - idle_since > self.idle_timeout_s:
+                raise RangeUnavailableError(
+                    f"{topic}[{span.partition}] returned nothing for "
+                    f"{self.idle_timeout_s:.0f}s at offset {next_offset} "
+                    f"(range ends {span.end})"
+                )
+
+    @staticmethod
+    def _stop_reason(
+        following: Following,
+        started: float,
+        idle_since: float,
+        stop_requested: Callable[[], bool],
+    ) -> str:
+        now = time.monotonic()
+        if stop_requested():
+            return "a stop was requested"
+        if now - idle_since >= following.idle_s:
+            return f"nothing arrived for {following.idle_s:.0f}s"
+        if now - started >= following.max_s:
+            return f"the run reached its {following.max_s:.0f}s limit"
+        return ""
 
     def _fill_batch(
-        self, consumer: Consumer, span: PartitionRange, slot: TopicPartition, next_offset: int
+        self,
+        consumer: Consumer,
+        span: PartitionRange,
+        slot: TopicPartition,
+        next_offset: int,
+        following: Following | None,
     ) -> list[SourceRecord]:
-        """Up to ``batch_size`` records, gathered for at most ``FILL_S``.
+        """Up to ``batch_size`` records.
 
         Offsets are not messages (transaction markers take some), so the number of records
-        left in the range is unknown: ask in short waits and stop once the consumer's position
-        reaches the range's end or the broker has nothing more right now.
+        left is unknown: ask in short waits. A bounded range's batch stops once the consumer's
+        position reaches the range's end, or the broker has nothing more right now, or after
+        ``FILL_S``; a following run's batch is cut ``linger_s`` after its first record, and an
+        empty poll of ``FOLLOW_POLL_S`` returns nothing.
         """
-        wanted = min(self.batch_size, span.end - next_offset)
+        end = None if following is not None else span.end
+        wanted = self.batch_size if end is None else min(self.batch_size, end - next_offset)
         records: list[SourceRecord] = []
-        deadline = time.monotonic() + FILL_S
+        deadline = time.monotonic() + (FILL_S if following is None else FOLLOW_POLL_S)
         while len(records) < wanted:
-            messages = consumer.consume(num_messages=wanted - len(records), timeout=0.1)
+            timeout = max(0.0, min(0.1, deadline - time.monotonic()))
+            messages = consumer.consume(num_messages=wanted - len(records), timeout=timeout)
             for message in messages:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise KafkaException(error)
-                if message.offset() >= span.end:
+                if end is not None and message.offset() >= end:
                     return records
                 if message.offset() < span.start:
                     # The broker reset us to the earliest offset: the range starts past the end
                     # of the log (e.g. the topic was recreated). Never process or commit what
                     # lies before the range; the idle timeout reports it.
                     continue
+                if following is not None and not records:
+                    deadline = time.monotonic() + following.linger_s
                 _, timestamp = message.timestamp()
                 records.append(
                     SourceRecord(
@@ -241,8 +350,11 @@ class StageRunner:
                         timestamp,
                     )
                 )
-            if consumer.position([slot])[0].offset >= span.end:
+            if end is not None and consumer.position([slot])[0].offset >= end:
                 break
-            if not messages and (records or time.monotonic() > deadline):
+            if following is None:
+                if not messages and (records or time.monotonic() > deadline):
+                    break
+            elif time.monotonic() >= deadline:
                 break
         return records

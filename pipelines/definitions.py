@@ -19,11 +19,15 @@ from assets.keepa_pull import (
 from assets.sensors import build_stage_sensor
 from assets.stage_assets import build_stage_assets, build_stage_job
 from engine.faults import FaultInjector
+from engine.runner import Following
 from pipelines.redaction import has_credentials
 from pipelines.stage_specs import STAGES
 from resources.elasticsearch import ElasticsearchResource
 from resources.keepa import KeepaResource
 from resources.settings import ELASTICSEARCH_URL_ENV, KEEPA_KEY_ENV, Settings
+
+# How long past ARBITRAGE_RUN_MAX_S a following run may take before run monitoring cancels it.
+RUN_MAX_GRACE_S = 300
 
 
 def keepa_resource(settings: Settings) -> KeepaResource:
@@ -56,7 +60,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         else dg.DefaultScheduleStatus.STOPPED
     )
     FaultInjector.parse(settings.fault_point)  # a bad value fails at load, with a sentence
-    stage_assets = [build_stage_assets(spec, settings.fault_point) for spec in STAGES]
+    following = Following(
+        idle_s=settings.run_idle_s,
+        max_s=settings.run_max_s,
+        linger_s=settings.batch_linger_ms / 1000,
+    )
+    stage_assets = [build_stage_assets(spec, settings.fault_point, following) for spec in STAGES]
     stage_jobs = [
         build_stage_job(spec, assets) for spec, assets in zip(STAGES, stage_assets, strict=True)
     ]
@@ -68,6 +77,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             max_records=settings.sensor_max_records,
             minimum_interval_seconds=settings.sensor_interval_s,
             default_status=sensor_status,
+            # Run monitoring cancels a run stuck past its limit (a run that ends its follow
+            # window finishes its last batch within seconds).
+            max_runtime_s=settings.run_max_s + RUN_MAX_GRACE_S,
         )
         for spec, job, assets in zip(STAGES, stage_jobs, stage_assets, strict=True)
     ]

@@ -71,6 +71,11 @@ class Settings:
     # 5 s would alias to ticks every 10 s, so ask for less to tick on every loop.
     sensor_interval_s: int = 3
     sensor_max_records: int = 20_000
+    # A sensor-launched run stays on its partition until idle this long, or this old; a batch
+    # is cut this long after its first record (engine/runner.py, ``Following``).
+    run_idle_s: int = 60
+    run_max_s: int = 900
+    batch_linger_ms: int = 200
     # Tests and benchmarks empty the pipeline's topics, groups and indices; only on 127.0.0.1
     # unless this says the cluster is a throwaway one.
     allow_reset_anywhere: bool = False
@@ -112,6 +117,11 @@ class Settings:
             sensor_interval_s=_int(env, "ARBITRAGE_SENSOR_INTERVAL_S", default.sensor_interval_s),
             sensor_max_records=_int(
                 env, "ARBITRAGE_SENSOR_MAX_RECORDS", default.sensor_max_records
+            ),
+            run_idle_s=_int(env, "ARBITRAGE_RUN_IDLE_S", default.run_idle_s),
+            run_max_s=_int(env, "ARBITRAGE_RUN_MAX_S", default.run_max_s),
+            batch_linger_ms=_int(
+                env, "ARBITRAGE_BATCH_LINGER_MS", default.batch_linger_ms, minimum=0
             ),
             allow_reset_anywhere=env.get("ARBITRAGE_ALLOW_RESET", "").strip().lower() in _TRUE,
             fault_point=env.get("ARBITRAGE_FAULT_POINT", "").strip(),

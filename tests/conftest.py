@@ -3,6 +3,7 @@ they are not running (never skip)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,11 @@ from cli.reset import reset_pipeline
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
 from resources.kafka import KafkaResource, KafkaUnavailableError
 from resources.settings import Settings
+
+# Sensor-launched runs follow their partition until idle this long (60 s in production): the
+# tests run such requests to completion, so they end soon after the records run out. Set before
+# the definitions are imported; child processes (dagster, the demo) inherit it.
+os.environ.setdefault("ARBITRAGE_RUN_IDLE_S", "1")
 
 START_HINT = "Start them with `make services-up` (or run the whole suite with `make test`)."
 

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipelines.stage_specs import ENRICHMENT, StageSpec
 from resources.elasticsearch import ElasticsearchResource
@@ -30,10 +31,16 @@ DAGSTER = Path(sys.executable).parent / "dagster"
 
 
 def stage_process(
-    stage: str, *, batch_size: int, fault_point: str = "", dagster_home: Path | None = None
+    stage: str,
+    *,
+    batch_size: int,
+    fault_point: str = "",
+    dagster_home: Path | None = None,
+    stage_config: dict[str, Any] | None = None,
 ) -> subprocess.Popen[str]:
     """``dagster job execute`` of one stage, as an operator would run it from the CLI."""
-    config = {"ops": {f"{stage}_stage": {"config": {"batch_size": batch_size}}}}
+    op_config = {"batch_size": batch_size, **(stage_config or {})}
+    config = {"ops": {f"{stage}_stage": {"config": op_config}}}
     config_file = Path(tempfile.mkdtemp(prefix="faults-")) / "run.json"
     config_file.write_text(json.dumps(config))
     env = {
