@@ -89,6 +89,17 @@ def _last_finished_run(instance: dg.DagsterInstance, tag_value: str) -> Finished
     return FinishedRun(run.run_id, run.status == dg.DagsterRunStatus.SUCCESS, records[0].end_time)
 
 
+def _has_lag(kafka: KafkaResource, spec: StageSpec) -> bool:
+    """Whether ``spec``'s live group has records to process (False when that cannot be read:
+    this stage's own lag still starts its runs)."""
+    try:
+        return any(
+            lag.lag > 0 for lag in kafka.lag_in_child_process(spec.live_group, spec.source_topic)
+        )
+    except (KafkaUnavailableError, LagReaderCrashedError):
+        return False
+
+
 def _lag_observation(
     asset_key: dg.AssetKey, group: str, topic: str, lags: list[PartitionLag]
 ) -> dg.AssetObservation:
@@ -123,8 +134,11 @@ def build_stage_sensor(
     backoff_base_s: float = DEFAULT_BACKOFF_BASE_S,
     backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S,
     max_runtime_s: int = DEFAULT_MAX_RUNTIME_S,
+    upstream: StageSpec | None = None,
 ) -> dg.SensorDefinition:
-    """A sensor requesting one ``job`` run per lagging partition of the stage's source topic."""
+    """A sensor requesting one ``job`` run per lagging partition of the stage's source topic;
+    with ``upstream`` (the stage writing that topic), also one per idle partition while the
+    upstream stage has lag."""
     group, topic = spec.live_group, spec.source_topic
     source_key = topic_asset_key(topic)
     stage_keys = set(stage_assets.keys)
@@ -158,6 +172,7 @@ def build_stage_sensor(
             policy,
             in_flight=lambda: _busy_partitions(context.instance, job.name, stage_keys),
             last_finished=lambda tag: _last_finished_run(context.instance, tag),
+            upstream_busy=upstream is not None and _has_lag(kafka, upstream),
         )
         events = [_lag_observation(source_key, group, topic, lags)] if decision.observe_lag else []
         if decision.waiting:

@@ -34,7 +34,9 @@ def _plan(quick: bool) -> dict[str, Callable[[Services], list[Row]]]:
             ),
             "memory": lambda s: memory.run(s, memory.QUICK_N, memory.QUICK_BACKLOG, judge=judge),
             "keepa_pull": lambda s: keepa_pull.run(s, keepa_pull.QUICK_N),
-            "latency": lambda s: latency.run(s, latency.QUICK_ROUNDS, latency.QUICK_PER_ROUND),
+            "latency": lambda s: latency.run(
+                s, latency.QUICK_RATE, latency.QUICK_SECONDS, latency.QUICK_COLD_ROUNDS
+            ),
         }
     return {
         "fee_model": lambda s: fee_model.run(judge=judge),

@@ -1,18 +1,22 @@
-"""Latency through Dagster: a raw update produced → its enriched product → its alerts.
+"""Latency through Dagster, hop by hop: a raw update produced → read by enrichment → on
+products.enriched → read by arbitrage → its alert on arbitrage.alerts; warm and cold.
 
-Starts ``dagster dev`` (webserver + daemon) on a throwaway DAGSTER_HOME with the repository's
-dagster.yaml, turns on the two lag sensors (``dagster sensor start --start-all``; schedules
-stay off, so no Keepa pull interferes), then, round after round, produces a slice of sample
-raw updates that holds planted arbitrage opportunities and waits until every product is on
-products.enriched and every expected alert (computed with the domain functions) is on
-arbitrage.alerts. Latency = the Kafka timestamp of the downstream message (set when the stage
-run produced it) minus the moment the raw updates were acknowledged by the broker.
+Starts ``dagster dev`` (webserver + daemon) on a throwaway DAGSTER_HOME and storage with the
+repository's dagster.yaml and the two lag sensors on (schedules cannot fire: 1 January only).
 
-The first round also waits for the daemon and the code location to come up; it is reported
-in the notes, not in the figures. Each later round is a fresh slice of products (new ASINs),
-so its alerts are new and nothing is de-duplicated away.
+- **Warm**: a steady stream of ``--rate`` updates per second for ``--seconds``, each a product
+  not seen before (so each alert is new). The sensors' runs follow their partitions, so after
+  the first seconds every update meets a live run. For each update: its Kafka timestamp
+  (produced), the ``arbitrage-read-at-ms`` header the stages put on their outputs (read by
+  the stage), and the moment this benchmark's read_committed reader saw the output (visible:
+  the stage's transaction committed). The same window gives the runs per partition and the
+  event-log rows per minute (rows of the instance's ``event_logs`` table).
+- **Cold**: ``--cold-rounds`` times, wait until no stage run is in flight (the runs have been
+  idle for ARBITRAGE_RUN_IDLE_S, set to ``COLD_IDLE_S`` here), then produce a burst: the
+  latency includes the sensor's tick, the run queue, the run's process start and its setup.
 
-Run alone: ``python -m bench.latency [--rounds 3] [--per-round 200] [--quick]``.
+Run alone: ``python -m bench.latency [--rate 5] [--seconds 240] [--cold-rounds 5] [--quick]``;
+the issue's steady-stream check is ``--rate 1 --seconds 600 --cold-rounds 0``.
 """
 
 from __future__ import annotations
@@ -22,25 +26,25 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import TopicPartition
+import dagster as dg
+import sqlalchemy as db  # Dagster's own dependency: counts rows of its event_logs table
+from confluent_kafka import Consumer, TopicPartition
 
+from assets.sensors import IN_FLIGHT
+from assets.stage_assets import PARTITION_TAG
 from bench import data
-from bench.common import (
-    Row,
-    Services,
-    connect,
-    log,
-    parser,
-    produce_messages,
-    report,
-    reset_pipeline,
-)
+from bench.common import Row, Services, connect, log, parser, report, reset_pipeline
 from devservices.dagster_dev import DagsterDev
 from devservices.dagster_instance import fresh_storage
+from engine.processors import READ_AT_HEADER
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect_alerts
@@ -49,27 +53,19 @@ from pipelines.topics import ARBITRAGE_ALERTS, PRODUCTS_ENRICHED, RAW_UPDATES
 from resources.settings import Settings
 
 BENCHMARK = "latency"
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_ROUNDS = 3
-DEFAULT_PER_ROUND = 200
-QUICK_ROUNDS = 1
-QUICK_PER_ROUND = 60
-# The daemon, the code server and the first runs each import Dagster and the code: minutes
-# on a loaded 2-core machine are possible for the first round.
-FIRST_ROUND_TIMEOUT_S = 300.0
-ROUND_TIMEOUT_S = 180.0
-DAGSTER = (sys.executable, "-m", "dagster")
-
-
-def sensors_built() -> bool:
-    """Whether the lag sensors exist and are part of the definitions."""
-    try:
-        from pipelines.definitions import defs
-
-        names = {sensor.name for sensor in defs.sensors or []}
-    except Exception:  # an import error in code under construction counts as "not built"
-        return False
-    return {"enrichment_sensor", "arbitrage_sensor"} <= names
+DEFAULT_RATE = 5.0
+DEFAULT_SECONDS = 240.0
+DEFAULT_COLD_ROUNDS = 5
+QUICK_RATE, QUICK_SECONDS, QUICK_COLD_ROUNDS = 2.0, 15.0, 1
+COLD_BURST = 20
+# About one sample product in sixteen raises an alert: generate this many per alert needed.
+POOL_PER_ALERT = 20
+# Runs end after this long without records, so the cold rounds do not wait a minute each.
+COLD_IDLE_S = 15
+# The daemon, the code server and the first runs each import Dagster and the code.
+WARM_UP_TIMEOUT_S = 300.0
+DRAIN_TIMEOUT_S = 120.0
+COLD_TIMEOUT_S = 120.0
 
 
 def not_measured(reason: str) -> list[Row]:
@@ -82,7 +78,7 @@ def dagster_dev(home: Path) -> Iterator[dict[str, str]]:
     env = {
         **os.environ,
         "ARBITRAGE_AUTOMATION": "on",
-        # The schedules are on too but cannot fire during a measurement (1 January only).
+        "ARBITRAGE_RUN_IDLE_S": str(COLD_IDLE_S),
         "KEEPA_PULL_CRON": "0 0 1 1 *",
         "ARBITRAGE_CHECKS_CRON": "0 0 1 1 *",
     }
@@ -97,137 +93,376 @@ def dagster_dev(home: Path) -> Iterator[dict[str, str]]:
             dev.stop()
 
 
-def _end_offsets(services: Services, topic: str) -> dict[int, int]:
-    return {p: high for p, (_, high) in services.kafka.watermarks(topic).items()}
-
-
-def _collect(
-    services: Services,
-    starts: dict[str, dict[int, int]],
-    wanted: dict[str, set[bytes]],
-    expected: dict[str, int],
-    timeout_s: float,
-) -> dict[str, list[int]]:
-    """Kafka timestamps (ms) of the messages keyed by wanted ASINs, per topic, until each topic
-    has its expected count (or the timeout)."""
-    consumer = services.kafka.consumer("bench.latency.reader", **{"enable.partition.eof": False})
-    found: dict[str, list[int]] = {topic: [] for topic in starts}
-    consumer.assign(
-        [
-            TopicPartition(topic, partition, offset)
-            for topic, offsets in starts.items()
-            for partition, offset in offsets.items()
-        ]
-    )
-    deadline = time.monotonic() + timeout_s
+@contextlib.contextmanager
+def instance_of(env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    """The Dagster instance ``dagster dev`` uses (its DAGSTER_HOME and storage variables)."""
+    keys = [k for k in env if k == "DAGSTER_HOME" or k.startswith("DAGSTER_POSTGRES")]
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: env[k] for k in keys})
     try:
-        while time.monotonic() < deadline:
-            if all(len(found[t]) >= expected[t] for t in found):
-                break
-            for message in consumer.consume(num_messages=1000, timeout=0.5):
-                if message.error() is None and message.key() in wanted[message.topic()]:
-                    found[message.topic()].append(message.timestamp()[1])
+        with dg.DagsterInstance.get() as instance:
+            yield instance
     finally:
-        consumer.close()
-    return found
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
-def _round(
-    services: Services, messages: list[tuple[bytes, bytes]], timeout_s: float
-) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Produce one slice; latencies (s) per downstream topic, and the counts expected."""
+@dataclass
+class Seen:
+    """An output message as the benchmark's reader saw it."""
+
+    produced_ms: int  # its Kafka timestamp
+    read_at_ms: int | None  # when the stage read the batch it came from
+    visible_ms: float  # when the reader got it (after the stage's commit)
+
+
+@dataclass
+class Reader:
+    """Reads products.enriched and arbitrage.alerts (read_committed) from their ends, keeping
+    the first sighting per ASIN."""
+
+    services: Services
+    seen: dict[str, dict[bytes, Seen]] = field(
+        default_factory=lambda: {PRODUCTS_ENRICHED: {}, ARBITRAGE_ALERTS: {}}
+    )
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        consumer = self.services.kafka.consumer("bench.latency.reader")
+        consumer.assign(
+            [
+                TopicPartition(topic, partition, high)
+                for topic in self.seen
+                for partition, (_, high) in self.services.kafka.watermarks(topic).items()
+            ]
+        )
+        self._thread = threading.Thread(target=self._read, args=(consumer,), daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=30)
+
+    def _read(self, consumer: Consumer) -> None:
+        try:
+            while not self.stop.is_set():
+                for message in consumer.consume(num_messages=500, timeout=0.05):
+                    if message.error() is not None or message.key() is None:
+                        continue
+                    now = time.time() * 1000
+                    headers = dict(message.headers() or [])
+                    read_at = headers.get(READ_AT_HEADER)
+                    self.seen[message.topic()].setdefault(
+                        message.key(),
+                        Seen(message.timestamp()[1], int(read_at) if read_at else None, now),
+                    )
+        finally:
+            consumer.close()
+
+    def wait_for(self, topic: str, keys: set[bytes], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if keys <= self.seen[topic].keys():
+                return True
+            time.sleep(0.2)
+        return False
+
+
+def expected_alert_keys(messages: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
     fees = load_fee_config(Settings.from_env().fees_file)
     products = [enrich(parse_raw_update(value), fees) for _, value in messages]
     alerts = detect_alerts(products, fees, "2026-01-01T00:00:00.000Z")
-    expected = {PRODUCTS_ENRICHED: len(messages), ARBITRAGE_ALERTS: len(alerts)}
-    wanted = {
-        PRODUCTS_ENRICHED: {key for key, _ in messages},
-        ARBITRAGE_ALERTS: {alert["asin"].encode() for alert in alerts},
-    }
-    starts = {topic: _end_offsets(services, topic) for topic in expected}
-    produce_messages(services.kafka, RAW_UPDATES, messages)
-    acknowledged_ms = time.time() * 1000  # the producer context flushed: all acknowledged
-    found = _collect(services, starts, wanted, expected, timeout_s)
-    latencies = {
-        topic: [max(0.0, (ts - acknowledged_ms) / 1000) for ts in stamps]
-        for topic, stamps in found.items()
-    }
-    return latencies, expected
+    return {alert["asin"].encode() for alert in alerts}
 
 
-def run(
-    services: Services, rounds: int = DEFAULT_ROUNDS, per_round: int = DEFAULT_PER_ROUND
+def stream(
+    services: Services, messages: Sequence[tuple[bytes, bytes]], rate: float
+) -> dict[bytes, int]:
+    """Produce ``messages`` at ``rate`` per second, each on its own; their Kafka timestamps."""
+    produced: dict[bytes, int] = {}
+    started = time.monotonic()
+    with services.kafka.producer() as producer:
+        for index, (key, value) in enumerate(messages):
+            delay = started + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            produced[key] = int(time.time() * 1000)
+            producer.produce(RAW_UPDATES, key, value)
+    return produced
+
+
+def percentiles(values: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return statistics.median(ordered), p95, ordered[-1]
+
+
+def hop_rows(
+    produced: dict[bytes, int], reader: Reader, alert_keys: set[bytes], note: str
 ) -> list[Row]:
-    if not sensors_built():
-        return not_measured("sensors not yet built")
-    reset_pipeline(services)
-    slices = data.raw_messages(per_round * (rounds + 1))
-    results: list[dict[str, list[float]]] = []
-    first_round_s: float | None = None
-    with tempfile.TemporaryDirectory(prefix="bench-dagster-") as home, dagster_dev(Path(home)):
-        for index in range(rounds + 1):
-            chunk = slices[index * per_round : (index + 1) * per_round]
-            started = time.perf_counter()
-            timeout = FIRST_ROUND_TIMEOUT_S if index == 0 else ROUND_TIMEOUT_S
-            latencies, expected = _round(services, chunk, timeout)
-            for topic, count in expected.items():
-                if len(latencies[topic]) < count:
-                    log_tail = (Path(home) / "dagster-dev.log").read_text()[-1500:]
-                    raise RuntimeError(
-                        f"round {index}: {len(latencies[topic])} of {count} messages reached "
-                        f"{topic} within {timeout:.0f} s; dagster dev log ends:\n{log_tail}"
-                    )
-            if index == 0:
-                first_round_s = time.perf_counter() - started
-                log(f"latency: warm-up round done in {first_round_s:.0f} s")
-            else:
-                results.append(latencies)
-                log(f"latency: round {index} of {rounds} done")
-    reset_pipeline(services)
+    enriched, alerts = reader.seen[PRODUCTS_ENRICHED], reader.seen[ARBITRAGE_ALERTS]
+    hops: dict[str, list[float]] = {
+        "produced → read by enrichment": [],
+        "read by enrichment → on products.enriched": [],
+        "on products.enriched → read by arbitrage": [],
+        "read by arbitrage → alert on arbitrage.alerts": [],
+        "produced → alert on arbitrage.alerts (warm)": [],
+        "produced → on products.enriched (warm)": [],
+    }
+    for key, produced_ms in produced.items():
+        product = enriched.get(key)
+        if product is None or product.read_at_ms is None:
+            continue
+        hops["produced → read by enrichment"].append(product.read_at_ms - produced_ms)
+        hops["read by enrichment → on products.enriched"].append(
+            product.visible_ms - product.read_at_ms
+        )
+        hops["produced → on products.enriched (warm)"].append(product.visible_ms - produced_ms)
+        alert = alerts.get(key) if key in alert_keys else None
+        if alert is None or alert.read_at_ms is None:
+            continue
+        # The reader and the stage see the commit at about the same moment; never below 0.
+        hops["on products.enriched → read by arbitrage"].append(
+            max(0.0, alert.read_at_ms - product.visible_ms)
+        )
+        hops["read by arbitrage → alert on arbitrage.alerts"].append(
+            alert.visible_ms - alert.read_at_ms
+        )
+        hops["produced → alert on arbitrage.alerts (warm)"].append(alert.visible_ms - produced_ms)
     rows = []
-    for topic, what in (
-        (PRODUCTS_ENRICHED, "raw update produced → enriched product on products.enriched"),
-        (ARBITRAGE_ALERTS, "raw update produced → alert on arbitrage.alerts"),
-    ):
-        values = sorted(v for result in results for v in result[topic])
-        median = statistics.median(values)
-        p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
+    for hop, values_ms in hops.items():
+        if not values_ms:
+            continue
+        p50, p95, worst = percentiles([v / 1000 for v in values_ms])
         rows.append(
             Row(
                 BENCHMARK,
-                f"latency p50: {what}",
-                len(values),
-                median,
+                f"latency p50: {hop}",
+                len(values_ms),
+                p50,
                 rate=False,
-                note=f"p95 {p95:.1f} s, max {values[-1]:.1f} s over {rounds} rounds of "
-                f"{per_round} updates; dagster dev, lag sensors, queued runs; first round "
-                f"(daemon start) {first_round_s:.0f} s",
+                target="p95 ≤ 3 s" if hop.startswith("produced → alert") else "",
+                met=p95 <= 3.0 if hop.startswith("produced → alert") else None,
+                note=f"p95 {p95:.2f} s, max {worst:.2f} s; {note}",
             )
         )
     return rows
 
 
+def storage_rows(instance: dg.DagsterInstance, since: float, until: float) -> list[Row]:
+    """Stage runs per topic-partition live during the window, and event-log rows per minute."""
+    minutes = (until - since) / 60
+    runs = Counter[str]()
+    for record in instance.get_run_records(dg.RunsFilter(created_before=_utc(until))):
+        tag = record.dagster_run.tags.get(PARTITION_TAG)
+        if tag and (record.end_time is None or record.end_time >= since):
+            runs[tag] += 1
+    per_partition = ", ".join(f"{tag} {n}" for tag, n in sorted(runs.items()))
+    rows = [
+        Row(
+            BENCHMARK,
+            "stage runs live per topic-partition during the warm window",
+            sum(runs.values()),
+            None,
+            rate=False,
+            note=f"{minutes:.1f} min: {per_partition or 'none'}",
+        )
+    ]
+    counted = event_rows_per_minute(instance, since, until)
+    if counted is not None:
+        total, busiest = counted
+        rows.append(
+            Row(
+                BENCHMARK,
+                "event-log rows per minute in the warm window",
+                total,
+                None,
+                rate=False,
+                note=f"{total / minutes:.0f} per minute on average, {busiest} in the busiest "
+                f"minute, over {minutes:.1f} min (runs, materializations, observations, logs)",
+            )
+        )
+    return rows
+
+
+def event_rows_per_minute(
+    instance: dg.DagsterInstance, since: float, until: float
+) -> tuple[int, int] | None:
+    """Rows written to the event log in the window, and the most in one minute; None when the
+    storage cannot be counted by SQL."""
+    storage = instance.event_log_storage
+    if not hasattr(storage, "index_connection"):
+        return None
+    query = db.text(
+        "SELECT date_trunc('minute', timestamp) AS minute, count(*) FROM event_logs "
+        "WHERE timestamp >= :since AND timestamp < :until GROUP BY minute"
+    )
+    with storage.index_connection() as connection:
+        counts = [
+            row[1]
+            for row in connection.execute(
+                query,
+                {
+                    "since": _utc(since).replace(tzinfo=None),
+                    "until": _utc(until).replace(tzinfo=None),
+                },
+            )
+        ]
+    return sum(counts), max(counts, default=0)
+
+
+def _utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)
+
+
+def _naive_utc(epoch_s: float) -> datetime:
+    """How the event_logs table stores its timestamps."""
+    return _utc(epoch_s).replace(tzinfo=None)
+
+
+def stage_runs_in_flight(instance: dg.DagsterInstance) -> int:
+    return sum(
+        1
+        for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT))
+        if PARTITION_TAG in record.dagster_run.tags
+    )
+
+
+def cold_rounds(
+    services: Services,
+    reader: Reader,
+    instance: dg.DagsterInstance,
+    bursts: list[list[tuple[bytes, bytes]]],
+) -> list[Row]:
+    latencies: dict[str, list[float]] = {PRODUCTS_ENRICHED: [], ARBITRAGE_ALERTS: []}
+    for index, burst in enumerate(bursts, start=1):
+        deadline = time.monotonic() + COLD_IDLE_S * 4 + 60
+        while stage_runs_in_flight(instance) and time.monotonic() < deadline:
+            time.sleep(1)
+        if stage_runs_in_flight(instance):
+            raise RuntimeError(f"cold round {index}: stage runs did not end when idle")
+        keys = expected_alert_keys(burst)
+        produced = stream(services, burst, rate=1000.0)
+        if not reader.wait_for(ARBITRAGE_ALERTS, keys, COLD_TIMEOUT_S):
+            raise RuntimeError(f"cold round {index}: alerts missing after {COLD_TIMEOUT_S:.0f}s")
+        for topic, wanted in ((PRODUCTS_ENRICHED, set(produced)), (ARBITRAGE_ALERTS, keys)):
+            seen = reader.seen[topic]
+            latencies[topic] += [
+                (seen[k].visible_ms - produced[k]) / 1000 for k in wanted if k in seen
+            ]
+        log(f"latency: cold round {index} of {len(bursts)} done")
+    rows = []
+    for topic, what in (
+        (PRODUCTS_ENRICHED, "on products.enriched"),
+        (ARBITRAGE_ALERTS, "alert on arbitrage.alerts"),
+    ):
+        if not latencies[topic]:
+            continue
+        p50, p95, worst = percentiles(latencies[topic])
+        judged = topic == ARBITRAGE_ALERTS
+        rows.append(
+            Row(
+                BENCHMARK,
+                f"latency p50: produced → {what} (cold: no live run)",
+                len(latencies[topic]),
+                p50,
+                rate=False,
+                target="p95 ≤ 15 s" if judged else "",
+                met=p95 <= 15.0 if judged else None,
+                note=f"p95 {p95:.1f} s, max {worst:.1f} s over {len(bursts)} bursts of "
+                f"{COLD_BURST}: sensor tick, run queue, run start, then the warm path",
+            )
+        )
+    return rows
+
+
+def split_by_alerts(
+    messages: Sequence[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """The messages whose product raises an alert, and the others."""
+    alerting = expected_alert_keys(messages)
+    return (
+        [m for m in messages if m[0] in alerting],
+        [m for m in messages if m[0] not in alerting],
+    )
+
+
+def interleave(
+    alerting: list[tuple[bytes, bytes]], others: list[tuple[bytes, bytes]], count: int
+) -> list[tuple[bytes, bytes]]:
+    """``count`` messages, every other one raising an alert (while they last)."""
+    mixed: list[tuple[bytes, bytes]] = []
+    for index in range(count):
+        source = alerting if index % 2 == 0 and alerting else others
+        mixed.append(source.pop())
+    return mixed
+
+
+def run(
+    services: Services,
+    rate: float = DEFAULT_RATE,
+    seconds: float = DEFAULT_SECONDS,
+    cold: int = DEFAULT_COLD_ROUNDS,
+) -> list[Row]:
+    reset_pipeline(services)
+    count = int(rate * seconds)
+    needed = (count // 2 + (cold + 1) * COLD_BURST) * POOL_PER_ALERT
+    alerting, others = split_by_alerts(data.raw_messages(needed))
+    warm_up = [alerting.pop() for _ in range(COLD_BURST)]
+    bursts = [[alerting.pop() for _ in range(COLD_BURST)] for _ in range(cold)]
+    warm = interleave(alerting, others, count)
+    reader = Reader(services)
+    reader.start()
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-dagster-") as home,
+            dagster_dev(Path(home)) as env,
+            instance_of(env) as instance,
+        ):
+            started = time.perf_counter()
+            stream(services, warm_up, rate=1000.0)
+            first_alerts = expected_alert_keys(warm_up)
+            if not reader.wait_for(ARBITRAGE_ALERTS, first_alerts, WARM_UP_TIMEOUT_S):
+                raise RuntimeError(f"warm-up: no alerts within {WARM_UP_TIMEOUT_S:.0f}s")
+            first_s = time.perf_counter() - started
+            log(f"latency: warm-up (daemon, code location, first runs) {first_s:.0f} s")
+            window_start = time.time()
+            produced = stream(services, warm, rate)
+            alert_keys = expected_alert_keys(warm)
+            if not reader.wait_for(ARBITRAGE_ALERTS, alert_keys, DRAIN_TIMEOUT_S):
+                raise RuntimeError("warm stream: alerts missing after the stream ended")
+            window_end = time.time()
+            note = (
+                f"{count} updates ({len(alert_keys)} raising alerts) at {rate:g}/s over "
+                f"{seconds:.0f} s, following runs; warm-up {first_s:.0f} s"
+            )
+            rows = hop_rows(produced, reader, alert_keys, note)
+            rows += storage_rows(instance, window_start, window_end)
+            rows += cold_rounds(services, reader, instance, bursts)
+    finally:
+        reader.close()
+    reset_pipeline(services)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     cli = parser("python -m bench.latency", __doc__.splitlines()[0])
-    cli.add_argument(
-        "--rounds",
-        type=int,
-        default=None,
-        help=f"measured rounds (default {DEFAULT_ROUNDS}; --quick {QUICK_ROUNDS})",
-    )
-    cli.add_argument(
-        "--per-round",
-        type=int,
-        default=None,
-        help=f"raw updates per round (default {DEFAULT_PER_ROUND}; --quick {QUICK_PER_ROUND})",
-    )
+    cli.add_argument("--rate", type=float, default=None, help="warm updates per second")
+    cli.add_argument("--seconds", type=float, default=None, help="length of the warm stream")
+    cli.add_argument("--cold-rounds", type=int, default=None, help="bursts with no live run")
     args = cli.parse_args(argv)
     started = time.perf_counter()
-    rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
-    per_round = args.per_round or (QUICK_PER_ROUND if args.quick else DEFAULT_PER_ROUND)
+    rate = args.rate or (QUICK_RATE if args.quick else DEFAULT_RATE)
+    seconds = args.seconds or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS)
+    cold = args.cold_rounds
+    if cold is None:
+        cold = QUICK_COLD_ROUNDS if args.quick else DEFAULT_COLD_ROUNDS
     services = connect()
     log(f"using {services.describe()} (pipeline topics and indices are reset)")
-    rows = run(services, rounds, per_round)
+    rows = run(services, rate, seconds, cold)
     command = " ".join(["python -m bench.latency", *(argv or sys.argv[1:])])
     report(BENCHMARK, rows, started, command, write=not args.no_write)
     return 0

@@ -39,6 +39,7 @@ class InFlight:
     records: int = 0  # how many source records the batch holds
     writes: list[tuple[Any, Future[BulkOutcome]]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    headers: dict[str, bytes] | None = None  # for the batch's output messages
 
 
 class Checkpoint:

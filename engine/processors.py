@@ -26,6 +26,15 @@ from pipelines.transforms import Rejected, SourceRecord, arbitrage_records, enri
 from resources.elasticsearch import BulkOp, ElasticsearchResource
 from resources.kafka import CheckedProducer
 
+# On every output message: when the stage read the batch it came from (epoch ms, ASCII). With
+# the source's and the output's Kafka timestamps it splits a record's latency into waiting to
+# be read and being processed (bench/latency.py).
+READ_AT_HEADER = "arbitrage-read-at-ms"
+
+
+def read_at_header() -> dict[str, bytes]:
+    return {READ_AT_HEADER: str(int(time.time() * 1000)).encode()}
+
 
 class BatchProcessor(ABC):
     """One stage's writes for one partition range; the runner drives every stage's the same."""
@@ -89,7 +98,7 @@ class EnrichmentProcessor(BatchProcessor):
         last bulk request has been answered while that chunk was being enriched.
         """
         stats.count_in(records)
-        batch = InFlight(records[-1].offset + 1, len(records))
+        batch = InFlight(records[-1].offset + 1, len(records), headers=read_at_header())
         for start in range(0, len(records), self.write_chunk_size):
             chunk = records[start : start + self.write_chunk_size]
             enriched = enrich_records(chunk, self.fees, int(time.time() * 1000))
@@ -125,7 +134,7 @@ class EnrichmentProcessor(BatchProcessor):
         rejected = batch.rejected + es_rejected
         check_reject_rate(self.spec, rejected, batch.records, self.max_reject_ratio)
         for asin, value in accepted:
-            self.producer.produce(self.spec.output_topic, asin, value)
+            self.producer.produce(self.spec.output_topic, asin, value, batch.headers)
         produce_dead_letters(self.producer, self.spec, rejected, stats)
 
     def close(self) -> None:
@@ -148,6 +157,7 @@ class ArbitrageProcessor(BatchProcessor):
         self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
     ) -> InFlight:
         stats.count_in(records)
+        headers = read_at_header()
         batch = arbitrage_records(records, self.fees, utc_now_iso())
         check_reject_rate(self.spec, batch.rejected, len(records), self.max_reject_ratio)
         first_uncommitted = records[0].offset
@@ -182,7 +192,7 @@ class ArbitrageProcessor(BatchProcessor):
         stats.count("alerts_already_known", len(batch.alerts) - len(to_publish))
         stats.count("alerts_raised", len(to_publish))
         for _, alert in sorted(to_publish, key=lambda item: item[0].offset):
-            self.producer.produce(self.spec.output_topic, alert["asin"], encode(alert))
+            self.producer.produce(self.spec.output_topic, alert["asin"], encode(alert), headers)
         rejected = list(batch.rejected)
         rejected += [Rejected(new[p][0], reason) for p, reason in outcome.rejected.items()]
         produce_dead_letters(self.producer, self.spec, rejected, stats)

@@ -80,6 +80,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             # Run monitoring cancels a run stuck past its limit (a run that ends its follow
             # window finishes its last batch within seconds).
             max_runtime_s=settings.run_max_s + RUN_MAX_GRACE_S,
+            upstream=next((up for up in STAGES if up.output_topic == spec.source_topic), None),
         )
         for spec, job, assets in zip(STAGES, stage_jobs, stage_assets, strict=True)
     ]

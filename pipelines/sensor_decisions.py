@@ -15,8 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-# Idle lag is reported at least this often, changed lag on every tick.
+# Lag is reported at least this often, and when it changed, at most this often: under a steady
+# stream it changes on every tick, and an observation per tick would grow the event log with
+# the run of the clock.
 OBSERVATION_HEARTBEAT_S = 60.0
+OBSERVATION_MIN_INTERVAL_S = 15.0
 
 
 class PartitionLagView(Protocol):
@@ -156,14 +159,24 @@ def decide_tick(
     *,
     in_flight: Callable[[], tuple[set[str], bool]],
     last_finished: Callable[[str], FinishedRun | None],
+    upstream_busy: bool = False,
 ) -> TickDecision:
     """One tick. ``in_flight()`` gives the topic-partition tags of this stage's queued or
     running runs and whether an untagged run is draining every partition; ``last_finished``
     gives a tag's newest finished run. Both are asked only when there is lag. Updates
-    ``cursor`` in place."""
+    ``cursor`` in place.
+
+    ``upstream_busy``: the stage feeding this one has lag, so records are about to arrive
+    here; every partition without a run gets one now (its runs follow the partition), instead
+    of after they arrive. A run start takes seconds, and otherwise a record would wait for two
+    in a row.
+    """
     decision = TickDecision()
     current = {lag.partition: lag.lag for lag in lags}
-    if current != cursor.observed_lag or now - cursor.observed_at >= OBSERVATION_HEARTBEAT_S:
+    since = now - cursor.observed_at
+    if (current != cursor.observed_lag and since >= OBSERVATION_MIN_INTERVAL_S) or (
+        since >= OBSERVATION_HEARTBEAT_S
+    ):
         decision.observe_lag = True
         cursor.observed_lag, cursor.observed_at = current, now
 
@@ -180,7 +193,7 @@ def decide_tick(
                 f"{tag_value}: retention removed {lag.lost_to_retention} records before the "
                 "group read them; the next run starts at the oldest retained record"
             )
-    lagging = [lag for lag in lags if lag.lag > 0]
+    lagging = [lag for lag in lags if lag.lag > 0 or (upstream_busy and not lag.ahead_of_log)]
     if not lagging:
         decision.skip_reason = "; ".join([f"no lag on {topic}", *decision.anomalies])
         return decision

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pipelines.sensor_decisions import (
     OBSERVATION_HEARTBEAT_S,
+    OBSERVATION_MIN_INTERVAL_S,
     FinishedRun,
     PartitionState,
     SensorCursor,
@@ -43,6 +44,7 @@ def tick(
     draining: bool = False,
     finished: dict[str, FinishedRun] | None = None,
     asked: list[str] | None = None,
+    upstream_busy: bool = False,
 ):
     def in_flight() -> tuple[set[str], bool]:
         if asked is not None:
@@ -58,6 +60,7 @@ def tick(
         POLICY,
         in_flight=in_flight,
         last_finished=lambda tag: (finished or {}).get(tag),
+        upstream_busy=upstream_busy,
     )
 
 
@@ -72,6 +75,15 @@ def test_no_lag_skips_without_asking_the_instance_and_reports_lag_once() -> None
     assert tick([Lag(0, 5, 5), Lag(1, 0, 0)], cursor, later).observe_lag
 
 
+def test_changed_lag_is_reported_at_most_once_per_interval() -> None:
+    cursor = SensorCursor()
+    assert tick([Lag(0, 5, 5)], cursor, 1000.0).observe_lag
+    # A steady stream changes the lag on every tick: not an observation per tick.
+    assert not tick([Lag(0, 5, 7)], cursor, 1003.0).observe_lag
+    assert not tick([Lag(0, 7, 9)], cursor, 1006.0).observe_lag
+    assert tick([Lag(0, 9, 12)], cursor, 1000.0 + OBSERVATION_MIN_INTERVAL_S).observe_lag
+
+
 def test_one_bounded_range_per_lagging_partition_with_unique_run_keys() -> None:
     cursor = SensorCursor()
     decision = tick([Lag(0, 10, 500), Lag(1, 3, 7), Lag(2, 9, 9)], cursor, 1.0)
@@ -81,6 +93,19 @@ def test_one_bounded_range_per_lagging_partition_with_unique_run_keys() -> None:
     assert keys == {f"{TOPIC}-0:10-110#1", f"{TOPIC}-1:3-7#1"}
     again = tick([Lag(0, 10, 500)], cursor, 2.0)
     assert again.requests[0].run_key == f"{TOPIC}-0:10-110#2"
+
+
+def test_upstream_lag_starts_a_run_on_every_idle_partition_before_records_arrive() -> None:
+    cursor = SensorCursor()
+    lags = [Lag(0, 5, 5), Lag(1, 3, 3), Lag(2, 0, 4)]
+    assert [r.partition for r in tick(lags, cursor, 1.0).requests] == [2]  # own lag only
+    decision = tick(lags, SensorCursor(), 1.0, busy={f"{TOPIC}-1"}, upstream_busy=True)
+    spans = {(r.partition, r.start, r.end) for r in decision.requests}
+    # Partition 0 is idle but records are on their way: an empty range its run will follow.
+    assert spans == {(0, 5, 5), (2, 0, 4)}
+    # With no upstream lag an idle partition gets no run.
+    idle = tick([Lag(0, 5, 5)], SensorCursor(), 1.0)
+    assert not idle.requests and idle.skip_reason == f"no lag on {TOPIC}"
 
 
 def test_busy_partitions_wait_and_a_draining_run_blocks_all() -> None:
