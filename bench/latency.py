@@ -62,6 +62,9 @@ COLD_BURST = 20
 POOL_PER_ALERT = 20
 # Runs end after this long without records, so the cold rounds do not wait a minute each.
 COLD_IDLE_S = 15
+# Streamed before the warm window, not measured: the warm-up's runs may have ended (idle) while
+# its alerts were on their way, and the window must start with every partition's run live.
+LEAD_IN_S = 20.0
 # The daemon, the code server and the first runs each import Dagster and the code.
 WARM_UP_TIMEOUT_S = 300.0
 DRAIN_TIMEOUT_S = 120.0
@@ -409,10 +412,11 @@ def run(
 ) -> list[Row]:
     reset_pipeline(services)
     count = int(rate * seconds)
-    needed = (count // 2 + (cold + 1) * COLD_BURST) * POOL_PER_ALERT
+    needed = (int(rate * (seconds + LEAD_IN_S)) // 2 + (cold + 1) * COLD_BURST) * POOL_PER_ALERT
     alerting, others = split_by_alerts(data.raw_messages(needed))
     warm_up = [alerting.pop() for _ in range(COLD_BURST)]
     bursts = [[alerting.pop() for _ in range(COLD_BURST)] for _ in range(cold)]
+    lead_in = interleave(alerting, others, int(rate * LEAD_IN_S))
     warm = interleave(alerting, others, count)
     reader = Reader(services)
     reader.start()
@@ -429,6 +433,7 @@ def run(
                 raise RuntimeError(f"warm-up: no alerts within {WARM_UP_TIMEOUT_S:.0f}s")
             first_s = time.perf_counter() - started
             log(f"latency: warm-up (daemon, code location, first runs) {first_s:.0f} s")
+            stream(services, lead_in, rate)
             window_start = time.time()
             produced = stream(services, warm, rate)
             alert_keys = expected_alert_keys(warm)
@@ -437,7 +442,8 @@ def run(
             window_end = time.time()
             note = (
                 f"{count} updates ({len(alert_keys)} raising alerts) at {rate:g}/s over "
-                f"{seconds:.0f} s, following runs; warm-up {first_s:.0f} s"
+                f"{seconds:.0f} s after a {LEAD_IN_S:.0f} s lead-in, following runs; warm-up "
+                f"{first_s:.0f} s"
             )
             rows = hop_rows(produced, reader, alert_keys, note)
             rows += storage_rows(instance, window_start, window_end)
