@@ -269,9 +269,10 @@ class StageRunner:
                 return
             records = self._fill_batch(consumer, span, slot, next_offset, following)
             if records:
-                idle_since = time.monotonic()
                 next_offset = records[-1].offset + 1
                 yield records
+                # Idle counts from when the batch was handled: its processing is not idleness.
+                idle_since = time.monotonic()
                 continue
             if following is not None:
                 yield []

@@ -375,3 +375,78 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
         f"{len(runs)} sensor runs; {duplicates} records enriched twice after the kill; "
         f"{len(expected)} alerts; {elapsed:.0f}s from dagster dev start to settled"
     )
+
+
+TERMINATE = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId) {
+    __typename
+    ... on TerminateRunSuccess { run { runId status } }
+    ... on TerminateRunFailure { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_a_run_terminated_from_the_ui_commits_its_batch_and_the_sensor_goes_on(
+    kafka: KafkaResource, es: ElasticsearchResource, start_dagster_dev: StartDagsterDev
+) -> None:
+    """What the UI's Terminate button does (the same GraphQL mutation): the run stops after the
+    batch it is on has committed, ends CANCELED, and the sensor's next run takes over from the
+    committed offset; nothing lost, nothing twice, never two runs on the partition."""
+    items = generated_updates(30_000, seed=20261129)
+    asins = {asin for asin, _ in items}
+    produce(kafka, topics.RAW_UPDATES, items)
+    started = time.monotonic()
+    dev = start_dagster_dev({MAX_RECORDS_ENV: "20000"})
+    assert_sensors_running(dev)
+
+    def running_enrichment() -> Run | None:
+        runs = [r for r in dev.sensor_runs(ENRICHMENT_SENSOR) if r.status == "STARTED"]
+        return runs[0] if runs else None
+
+    victim = wait_for(running_enrichment, 120, "an enrichment run starting", poll_s=0.2)
+    partition, start, end = victim.offset_range("enrichment_stage")
+
+    def first_commit() -> int | None:
+        committed = kafka.committed_offsets(ENRICHMENT.live_group, topics.RAW_UPDATES)
+        return committed[partition] if (committed[partition] or 0) > start else None
+
+    progress = wait_for(first_commit, 90, f"a commit on {topics.RAW_UPDATES}[{partition}]", 0.05)
+    assert progress < end, f"the run finished ({progress}/{end}) before it could be terminated"
+    answer = dev.graphql(TERMINATE, {"runId": victim.run_id})["terminateRun"]
+    assert answer["__typename"] == "TerminateRunSuccess", answer
+
+    def victim_ended() -> Run | None:
+        (run,) = [r for r in dev.sensor_runs(ENRICHMENT_SENSOR) if r.run_id == victim.run_id]
+        return run if run.finished else None
+
+    ended = wait_for(victim_ended, 60, f"run {victim.run_id} ending after Terminate")
+    assert ended.status == "CANCELED", ended.status
+    messages = dev.run_messages(victim.run_id)
+    assert any("stopping: a stop was requested" in m for m in messages), "\n".join(messages[-10:])
+    stopped_at = kafka.committed_offsets(ENRICHMENT.live_group, topics.RAW_UPDATES)[partition]
+    # It finished the batch in flight (the enrichment pipelines two), then stopped.
+    assert stopped_at is not None and progress <= stopped_at <= end, (progress, stopped_at, end)
+
+    runs = wait_until_settled(
+        dev, kafka, deadline=started + 240, allowed_failures=frozenset({victim.run_id})
+    )
+    tag = f"{topics.RAW_UPDATES}-{partition}"
+    of_partition = [r for r in runs if r.tags[PARTITION_TAG] == tag]
+    assert of_partition[0].run_id == victim.run_id
+    if stopped_at < end:  # the next run took over where the terminated one committed
+        assert of_partition[1].offset_range("enrichment_stage")[1] == stopped_at
+    assert_no_two_runs_of_a_partition_overlap(runs)
+    assert_committed_equals_high_watermark(kafka)
+    assert es.count(topics.PRODUCTS_INDEX) == len(asins)
+    enriched = [m.key for m in read_all(kafka, topics.PRODUCTS_ENRICHED)]
+    assert sorted(enriched) == sorted(asins), "each product once on products.enriched"
+    expected = expected_alerts(value for _, value in items)
+    alert_ids = [m.json()["alert_id"] for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    assert sorted(alert_ids) == sorted(expected)
+    print(
+        f"\nterminated {victim.run_id} at {progress}/{end}; it committed up to {stopped_at} "
+        f"and ended {ended.status}; {len(runs)} sensor runs settled the rest"
+    )
