@@ -89,6 +89,16 @@ def _last_finished_run(instance: dg.DagsterInstance, tag_value: str) -> Finished
     return FinishedRun(run.run_id, run.status == dg.DagsterRunStatus.SUCCESS, records[0].end_time)
 
 
+def _has_run_in_flight(instance: dg.DagsterInstance, spec: StageSpec) -> bool:
+    """Whether a run of ``spec``'s stage is queued or running: with lag, records are on their
+    way (lag alone may be a stage backing off after failures)."""
+    return bool(
+        instance.get_run_records(
+            dg.RunsFilter(statuses=IN_FLIGHT, tags={STAGE_TAG: spec.name}), limit=1
+        )
+    )
+
+
 def _has_lag(kafka: KafkaResource, spec: StageSpec) -> bool:
     """Whether ``spec``'s live group has records to process (False when that cannot be read:
     this stage's own lag still starts its runs)."""
@@ -138,7 +148,7 @@ def build_stage_sensor(
 ) -> dg.SensorDefinition:
     """A sensor requesting one ``job`` run per lagging partition of the stage's source topic;
     with ``upstream`` (the stage writing that topic), also one per idle partition while the
-    upstream stage has lag."""
+    upstream stage has lag and a run working on it."""
     group, topic = spec.live_group, spec.source_topic
     source_key = topic_asset_key(topic)
     stage_keys = set(stage_assets.keys)
@@ -172,7 +182,9 @@ def build_stage_sensor(
             policy,
             in_flight=lambda: _busy_partitions(context.instance, job.name, stage_keys),
             last_finished=lambda tag: _last_finished_run(context.instance, tag),
-            upstream_busy=upstream is not None and _has_lag(kafka, upstream),
+            upstream_busy=upstream is not None
+            and _has_run_in_flight(context.instance, upstream)
+            and _has_lag(kafka, upstream),
         )
         events = [_lag_observation(source_key, group, topic, lags)] if decision.observe_lag else []
         if decision.waiting:

@@ -32,6 +32,9 @@ def start_dagster_dev(tmp_path: Path) -> Iterator[StartDagsterDev]:
                 # The pull schedule stays on but cannot fire during a test: its input is the
                 # test's.
                 "KEEPA_PULL_CRON": "0 0 1 1 *",
+                # Following runs end 5 s after their records: the tests wait for every run to
+                # end, and a longer window keeps a downstream run through an upstream retry.
+                "ARBITRAGE_RUN_IDLE_S": "5",
                 **extra,
             }
             env.update(storages.enter_context(fresh_storage(env)))

@@ -340,7 +340,7 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
     )
 
     runs = wait_until_settled(
-        dev, kafka, deadline=started + 220, allowed_failures=frozenset({victim.run_id})
+        dev, kafka, deadline=started + 300, allowed_failures=frozenset({victim.run_id})
     )
     elapsed = time.monotonic() - started
 
