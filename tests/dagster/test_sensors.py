@@ -11,11 +11,12 @@ from assets.keys import RAW_UPDATES_KEY
 from assets.sensors import build_stage_sensor
 from assets.stage_assets import PARTITION_TAG, STAGE_TAG, build_stage_assets, build_stage_job
 from pipelines import topics
-from pipelines.definitions import defs
+from pipelines.definitions import RUN_MAX_GRACE_S, defs
 from pipelines.sensor_decisions import SensorCursor
 from pipelines.stage_specs import ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
+from resources.settings import Settings
 from tests.dagster.helpers import execute_request, opportunity, produce_updates, temp_instance
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
@@ -85,6 +86,10 @@ def test_sensor_requests_one_bounded_range_per_lagging_partition(
             assert request.tags[PARTITION_TAG] == tag
             assert request.tags[STAGE_TAG] == ENRICHMENT.name
             assert request.run_key is not None and request.run_key.startswith(tag)
+            # The run follows its partition past the range; run monitoring allows the window.
+            assert request.run_config["ops"]["enrichment_stage"]["config"]["follow"] is True
+            limit = Settings.from_env().run_max_s + RUN_MAX_GRACE_S
+            assert request.tags["dagster/max_runtime"] == str(limit)
         # The lag is reported on the source topic asset, per partition.
         (observation,) = first.asset_events
         assert observation.asset_key == RAW_UPDATES_KEY
