@@ -50,7 +50,7 @@ test: $(PY) ## install, start services if needed, run the suite (with a quick fa
 	scripts/test.sh -m "not faults"
 
 faults: $(PY) ## the whole fault suite: kills, broken services, fuzz; one audit line per case
-	scripts/test.sh tests/faults
+	scripts/test.sh -m "faults or fault_suite"
 
 test-unit: $(PY) ## fast tests without services: the pure domain, sensor decisions, the definitions
 	$(PY) -m pytest tests/unit tests/devservices tests/dagster/test_definitions.py -q

@@ -273,6 +273,7 @@ def test_sensors_carry_a_pull_through_to_alerts(
     )
 
 
+@pytest.mark.faults
 def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
     kafka: KafkaResource, es: ElasticsearchResource, start_dagster_dev: StartDagsterDev
 ) -> None:
@@ -389,6 +390,7 @@ mutation Terminate($runId: String!) {
 """
 
 
+@pytest.mark.faults
 def test_a_run_terminated_from_the_ui_commits_its_batch_and_the_sensor_goes_on(
     kafka: KafkaResource, es: ElasticsearchResource, start_dagster_dev: StartDagsterDev
 ) -> None:
