@@ -1,12 +1,13 @@
 """Latency through Dagster: a raw update produced → its enriched product → its alerts.
 
-Starts ``dagster dev`` (webserver + daemon) on a throwaway DAGSTER_HOME with the repository's
-dagster.yaml, turns on the two lag sensors (``dagster sensor start --start-all``; schedules
-stay off, so no Keepa pull interferes), then, round after round, produces a slice of sample
-raw updates that holds planted arbitrage opportunities and waits until every product is on
-products.enriched and every expected alert (computed with the domain functions) is on
-arbitrage.alerts. Latency = the Kafka timestamp of the downstream message (set when the stage
-run produced it) minus the moment the raw updates were acknowledged by the broker.
+Starts Dagster's code server, webserver and daemon (devservices.dagster_processes) on a
+throwaway DAGSTER_HOME with the repository's dagster.yaml and the two lag sensors on
+(ARBITRAGE_AUTOMATION=on; the schedules cannot fire during a measurement), then, round after
+round, produces a slice of sample raw updates that holds planted arbitrage opportunities and
+waits until every product is on products.enriched and every expected alert (computed with the
+domain functions) is on arbitrage.alerts. Latency = the Kafka timestamp of the downstream
+message (set when the stage run produced it) minus the moment the raw updates were
+acknowledged by the broker.
 
 The first round also waits for the daemon and the code location to come up; it is reported
 in the notes, not in the figures. Each later round is a fresh slice of products (new ASINs),
@@ -39,8 +40,8 @@ from bench.common import (
     report,
     reset_pipeline,
 )
-from devservices.dagster_dev import DagsterDev
 from devservices.dagster_instance import fresh_storage
+from devservices.dagster_processes import DagsterProcesses
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect_alerts
@@ -77,8 +78,8 @@ def not_measured(reason: str) -> list[Row]:
 
 
 @contextlib.contextmanager
-def dagster_dev(home: Path) -> Iterator[dict[str, str]]:
-    """``dagster dev`` with the sensors on, always stopped on exit."""
+def dagster_processes(home: Path) -> Iterator[DagsterProcesses]:
+    """Code server, webserver and daemon with the sensors on, always stopped on exit."""
     env = {
         **os.environ,
         "ARBITRAGE_AUTOMATION": "on",
@@ -88,13 +89,13 @@ def dagster_dev(home: Path) -> Iterator[dict[str, str]]:
     }
     # Storage of its own: no run or sensor state of an earlier measurement carries over.
     with fresh_storage(env) as storage:
-        dev = DagsterDev(home, {**env, **storage})
+        dagster = DagsterProcesses(home, {**env, **storage})
         try:
-            dev.start()
-            log(f"dagster dev (port {dev.port}) running; sensors on")
-            yield dev.env
+            dagster.start()
+            log(f"Dagster (webserver port {dagster.port}) running; sensors on")
+            yield dagster
         finally:
-            dev.stop()
+            dagster.stop()
 
 
 def _end_offsets(services: Services, topic: str) -> dict[int, int]:
@@ -164,7 +165,10 @@ def run(
     slices = data.raw_messages(per_round * (rounds + 1))
     results: list[dict[str, list[float]]] = []
     first_round_s: float | None = None
-    with tempfile.TemporaryDirectory(prefix="bench-dagster-") as home, dagster_dev(Path(home)):
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-dagster-") as home,
+        dagster_processes(Path(home)) as dagster,
+    ):
         for index in range(rounds + 1):
             chunk = slices[index * per_round : (index + 1) * per_round]
             started = time.perf_counter()
@@ -172,10 +176,9 @@ def run(
             latencies, expected = _round(services, chunk, timeout)
             for topic, count in expected.items():
                 if len(latencies[topic]) < count:
-                    log_tail = (Path(home) / "dagster-dev.log").read_text()[-1500:]
                     raise RuntimeError(
                         f"round {index}: {len(latencies[topic])} of {count} messages reached "
-                        f"{topic} within {timeout:.0f} s; dagster dev log ends:\n{log_tail}"
+                        f"{topic} within {timeout:.0f} s; {dagster.log_tails(15)}"
                     )
             if index == 0:
                 first_round_s = time.perf_counter() - started
@@ -200,8 +203,8 @@ def run(
                 median,
                 rate=False,
                 note=f"p95 {p95:.1f} s, max {values[-1]:.1f} s over {rounds} rounds of "
-                f"{per_round} updates; dagster dev, lag sensors, queued runs; first round "
-                f"(daemon start) {first_round_s:.0f} s",
+                f"{per_round} updates; code server + webserver + daemon, lag sensors, queued "
+                f"runs; first round (daemon start) {first_round_s:.0f} s",
             )
         )
     return rows

@@ -24,6 +24,7 @@ from pathlib import Path
 
 MARKER_ENV = "DEVSERVICES_SUPERVISOR"
 _PR_SET_PDEATHSIG = 1
+_SIG_DFL = 0
 # Loaded here, not in the child: between fork and exec only async-signal-safe work is wise.
 _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
@@ -190,7 +191,7 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_prepare_child,
             )
         slot.started_at = time.monotonic()
         slot.restart_at = None
@@ -255,9 +256,14 @@ class Supervisor:
                 slot.process.poll()
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the thread that started it ends (the kernel's
-    rule for PR_SET_PDEATHSIG), so a supervisor killed outright takes its programs along."""
+def _prepare_child() -> None:
+    """In the child, before exec (libc calls only): SIGINT back to its default, and SIGTERM
+    when the thread that started it ends (the kernel's rule for PR_SET_PDEATHSIG), so a
+    supervisor killed outright takes its programs along."""
+    # A shell without job control starts background commands with SIGINT ignored, and the
+    # ignore is inherited; Dagster's CLI maps SIGTERM to SIGINT's handler, so the code server
+    # would then ignore SIGTERM too.
+    _LIBC.signal(signal.SIGINT, _SIG_DFL)
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 

@@ -1,0 +1,98 @@
+"""The supervisor at work: the code server or the daemon killed (SIGKILL) while the sensors carry
+a pull through is restarted, the sensors resume, and every alert still arrives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import dagster as dg
+import pytest
+
+from devservices.dagster_processes import CODE_SERVER, DAEMON
+from devservices.supervisor import Exited, Restarted
+from pipelines import topics
+from resources.elasticsearch import ElasticsearchResource
+from resources.kafka import KafkaResource
+from tests.definitions import SAMPLE_DEFS
+from tests.e2e.dagster_api import StartDagster
+from tests.e2e.test_daemon import (
+    ARBITRAGE_SENSOR,
+    MAX_RECORDS_ENV,
+    SENSORS,
+    assert_committed_equals_high_watermark,
+    assert_sensors_running,
+    dlq_sizes,
+    expected_alerts,
+    strip_time,
+    wait_for,
+    wait_until_settled,
+)
+from tests.integration.kafka_io import read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
+
+
+@pytest.mark.parametrize("victim", [CODE_SERVER, DAEMON])
+def test_a_killed_process_is_restarted_and_the_pull_still_reaches_the_alerts(
+    kafka: KafkaResource,
+    es: ElasticsearchResource,
+    start_dagster: StartDagster,
+    victim: str,
+) -> None:
+    dev = start_dagster({MAX_RECORDS_ENV: "60"})  # ~3 runs per partition and stage
+    assert_sensors_running(dev)
+    result = SAMPLE_DEFS.resolve_job_def("keepa_pull").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert result.success, "the keepa_pull job failed"
+    started = time.monotonic()
+
+    # Mid-pipeline: the sensors have launched runs, and there is more to do.
+    wait_for(lambda: dev.sensor_runs(*SENSORS), 90, "a first sensor run", poll_s=0.2)
+    pid = dev.supervisor.pid(victim)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+
+    restarted = wait_for(
+        lambda: [e for e in dev.supervisor.events if isinstance(e, Restarted)],
+        30,
+        f"the {victim} restarting",
+    )[0]
+    (exited,) = [e for e in dev.supervisor.events if isinstance(e, Exited)]
+    assert (exited.program, exited.pid, exited.returncode) == (victim, pid, -signal.SIGKILL)
+    assert restarted.program == victim and restarted.pid != pid
+    assert dev.supervisor.alive(victim)
+
+    # The sensors tick again: a run is launched after the restart (by the new daemon, or by the
+    # old one through the new code server), and the pipeline settles.
+    wait_for(
+        lambda: [r for r in dev.sensor_runs(*SENSORS) if r.creation_time > restarted.at],
+        120,
+        "a sensor run after the restart",
+        poll_s=0.5,
+    )
+    resumed_at = time.time()
+    runs = wait_until_settled(dev, kafka, deadline=started + 300)
+    assert_sensors_running(dev)
+    assert {run.status for run in runs} == {"SUCCESS"}
+    assert any(r.tags["dagster/sensor_name"] == ARBITRAGE_SENSOR for r in runs)
+    assert_committed_equals_high_watermark(kafka)
+
+    # Every alert, once, on the topic and in the index, as the domain functions compute them.
+    expected = expected_alerts(m.value for m in read_all(kafka, topics.RAW_UPDATES))
+    assert len(expected) > 50
+    on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    assert len(on_topic) == len(expected)
+    assert {a["alert_id"]: strip_time(a) for a in on_topic} == expected
+    hits = es.client().search(index=topics.ALERTS_INDEX, size=10_000)["hits"]["hits"]
+    assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == expected
+    assert dlq_sizes(kafka) == dict.fromkeys(dlq_sizes(kafka), 0)
+    print(
+        f"\n{victim} SIGKILLed; restarted {restarted.at - killed_at:.1f}s later "
+        f"(pid {pid} -> {restarted.pid}); first sensor run after it {resumed_at - killed_at:.1f}s "
+        f"after the kill; {len(runs)} sensor runs, {len(expected)} alerts, "
+        f"{time.monotonic() - started:.0f}s from the pull to settled"
+    )
