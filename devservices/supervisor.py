@@ -4,7 +4,7 @@ Each program runs in a session of its own, so a stop reaches everything it start
 server's run workers included), and every process group it ever had is remembered, so the
 children a dead incarnation left behind are stopped too. Anything that escaped its group
 (a child calling setsid) still carries this supervisor's marker in its environment and is
-killed last. Why our own and not supervisord or systemd: docs/decisions.md, 20.
+killed last. Why our own and not supervisord or systemd: docs/decisions.md, 25.
 """
 
 from __future__ import annotations
