@@ -82,6 +82,9 @@ def main() -> int:
     # SIGTERM (e.g. from a supervisor or `kill`) stops the demo the way Ctrl-C does, so the
     # `finally` below always stops the Dagster processes and nothing is left running.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # And Ctrl-C even when started by a shell without job control, which starts background
+    # commands with SIGINT ignored (Python would keep ignoring it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     home = Path(os.environ.get("DAGSTER_HOME") or REPO / ".dagster_home")
     # The demo pulls the bundled sample unless KEEPA_SOURCE says otherwise.
     env = {
