@@ -168,9 +168,12 @@ class Supervisor:
                 self._reap()
                 time.sleep(0.1)
             self._signal_groups(signal.SIGKILL)
-            for pid in processes_marked(self.marker):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10.0
+            while (marked := processes_marked(self.marker)) and time.monotonic() < deadline:
+                for pid in marked:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.05)
             self._reap(wait_s=10.0)
 
     # ------------------------------------------------------------------------------ internals
