@@ -34,6 +34,9 @@ from tests.integration.kafka_io import read_all
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
 
 
+# Beyond the default 300 s: on a shared 2-core machine a dozen runs after a restart can take
+# minutes.
+@pytest.mark.timeout(480)
 @pytest.mark.parametrize("victim", [CODE_SERVER, DAEMON])
 def test_a_killed_process_is_restarted_and_the_pull_still_reaches_the_alerts(
     kafka: KafkaResource,
@@ -41,7 +44,7 @@ def test_a_killed_process_is_restarted_and_the_pull_still_reaches_the_alerts(
     start_dagster: StartDagster,
     victim: str,
 ) -> None:
-    dev = start_dagster({MAX_RECORDS_ENV: "60"})  # ~3 runs per partition and stage
+    dev = start_dagster({MAX_RECORDS_ENV: "100"})  # 2 runs per partition and stage
     assert_sensors_running(dev)
     result = SAMPLE_DEFS.resolve_job_def("keepa_pull").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
@@ -75,7 +78,7 @@ def test_a_killed_process_is_restarted_and_the_pull_still_reaches_the_alerts(
         poll_s=0.5,
     )
     resumed_at = time.time()
-    runs = wait_until_settled(dev, kafka, deadline=started + 300)
+    runs = wait_until_settled(dev, kafka, deadline=started + 360)
     assert_sensors_running(dev)
     assert {run.status for run in runs} == {"SUCCESS"}
     assert any(r.tags["dagster/sensor_name"] == ARBITRAGE_SENSOR for r in runs)
