@@ -223,8 +223,16 @@ class Supervisor:
             slot.restart_at = now + delay
             self._emit(Exited(slot.program.name, process.pid, code, uptime, delay))
         elif now >= slot.restart_at:
+            try:
+                self._spawn(slot)
+            except OSError:
+                # Cannot even start (a log directory removed, no more pids): try again later;
+                # letting this thread die would end supervision and, by PR_SET_PDEATHSIG, the
+                # programs it restarted.
+                slot.failures += 1
+                slot.restart_at = now + self.backoff.delay(slot.failures)
+                return
             slot.restarts += 1
-            self._spawn(slot)
             assert slot.process is not None
             self._emit(Restarted(slot.program.name, slot.process.pid, slot.restarts))
 
