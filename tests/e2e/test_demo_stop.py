@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ class Demo:
 
     def __init__(self, home: Path, *, via_make: bool = False) -> None:
         self.home = home
+        self.output = home.parent / "demo.out"
         self.port = free_port()
         self.grpc_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,14 +65,15 @@ class Demo:
             if via_make
             else [sys.executable, str(REPO / "scripts" / "demo.py")]
         )
-        self.process = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with self.output.open("wb") as out:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_until(
         self, what: str, condition: Callable[[], bool], timeout_s: float = 180.0
@@ -80,6 +83,9 @@ class Demo:
             assert self.process.poll() is None, f"the demo exited before {what}"
             assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f} s"
             time.sleep(0.2)
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
 
     def ctrl_c(self) -> None:
         """What a terminal does: SIGINT to the foreground process group (make and the demo)."""
@@ -139,4 +145,28 @@ def test_make_demo_stopped_while_runs_are_working_leaves_nothing_running(
         if stop == "ctrl-c twice":
             time.sleep(0.5)
             demo.ctrl_c()
+    demo.assert_nothing_left()
+
+
+def test_the_demo_says_when_a_process_died_and_came_back(tmp_path: Path) -> None:
+    demo = Demo(tmp_path / "dagster_home")
+    demo.wait_until("the UI", lambda: url_answers(demo.url))
+    (code_server,) = [
+        pid for pid, command in processes_of(demo.home).items() if b"\0grpc\0" in command
+    ]
+    os.kill(code_server, signal.SIGKILL)
+    restarted = re.compile(
+        r"^!! \d\d:\d\d:\d\d code server restarted \(pid (\d+), restart 1\)$", re.M
+    )
+    demo.wait_until("the restart line", lambda: bool(restarted.search(demo.text())), 60.0)
+    assert re.search(
+        rf"^!! \d\d:\d\d:\d\d code server \(pid {code_server}\) was killed by SIGKILL after "
+        r"\d+s; restarting in 1s$",
+        demo.text(),
+        re.M,
+    ), demo.text()
+    match = restarted.search(demo.text())
+    assert match is not None
+    assert int(match.group(1)) in processes_of(demo.home)
+    demo.process.send_signal(signal.SIGTERM)
     demo.assert_nothing_left()
