@@ -16,7 +16,8 @@ from typing import Any
 
 import requests
 
-from devservices.dagster_instance import write_instance
+from devservices.dagster_instance import GRPC_HOST, write_instance
+from devservices.process import port_open
 from devservices.supervisor import DEFAULT_BACKOFF, Backoff, Event, Exited, Program, Supervisor
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,12 +56,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 class DagsterProcesses:
     """Code server, webserver and daemon with their own DAGSTER_HOME, holding the repo's
     dagster.yaml; its storage (PostgreSQL, or SQLite with DAGSTER_STORAGE=sqlite) is set up by
@@ -85,7 +80,7 @@ class DagsterProcesses:
             **env,
             **write_instance(home, env),
             "DAGSTER_HOME": str(home),
-            "DAGSTER_GRPC_HOST": "127.0.0.1",
+            "DAGSTER_GRPC_HOST": GRPC_HOST,
             "DAGSTER_GRPC_PORT": str(self.grpc_port),
         }
         # Not DAGSTER_HOME/logs: Dagster's telemetry moves that directory away (to .logs_queue).
@@ -119,7 +114,7 @@ class DagsterProcesses:
             "--location-name",
             LOCATION,
             "--host",
-            "127.0.0.1",
+            GRPC_HOST,
             "--port",
             str(self.grpc_port),
             "--log-level",
@@ -148,7 +143,9 @@ class DagsterProcesses:
             self.supervisor.start([CODE_SERVER])
             # The webserver and daemon load the location at start; a code server that is not
             # listening yet would cost them a reload cycle.
-            self._wait(lambda: _port_open(self.grpc_port), deadline, "code server listening")
+            self._wait(
+                lambda: port_open(GRPC_HOST, self.grpc_port), deadline, "code server listening"
+            )
             self.supervisor.start([WEBSERVER, DAEMON])
             self._wait(self._location_loaded, deadline, f"the webserver loading {LOCATION}")
         except BaseException:
