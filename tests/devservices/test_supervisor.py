@@ -95,9 +95,8 @@ def test_stop_leaves_nothing_behind(supervise: Callable[..., Supervisor], tmp_pa
     wait_for(lambda: [e for e in supervisor.events if isinstance(e, Restarted)])
     wait_for(lambda: len(processes_marked(supervisor.marker)) == 5)  # 2 orphans + 3 new
     survivors = processes_marked(supervisor.marker)
-    started = time.monotonic()
-    supervisor.stop(grace_s=5.0)
-    assert time.monotonic() - started < 5.0  # everything took SIGTERM
+    supervisor.stop(grace_s=30.0)
+    assert supervisor.returncode("p0") == -signal.SIGTERM  # no need for SIGKILL
     assert processes_marked(supervisor.marker) == []
     assert not any(pid_alive(pid) for pid in survivors)
 
@@ -109,8 +108,7 @@ def test_stop_kills_what_ignores_sigterm_after_the_grace(
     wait_for(lambda: len(processes_marked(supervisor.marker)) == 2)
     started = time.monotonic()
     supervisor.stop(grace_s=1.0)
-    took = time.monotonic() - started
-    assert 1.0 <= took < 5.0, took
+    assert time.monotonic() - started >= 1.0  # the grace was given
     assert processes_marked(supervisor.marker) == []
     assert supervisor.returncode("p0") == -signal.SIGKILL
 
