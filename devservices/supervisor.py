@@ -25,6 +25,7 @@ from pathlib import Path
 MARKER_ENV = "DEVSERVICES_SUPERVISOR"
 _PR_SET_PDEATHSIG = 1
 _SIG_DFL = 0
+_RESET_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
 # Loaded here, not in the child: between fork and exec only async-signal-safe work is wise.
 _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
@@ -268,13 +269,14 @@ class Supervisor:
 
 
 def _prepare_child() -> None:
-    """In the child, before exec (libc calls only): SIGINT back to its default, and SIGTERM
-    when the thread that started it ends (the kernel's rule for PR_SET_PDEATHSIG), so a
+    """In the child, before exec (libc calls only): stop signals back to their defaults, and
+    SIGTERM when the thread that started it ends (the kernel's rule for PR_SET_PDEATHSIG), so a
     supervisor killed outright takes its programs along."""
-    # A shell without job control starts background commands with SIGINT ignored, and the
-    # ignore is inherited; Dagster's CLI maps SIGTERM to SIGINT's handler, so the code server
-    # would then ignore SIGTERM too.
-    _LIBC.signal(signal.SIGINT, _SIG_DFL)
+    # An ignored signal stays ignored across exec. A shell without job control starts background
+    # commands with SIGINT ignored, Dagster's CLI maps SIGTERM to SIGINT's handler (in-process
+    # Dagster code then ignores SIGTERM too), and the children would ignore our stop.
+    for sig in _RESET_SIGNALS:
+        _LIBC.signal(sig, _SIG_DFL)
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
