@@ -1,8 +1,9 @@
 """Latency through Dagster, hop by hop: a raw update produced → read by enrichment → on
 products.enriched → read by arbitrage → its alert on arbitrage.alerts; warm and cold.
 
-Starts ``dagster dev`` (webserver + daemon) on a throwaway DAGSTER_HOME and storage with the
-repository's dagster.yaml and the two lag sensors on (schedules cannot fire: 1 January only).
+Starts Dagster's code server, webserver and daemon (devservices.dagster_processes) on a
+throwaway DAGSTER_HOME and storage with the repository's dagster.yaml and the two lag sensors
+on (the schedules cannot fire: 1 January only).
 
 - **Warm**: a steady stream of ``--rate`` updates per second for ``--seconds``, each a product
   not seen before (so each alert is new). The sensors' runs follow their partitions, so after
@@ -42,8 +43,8 @@ from assets.sensors import IN_FLIGHT
 from assets.stage_assets import PARTITION_TAG
 from bench import data
 from bench.common import Row, Services, connect, log, parser, report, reset_pipeline
-from devservices.dagster_dev import DagsterDev
 from devservices.dagster_instance import fresh_storage
+from devservices.dagster_processes import DagsterProcesses
 from engine.processors import READ_AT_HEADER
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
@@ -76,8 +77,9 @@ def not_measured(reason: str) -> list[Row]:
 
 
 @contextlib.contextmanager
-def dagster_dev(home: Path) -> Iterator[dict[str, str]]:
-    """``dagster dev`` with the sensors on, always stopped on exit."""
+def dagster_processes(home: Path) -> Iterator[dict[str, str]]:
+    """Code server, webserver and daemon with the sensors on, always stopped on exit; yields
+    their environment."""
     env = {
         **os.environ,
         "ARBITRAGE_AUTOMATION": "on",
@@ -87,18 +89,18 @@ def dagster_dev(home: Path) -> Iterator[dict[str, str]]:
     }
     # Storage of its own: no run or sensor state of an earlier measurement carries over.
     with fresh_storage(env) as storage:
-        dev = DagsterDev(home, {**env, **storage})
+        dagster = DagsterProcesses(home, {**env, **storage})
         try:
-            dev.start()
-            log(f"dagster dev (port {dev.port}) running; sensors on")
-            yield dev.env
+            dagster.start()
+            log(f"Dagster (webserver port {dagster.port}) running; sensors on")
+            yield dagster.env
         finally:
-            dev.stop()
+            dagster.stop()
 
 
 @contextlib.contextmanager
 def instance_of(env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
-    """The Dagster instance ``dagster dev`` uses (its DAGSTER_HOME and storage variables)."""
+    """The Dagster instance the processes use (their DAGSTER_HOME and storage variables)."""
     keys = [k for k in env if k == "DAGSTER_HOME" or k.startswith("DAGSTER_POSTGRES")]
     saved = {k: os.environ.get(k) for k in keys}
     os.environ.update({k: env[k] for k in keys})
@@ -423,7 +425,7 @@ def run(
     try:
         with (
             tempfile.TemporaryDirectory(prefix="bench-dagster-") as home,
-            dagster_dev(Path(home)) as env,
+            dagster_processes(Path(home)) as env,
             instance_of(env) as instance,
         ):
             started = time.perf_counter()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from devservices import report, service
-from devservices.dagster_instance import write_instance
+from devservices.dagster_instance import workspace_env, write_instance
 from devservices.elasticsearch import Elasticsearch
 from devservices.errors import DevServicesError
 from devservices.kafka import Kafka, kafka_classpath
@@ -100,12 +100,13 @@ def cmd_classpath(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_instance(settings: Settings, args: argparse.Namespace) -> int:
-    """Write $DAGSTER_HOME/dagster.yaml; print the exports its storage block needs, for
-    `eval "$(python -m devservices instance)"` before running Dagster's CLI by hand."""
+    """Write $DAGSTER_HOME/dagster.yaml; print the exports its storage block and workspace.yaml
+    need, for `eval "$(python -m devservices instance)"` before running Dagster's CLI by hand."""
     home = Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home")
     added = write_instance(home.absolute(), os.environ)
     report.log.info("wrote %s (storage: %s)", home / "dagster.yaml", added["DAGSTER_STORAGE"])
-    for name, value in {"DAGSTER_HOME": str(home.absolute()), **added}.items():
+    exports = {"DAGSTER_HOME": str(home.absolute()), **added, **workspace_env(os.environ)}
+    for name, value in exports.items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
 

@@ -32,6 +32,19 @@ POSTGRES_ENV = (
 )
 
 
+# Where workspace.yaml finds the code location's gRPC server (Dagster's documented default port).
+GRPC_HOST = "127.0.0.1"
+DEFAULT_GRPC_PORT = 4000
+
+
+def workspace_env(env: Mapping[str, str]) -> dict[str, str]:
+    """DAGSTER_GRPC_HOST/PORT as workspace.yaml reads them: `env`'s, or the local defaults."""
+    return {
+        "DAGSTER_GRPC_HOST": env.get("DAGSTER_GRPC_HOST") or GRPC_HOST,
+        "DAGSTER_GRPC_PORT": env.get("DAGSTER_GRPC_PORT") or str(DEFAULT_GRPC_PORT),
+    }
+
+
 def storage_kind(env: Mapping[str, str]) -> str:
     kind = env.get("DAGSTER_STORAGE", "").strip() or "postgres"
     if kind not in STORAGES:

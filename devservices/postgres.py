@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,7 +377,15 @@ def throwaway_database(settings: Settings, prefix: str = "dagster_test") -> Iter
     try:
         yield name
     finally:
-        with dagster_cursor(settings) as cur:
-            cur.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
+        drop = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        # An autovacuum worker on the database (after a test's burst of writes) is a process the
+        # `dagster` role may not terminate: the drop fails until it is done, which takes moments.
+        for attempt in range(20):
+            try:
+                with dagster_cursor(settings) as cur:
+                    cur.execute(drop)
+                break
+            except _psycopg2().errors.InsufficientPrivilege:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)

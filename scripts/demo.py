@@ -1,7 +1,9 @@
 """`make demo`: the whole pipeline on the bundled sample, driven by Dagster's daemon.
 
-Starts `dagster dev` (webserver + daemon) with a project-local DAGSTER_HOME and the schedule and
-sensors on, launches one Keepa pull, waits while the sensors carry it through enrichment and
+Starts Dagster the way it runs in production — the code location's gRPC server, the webserver and
+the daemon, three processes supervised by devservices.supervisor (a process that dies is restarted,
+and a line says so) — with a project-local DAGSTER_HOME and the schedule and sensors on, launches
+one Keepa pull, waits while the sensors carry it through enrichment and
 arbitrage (printing the lag of each stage), then prints the alerts and the UI's address. The UI
 keeps running until Ctrl-C, or the script exits at once with DEMO_EXIT=1.
 """
@@ -21,8 +23,15 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
 from cli.main import alerts_table  # noqa: E402
-from devservices.dagster_dev import DagsterDev, DagsterDevError, url_answers  # noqa: E402
+from devservices.dagster_instance import workspace_env  # noqa: E402
+from devservices.dagster_processes import (  # noqa: E402
+    CODE_SERVER,
+    DagsterProcesses,
+    DagsterStartError,
+    url_answers,
+)
 from devservices.errors import DevServicesError  # noqa: E402
+from devservices.supervisor import Event  # noqa: E402
 from pipelines import topics  # noqa: E402
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT  # noqa: E402
 from resources.kafka import KafkaResource  # noqa: E402
@@ -35,6 +44,11 @@ TIMEOUT_S = float(os.environ.get("DEMO_TIMEOUT", "300"))
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+def report_event(event: Event) -> None:
+    """The supervisor's news: a Dagster process died, and when it comes back."""
+    say(f"!! {time.strftime('%H:%M:%S')} {event.describe()}")
 
 
 def total_lag(kafka: KafkaResource, group: str, topic: str) -> int:
@@ -66,8 +80,11 @@ def wait_for_pipeline(kafka: KafkaResource, pull_done: Callable[[], bool]) -> No
 
 def main() -> int:
     # SIGTERM (e.g. from a supervisor or `kill`) stops the demo the way Ctrl-C does, so the
-    # `finally` below always stops dagster dev and nothing is left running.
+    # `finally` below always stops the Dagster processes and nothing is left running.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # And Ctrl-C even when started by a shell without job control, which starts background
+    # commands with SIGINT ignored (Python would keep ignoring it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     home = Path(os.environ.get("DAGSTER_HOME") or REPO / ".dagster_home")
     # The demo pulls the bundled sample unless KEEPA_SOURCE says otherwise.
     env = {
@@ -91,12 +108,13 @@ def main() -> int:
         raise SystemExit(
             f"something already serves {UI}; stop it (or set DAGSTER_PORT) and run make demo again"
         )
+    grpc_port = int(workspace_env(env)["DAGSTER_GRPC_PORT"])
     try:
-        dev = DagsterDev(home, env, port=PORT)
+        dagster = DagsterProcesses(home, env, port=PORT, grpc_port=grpc_port, on_event=report_event)
     except DevServicesError as exc:
         raise SystemExit(f"the Dagster instance cannot be set up: {exc.message}") from None
-    # This process reads the same instance (runs of the pull) as the processes dev starts.
-    env = dev.env
+    # This process reads the same instance (runs of the pull) as the processes started here.
+    env = dagster.env
     os.environ.update(env)
     storage = (
         "SQLite in DAGSTER_HOME"
@@ -105,11 +123,14 @@ def main() -> int:
         f"{env['DAGSTER_POSTGRES_HOST']}:{env['DAGSTER_POSTGRES_PORT']}"
     )
     say(f"== Dagster instance {home}: runs, event logs and schedules in {storage}")
-    say(f"== starting dagster dev (webserver + daemon) on {UI}; log: {dev.log_path}")
+    say(
+        f"== starting the code server (gRPC :{grpc_port}), the webserver ({UI}) and the daemon; "
+        f"logs in {dagster.logs[CODE_SERVER].parent}"
+    )
     try:
         try:
-            dev.start()
-        except DagsterDevError as exc:
+            dagster.start()
+        except DagsterStartError as exc:
             raise SystemExit(str(exc)) from None
         import dagster as dg
 
@@ -156,11 +177,11 @@ def main() -> int:
         if os.environ.get("DEMO_EXIT") == "1":
             return 0
         say("   it keeps running, with the schedule and sensors on; Ctrl-C stops it")
-        dev.wait()
+        dagster.wait()
     except KeyboardInterrupt:
-        say("\nstopping dagster dev")
+        say("\nstopping the code server, webserver and daemon")
     finally:
-        dev.stop()
+        dagster.stop()
     return 0
 
 

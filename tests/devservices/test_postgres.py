@@ -15,8 +15,8 @@ import yaml
 
 from devservices import service
 from devservices.__main__ import main
-from devservices.dagster_dev import free_port
 from devservices.dagster_instance import POSTGRES_ENV, instance_config, write_instance
+from devservices.dagster_processes import free_port
 from devservices.errors import DevServicesError
 from devservices.postgres import Postgres, find_pg_bin, read_or_create_secret
 from devservices.process import pid_alive

@@ -1,4 +1,5 @@
-"""Fixtures for the end-to-end tests: `dagster dev` against the real services, always stopped."""
+"""Fixtures for the end-to-end tests: Dagster's code server, webserver and daemon against the
+real services, always stopped."""
 
 from __future__ import annotations
 
@@ -10,22 +11,23 @@ from pathlib import Path
 import pytest
 
 from devservices.dagster_instance import fresh_storage
-from tests.e2e.dagster_dev import DagsterDev, StartDagsterDev
+from tests.e2e.dagster_api import Dagster, StartDagster
 
 
 @pytest.fixture
-def start_dagster_dev(tmp_path: Path) -> Iterator[StartDagsterDev]:
-    """Start `dagster dev` with the test's environment plus ``extra`` and automation on.
+def start_dagster(tmp_path: Path) -> Iterator[StartDagster]:
+    """Start the code server, webserver and daemon (free ports) with the test's environment
+    plus ``extra`` and automation on.
 
     The services' addresses (KAFKA_BOOTSTRAP_SERVERS, ELASTICSEARCH_URL) pass through from the
     environment; DAGSTER_HOME is a fresh directory holding the repo's dagster.yaml, and the
     instance's storage is fresh too (a throwaway PostgreSQL database), so no run, tick or sensor
     cursor of an earlier test is seen.
     """
-    started: list[DagsterDev] = []
+    started: list[Dagster] = []
     with contextlib.ExitStack() as storages:
 
-        def start(extra: Mapping[str, str]) -> DagsterDev:
+        def start(extra: Mapping[str, str]) -> Dagster:
             env = {
                 **os.environ,
                 "ARBITRAGE_AUTOMATION": "on",
@@ -38,13 +40,13 @@ def start_dagster_dev(tmp_path: Path) -> Iterator[StartDagsterDev]:
                 **extra,
             }
             env.update(storages.enter_context(fresh_storage(env)))
-            dev = DagsterDev(tmp_path / f"dagster_home_{len(started)}", env)
-            started.append(dev)
-            dev.start()
-            return dev
+            dagster = Dagster(tmp_path / f"dagster_home_{len(started)}", env)
+            started.append(dagster)
+            dagster.start()
+            return dagster
 
         try:
             yield start
         finally:
-            for dev in started:
-                dev.stop()
+            for dagster in started:
+                dagster.stop()

@@ -1,5 +1,5 @@
-"""The pipeline under Dagster's own daemon: `dagster dev` with the sensors on, real Kafka and
-Elasticsearch, runs observed through the webserver's GraphQL API.
+"""The pipeline under Dagster's own daemon: code server, webserver and daemon with the sensors
+on, real Kafka and Elasticsearch, runs observed through the webserver's GraphQL API.
 
 These tests only start processes and read state; every stage run is launched by the sensors.
 """
@@ -33,7 +33,7 @@ from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from tests.definitions import SAMPLE_DEFS
-from tests.e2e.dagster_dev import DagsterDev, Run, StartDagsterDev
+from tests.e2e.dagster_api import Dagster, Run, StartDagster
 from tests.integration.kafka_io import produce, read_all
 from tools.sample_generator import iter_products
 
@@ -59,7 +59,7 @@ STAGES = {
         topics.PRODUCTS_ENRICHED,
     ),
 }
-# The run worker's first engine event (it is spawned by the code server, not by `dagster dev`).
+# The run worker's first engine event (the code server spawns it).
 WORKER_PID = re.compile(r"^Started process for run \(pid: (\d+)\)")
 
 
@@ -96,7 +96,7 @@ def runs_summary(runs: list[Run]) -> str:
 
 
 def wait_until_settled(
-    dev: DagsterDev,
+    dev: Dagster,
     kafka: KafkaResource,
     deadline: float,
     allowed_failures: frozenset[str] = frozenset(),
@@ -126,7 +126,7 @@ def wait_until_settled(
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"the sensors did not carry the data through in time; lag {lag_summary(kafka)}\n"
-                f"runs:\n{runs_summary(runs)}\ndagster dev log:\n{dev.log_tail(30)}"
+                f"runs:\n{runs_summary(runs)}\n{dev.log_tails(30)}"
             )
         time.sleep(1.5)
 
@@ -183,7 +183,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: 
         time.sleep(poll_s)
 
 
-def worker_pid(dev: DagsterDev, run_id: str) -> int | None:
+def worker_pid(dev: Dagster, run_id: str) -> int | None:
     for message in dev.run_messages(run_id):
         match = WORKER_PID.match(message)
         if match:
@@ -201,7 +201,7 @@ def generated_updates(count: int, seed: int) -> list[tuple[str, bytes]]:
     return items
 
 
-def assert_sensors_running(dev: DagsterDev) -> None:
+def assert_sensors_running(dev: Dagster) -> None:
     for sensor in SENSORS:
         assert dev.sensor_status(sensor) == "RUNNING", f"{sensor} is not running"
 
@@ -212,11 +212,11 @@ def assert_sensors_running(dev: DagsterDev) -> None:
 def test_sensors_carry_a_pull_through_to_alerts(
     kafka: KafkaResource,
     es: ElasticsearchResource,
-    start_dagster_dev: StartDagsterDev,
+    start_dagster: StartDagster,
 ) -> None:
     # Planned ranges of 60 records (the sample has ~170 per partition): a following run goes on
     # past its range, so this does not mean three runs per partition any more.
-    dev = start_dagster_dev({MAX_RECORDS_ENV: "60"})
+    dev = start_dagster({MAX_RECORDS_ENV: "60"})
     assert_sensors_running(dev)
 
     # One pull of the bundled sample, run here; the sensors do the rest.
@@ -275,7 +275,7 @@ def test_sensors_carry_a_pull_through_to_alerts(
 
 @pytest.mark.faults
 def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
-    kafka: KafkaResource, es: ElasticsearchResource, start_dagster_dev: StartDagsterDev
+    kafka: KafkaResource, es: ElasticsearchResource, start_dagster: StartDagster
 ) -> None:
     # ~10 000 records per partition: one enrichment run per partition, two batches of 5 000
     # each, several seconds of work, so there is time to kill a run between its commits.
@@ -287,7 +287,7 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
     assert sum(raw_highs.values()) == len(items)
 
     started = time.monotonic()
-    dev = start_dagster_dev({MAX_RECORDS_ENV: "20000"})
+    dev = start_dagster({MAX_RECORDS_ENV: "20000"})
     assert_sensors_running(dev)
 
     # An enrichment run in progress, its run worker's pid, and its range.
@@ -302,7 +302,7 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
     victim, pid = wait_for(running_enrichment, 90, "an enrichment run starting", poll_s=0.2)
     partition, start, end = victim.offset_range("enrichment_stage")
     assert (start, end) == (0, raw_highs[partition]), victim.run_config
-    assert dev.in_process_group(pid), f"pid {pid} is not one of dagster dev's processes"
+    assert dev.supervisor.started_here(pid), f"pid {pid} was not started by our Dagster"
 
     # Kill it mid-run: after its first commit, before its last.
     def first_commit() -> int | None:
@@ -313,7 +313,7 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
     assert progress < end, f"the run finished ({progress}/{end}) before it could be killed"
     os.kill(pid, signal.SIGKILL)
     killed_at = time.time()
-    wait_for(lambda: not dev.in_process_group(pid), 10, f"pid {pid} exiting")
+    wait_for(lambda: not dev.supervisor.started_here(pid), 10, f"pid {pid} exiting")
     committed_at_kill = kafka.committed_offsets(ENRICHMENT.live_group, topics.RAW_UPDATES)
     resume_from = committed_at_kill[partition]
     assert resume_from is not None and start < resume_from < end, (start, resume_from, end)
@@ -374,7 +374,7 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
     assert es.count(topics.ALERTS_INDEX) == len(expected)
     print(
         f"{len(runs)} sensor runs; {duplicates} records enriched twice after the kill; "
-        f"{len(expected)} alerts; {elapsed:.0f}s from dagster dev start to settled"
+        f"{len(expected)} alerts; {elapsed:.0f}s from Dagster's start to settled"
     )
 
 
@@ -392,7 +392,7 @@ mutation Terminate($runId: String!) {
 
 @pytest.mark.faults
 def test_a_run_terminated_from_the_ui_commits_its_batch_and_the_sensor_goes_on(
-    kafka: KafkaResource, es: ElasticsearchResource, start_dagster_dev: StartDagsterDev
+    kafka: KafkaResource, es: ElasticsearchResource, start_dagster: StartDagster
 ) -> None:
     """What the UI's Terminate button does (the same GraphQL mutation): the run stops after the
     batch it is on has committed, ends CANCELED, and the sensor's next run takes over from the
@@ -401,7 +401,7 @@ def test_a_run_terminated_from_the_ui_commits_its_batch_and_the_sensor_goes_on(
     asins = {asin for asin, _ in items}
     produce(kafka, topics.RAW_UPDATES, items)
     started = time.monotonic()
-    dev = start_dagster_dev({MAX_RECORDS_ENV: "20000"})
+    dev = start_dagster({MAX_RECORDS_ENV: "20000"})
     assert_sensors_running(dev)
 
     def running_enrichment() -> Run | None:

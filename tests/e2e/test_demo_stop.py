@@ -1,4 +1,5 @@
-"""`make demo` stopped the ways people stop it leaves no Dagster process behind.
+"""`make demo` stopped the ways people stop it leaves no process behind: not the code server,
+webserver or daemon, and not the run workers the code server launched.
 
 A demo sent SIGINT and then SIGTERM used to leave `dagster dev` with its webserver, daemon and
 code server running, sensors on, consuming the topics of whatever ran next.
@@ -8,101 +9,164 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from devservices.dagster_dev import free_port, url_answers
+from devservices.dagster_processes import free_port, url_answers
+from devservices.process import port_open
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+# A run worker: the code server starts each run in a multiprocessing (spawn) child.
+RUN_WORKER = b"multiprocessing.spawn"
 
 
-def processes_of(home: Path) -> list[int]:
-    """Processes whose environment points at this DAGSTER_HOME (everything the demo started)."""
+def processes_of(home: Path) -> dict[int, bytes]:
+    """Processes whose environment points at this DAGSTER_HOME (everything the demo started),
+    with their command lines."""
     marker = f"DAGSTER_HOME={home}".encode()
-    found = []
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         with contextlib.suppress(OSError):
             if marker in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
     return found
 
 
-def start_demo(home: Path, wait_for_ui: bool = True) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PORT": str(port),
-        # Nothing scheduled fires while the test runs.
-        "KEEPA_PULL_CRON": "0 0 1 1 *",
-    }
-    demo = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "demo.py")],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    if not wait_for_ui:
-        # Until dagster dev runs beside the demo (it is still loading the code location).
-        while len(processes_of(home)) < 2:
-            assert demo.poll() is None, "the demo exited before it started dagster dev"
-            assert time.monotonic() < deadline, "the demo did not start dagster dev in 180 s"
+class Demo:
+    """`make demo` (or scripts/demo.py) in a session of its own, as a terminal runs it: Ctrl-C
+    reaches its whole foreground process group."""
+
+    def __init__(self, home: Path, *, via_make: bool = False) -> None:
+        self.home = home
+        self.output = home.parent / "demo.out"
+        self.port = free_port()
+        self.grpc_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_PORT": str(self.port),
+            "DAGSTER_GRPC_PORT": str(self.grpc_port),
+            # Nothing scheduled fires while the test runs.
+            "KEEPA_PULL_CRON": "0 0 1 1 *",
+        }
+        argv = (
+            ["make", "--no-print-directory", "demo"]
+            if via_make
+            else [sys.executable, str(REPO / "scripts" / "demo.py")]
+        )
+        with self.output.open("wb") as out:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_until(
+        self, what: str, condition: Callable[[], bool], timeout_s: float = 180.0
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert self.process.poll() is None, f"the demo exited before {what}"
+            assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f} s"
             time.sleep(0.2)
-        return demo, url
-    while not url_answers(url):
-        assert demo.poll() is None, "the demo exited before its UI answered"
-        assert time.monotonic() < deadline, "the demo's UI did not answer within 180 s"
-        time.sleep(1)
-    return demo, url
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def ctrl_c(self) -> None:
+        """What a terminal does: SIGINT to the foreground process group (make and the demo)."""
+        os.killpg(self.process.pid, signal.SIGINT)
+
+    def assert_nothing_left(self, within_s: float = 15.0) -> None:
+        self.process.wait(timeout=60)
+        deadline = time.monotonic() + within_s
+        while (left := processes_of(self.home)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, f"processes still running under {self.home}: {left}"
+        assert not url_answers(self.url)
+        assert not port_open("127.0.0.1", self.grpc_port)
 
 
-def assert_nothing_left(home: Path, within_s: float = 15.0) -> None:
-    deadline = time.monotonic() + within_s
-    while (left := processes_of(home)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not left, f"processes still running under {home}: {left}"
+def three_processes(home: Path) -> bool:
+    commands = processes_of(home).values()
+    return all(
+        any(name in command for command in commands)
+        for name in (b"dagster-webserver", b"dagster-daemon", b"grpc")
+    )
+
+
+def run_worker_running(home: Path) -> bool:
+    return any(RUN_WORKER in command for command in processes_of(home).values())
 
 
 def test_sigint_then_sigterm_while_starting_leaves_nothing_running(tmp_path: Path) -> None:
-    home = tmp_path / "dagster_home"
-    demo, url = start_demo(home, wait_for_ui=False)
-    time.sleep(2.0)  # dagster dev is starting its webserver, daemon and code server
-    demo.send_signal(signal.SIGINT)
+    demo = Demo(tmp_path / "dagster_home")
+    demo.wait_until("the three Dagster processes", lambda: three_processes(demo.home))
+    demo.process.send_signal(signal.SIGINT)
     time.sleep(1.0)
-    demo.send_signal(signal.SIGTERM)  # impatient: a second stop signal during the cleanup
-    demo.wait(timeout=60)
-    assert_nothing_left(home)
-    assert not url_answers(url)
+    demo.process.send_signal(signal.SIGTERM)  # impatient: a second stop signal during cleanup
+    demo.assert_nothing_left()
 
 
-def test_a_killed_demo_takes_dagster_dev_with_it(tmp_path: Path) -> None:
-    home = tmp_path / "dagster_home"
-    demo, url = start_demo(home)
-    demo.kill()  # SIGKILL: no cleanup code of the demo runs
-    demo.wait(timeout=10)
-    assert_nothing_left(home, within_s=45.0)
-    assert not url_answers(url)
+def test_a_killed_demo_takes_the_dagster_processes_with_it(tmp_path: Path) -> None:
+    demo = Demo(tmp_path / "dagster_home")
+    demo.wait_until("the UI", lambda: url_answers(demo.url))
+    demo.process.kill()  # SIGKILL: no cleanup code of the demo runs
+    demo.assert_nothing_left(within_s=45.0)
 
 
-def test_sigint_then_sigterm_while_running_leaves_nothing_running(tmp_path: Path) -> None:
-    home = tmp_path / "dagster_home"
-    demo, url = start_demo(home)
-    assert len(processes_of(home)) >= 3  # the demo, dagster dev, its webserver, ...
-    demo.send_signal(signal.SIGINT)
-    time.sleep(1.0)
-    demo.send_signal(signal.SIGTERM)
-    demo.wait(timeout=60)
-    assert_nothing_left(home)
-    assert not url_answers(url)
+@pytest.mark.parametrize("stop", ["ctrl-c", "ctrl-c twice", "sigterm"])
+def test_make_demo_stopped_while_runs_are_working_leaves_nothing_running(
+    tmp_path: Path, stop: str
+) -> None:
+    demo = Demo(tmp_path / "dagster_home", via_make=True)
+    # The pull and then the sensors' stage runs: each in a run worker under the code server.
+    demo.wait_until("a run worker", lambda: run_worker_running(demo.home), timeout_s=240.0)
+    if stop == "sigterm":
+        # To the group, as `kill -- -PGID` or a service manager does: GNU make passes no signal
+        # on to its recipe, it waits for it (README, "make demo").
+        os.killpg(demo.process.pid, signal.SIGTERM)
+    else:
+        demo.ctrl_c()
+        if stop == "ctrl-c twice":
+            time.sleep(0.5)
+            demo.ctrl_c()
+    demo.assert_nothing_left()
+
+
+def test_the_demo_says_when_a_process_died_and_came_back(tmp_path: Path) -> None:
+    demo = Demo(tmp_path / "dagster_home")
+    demo.wait_until("the UI", lambda: url_answers(demo.url))
+    (code_server,) = [
+        pid for pid, command in processes_of(demo.home).items() if b"\0grpc\0" in command
+    ]
+    os.kill(code_server, signal.SIGKILL)
+    restarted = re.compile(
+        r"^!! \d\d:\d\d:\d\d code server restarted \(pid (\d+), restart 1\)$", re.M
+    )
+    demo.wait_until("the restart line", lambda: bool(restarted.search(demo.text())), 60.0)
+    assert re.search(
+        rf"^!! \d\d:\d\d:\d\d code server \(pid {code_server}\) was killed by SIGKILL after "
+        r"\d+s; restarting in 1s$",
+        demo.text(),
+        re.M,
+    ), demo.text()
+    match = restarted.search(demo.text())
+    assert match is not None
+    assert int(match.group(1)) in processes_of(demo.home)
+    demo.process.send_signal(signal.SIGTERM)
+    demo.assert_nothing_left()

@@ -32,7 +32,7 @@ def test_a_run_is_a_row_in_postgres(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     env = {**os.environ, "DAGSTER_STORAGE": "postgres"}
     with fresh_storage(env) as storage:
         env.update(storage)
-        # The instance reads its storage settings from the environment, as dagster dev would.
+        # The instance reads its storage settings from the environment, as the Dagster processes do.
         for name, value in write_instance(tmp_path, env).items():
             monkeypatch.setenv(name, value)
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:

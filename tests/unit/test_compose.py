@@ -9,12 +9,14 @@ import yaml
 
 from devservices import versions
 from devservices.dagster_instance import POSTGRES_ENV
+from devservices.dagster_processes import DEFINITIONS_MODULE, LOCATION
 from pipelines import topics
 from resources.elasticsearch import DEFAULT_URL
 from resources.kafka import DEFAULT_BOOTSTRAP
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+DAGSTER_SERVICES = ("dagster-code", "dagster-webserver", "dagster-daemon")
 
 
 def test_topic_settings_match_the_pipeline() -> None:
@@ -75,7 +77,7 @@ def test_instance_storage_is_postgres_from_the_environment_only() -> None:
 
 def test_compose_gives_dagster_what_its_instance_reads() -> None:
     services = COMPOSE["services"]
-    for name in ("dagster-webserver", "dagster-daemon"):
+    for name in DAGSTER_SERVICES:
         env = services[name]["environment"]
         assert set(POSTGRES_ENV) <= set(env), name
         assert env["DAGSTER_POSTGRES_HOST"] == "postgres"
@@ -96,8 +98,36 @@ def test_compose_holds_no_password() -> None:
     )
 
 
-def test_only_the_daemon_gets_the_keepa_key() -> None:
+def test_only_the_code_server_gets_the_keepa_key() -> None:
     services = COMPOSE["services"]
-    # Runs are launched by the daemon (queued run coordinator); the webserver never needs it.
+    # Run workers are the code server's children (the default run launcher asks it to start
+    # them); the webserver and the daemon never read the key.
     assert "KEEPA_API_KEY" not in services["dagster-webserver"]["environment"]
-    assert services["dagster-daemon"]["environment"]["KEEPA_API_KEY"] == "${KEEPA_API_KEY:-}"
+    assert "KEEPA_API_KEY" not in services["dagster-daemon"]["environment"]
+    assert services["dagster-code"]["environment"]["KEEPA_API_KEY"] == "${KEEPA_API_KEY:-}"
+
+
+def test_compose_runs_the_three_dagster_processes_as_locally() -> None:
+    services = COMPOSE["services"]
+    # The code location's gRPC server, named and addressed the way workspace.yaml reads it.
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    (location,) = workspace["load_from"]
+    grpc = location["grpc_server"]
+    assert grpc["host"] == {"env": "DAGSTER_GRPC_HOST"}
+    assert grpc["port"] == {"env": "DAGSTER_GRPC_PORT"}
+    code = services["dagster-code"]
+    command = code["command"]
+    assert command[:3] == ["dagster", "api", "grpc"]
+    flags = dict(zip(command[3::2], command[4::2], strict=True))
+    assert flags["--module-name"] == DEFINITIONS_MODULE
+    assert flags["--location-name"] == grpc["location_name"] == LOCATION
+    for name in DAGSTER_SERVICES:
+        env = services[name]["environment"]
+        assert env["DAGSTER_GRPC_HOST"] == "dagster-code", name
+        assert env["DAGSTER_GRPC_PORT"] == flags["--port"], name
+        assert services[name]["restart"] == "unless-stopped", name
+    assert services["dagster-webserver"]["command"][0] == "dagster-webserver"
+    assert services["dagster-daemon"]["command"][:2] == ["dagster-daemon", "run"]
+    for name in ("dagster-webserver", "dagster-daemon"):
+        assert "workspace.yaml" in services[name]["command"], name
+        assert services[name]["depends_on"] == {"dagster-code": {"condition": "service_healthy"}}

@@ -1,5 +1,6 @@
-"""The end-to-end tests' view of `dagster dev`: the shared process control
-(devservices.dagster_dev) plus GraphQL reads of runs, their logs and sensors."""
+"""The end-to-end tests' view of Dagster: the shared process control
+(devservices.dagster_processes: code server, webserver, daemon, supervised) plus GraphQL reads of
+runs, their logs and sensors."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from devservices.dagster_dev import LOCATION
-from devservices.dagster_dev import DagsterDev as BaseDagsterDev
+from devservices.dagster_processes import LOCATION, DagsterProcesses
 
 REPOSITORY = "__repository__"  # Definitions(...) in a module: the repository is implicit
 SENSOR_NAME_TAG = "dagster/sensor_name"
@@ -80,8 +80,9 @@ class Run:
         return span["partition"], span["start"], span["end"]
 
 
-class DagsterDev(BaseDagsterDev):
-    """dagster dev plus the GraphQL reads the end-to-end tests make: runs, logs, sensors."""
+class Dagster(DagsterProcesses):
+    """The three processes plus the GraphQL reads the end-to-end tests make: runs, logs,
+    sensors."""
 
     def runs(self, tags: Mapping[str, str] | None = None) -> list[Run]:
         flt: dict[str, Any] = {}
@@ -132,5 +133,5 @@ class DagsterDev(BaseDagsterDev):
         return str(result["sensorState"]["status"])
 
 
-# What the `start_dagster_dev` fixture gives a test: start with these extra variables.
-StartDagsterDev = Callable[[Mapping[str, str]], DagsterDev]
+# What the `start_dagster` fixture gives a test: start with these extra variables.
+StartDagster = Callable[[Mapping[str, str]], Dagster]

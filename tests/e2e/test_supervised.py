@@ -1,0 +1,110 @@
+"""The supervisor at work: the code server or the daemon killed (SIGKILL) while the sensors carry
+a pull through is restarted, the sensors resume, and every alert still arrives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import dagster as dg
+import pytest
+
+from devservices.dagster_processes import CODE_SERVER, DAEMON
+from devservices.supervisor import Exited, Restarted
+from pipelines import topics
+from resources.elasticsearch import ElasticsearchResource
+from resources.kafka import KafkaResource
+from tests.definitions import SAMPLE_DEFS
+from tests.e2e.dagster_api import Dagster, StartDagster
+from tests.e2e.test_daemon import (
+    ARBITRAGE_SENSOR,
+    MAX_RECORDS_ENV,
+    SENSORS,
+    assert_committed_equals_high_watermark,
+    assert_sensors_running,
+    dlq_sizes,
+    expected_alerts,
+    strip_time,
+    wait_for,
+    wait_until_settled,
+)
+from tests.integration.kafka_io import read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
+
+
+def kill_and_await_restart(dev: Dagster, victim: str) -> tuple[float, Restarted]:
+    """SIGKILL the victim; return when the supervisor restarted it and a sensor run was
+    launched after that: (seconds from the kill to that run, the restart)."""
+    pid = dev.supervisor.pid(victim)
+    assert pid is not None
+    seen = len(dev.supervisor.events)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+
+    def restarted() -> list[Restarted]:
+        return [e for e in dev.supervisor.events[seen:] if isinstance(e, Restarted)]
+
+    restart = wait_for(restarted, 30, f"the {victim} restarting")[0]
+    (exited,) = [e for e in dev.supervisor.events[seen:] if isinstance(e, Exited)]
+    assert (exited.program, exited.pid, exited.returncode) == (victim, pid, -signal.SIGKILL)
+    assert restart.program == victim and restart.pid != pid
+    assert dev.supervisor.alive(victim)
+    # The sensors tick again: a run is launched after the restart (by the new daemon, or by the
+    # old one through the new code server).
+    wait_for(
+        lambda: [r for r in dev.sensor_runs(*SENSORS) if r.creation_time > restart.at],
+        120,
+        f"a sensor run after the {victim}'s restart",
+        poll_s=0.5,
+    )
+    resumed_s = time.time() - killed_at
+    print(
+        f"\n{victim} SIGKILLed (pid {pid}); restarted {restart.at - killed_at:.1f}s later "
+        f"(pid {restart.pid}); a sensor run launched {resumed_s:.1f}s after the kill"
+    )
+    return resumed_s, restart
+
+
+# Beyond the default 300 s: on a shared 2-core machine the runs after two restarts can take
+# minutes.
+@pytest.mark.timeout(480)
+def test_the_code_server_and_the_daemon_killed_mid_pipeline_come_back_and_every_alert_arrives(
+    kafka: KafkaResource,
+    es: ElasticsearchResource,
+    start_dagster: StartDagster,
+) -> None:
+    dev = start_dagster({MAX_RECORDS_ENV: "60"})  # ~3 runs per partition and stage
+    assert_sensors_running(dev)
+    result = SAMPLE_DEFS.resolve_job_def("keepa_pull").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert result.success, "the keepa_pull job failed"
+    started = time.monotonic()
+
+    # Mid-pipeline: the sensors have launched runs, and there is more to do.
+    wait_for(lambda: dev.sensor_runs(*SENSORS), 90, "a first sensor run", poll_s=0.2)
+    kill_and_await_restart(dev, CODE_SERVER)
+    kill_and_await_restart(dev, DAEMON)
+
+    runs = wait_until_settled(dev, kafka, deadline=started + 400)
+    assert_sensors_running(dev)
+    # No run failed: a run dequeued while the code server was down waited for it.
+    assert {run.status for run in runs} == {"SUCCESS"}
+    assert any(r.tags["dagster/sensor_name"] == ARBITRAGE_SENSOR for r in runs)
+    assert_committed_equals_high_watermark(kafka)
+
+    # Every alert, once, on the topic and in the index, as the domain functions compute them.
+    expected = expected_alerts(m.value for m in read_all(kafka, topics.RAW_UPDATES))
+    assert len(expected) > 50
+    on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    assert len(on_topic) == len(expected)
+    assert {a["alert_id"]: strip_time(a) for a in on_topic} == expected
+    hits = es.client().search(index=topics.ALERTS_INDEX, size=10_000)["hits"]["hits"]
+    assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == expected
+    assert dlq_sizes(kafka) == dict.fromkeys(dlq_sizes(kafka), 0)
+    print(
+        f"{len(runs)} sensor runs, {len(expected)} alerts, "
+        f"{time.monotonic() - started:.0f}s from the pull to settled"
+    )
