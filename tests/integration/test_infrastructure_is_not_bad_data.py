@@ -18,7 +18,7 @@ from tests.factories import raw_update
 from tests.integration.kafka_io import produce, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
-INDEX = "test-infrastructure-faults"
+INDEX = "arbitrage-test-infrastructure-faults"
 
 
 @pytest.fixture
