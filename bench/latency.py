@@ -110,7 +110,9 @@ def _collect(
 ) -> dict[str, list[int]]:
     """Kafka timestamps (ms) of the messages keyed by wanted ASINs, per topic, until each topic
     has its expected count (or the timeout)."""
-    consumer = services.kafka.consumer("arbitrage-bench.latency.reader", **{"enable.partition.eof": False})
+    consumer = services.kafka.consumer(
+        "arbitrage-bench.latency.reader", **{"enable.partition.eof": False}
+    )
     found: dict[str, list[int]] = {topic: [] for topic in starts}
     consumer.assign(
         [
