@@ -32,7 +32,7 @@ screenshot: $(PY) ui-deps ## redraw docs/asset-graph.png from a fresh webserver
 
 services-up: $(PY) ## start local Kafka + Elasticsearch + PostgreSQL (downloads once), create topics and indices
 	$(PY) -m devservices up
-	$(VENV)/bin/arbitrage provision
+	scripts/with-client-env $(VENV)/bin/arbitrage provision
 
 services-down: $(PY) ## stop local Kafka + Elasticsearch + PostgreSQL
 	$(PY) -m devservices down
@@ -41,7 +41,7 @@ services-status: $(PY) ## show each local service, its address (PostgreSQL: its 
 	$(PY) -m devservices status
 
 topics: $(PY) ## create the pipeline's topics and indices (idempotent)
-	$(VENV)/bin/arbitrage provision
+	scripts/with-client-env $(VENV)/bin/arbitrage provision
 
 demo: services-up ## run the pipeline on the bundled sample against the real services
 	$(PY) scripts/demo.py

@@ -33,7 +33,7 @@ ES_ACCOUNTS = ("es_admin", "es_pipeline", "es_unprivileged")
 CERT_DAYS = 825
 
 
-def _private_write(path: Path, text: str) -> None:
+def private_write(path: Path, text: str) -> None:
     """Write a file only its owner can read, never briefly readable by others."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -53,7 +53,7 @@ def credentials(settings: Settings) -> dict[str, str]:
     missing = [name for name in (*ACCOUNTS, *ES_ACCOUNTS) if name not in stored]
     if missing:
         stored.update({name: secrets.token_hex(16) for name in missing})
-        _private_write(path, json.dumps(stored, indent=2) + "\n")
+        private_write(path, json.dumps(stored, indent=2) + "\n")
     return stored
 
 
@@ -184,5 +184,5 @@ def write_client_env(settings: Settings) -> Path:
         "# as the pipeline's user. Holds passwords: mode 0600, git-ignored. `. " + path.name + "`",
     ]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in client_env(settings).items()]
-    _private_write(path, "\n".join(lines) + "\n")
+    private_write(path, "\n".join(lines) + "\n")
     return path
