@@ -162,19 +162,20 @@ class Settings:
 
     def kafka(self, **overrides: object) -> KafkaResource:
         security = self.kafka_security
-        return KafkaResource(
-            bootstrap_servers=self.kafka_bootstrap_servers,
-            replication_factor=self.kafka_replication_factor,
-            security_protocol=security.protocol,
-            sasl_mechanism=security.sasl_mechanism,
-            sasl_username=security.sasl_username,
+        password = dg.EnvVar(KAFKA_PASSWORD_ENV) if self.kafka_sasl_password_set else None
+        fields: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "replication_factor": self.kafka_replication_factor,
+            "security_protocol": security.protocol,
+            "sasl_mechanism": security.sasl_mechanism,
+            "sasl_username": security.sasl_username,
             # By name: the UI shows KAFKA_SASL_PASSWORD; the value is read when a client is made.
-            sasl_password=dg.EnvVar(KAFKA_PASSWORD_ENV) if self.kafka_sasl_password_set else None,
-            ssl_ca_location=security.ssl_ca_location,
-            ssl_certificate_location=security.ssl_certificate_location,
-            ssl_key_location=security.ssl_key_location,
-            **overrides,
-        )
+            "sasl_password": password,
+            "ssl_ca_location": security.ssl_ca_location,
+            "ssl_certificate_location": security.ssl_certificate_location,
+            "ssl_key_location": security.ssl_key_location,
+        }
+        return KafkaResource(**{**fields, **overrides})
 
     def elasticsearch(self, **overrides: object) -> ElasticsearchResource:
         # Secrets by name, as for Kafka: the value is read when the client is made.

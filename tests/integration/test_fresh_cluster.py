@@ -44,6 +44,8 @@ def fresh_kafka(tmp_path: Path) -> Iterator[tuple[Kafka, KafkaResource]]:
         "DEVSERVICES_HOME": str(tmp_path / "devservices"),
         "KAFKA_PORT": str(_free_port()),
         "KAFKA_CONTROLLER_PORT": str(_free_port()),
+        # A plain throwaway broker even when the suite runs against the secured services.
+        "ARBITRAGE_SECURE": "",
     }
     broker = Kafka(Settings.from_env(env))
     service.up([broker], timeout=120)
