@@ -7,7 +7,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test faults test-unit lint bench sample clean
+.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test test-secure faults test-unit lint bench sample clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ demo: services-up ## run the pipeline on the bundled sample against the real ser
 
 test: $(PY) ## install, start services if needed, run the suite (with a quick fault subset)
 	scripts/test.sh -m "not faults"
+
+test-secure: $(PY) ## the suite against secured services (TLS, SASL/SCRAM, ACLs, ES auth), started if needed
+	ARBITRAGE_SECURE=1 scripts/test.sh -m "not faults"
 
 faults: $(PY) ## the whole fault suite: kills, broken services, fuzz; one audit line per case
 	scripts/test.sh tests/faults

@@ -187,12 +187,13 @@ class Settings:
             if self.elasticsearch_password_set
             else None,
         }
-        return ElasticsearchResource(
-            url=self.elasticsearch_url,
-            username=self.elasticsearch_username,
-            ca_certs=self.elasticsearch_ca_certs,
-            **{**secrets, **overrides},
-        )
+        fields = {
+            "url": self.elasticsearch_url,
+            "username": self.elasticsearch_username,
+            "ca_certs": self.elasticsearch_ca_certs,
+            **secrets,
+        }
+        return ElasticsearchResource(**{**fields, **overrides})
 
     def fee_model(self) -> FeeModelResource:
         return FeeModelResource(fees_file=str(self.fees_file))

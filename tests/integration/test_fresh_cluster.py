@@ -120,7 +120,9 @@ def test_a_crash_of_the_offset_reader_costs_one_call_not_the_caller(
         reader.read_lag(silent, "arbitrage-test-crash-group", "raw.keepa_updates", 5.0)
     assert time.monotonic() - started < 5.0
     # The next call starts a new child and answers.
-    lags = reader.read_lag(kafka.client_config(), "arbitrage-test-crash-group", "raw.keepa_updates", 5.0)
+    lags = reader.read_lag(
+        kafka.client_config(), "arbitrage-test-crash-group", "raw.keepa_updates", 5.0
+    )
     assert [lag.partition for lag in lags] == [0, 1, 2]
     assert reader.starts == 2 and reader._child is not None and reader._child.pid != child_pid
     reader.close()
@@ -132,8 +134,12 @@ def test_a_hung_offset_reader_is_replaced(kafka: KafkaResource) -> None:
     assert reader._child is not None
     os.kill(reader._child.pid, signal.SIGSTOP)
     with pytest.raises(LagReaderCrashedError, match="did not answer within"):
-        reader.read_lag(kafka.client_config(), "arbitrage-test-hang-group", "raw.keepa_updates", 5.0)
-    lags = reader.read_lag(kafka.client_config(), "arbitrage-test-hang-group", "raw.keepa_updates", 5.0)
+        reader.read_lag(
+            kafka.client_config(), "arbitrage-test-hang-group", "raw.keepa_updates", 5.0
+        )
+    lags = reader.read_lag(
+        kafka.client_config(), "arbitrage-test-hang-group", "raw.keepa_updates", 5.0
+    )
     assert len(lags) == 3
     reader.close()
 
