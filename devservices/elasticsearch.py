@@ -169,6 +169,7 @@ class Elasticsearch(Service):
         tls.mkdir(exist_ok=True)
         for source in (pki.ca_cert, pki.server_cert, pki.server_key):
             shutil.copyfile(source, tls / source.name)
+        os.chmod(tls / pki.server_key.name, 0o600)  # handed to the ES user below, no one else
         (self.config_dir / "roles.yml").write_text(self.roles_yml())
         creds = secure.credentials(self.settings)
         users = {
