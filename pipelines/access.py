@@ -35,7 +35,9 @@ def kafka_grants() -> tuple[KafkaGrant, ...]:
     grants = [KafkaGrant("topic", spec.name) for spec in topics.TOPICS]
     grants += [KafkaGrant("group", group) for group in PIPELINE_GROUPS]
     grants.append(KafkaGrant("group", TOOL_GROUP_PREFIX, prefixed=True))
-    # transactional.id is ``<group>:<topic>:<partition>`` (resources/kafka_transactions.py).
+    # transactional.id is ``<group>:<topic>:<partition>`` (resources/kafka_transactions.py):
+    # the stages' groups, and the benchmarks' and tests' groups under the tool prefix.
+    grants.append(KafkaGrant("transactional_id", TOOL_GROUP_PREFIX, prefixed=True))
     grants += [
         KafkaGrant("transactional_id", f"{group}:", prefixed=True) for group in PIPELINE_GROUPS
     ]
