@@ -117,6 +117,13 @@ class Settings:
         problem = secure_endpoint_problem(keepa_api_url)
         if problem is not None:
             raise SettingsError(f"KEEPA_API_URL={redact_url(keepa_api_url)!r} {problem}")
+        elasticsearch_url = _text(env, ELASTICSEARCH_URL_ENV, default.elasticsearch_url)
+        if _text(env, "ELASTICSEARCH_CA_CERTS", "") and not elasticsearch_url.startswith("https:"):
+            shown = redact_url(elasticsearch_url)
+            raise SettingsError(
+                f"ELASTICSEARCH_CA_CERTS is set but ELASTICSEARCH_URL={shown!r} is not https; "
+                "use https:// or unset ELASTICSEARCH_CA_CERTS"
+            )
         try:
             kafka_security = KafkaSecurity.from_env(env)
         except KafkaSecurityError as exc:
@@ -130,7 +137,7 @@ class Settings:
             kafka_replication_factor=_int(
                 env, "KAFKA_REPLICATION_FACTOR", default.kafka_replication_factor
             ),
-            elasticsearch_url=_text(env, ELASTICSEARCH_URL_ENV, default.elasticsearch_url),
+            elasticsearch_url=elasticsearch_url,
             elasticsearch_username=_text(env, "ELASTICSEARCH_USERNAME", ""),
             elasticsearch_ca_certs=_file(env, "ELASTICSEARCH_CA_CERTS"),
             elasticsearch_api_key_set=bool(env.get(ELASTICSEARCH_API_KEY_ENV, "").strip()),
