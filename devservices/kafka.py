@@ -241,10 +241,14 @@ class Kafka(Service):
             argv += self._scram_arguments()
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
+            details = (proc.stdout + proc.stderr).strip()
+            if self.settings.secure:  # the tool may echo its --add-scram arguments
+                for password in secure.credentials(self.settings).values():
+                    details = details.replace(password, "***")
             raise DevServicesError(
                 f"kafka storage format failed (exit {proc.returncode}); delete {self.data_dir} "
                 "and retry, or check the output below.",
-                details=(proc.stdout + proc.stderr).strip(),
+                details=details,
             )
 
     def prepare(self) -> LaunchSpec:
