@@ -7,7 +7,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test faults test-unit lint bench sample clean
+.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test test-secure faults test-unit lint bench sample clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ screenshot: $(PY) ui-deps ## redraw docs/asset-graph.png from a fresh webserver
 
 services-up: $(PY) ## start local Kafka + Elasticsearch + PostgreSQL (downloads once), create topics and indices
 	$(PY) -m devservices up
-	$(VENV)/bin/arbitrage provision
+	scripts/with-client-env $(VENV)/bin/arbitrage provision
 
 services-down: $(PY) ## stop local Kafka + Elasticsearch + PostgreSQL
 	$(PY) -m devservices down
@@ -41,13 +41,16 @@ services-status: $(PY) ## show each local service, its address (PostgreSQL: its 
 	$(PY) -m devservices status
 
 topics: $(PY) ## create the pipeline's topics and indices (idempotent)
-	$(VENV)/bin/arbitrage provision
+	scripts/with-client-env $(VENV)/bin/arbitrage provision
 
 demo: services-up ## run the pipeline on the bundled sample against the real services
 	$(PY) scripts/demo.py
 
 test: $(PY) ## install, start services if needed, run the suite (with a quick fault subset)
 	scripts/test.sh -m "not faults"
+
+test-secure: $(PY) ## the suite against secured services (TLS, SASL/SCRAM, ACLs, ES auth), started if needed
+	ARBITRAGE_SECURE=1 scripts/test.sh -m "not faults"
 
 faults: $(PY) ## the whole fault suite: kills, broken services, fuzz; one audit line per case
 	scripts/test.sh -m "faults or fault_suite"

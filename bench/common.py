@@ -271,7 +271,7 @@ def produce_messages(
 
 def unique_group(prefix: str) -> str:
     """A fresh consumer group, so a measurement never resumes from another one's offsets."""
-    return f"bench.{prefix}.{os.getpid()}.{time.time_ns()}"
+    return f"arbitrage-bench.{prefix}.{os.getpid()}.{time.time_ns()}"
 
 
 # --------------------------------------------------------------------------- CLI

@@ -58,7 +58,7 @@ QUICK_BASELINE_N = 200
 BATCH_SIZE = 5_000
 # The floor writes the raw updates, which do not fit the strict `products` mapping, into an
 # index of their own with the same settings (1 shard, no replica) and dynamic mapping.
-FLOOR_INDEX = "bench-floor-raw-updates"
+FLOOR_INDEX = "arbitrage-bench-floor-raw-updates"
 IDLE_TIMEOUT_S = 60.0
 
 TARGET_VS_BASELINE = 30.0
@@ -87,13 +87,13 @@ def naive_loop(services: Services, fees: FeeConfig, n: int) -> float:
     group = unique_group("naive")
     consumer = Consumer(
         {
-            "bootstrap.servers": services.kafka.bootstrap_servers,
+            **services.kafka.client_config(),
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
     )
-    producer = Producer({"bootstrap.servers": services.kafka.bootstrap_servers})
+    producer = Producer(services.kafka.client_config())
     es = services.es.client()
     consumer.subscribe([RAW_UPDATES])
     processed = 0

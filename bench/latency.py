@@ -136,7 +136,7 @@ class Reader:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
-        consumer = self.services.kafka.consumer("bench.latency.reader")
+        consumer = self.services.kafka.consumer("arbitrage-bench.latency.reader")
         consumer.assign(
             [
                 TopicPartition(topic, partition, high)

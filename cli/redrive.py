@@ -18,12 +18,13 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from pipelines import topics
 from pipelines.messages.timestamps import utc_now_iso
 from pipelines.stage_specs import STAGES
 from resources.elasticsearch import BulkOp, ElasticsearchResource
 from resources.kafka import KafkaResource, read_partition
 
-LEDGER_INDEX = "dlq-redrives"
+LEDGER_INDEX = topics.REDRIVE_LEDGER_INDEX
 READER_GROUP = "arbitrage-cli-redrive"  # reads only; commits nothing
 REDRIVEN_FROM_HEADER = "arbitrage.redriven_from"
 _LEDGER_MAPPING = {

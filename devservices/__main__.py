@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from devservices import report, service
+from devservices import report, secure, service
 from devservices.dagster_instance import workspace_env, write_instance
 from devservices.elasticsearch import Elasticsearch
 from devservices.errors import DevServicesError
@@ -45,6 +45,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     started = time.monotonic()
     service.up(_selected(settings, args.services), settings.timeout)
     report.log.info("all up in %.1fs", time.monotonic() - started)
+    if settings.secure:
+        path = secure.write_client_env(settings)
+        report.log.info("secure mode: client settings in %s (`. %s` to use them)", path, path)
     return 0
 
 

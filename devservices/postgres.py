@@ -129,6 +129,7 @@ def _psycopg2() -> Any:
 
 class Postgres(Service):
     name = "postgres"
+    has_secure_mode = False  # the same server either way (Dagster's storage, on loopback)
     # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM ("smart") would wait for every client,
     # and the Dagster processes keep pooled connections open.
     stop_signal = signal.SIGINT

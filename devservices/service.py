@@ -54,6 +54,8 @@ class Service(abc.ABC):
     name: str
     # What `down` sends the process group first (SIGKILL follows after the timeout).
     stop_signal: signal.Signals = signal.SIGTERM
+    # Whether ARBITRAGE_SECURE changes how it runs (PostgreSQL: no).
+    has_secure_mode: bool = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -88,6 +90,27 @@ class Service(abc.ABC):
     def after_ready(self) -> None:
         """Idempotent set-up that needs the running service (users, databases); runs on every
         `up` once it is healthy, also when it was already running."""
+        return None
+
+    @property
+    def mode_file(self) -> Path:
+        return self.home / "mode"
+
+    def mode(self) -> str:
+        return "secure" if self.settings.secure and self.has_secure_mode else "plain"
+
+    def mode_problem(self) -> str | None:
+        """Why the running process cannot serve this `up`: it was started in the other mode
+        (ARBITRAGE_SECURE on or off), which only a restart changes."""
+        try:
+            running = self.mode_file.read_text().strip()
+        except OSError:
+            return None
+        if running and running != self.mode():
+            return (
+                f"{self.name} is running in {running} mode but ARBITRAGE_SECURE asks for "
+                f"{self.mode()}; stop it first (`python -m devservices down {self.name}`)"
+            )
         return None
 
     def status_hint(self) -> str | None:
@@ -141,6 +164,9 @@ def start(service: Service) -> Started | None:
     """Start the service unless it already runs; None if it is already healthy."""
     state, pid = service.check_pid(cleanup=True)
     if state is PidState.RUNNING and pid is not None:
+        problem = service.mode_problem()
+        if problem is not None:
+            raise DevServicesError(problem)
         if service.is_healthy():
             log.info(
                 "%s already running and healthy at %s (pid %d)", service.name, service.address, pid
@@ -160,6 +186,7 @@ def start(service: Service) -> Started | None:
         run_as=spec.run_as,
     )
     service.pid_file.write(popen.pid)
+    service.mode_file.write_text(service.mode() + "\n")
     log.info("started %s (pid %d), logs in %s", service.name, popen.pid, service.main_log)
     return Started(service, popen.pid, time.monotonic(), popen)
 

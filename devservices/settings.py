@@ -47,6 +47,9 @@ class Settings:
     es_transport_port: int
     timeout: int
     postgres_port: int = 5432
+    # ARBITRAGE_SECURE=1: TLS + authentication + authorization on Kafka and Elasticsearch.
+    secure: bool = False
+    kafka_secure_port: int = 9094
     # POSTGRES_PASSWORD for the `dagster` role; None: a generated one kept in DEVSERVICES_HOME.
     postgres_password: str | None = field(default=None, repr=False)
     host: str = HOST
@@ -66,4 +69,6 @@ class Settings:
             timeout=_int_env(env, "DEVSERVICES_TIMEOUT", 120, port=False),
             postgres_port=_int_env(env, "POSTGRES_PORT", 5432),
             postgres_password=env.get("POSTGRES_PASSWORD") or None,
+            secure=env.get("ARBITRAGE_SECURE", "").strip().lower() in ("1", "on", "true", "yes"),
+            kafka_secure_port=_int_env(env, "KAFKA_SECURE_PORT", 9094),
         )

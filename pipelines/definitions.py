@@ -46,7 +46,7 @@ def elasticsearch_resource(settings: Settings) -> ElasticsearchResource:
     if has_credentials(settings.elasticsearch_url):
         # A URL with a password in it is wired by name, like the Keepa key: the UI shows
         # ELASTICSEARCH_URL, and Dagster resolves the value when a run or sensor starts.
-        return ElasticsearchResource(url=dg.EnvVar(ELASTICSEARCH_URL_ENV))
+        return settings.elasticsearch(url=dg.EnvVar(ELASTICSEARCH_URL_ENV))
     return settings.elasticsearch()
 
 

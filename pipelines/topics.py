@@ -16,6 +16,10 @@ PRODUCTS_ENRICHED_DLQ = "products.enriched.dlq"
 
 PRODUCTS_INDEX = "products"
 ALERTS_INDEX = "arbitrage-alerts"
+# The operator's indices: the DLQ redrive ledger (cli/redrive.py), acknowledged retention losses
+# (resources/retention_losses.py).
+REDRIVE_LEDGER_INDEX = "dlq-redrives"
+RETENTION_LOSS_INDEX = "retention-losses"
 
 PARTITIONS = 3
 RETENTION_MS = 7 * 24 * 60 * 60 * 1000

@@ -30,6 +30,14 @@ class ElasticsearchUnavailableError(RuntimeError):
     """Elasticsearch did not answer or kept refusing writes; nothing was committed."""
 
 
+def _resolved(secret: str | None) -> str | None:
+    """A secret field's value: inside a run Dagster has resolved the EnvVar; outside one (CLI,
+    tests, benchmarks) it is still the variable's name, read here when the client is made."""
+    if isinstance(secret, dg.EnvVar):
+        return secret.get_value()
+    return secret
+
+
 def _market_mapping() -> dict[str, Any]:
     return {
         "properties": {
@@ -208,6 +216,17 @@ class ElasticsearchResource(dg.ConfigurableResource):
         description="Base URL of Elasticsearch (env ELASTICSEARCH_URL; credentials in it are "
         "wired by name, never shown).",
     )
+    # Secrets wired as dg.EnvVar (repr=False): the UI and every message show the variable's name.
+    api_key: str | None = Field(
+        default=None, repr=False, description="Encoded API key (env ELASTICSEARCH_API_KEY)."
+    )
+    username: str = Field(default="", description="Basic-auth user (env ELASTICSEARCH_USERNAME).")
+    password: str | None = Field(
+        default=None, repr=False, description="Basic-auth password (env ELASTICSEARCH_PASSWORD)."
+    )
+    ca_certs: str = Field(
+        default="", description="PEM file of the CA to trust for https (ELASTICSEARCH_CA_CERTS)."
+    )
     request_timeout_s: float = Field(default=30.0, description="Per-request timeout.")
     max_retries: int = Field(default=6, description="Attempts for bulk items answered 429/5xx.")
     backoff_base_s: float = Field(default=0.2, description="First retry delay; doubles each time.")
@@ -220,9 +239,25 @@ class ElasticsearchResource(dg.ConfigurableResource):
         """The URL as messages show it: credentials redacted."""
         return redact_url(self.url)
 
+    def client_options(self) -> dict[str, Any]:
+        """Authentication and trust for the client: an API key wins over user and password."""
+        options: dict[str, Any] = {}
+        api_key, password = _resolved(self.api_key), _resolved(self.password)
+        if api_key:
+            options["api_key"] = api_key
+        elif self.username:
+            options["basic_auth"] = (self.username, password or "")
+        if self.ca_certs:
+            options["ca_certs"] = self.ca_certs
+        return options
+
     def client(self) -> Elasticsearch:
         if self._client is None:
-            self._client = Elasticsearch(self.url.strip(), request_timeout=self.request_timeout_s)
+            self._client = Elasticsearch(
+                (_resolved(self.url) or "").strip(),
+                request_timeout=self.request_timeout_s,
+                **self.client_options(),
+            )
         return self._client
 
     def health(self, wait_s: int = 5) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from resources.kafka_offsets import (
     read_lag,
     topic_partitions,
 )
+from resources.kafka_security import KafkaSecurity
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -173,15 +174,62 @@ class KafkaResource(dg.ConfigurableResource):
     )
     client_id: str = Field(default="arbitrage", description="Client id reported to the broker.")
     timeout_s: float = Field(default=10.0, description="Timeout for admin and metadata requests.")
+    security_protocol: str = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (env KAFKA_SECURITY_PROTOCOL).",
+    )
+    sasl_mechanism: str = Field(
+        default="", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (env KAFKA_SASL_MECHANISM)."
+    )
+    sasl_username: str = Field(default="", description="SASL user (env KAFKA_SASL_USERNAME).")
+    # repr=False and wired as dg.EnvVar: the UI and every message show the variable's name only.
+    sasl_password: str | None = Field(
+        default=None, repr=False, description="SASL password (env KAFKA_SASL_PASSWORD, by name)."
+    )
+    ssl_ca_location: str = Field(
+        default="", description="PEM file of the CA to trust (env KAFKA_SSL_CA_LOCATION)."
+    )
+    ssl_certificate_location: str = Field(
+        default="", description="Client certificate, mutual TLS (KAFKA_SSL_CERTIFICATE_LOCATION)."
+    )
+    ssl_key_location: str = Field(
+        default="", description="Client key for mutual TLS (env KAFKA_SSL_KEY_LOCATION)."
+    )
 
     # One admin client per resource: futures fail if their client is garbage-collected early.
     _admin: AdminClient | None = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ clients
 
+    def security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol=self.security_protocol.upper(),
+            sasl_mechanism=self.sasl_mechanism.upper(),
+            sasl_username=self.sasl_username,
+            ssl_ca_location=self.ssl_ca_location,
+            ssl_certificate_location=self.ssl_certificate_location,
+            ssl_key_location=self.ssl_key_location,
+        )
+
+    def _password(self) -> str | None:
+        # Inside a run Dagster has resolved the EnvVar already; outside one (CLI, tests,
+        # benchmarks) it is still the variable's name, read here at the last moment.
+        if isinstance(self.sasl_password, dg.EnvVar):
+            return self.sasl_password.get_value()
+        return self.sasl_password
+
     def client_config(self) -> dict[str, Any]:
-        """What every client of this cluster shares: where it is and who is asking."""
-        return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
+        """What every client of this cluster shares: where it is, who is asking, and how it
+        proves it (resources/kafka_security.py)."""
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            **self.security().librdkafka_config(self._password()),
+        }
+
+    def tools_properties(self) -> str:
+        """The same settings as a properties file for Kafka's Java tools (bin/kafka-*)."""
+        return self.security().java_properties(self.bootstrap_servers, self._password())
 
     def producer_config(self) -> dict[str, Any]:
         return {

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.topics import RETENTION_LOSS_INDEX
 from resources.elasticsearch import ElasticsearchResource
 
-LOSS_INDEX = "retention-losses"
+LOSS_INDEX = RETENTION_LOSS_INDEX
 _MAPPING: dict[str, Any] = {
     "dynamic": "strict",
     "properties": {

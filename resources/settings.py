@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
+
+import dagster as dg
 
 from pipelines.redaction import redact_url, secure_endpoint_problem
 from resources.elasticsearch import ElasticsearchResource
 from resources.fees import FeeModelResource
 from resources.kafka import KafkaResource
+from resources.kafka_security import PASSWORD_ENV as KAFKA_PASSWORD_ENV
+from resources.kafka_security import KafkaSecurity, KafkaSecurityError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The only place run config may choose files from (an ASIN list, a sample); anything else comes
@@ -25,6 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 KEEPA_KEY_ENV = "KEEPA_API_KEY"
 ELASTICSEARCH_URL_ENV = "ELASTICSEARCH_URL"
+ELASTICSEARCH_API_KEY_ENV = "ELASTICSEARCH_API_KEY"
+ELASTICSEARCH_PASSWORD_ENV = "ELASTICSEARCH_PASSWORD"
 KEEPA_SOURCES = ("api", "sample")
 KeepaSourceName = Literal["api", "sample"]
 _TRUE = {"1", "on", "running", "true", "yes"}
@@ -51,11 +57,26 @@ def _text(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
+def _file(env: Mapping[str, str], name: str) -> str:
+    """An optional path that must name a readable file when set."""
+    value = env.get(name, "").strip()
+    if value and not Path(value).is_file():
+        raise SettingsError(f"{name}={value!r} is not a readable file")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_replication_factor: int = 1
+    # TLS/SASL of every Kafka client; the password is wired by name (KAFKA_SASL_PASSWORD).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    kafka_sasl_password_set: bool = False
     elasticsearch_url: str = "http://127.0.0.1:9200"
+    elasticsearch_username: str = ""
+    elasticsearch_ca_certs: str = ""
+    elasticsearch_api_key_set: bool = False
+    elasticsearch_password_set: bool = False
     fees_file: Path = REPO_ROOT / "config" / "fees_v1.toml"
     keepa_source: KeepaSourceName = "api"
     keepa_api_key_set: bool = False
@@ -96,14 +117,31 @@ class Settings:
         problem = secure_endpoint_problem(keepa_api_url)
         if problem is not None:
             raise SettingsError(f"KEEPA_API_URL={redact_url(keepa_api_url)!r} {problem}")
+        elasticsearch_url = _text(env, ELASTICSEARCH_URL_ENV, default.elasticsearch_url)
+        if _text(env, "ELASTICSEARCH_CA_CERTS", "") and not elasticsearch_url.startswith("https:"):
+            shown = redact_url(elasticsearch_url)
+            raise SettingsError(
+                f"ELASTICSEARCH_CA_CERTS is set but ELASTICSEARCH_URL={shown!r} is not https; "
+                "use https:// or unset ELASTICSEARCH_CA_CERTS"
+            )
+        try:
+            kafka_security = KafkaSecurity.from_env(env)
+        except KafkaSecurityError as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
             kafka_bootstrap_servers=_text(
                 env, "KAFKA_BOOTSTRAP_SERVERS", default.kafka_bootstrap_servers
             ),
+            kafka_security=kafka_security,
+            kafka_sasl_password_set=bool(env.get(KAFKA_PASSWORD_ENV, "")),
             kafka_replication_factor=_int(
                 env, "KAFKA_REPLICATION_FACTOR", default.kafka_replication_factor
             ),
-            elasticsearch_url=_text(env, ELASTICSEARCH_URL_ENV, default.elasticsearch_url),
+            elasticsearch_url=elasticsearch_url,
+            elasticsearch_username=_text(env, "ELASTICSEARCH_USERNAME", ""),
+            elasticsearch_ca_certs=_file(env, "ELASTICSEARCH_CA_CERTS"),
+            elasticsearch_api_key_set=bool(env.get(ELASTICSEARCH_API_KEY_ENV, "").strip()),
+            elasticsearch_password_set=bool(env.get(ELASTICSEARCH_PASSWORD_ENV, "")),
             fees_file=Path(_text(env, "ARBITRAGE_FEES_FILE", str(default.fees_file))),
             keepa_source=cast(KeepaSourceName, source),
             keepa_api_key_set=bool(env.get(KEEPA_KEY_ENV, "").strip()),
@@ -130,14 +168,39 @@ class Settings:
     # The resources every entry point builds the same way.
 
     def kafka(self, **overrides: object) -> KafkaResource:
-        return KafkaResource(
-            bootstrap_servers=self.kafka_bootstrap_servers,
-            replication_factor=self.kafka_replication_factor,
-            **overrides,
-        )
+        security = self.kafka_security
+        password = dg.EnvVar(KAFKA_PASSWORD_ENV) if self.kafka_sasl_password_set else None
+        fields: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "replication_factor": self.kafka_replication_factor,
+            "security_protocol": security.protocol,
+            "sasl_mechanism": security.sasl_mechanism,
+            "sasl_username": security.sasl_username,
+            # By name: the UI shows KAFKA_SASL_PASSWORD; the value is read when a client is made.
+            "sasl_password": password,
+            "ssl_ca_location": security.ssl_ca_location,
+            "ssl_certificate_location": security.ssl_certificate_location,
+            "ssl_key_location": security.ssl_key_location,
+        }
+        return KafkaResource(**{**fields, **overrides})
 
     def elasticsearch(self, **overrides: object) -> ElasticsearchResource:
-        return ElasticsearchResource(url=self.elasticsearch_url, **overrides)
+        # Secrets by name, as for Kafka: the value is read when the client is made.
+        secrets = {
+            "api_key": dg.EnvVar(ELASTICSEARCH_API_KEY_ENV)
+            if self.elasticsearch_api_key_set
+            else None,
+            "password": dg.EnvVar(ELASTICSEARCH_PASSWORD_ENV)
+            if self.elasticsearch_password_set
+            else None,
+        }
+        fields = {
+            "url": self.elasticsearch_url,
+            "username": self.elasticsearch_username,
+            "ca_certs": self.elasticsearch_ca_certs,
+            **secrets,
+        }
+        return ElasticsearchResource(**{**fields, **overrides})
 
     def fee_model(self) -> FeeModelResource:
         return FeeModelResource(fees_file=str(self.fees_file))

@@ -26,6 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-.venv/bin/arbitrage provision
+# ARBITRAGE_SECURE=1: every client below uses the secured services' client.env.
+scripts/with-client-env .venv/bin/arbitrage provision
 .venv/bin/ruff check .
-$PY -m pytest -q --durations=10 "$@"
+scripts/with-client-env $PY -m pytest -q --durations=10 "$@"

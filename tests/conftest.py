@@ -18,6 +18,20 @@ from resources.settings import Settings
 # the definitions are imported; child processes (dagster, the demo) inherit it.
 os.environ.setdefault("ARBITRAGE_RUN_IDLE_S", "1")
 
+SECURE = os.environ.get("ARBITRAGE_SECURE", "").strip().lower() in {"1", "on", "true", "yes"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of the secured services run only in secure mode; elsewhere they are deselected
+    (counted as such, not skipped: there is nothing for them to test)."""
+    if SECURE:
+        return
+    chosen = [item for item in items if item.get_closest_marker("secure") is None]
+    if len(chosen) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+        items[:] = chosen
+
+
 START_HINT = "Start them with `make services-up` (or run the whole suite with `make test`)."
 
 

@@ -97,3 +97,39 @@ def test_cli_logs_without_logs(
     monkeypatch.setenv("DEVSERVICES_HOME", str(tmp_path))
     assert main(["logs", "es"]) == 1
     assert "no logs for elasticsearch yet" in capsys.readouterr().err
+
+
+def test_secure_mode_configures_sasl_ssl_acls_and_a_private_client_env(tmp_path: Path) -> None:
+    import stat
+
+    from devservices import secure
+
+    s = Settings.from_env(
+        {
+            "DEVSERVICES_HOME": str(tmp_path / "s"),
+            "ARBITRAGE_SECURE": "1",
+            "KAFKA_SECURE_PORT": "19094",
+        }
+    )
+    assert s.secure and s.kafka_secure_port == 19094
+    kafka = Kafka(s)
+    props = dict(
+        line.split("=", 1) for line in kafka.server_properties().splitlines() if "=" in line
+    )
+    assert "SASL_SSL://127.0.0.1:19094" in props["listeners"]
+    assert props["inter.broker.listener.name"] == "SASL_SSL"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["listener.security.protocol.map"].endswith("CONTROLLER:SASL_PLAINTEXT")
+    assert kafka.data_dir.name == "data-secure"
+    assert (19094, "KAFKA_SECURE_PORT") in kafka.ports()
+    assert Elasticsearch(s).address.startswith("https://")
+    assert "xpack.security.enabled: true" in Elasticsearch(s).elasticsearch_yml()
+
+    env_file = secure.write_client_env(s)
+    for private in (env_file, secure.credentials_path(s), s.state_dir / "tls" / "server.key"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    text = env_file.read_text()
+    for name in ("KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION", "ELASTICSEARCH_CA_CERTS"):
+        assert f"export {name}=" in text
+    assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19094" in text

@@ -44,6 +44,8 @@ def fresh_kafka(tmp_path: Path) -> Iterator[tuple[Kafka, KafkaResource]]:
         "DEVSERVICES_HOME": str(tmp_path / "devservices"),
         "KAFKA_PORT": str(_free_port()),
         "KAFKA_CONTROLLER_PORT": str(_free_port()),
+        # A plain throwaway broker even when the suite runs against the secured services.
+        "ARBITRAGE_SECURE": "",
     }
     broker = Kafka(Settings.from_env(env))
     service.up([broker], timeout=120)
@@ -108,17 +110,19 @@ def test_a_crash_of_the_offset_reader_costs_one_call_not_the_caller(
     reader = LagReaderProcess()
     # A port nobody listens on keeps the request busy (metadata timeout) while we crash it.
     silent = {"bootstrap.servers": f"127.0.0.1:{_free_port()}", "client.id": "crash-test"}
-    reader.read_lag(kafka.client_config(), "crash-group", "raw.keepa_updates", 5.0)
+    reader.read_lag(kafka.client_config(), "arbitrage-test-crash-group", "raw.keepa_updates", 5.0)
     assert reader._child is not None
     child_pid = reader._child.pid
     killer = threading.Timer(1.0, os.kill, (child_pid, signal.SIGSEGV))
     killer.start()
     started = time.monotonic()
     with pytest.raises(LagReaderCrashedError, match=f"exit code {-signal.SIGSEGV}"):
-        reader.read_lag(silent, "crash-group", "raw.keepa_updates", 5.0)
+        reader.read_lag(silent, "arbitrage-test-crash-group", "raw.keepa_updates", 5.0)
     assert time.monotonic() - started < 5.0
     # The next call starts a new child and answers.
-    lags = reader.read_lag(kafka.client_config(), "crash-group", "raw.keepa_updates", 5.0)
+    lags = reader.read_lag(
+        kafka.client_config(), "arbitrage-test-crash-group", "raw.keepa_updates", 5.0
+    )
     assert [lag.partition for lag in lags] == [0, 1, 2]
     assert reader.starts == 2 and reader._child is not None and reader._child.pid != child_pid
     reader.close()
@@ -126,12 +130,16 @@ def test_a_crash_of_the_offset_reader_costs_one_call_not_the_caller(
 
 def test_a_hung_offset_reader_is_replaced(kafka: KafkaResource) -> None:
     reader = LagReaderProcess(answer_deadline_s=2.0)
-    reader.read_lag(kafka.client_config(), "hang-group", "raw.keepa_updates", 5.0)
+    reader.read_lag(kafka.client_config(), "arbitrage-test-hang-group", "raw.keepa_updates", 5.0)
     assert reader._child is not None
     os.kill(reader._child.pid, signal.SIGSTOP)
     with pytest.raises(LagReaderCrashedError, match="did not answer within"):
-        reader.read_lag(kafka.client_config(), "hang-group", "raw.keepa_updates", 5.0)
-    lags = reader.read_lag(kafka.client_config(), "hang-group", "raw.keepa_updates", 5.0)
+        reader.read_lag(
+            kafka.client_config(), "arbitrage-test-hang-group", "raw.keepa_updates", 5.0
+        )
+    lags = reader.read_lag(
+        kafka.client_config(), "arbitrage-test-hang-group", "raw.keepa_updates", 5.0
+    )
     assert len(lags) == 3
     reader.close()
 

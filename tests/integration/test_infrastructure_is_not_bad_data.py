@@ -13,12 +13,13 @@ from pipelines import topics
 from pipelines.stage_specs import ENRICHMENT
 from resources.elasticsearch import BulkOp, ElasticsearchResource, ElasticsearchUnavailableError
 from resources.kafka import KafkaResource
+from resources.settings import Settings
 from tests.definitions import SAMPLE_DEFS
 from tests.factories import raw_update
 from tests.integration.kafka_io import produce, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
-INDEX = "test-infrastructure-faults"
+INDEX = "arbitrage-test-infrastructure-faults"
 
 
 @pytest.fixture
@@ -31,7 +32,8 @@ def scratch_index(es: ElasticsearchResource) -> Iterator[str]:
 
 
 def fast_failing(es: ElasticsearchResource) -> ElasticsearchResource:
-    return ElasticsearchResource(url=es.url, max_retries=3, backoff_base_s=0.1, backoff_cap_s=0.2)
+    # The same connection and credentials as ``es``, with fewer and shorter retries.
+    return Settings.from_env().elasticsearch(max_retries=3, backoff_base_s=0.1, backoff_cap_s=0.2)
 
 
 def test_a_write_block_fails_the_run_without_committing_or_dead_lettering(

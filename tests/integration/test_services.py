@@ -76,7 +76,7 @@ def parse_describe(output: str) -> dict[int, tuple[int, int, int]]:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_lag_equals_kafka_consumer_groups_describe(kafka: KafkaResource) -> None:
-    group = f"test-lag-{uuid.uuid4().hex[:8]}"
+    group = f"arbitrage-test-lag-{uuid.uuid4().hex[:8]}"
     produce(kafka, topics.RAW_UPDATES, [(f"B0LAG{n:05d}", b"{}") for n in range(90)])
     highs = {p: high for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()}
     committed = {p: high // 2 for p, high in highs.items()}

@@ -50,6 +50,8 @@ def test_the_cli_prints_the_url_redacted(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ELASTICSEARCH_URL", "http://user:hunter2@127.0.0.1:1")
+    for name in ("ELASTICSEARCH_CA_CERTS", "ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)  # set by client.env in secure mode
     assert main(["alerts"]) == 2
     out, err = capsys.readouterr()
     assert "Elasticsearch at http://user:***@127.0.0.1:1 did not answer" in err

@@ -1,0 +1,104 @@
+"""The one owner of Kafka client security config: what each setting turns into, and refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipelines.access import kafka_grants
+from resources.kafka_security import KafkaSecurity, KafkaSecurityError
+from resources.settings import Settings, SettingsError
+
+SASL = {
+    "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+    "KAFKA_SASL_USERNAME": "arbitrage",
+    "KAFKA_SASL_PASSWORD": "pw-7f3e",
+}
+
+
+def test_plaintext_adds_nothing() -> None:
+    assert KafkaSecurity.from_env({}).librdkafka_config(None) == {}
+
+
+def test_sasl_ssl_defaults_to_scram_sha_512(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    security = KafkaSecurity.from_env({**SASL, "KAFKA_SSL_CA_LOCATION": str(ca)})
+    assert security.librdkafka_config("pw-7f3e") == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "arbitrage",
+        "sasl.password": "pw-7f3e",
+        "ssl.ca.location": str(ca),
+    }
+    assert "pw-7f3e" not in repr(security)  # the password is never part of it
+
+
+def test_java_properties_quote_and_escape(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n")
+    key.write_text("-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n")
+    security = KafkaSecurity(
+        protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="arbitrage",
+        ssl_certificate_location=str(cert),
+        ssl_key_location=str(key),
+    )
+    text = security.java_properties("h:9094", 'p"w\\x')
+    assert 'password="p\\\\"w\\\\\\\\x";' in text
+    assert "ssl.keystore.type=PEM" in text
+    assert "ssl.keystore.key=-----BEGIN PRIVATE KEY-----\\nBBB\\n" in text
+
+
+@pytest.mark.parametrize(
+    ("env", "sentence"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL='TLS' is not one of"),
+        ({**SASL, "KAFKA_SASL_MECHANISM": "GSSAPI"}, "KAFKA_SASL_MECHANISM='GSSAPI' is not one"),
+        ({**SASL, "KAFKA_SASL_PASSWORD": ""}, "needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"),
+        ({**SASL, "KAFKA_SSL_CERTIFICATE_LOCATION": "/x"}, "needs both"),
+        ({"KAFKA_SSL_CA_LOCATION": "/etc/hostname"}, "uses no TLS"),
+        ({**SASL, "KAFKA_SSL_CA_LOCATION": "/nonexistent.pem"}, "is not a readable file"),
+    ],
+)
+def test_unusable_settings_are_refused_with_a_sentence(env: dict[str, str], sentence: str) -> None:
+    with pytest.raises(KafkaSecurityError, match=sentence):
+        KafkaSecurity.from_env(env)
+    with pytest.raises(SettingsError, match=sentence):
+        Settings.from_env(env)
+
+
+def test_the_resource_names_the_password_variable_and_reads_it_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "pw-7f3e")
+    kafka = Settings.from_env({**SASL}).kafka()
+    assert isinstance(kafka.sasl_password, dg.EnvVar)
+    assert kafka.sasl_password.env_var_name == "KAFKA_SASL_PASSWORD"
+    assert "pw-7f3e" not in repr(kafka)
+    assert kafka.client_config()["sasl.password"] == "pw-7f3e"
+
+
+def test_elasticsearch_credentials_are_wired_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"ELASTICSEARCH_USERNAME": "arbitrage", "ELASTICSEARCH_PASSWORD": "es-pw-91"}
+    monkeypatch.setenv("ELASTICSEARCH_PASSWORD", "es-pw-91")
+    es = Settings.from_env(env).elasticsearch()
+    assert isinstance(es.password, dg.EnvVar)
+    assert es.password.env_var_name == "ELASTICSEARCH_PASSWORD" and "es-pw-91" not in repr(es)
+    assert es.client_options() == {"basic_auth": ("arbitrage", "es-pw-91")}
+    monkeypatch.setenv("ELASTICSEARCH_API_KEY", "a2V5")
+    keyed = Settings.from_env({**env, "ELASTICSEARCH_API_KEY": "a2V5"}).elasticsearch()
+    assert keyed.client_options() == {"api_key": "a2V5"}  # an API key wins
+
+
+def test_transactional_ids_of_every_stage_fall_under_a_grant() -> None:
+    from pipelines.stage_specs import PIPELINE_GROUPS
+    from resources.kafka_transactions import transactional_id
+
+    prefixes = [g.name for g in kafka_grants() if g.kind == "transactional_id" and g.prefixed]
+    for group in PIPELINE_GROUPS:
+        txn_id = transactional_id(group, "raw.keepa_updates", 2)
+        assert any(txn_id.startswith(prefix) for prefix in prefixes), txn_id
