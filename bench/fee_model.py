@@ -49,7 +49,7 @@ TARGET_RATIO = 20.0
 # takes 8 s in one process, 0.2 s in the next), which is the machine, not the code; so the
 # route evaluation runs twice and the faster run counts, the first one is shown in the note.
 ROUTE_RUNS = 2
-TARGET_SECONDS_PER_MILLION = 10.0
+TARGET_SECONDS_PER_MILLION = 8.0  # issue 11
 
 
 @contextlib.contextmanager
@@ -80,30 +80,35 @@ def _concat(parts: Sequence[MarketMatrix]) -> MarketMatrix:
     )
 
 
-def vectorised(n: int, fees: FeeConfig) -> tuple[float, list[float], int, int, float | None]:
-    """(matrix seconds, routes seconds per run, routes, qualifying routes, peak RSS MiB)."""
-    matrix_s = 0.0
+def vectorised(
+    n: int, fees: FeeConfig
+) -> tuple[float, float, list[tuple[float, float]], int, int, float | None]:
+    """(matrix seconds, its CPU seconds, (seconds, CPU seconds) per routes run, routes,
+    qualifying routes, peak RSS MiB)."""
+    matrix_s = matrix_cpu = 0.0
     parts: list[MarketMatrix] = []
     with PeakRss() as rss:
         for chunk in data.iter_enriched_chunks(n):
             with one_cpu():
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 parts.append(market_matrix(chunk, fees))
                 matrix_s += time.perf_counter() - started
+                matrix_cpu += time.process_time() - cpu
             del chunk
         with one_cpu():
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             matrix = _concat(parts)
             matrix_s += time.perf_counter() - started
+            matrix_cpu += time.process_time() - cpu
             del parts
-            routes_s = []
+            routes_runs = []
             for _ in range(ROUTE_RUNS):
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 routes = evaluate_routes(matrix, fees)
-                routes_s.append(time.perf_counter() - started)
+                routes_runs.append((time.perf_counter() - started, time.process_time() - cpu))
                 evaluated, qualifying = len(routes), int(routes["qualifies"].sum())
                 del routes
-    return matrix_s, routes_s, evaluated, qualifying, rss.mib
+    return matrix_s, matrix_cpu, routes_runs, evaluated, qualifying, rss.mib
 
 
 def plain(products: Sequence[EnrichedProduct], fees: FeeConfig) -> tuple[float, int, int]:
@@ -120,6 +125,12 @@ def plain(products: Sequence[EnrichedProduct], fees: FeeConfig) -> tuple[float, 
                         qualifying += fees_of_route.qualifies
         seconds = time.perf_counter() - started
     return seconds, evaluated, qualifying
+
+
+def _cpu(cpu_s: float, wall_s: float) -> str:
+    # The process's own CPU time beside the wall time: on a shared VM the wall time also holds
+    # the time this process waited for its CPU, which the load average hints at.
+    return f"CPU {cpu_s:.1f} s of {wall_s:.1f} s"
 
 
 def run(n: int = DEFAULT_N, baseline_n: int = DEFAULT_BASELINE_N, judge: bool = True) -> list[Row]:
@@ -142,8 +153,8 @@ def run(n: int = DEFAULT_N, baseline_n: int = DEFAULT_BASELINE_N, judge: bool = 
     )
 
     log(f"fee model ours: market_matrix + evaluate_routes over {n:,} products")
-    matrix_s, routes_runs, routes, hits, peak = vectorised(n, fees)
-    routes_s = min(routes_runs)
+    matrix_s, matrix_cpu, routes_runs, routes, hits, peak = vectorised(n, fees)
+    routes_s, routes_cpu = min(routes_runs)
     total_s = matrix_s + routes_s
     ratio = (n / total_s) / (baseline.records_per_s or 1)
     per_million = total_s * 1_000_000 / n
@@ -154,7 +165,7 @@ def run(n: int = DEFAULT_N, baseline_n: int = DEFAULT_BASELINE_N, judge: bool = 
             "ours: market_matrix (products → int64 arrays; the per-record loop)",
             n,
             matrix_s,
-            note="chunks of 25 000 + concatenation; one CPU",
+            note=f"chunks of 25 000 + concatenation; one CPU; {_cpu(matrix_cpu, matrix_s)}",
         ),
         Row(
             BENCHMARK,
@@ -162,8 +173,8 @@ def run(n: int = DEFAULT_N, baseline_n: int = DEFAULT_BASELINE_N, judge: bool = 
             n,
             routes_s,
             note=f"{routes:,} routes, {hits:,} qualify; best of "
-            f"{' / '.join(f'{r:.1f}' for r in routes_runs)} s (first run pays the VM's "
-            "first touch of fresh memory); one CPU",
+            f"{' / '.join(f'{r:.1f}' for r, _ in routes_runs)} s (first run pays the VM's "
+            f"first touch of fresh memory); one CPU; {_cpu(routes_cpu, routes_s)}",
         ),
         Row(
             BENCHMARK,
@@ -177,7 +188,8 @@ def run(n: int = DEFAULT_N, baseline_n: int = DEFAULT_BASELINE_N, judge: bool = 
             met=(ratio >= TARGET_RATIO and per_million < TARGET_SECONDS_PER_MILLION)
             if judge
             else None,
-            note=f"{per_million:.1f} s per million products; RSS includes loading the cache",
+            note=f"{per_million:.1f} s per million products; "
+            f"{_cpu(matrix_cpu + routes_cpu, total_s)}; RSS includes loading the cache",
         ),
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,7 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.fee_config import FeeConfig, load_fee_config
-from pipelines.fee_model import detect_alerts, evaluate_route, evaluate_routes, market_matrix
+from pipelines.fee_model import (
+    MARKET_CODES,
+    detect_alerts,
+    evaluate_route,
+    evaluate_routes,
+    market_matrix,
+)
 from pipelines.markets import MARKETPLACES
 from pipelines.messages.types import alert_id
 from resources.settings import Settings
@@ -226,6 +233,87 @@ def test_vectorised_model_equals_the_plain_formulas(product) -> None:
             reference.profit_eur_cents,
             reference.qualifies,
         )
+
+
+def assert_batch_equals_the_plain_formulas(batch: list) -> None:
+    """Every route of the batch, through market_matrix + evaluate_routes, is the per-route
+    reference to the cent, and the two agree on which routes exist."""
+    routes = evaluate_routes(market_matrix(batch, CONFIG), CONFIG)
+    got = {
+        (route.row, route.buy_market, route.sell_market): (
+            route.asin,
+            route.buy_price,
+            route.sell_price,
+            route.buy_net,
+            route.sell_net,
+            route.referral_fee,
+            route.fba_fee,
+            route.inbound_shipping,
+            route.profit_eur_cents,
+            route.sales_rank,
+            bool(route.qualifies),
+        )
+        for route in routes.itertuples()
+    }
+    expected = {}
+    for row, product in enumerate(batch):
+        for buy in MARKET_CODES:
+            for sell in MARKET_CODES:
+                reference = evaluate_route(product, buy, sell, CONFIG)
+                if reference is None:
+                    continue
+                expected[(row, buy, sell)] = (
+                    product["asin"],
+                    product["markets"][buy]["buy_price"],
+                    product["markets"][sell]["sell_price"],
+                    reference.buy_net,
+                    reference.sell_net,
+                    reference.referral_fee,
+                    reference.fba_fee,
+                    reference.inbound_shipping,
+                    reference.profit_eur_cents,
+                    product["markets"][sell]["sales_rank"],
+                    reference.qualifies,
+                )
+    assert got == expected
+
+
+@SETTINGS
+@given(st.lists(products(), min_size=1, max_size=30))
+def test_a_batch_through_the_matrix_equals_the_plain_formulas(batch) -> None:
+    # Rows must not leak into each other: products with different markets side by side.
+    for position, product in enumerate(batch):
+        product["asin"] = f"B{position:09d}"
+    assert_batch_equals_the_plain_formulas(batch)
+
+
+def test_a_large_mixed_batch_equals_the_plain_formulas() -> None:
+    """A seeded batch with every edge at once: markets missing, prices missing (Keepa's -1/-2
+    → None), 1-cent and maximal prices, GB (GBP) on either side, unknown and zero weights,
+    unranked products, and many routes that lose money."""
+    rng = random.Random(20261126)
+
+    def price() -> int:
+        return rng.choice([-1, -2, 1, 9_999_999, rng.randint(1, 5_000), rng.randint(1, 200_000)])
+
+    batch = []
+    for position in range(1_500):
+        codes = rng.sample(sorted(MARKETPLACES), rng.randint(1, 5))
+        markets = {
+            code: offer(
+                code,
+                buy_box=price(),
+                amazon=price(),
+                new=price(),
+                sales_rank=rng.choice([-1, 1, rng.randint(1, 400_000)]),
+                referral_fee_pct=rng.choice([None, 7, 8.5, 15, 45]),
+                fba_fee=rng.choice([None, 0, 250, 9_999]),
+            )
+            for code in codes
+        }
+        weight = rng.choice([None, 0, 1, 499, 500, 501, rng.randint(1, 30_000)])
+        batch.append(enriched(CONFIG, asin=f"B{position:09d}", markets=markets, weight_g=weight))
+    assert_batch_equals_the_plain_formulas(batch)
 
 
 @SETTINGS
