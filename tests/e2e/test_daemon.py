@@ -34,7 +34,7 @@ from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from tests.definitions import SAMPLE_DEFS
 from tests.e2e.dagster_api import Dagster, Run, StartDagster
-from tests.integration.kafka_io import produce, read_all
+from tests.integration.kafka_io import ReadMessage, produce, read_all
 from tools.sample_generator import iter_products
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
@@ -74,6 +74,21 @@ def expected_alerts(raw_values: Iterable[bytes]) -> dict[str, dict[str, Any]]:
     """What the domain functions make of these raw updates, by alert id."""
     products = [enrich(validate_raw_update(json.loads(value)), CONFIG) for value in raw_values]
     return {a["alert_id"]: strip_time(a) for a in detect_alerts(products, CONFIG, "ignored")}
+
+
+def assert_every_alert_once(
+    kafka: KafkaResource, es: ElasticsearchResource, raw: list[ReadMessage]
+) -> dict[str, dict[str, Any]]:
+    """Every alert the domain functions make of ``raw``, once, on arbitrage.alerts and in the
+    alerts index (and more than 50 of them); returns them by id."""
+    expected = expected_alerts(m.value for m in raw)
+    assert len(expected) > 50
+    on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    assert len(on_topic) == len(expected)
+    assert {a["alert_id"]: strip_time(a) for a in on_topic} == expected
+    hits = es.client().search(index=topics.ALERTS_INDEX, size=10_000)["hits"]["hits"]
+    assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == expected
+    return expected
 
 
 def lag_summary(kafka: KafkaResource) -> str:
@@ -256,15 +271,8 @@ def test_sensors_carry_a_pull_through_to_alerts(
     assert_no_two_runs_of_a_partition_overlap(runs)
     assert_committed_equals_high_watermark(kafka)
 
-    # The alerts equal what the domain functions make of what is on raw.keepa_updates.
     raw = read_all(kafka, topics.RAW_UPDATES)
-    expected = expected_alerts(m.value for m in raw)
-    assert len(expected) > 50
-    on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
-    assert len(on_topic) == len(expected)
-    assert {a["alert_id"]: strip_time(a) for a in on_topic} == expected
-    hits = es.client().search(index=topics.ALERTS_INDEX, size=10_000)["hits"]["hits"]
-    assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == expected
+    expected = assert_every_alert_once(kafka, es, raw)
     assert es.count(topics.PRODUCTS_INDEX) == len({m.key for m in raw}) == 500
     assert dlq_sizes(kafka) == dict.fromkeys(dlq_sizes(kafka), 0)
     print(

@@ -22,10 +22,9 @@ from tests.e2e.test_daemon import (
     MAX_RECORDS_ENV,
     SENSORS,
     assert_committed_equals_high_watermark,
+    assert_every_alert_once,
     assert_sensors_running,
     dlq_sizes,
-    expected_alerts,
-    strip_time,
     wait_for,
     wait_until_settled,
 )
@@ -96,13 +95,7 @@ def test_the_code_server_and_the_daemon_killed_mid_pipeline_come_back_and_every_
     assert_committed_equals_high_watermark(kafka)
 
     # Every alert, once, on the topic and in the index, as the domain functions compute them.
-    expected = expected_alerts(m.value for m in read_all(kafka, topics.RAW_UPDATES))
-    assert len(expected) > 50
-    on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
-    assert len(on_topic) == len(expected)
-    assert {a["alert_id"]: strip_time(a) for a in on_topic} == expected
-    hits = es.client().search(index=topics.ALERTS_INDEX, size=10_000)["hits"]["hits"]
-    assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == expected
+    expected = assert_every_alert_once(kafka, es, read_all(kafka, topics.RAW_UPDATES))
     assert dlq_sizes(kafka) == dict.fromkeys(dlq_sizes(kafka), 0)
     print(
         f"{len(runs)} sensor runs, {len(expected)} alerts, "
