@@ -28,7 +28,7 @@ from resources.retention_losses import open_losses
 DEFAULT_MAX_LAG = 10_000
 NEWEST_REASONS = 5
 # The group the DLQ check reads the newest dead letters with (it commits nothing).
-DLQ_READER_GROUP = "arbitrage-checks"
+DLQ_READER_GROUP = topics.tool_name("checks")
 
 
 # ---------------------------------------------------------------------------- consumer lag

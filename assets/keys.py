@@ -1,7 +1,8 @@
 """Asset keys and groups, by one rule: the prefix says where the data lives.
 
 A topic's key is ``kafka/<name with dots as underscores>``, an index's is
-``elasticsearch/<name with dashes as underscores>``; the names come from pipelines/topics.py.
+``elasticsearch/<name with dashes as underscores>``; the names come from pipelines/topics.py,
+without the namespace (ARBITRAGE_NAMESPACE): the asset graph is the same in every namespace.
 Constants end in ``_KEY`` so they never read like the topic names they are derived from.
 """
 
@@ -15,11 +16,11 @@ GROUP_INGEST = "ingest"
 
 
 def topic_asset_key(topic: str) -> dg.AssetKey:
-    return dg.AssetKey(["kafka", topic.replace(".", "_")])
+    return dg.AssetKey(["kafka", topics.plain_name(topic).replace(".", "_")])
 
 
 def index_asset_key(index: str) -> dg.AssetKey:
-    return dg.AssetKey(["elasticsearch", index.replace("-", "_")])
+    return dg.AssetKey(["elasticsearch", topics.plain_name(index).replace("-", "_")])
 
 
 KEEPA_PRODUCTS_KEY = dg.AssetKey(["keepa", "products"])

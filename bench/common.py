@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cli import reset
+from pipelines import topics
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.settings import Settings
@@ -271,7 +272,7 @@ def produce_messages(
 
 def unique_group(prefix: str) -> str:
     """A fresh consumer group, so a measurement never resumes from another one's offsets."""
-    return f"arbitrage-bench.{prefix}.{os.getpid()}.{time.time_ns()}"
+    return topics.tool_name(f"bench.{prefix}.{os.getpid()}.{time.time_ns()}")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -43,6 +43,7 @@ from bench.common import (
 from cli.reset import delete_groups
 from engine.ranges import plan_ranges
 from engine.runner import StageRunner
+from pipelines import topics
 from pipelines.enrichment import enrich
 from pipelines.fee_config import FeeConfig, load_fee_config
 from pipelines.messages.validation import validate_raw_update
@@ -58,7 +59,7 @@ QUICK_BASELINE_N = 200
 BATCH_SIZE = 5_000
 # The floor writes the raw updates, which do not fit the strict `products` mapping, into an
 # index of their own with the same settings (1 shard, no replica) and dynamic mapping.
-FLOOR_INDEX = "arbitrage-bench-floor-raw-updates"
+FLOOR_INDEX = topics.tool_name("bench-floor-raw-updates")
 IDLE_TIMEOUT_S = 60.0
 
 TARGET_VS_BASELINE = 30.0

@@ -46,6 +46,7 @@ from bench.common import Row, Services, connect, log, parser, report, reset_pipe
 from devservices.dagster_instance import fresh_storage
 from devservices.dagster_processes import DagsterProcesses
 from engine.processors import READ_AT_HEADER
+from pipelines import topics
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect_alerts
@@ -136,7 +137,7 @@ class Reader:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
-        consumer = self.services.kafka.consumer("arbitrage-bench.latency.reader")
+        consumer = self.services.kafka.consumer(topics.tool_name("bench.latency.reader"))
         consumer.assign(
             [
                 TopicPartition(topic, partition, high)

@@ -22,7 +22,7 @@ from resources.settings import Settings, SettingsError
 
 LIVE_GROUPS = tuple((spec.live_group, spec.source_topic) for spec in STAGES)
 # The group the CLI reads messages with; it never commits.
-READER_GROUP = "arbitrage-cli-tail"
+READER_GROUP = topics.tool_name("cli-tail")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -25,7 +25,7 @@ from resources.elasticsearch import BulkOp, ElasticsearchResource
 from resources.kafka import KafkaResource, read_partition
 
 LEDGER_INDEX = topics.REDRIVE_LEDGER_INDEX
-READER_GROUP = "arbitrage-cli-redrive"  # reads only; commits nothing
+READER_GROUP = topics.tool_name("cli-redrive")  # reads only; commits nothing
 REDRIVEN_FROM_HEADER = "arbitrage.redriven_from"
 _LEDGER_MAPPING = {
     "dynamic": "strict",

@@ -58,7 +58,14 @@ def _hosts(addresses: str) -> set[str]:
 
 
 def check_reset_allowed(kafka: KafkaResource, es: ElasticsearchResource, anywhere: bool) -> None:
-    """Refuse unless both services are on loopback, or ``anywhere`` (ARBITRAGE_ALLOW_RESET=1)."""
+    """Refuse outside a namespace (the pipeline's own names are never emptied), and unless both
+    services are on loopback, or ``anywhere`` (ARBITRAGE_ALLOW_RESET=1)."""
+    if not topics.NAMESPACE:
+        raise ResetRefusedError(
+            "refusing to delete the pipeline's own topics, groups and indices: tests and "
+            f"benchmarks reset only their namespace. Set {topics.NAMESPACE_VARIABLE} (the tests "
+            "use 'test', the benchmarks 'bench')"
+        )
     remote = sorted((_hosts(kafka.bootstrap_servers) | _hosts(es.url)) - _LOOPBACK_HOSTS)
     if remote and not anywhere:
         raise ResetRefusedError(

@@ -129,11 +129,11 @@ class Elasticsearch(Service):
     def roles_yml(self) -> str:
         """The pipeline's role: its indices (pipelines/access.py), health, its index templates,
         its own API keys; and a role without index privileges for the unprivileged test user."""
-        from pipelines.access import elasticsearch_indices
+        from pipelines.access import local_elasticsearch_indices
 
         # Block YAML by hand: the file realm reads each top-level line as a role's start, so
         # JSON's closing brace at column 0 would be taken for a role.
-        indices = json.dumps(list(elasticsearch_indices()))
+        indices = json.dumps(list(local_elasticsearch_indices()))
         cluster = json.dumps(["monitor", "manage_index_templates", "manage_own_api_key"])
         return "\n".join(
             [

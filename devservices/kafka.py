@@ -339,7 +339,7 @@ def grant_pipeline_acls(admin: Any) -> None:
         ResourceType,
     )
 
-    from pipelines.access import kafka_grants
+    from pipelines.access import local_kafka_grants
 
     kinds = {
         "topic": ResourceType.TOPIC,
@@ -358,7 +358,7 @@ def grant_pipeline_acls(admin: Any) -> None:
             AclOperation.ALL,
             allow,
         )
-        for grant in kafka_grants()
+        for grant in local_kafka_grants()
     ]
     bindings.append(
         AclBinding(

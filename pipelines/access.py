@@ -13,11 +13,10 @@ from typing import Literal
 from pipelines import topics
 from pipelines.stage_specs import PIPELINE_GROUPS, STAGES
 
-# Groups of the operator CLI, the checks, the counters, the tests and the benchmarks all start
-# with this (``arbitrage-cli-tail``, ``arbitrage-checks``, ``arbitrage-bench.…``).
-TOOL_GROUP_PREFIX = "arbitrage-"
-# Test and benchmark indices, and the index templates' names, start with this.
-INDEX_PREFIX = "arbitrage-"
+# Groups of the operator CLI, the checks, the counters, the tests and the benchmarks, and the
+# tests' and benchmarks' indices, start with this (pipelines/topics.py: ``tool_name``).
+TOOL_GROUP_PREFIX = topics.TOOL_PREFIX
+INDEX_PREFIX = topics.TOOL_PREFIX
 
 KafkaResourceKind = Literal["topic", "group", "transactional_id"]
 
@@ -31,25 +30,50 @@ class KafkaGrant:
     prefixed: bool = False
 
 
-def kafka_grants() -> tuple[KafkaGrant, ...]:
-    grants = [KafkaGrant("topic", spec.name) for spec in topics.TOPICS]
-    grants += [KafkaGrant("group", group) for group in PIPELINE_GROUPS]
-    grants.append(KafkaGrant("group", TOOL_GROUP_PREFIX, prefixed=True))
+# The local services (devservices) also grant every namespace starting with one of these: the
+# tests' ("test", "test-gw1" per parallel worker) and the benchmarks' ("bench").
+SCRATCH_NAMESPACES = ("test", "bench")
+_KAFKA_KINDS: tuple[KafkaResourceKind, ...] = ("topic", "group", "transactional_id")
+
+
+def kafka_grants(prefix: str = topics.NAMESPACE_PREFIX) -> tuple[KafkaGrant, ...]:
+    """The grants of the pipeline in the namespace ``prefix`` (``"staging."``; ``""``: none).
+
+    A namespace owns every name it prefixes, so a namespaced pipeline gets one prefixed grant
+    per kind; without a namespace the grants name the pipeline's resources one by one.
+    """
+    if prefix:
+        return tuple(KafkaGrant(kind, prefix, prefixed=True) for kind in _KAFKA_KINDS)
+    tool_prefix = topics.plain_name(TOOL_GROUP_PREFIX)
+    groups = [topics.plain_name(group) for group in PIPELINE_GROUPS]
+    grants = [KafkaGrant("topic", topics.plain_name(spec.name)) for spec in topics.TOPICS]
+    grants += [KafkaGrant("group", group) for group in groups]
+    grants.append(KafkaGrant("group", tool_prefix, prefixed=True))
     # transactional.id is ``<group>:<topic>:<partition>`` (resources/kafka_transactions.py):
     # the stages' groups, and the benchmarks' and tests' groups under the tool prefix.
-    grants.append(KafkaGrant("transactional_id", TOOL_GROUP_PREFIX, prefixed=True))
-    grants += [
-        KafkaGrant("transactional_id", f"{group}:", prefixed=True) for group in PIPELINE_GROUPS
-    ]
+    grants.append(KafkaGrant("transactional_id", tool_prefix, prefixed=True))
+    grants += [KafkaGrant("transactional_id", f"{group}:", prefixed=True) for group in groups]
     return tuple(grants)
 
 
-def elasticsearch_indices() -> tuple[str, ...]:
-    """Index names and patterns of the pipeline's Elasticsearch role."""
-    stage_indices = tuple(dict.fromkeys(spec.index for spec in STAGES))
+def elasticsearch_indices(prefix: str = topics.NAMESPACE_PREFIX) -> tuple[str, ...]:
+    """Index names and patterns of the pipeline's Elasticsearch role in the namespace ``prefix``."""
+    if prefix:
+        return (f"{prefix}*",)
+    stage_indices = tuple(dict.fromkeys(topics.plain_name(spec.index) for spec in STAGES))
     return (
         *stage_indices,
-        topics.REDRIVE_LEDGER_INDEX,
-        topics.RETENTION_LOSS_INDEX,
-        f"{INDEX_PREFIX}*",
+        topics.plain_name(topics.REDRIVE_LEDGER_INDEX),
+        topics.plain_name(topics.RETENTION_LOSS_INDEX),
+        f"{topics.plain_name(INDEX_PREFIX)}*",
     )
+
+
+def local_kafka_grants() -> tuple[KafkaGrant, ...]:
+    """What the local secure services grant: the plain names and the scratch namespaces."""
+    scratch = (KafkaGrant(kind, name, True) for name in SCRATCH_NAMESPACES for kind in _KAFKA_KINDS)
+    return (*kafka_grants(""), *scratch)
+
+
+def local_elasticsearch_indices() -> tuple[str, ...]:
+    return (*elasticsearch_indices(""), *(f"{name}*" for name in SCRATCH_NAMESPACES))

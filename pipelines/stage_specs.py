@@ -32,7 +32,7 @@ class StageSpec:
 
     @property
     def replay_group(self) -> str:
-        return REPLAY_GROUP_PREFIX + self.live_group
+        return topics.named(REPLAY_GROUP_PREFIX + topics.plain_name(self.live_group))
 
     @property
     def groups(self) -> tuple[str, str]:
@@ -45,7 +45,7 @@ ENRICHMENT = StageSpec(
     output_topic=topics.PRODUCTS_ENRICHED,
     dlq_topic=topics.RAW_UPDATES_DLQ,
     index=topics.PRODUCTS_INDEX,
-    live_group="enrichment",
+    live_group=topics.named("enrichment"),
     summary="Validate and enrich raw updates; index them and pass them on; bad records to the DLQ.",
     output_description="Validated, enriched products on Kafka, keyed by ASIN.",
     index_description="Enriched products in Elasticsearch, one document per ASIN (newest wins).",
@@ -57,7 +57,7 @@ ARBITRAGE = StageSpec(
     output_topic=topics.ARBITRAGE_ALERTS,
     dlq_topic=topics.PRODUCTS_ENRICHED_DLQ,
     index=topics.ALERTS_INDEX,
-    live_group="arbitrage",
+    live_group=topics.named("arbitrage"),
     summary="Apply the fee model to enriched products and raise each new profitable route once.",
     output_description="Profitable buy→sell routes after fees, VAT and FX, keyed by ASIN.",
     index_description="Alerts in Elasticsearch, one document per alert id (never doubled).",

@@ -21,6 +21,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from pydantic import Field, PrivateAttr
 
+from pipelines import topics
 from pipelines.topics import PARTITIONS, TOPIC_MAX_MESSAGE_BYTES, TOPICS, TopicSpec
 from resources.kafka_offsets import (
     SERVICES_HINT,
@@ -401,7 +402,7 @@ class KafkaResource(dg.ConfigurableResource):
     def count_messages(self, topic: str, spans: dict[int, tuple[int, int]]) -> int:
         """How many committed messages lie in [start, end) of each partition. Offsets are not
         messages (transaction markers take offsets too), so they are read and counted."""
-        consumer = self.consumer("arbitrage-counter")
+        consumer = self.consumer(topics.tool_name("counter"))
         try:
             return sum(
                 sum(1 for _ in read_partition(consumer, topic, partition, start, end))

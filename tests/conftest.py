@@ -13,11 +13,6 @@ from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavaila
 from resources.kafka import KafkaResource, KafkaUnavailableError
 from resources.settings import Settings
 
-# Sensor-launched runs follow their partition until idle this long (60 s in production): the
-# tests run such requests to completion, so they end soon after the records run out. Set before
-# the definitions are imported; child processes (dagster, the demo) inherit it.
-os.environ.setdefault("ARBITRAGE_RUN_IDLE_S", "1")
-
 SECURE = os.environ.get("ARBITRAGE_SECURE", "").strip().lower() in {"1", "on", "true", "yes"}
 
 
@@ -44,6 +39,7 @@ def kafka() -> KafkaResource:
         pytest.fail(
             f"Integration tests need the real Kafka broker: {exc}. {START_HINT}", pytrace=False
         )
+    resource.ensure_topics()  # the tests' namespace (tests/__init__.py), once per session
     return resource
 
 
@@ -56,6 +52,7 @@ def es() -> ElasticsearchResource:
         pytest.fail(
             f"Integration tests need the real Elasticsearch: {exc}. {START_HINT}", pytrace=False
         )
+    resource.ensure_indices()
     return resource
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines import topics
 from resources.kafka import KafkaResource, read_partition
 
 
@@ -29,7 +30,7 @@ def produce(kafka: KafkaResource, topic: str, items: list[tuple[str | None, byte
 def read_all(kafka: KafkaResource, topic: str, timeout_s: float = 20.0) -> list[ReadMessage]:
     """Every committed message in the topic (read_committed), partition by partition."""
     found: list[ReadMessage] = []
-    consumer = kafka.consumer("arbitrage-tests-reader", **{"enable.partition.eof": False})
+    consumer = kafka.consumer(topics.tool_name("tests-reader"), **{"enable.partition.eof": False})
     try:
         for partition, (low, high) in kafka.watermarks(topic).items():
             for message in read_partition(consumer, topic, partition, low, high, timeout_s):

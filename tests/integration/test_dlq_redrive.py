@@ -66,7 +66,7 @@ def test_redriven_records_carry_where_they_came_from(
     job = SAMPLE_DEFS.resolve_job_def("enrichment")
     assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
     redrive(kafka, es, topics.RAW_UPDATES_DLQ)
-    consumer = kafka.consumer("arbitrage-tests-headers")
+    consumer = kafka.consumer(topics.tool_name("tests-headers"))
     try:
         (dead,) = read_all(kafka, topics.RAW_UPDATES_DLQ)
         partition = json.loads(dead.value)["partition"]

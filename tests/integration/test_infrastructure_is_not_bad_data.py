@@ -19,7 +19,7 @@ from tests.factories import raw_update
 from tests.integration.kafka_io import produce, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
-INDEX = "arbitrage-test-infrastructure-faults"
+INDEX = topics.tool_name("test-infrastructure-faults")
 
 
 @pytest.fixture

@@ -43,8 +43,9 @@ def test_keyed_messages_come_back_on_one_partition_per_key(kafka: KafkaResource)
 @pytest.mark.usefixtures("clean_pipeline")
 def test_index_template_applies_and_bulk_round_trips(es: ElasticsearchResource) -> None:
     client = es.client()
-    templates = client.indices.get_index_template(name="arbitrage-products")["index_templates"]
-    assert templates[0]["index_template"]["index_patterns"] == ["products"]
+    template = f"arbitrage-{topics.PRODUCTS_INDEX}"
+    templates = client.indices.get_index_template(name=template)["index_templates"]
+    assert templates[0]["index_template"]["index_patterns"] == [topics.PRODUCTS_INDEX]
     mapping = client.indices.get_mapping(index=topics.PRODUCTS_INDEX)[topics.PRODUCTS_INDEX]
     assert mapping["mappings"]["dynamic"] == "strict"
     assert mapping["mappings"]["properties"]["markets"]["properties"]["GB"]["properties"][
@@ -76,7 +77,7 @@ def parse_describe(output: str) -> dict[int, tuple[int, int, int]]:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_lag_equals_kafka_consumer_groups_describe(kafka: KafkaResource) -> None:
-    group = f"arbitrage-test-lag-{uuid.uuid4().hex[:8]}"
+    group = topics.tool_name(f"test-lag-{uuid.uuid4().hex[:8]}")
     produce(kafka, topics.RAW_UPDATES, [(f"B0LAG{n:05d}", b"{}") for n in range(90)])
     highs = {p: high for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()}
     committed = {p: high // 2 for p, high in highs.items()}
