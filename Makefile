@@ -53,7 +53,7 @@ test-secure: $(PY) ## the suite against secured services (TLS, SASL/SCRAM, ACLs,
 	ARBITRAGE_SECURE=1 scripts/test.sh -m "not faults"
 
 faults: $(PY) ## the whole fault suite: kills, broken services, fuzz; one audit line per case
-	scripts/test.sh -m "faults or fault_suite"
+	TEST_WORKERS=0 scripts/test.sh -m "faults or fault_suite"
 
 test-unit: $(PY) ## fast tests without services: the pure domain, sensor decisions, the definitions
 	$(PY) -m pytest tests/unit tests/devservices tests/dagster/test_definitions.py -q

@@ -78,13 +78,13 @@ def not_measured(reason: str) -> list[Row]:
 
 
 @contextlib.contextmanager
-def dagster_processes(home: Path) -> Iterator[dict[str, str]]:
+def dagster_processes(home: Path, idle_s: float = COLD_IDLE_S) -> Iterator[dict[str, str]]:
     """Code server, webserver and daemon with the sensors on, always stopped on exit; yields
     their environment."""
     env = {
         **os.environ,
         "ARBITRAGE_AUTOMATION": "on",
-        "ARBITRAGE_RUN_IDLE_S": str(COLD_IDLE_S),
+        "ARBITRAGE_RUN_IDLE_S": f"{idle_s:g}",
         "KEEPA_PULL_CRON": "0 0 1 1 *",
         "ARBITRAGE_CHECKS_CRON": "0 0 1 1 *",
     }
@@ -342,10 +342,11 @@ def cold_rounds(
     reader: Reader,
     instance: dg.DagsterInstance,
     bursts: list[list[tuple[bytes, bytes]]],
+    idle_s: float,
 ) -> list[Row]:
     latencies: dict[str, list[float]] = {PRODUCTS_ENRICHED: [], ARBITRAGE_ALERTS: []}
     for index, burst in enumerate(bursts, start=1):
-        deadline = time.monotonic() + COLD_IDLE_S * 4 + 60
+        deadline = time.monotonic() + idle_s * 4 + 60
         while stage_runs_in_flight(instance) and time.monotonic() < deadline:
             time.sleep(1)
         if stage_runs_in_flight(instance):
@@ -412,21 +413,25 @@ def run(
     rate: float = DEFAULT_RATE,
     seconds: float = DEFAULT_SECONDS,
     cold: int = DEFAULT_COLD_ROUNDS,
+    lead_in_s: float = LEAD_IN_S,
+    idle_s: float = COLD_IDLE_S,
 ) -> list[Row]:
+    """``lead_in_s`` and ``idle_s`` (how long runs follow an idle partition) are shortened only
+    by the smoke test: the table's figures use the defaults."""
     reset_pipeline(services)
     count = int(rate * seconds)
-    needed = (int(rate * (seconds + LEAD_IN_S)) // 2 + (cold + 1) * COLD_BURST) * POOL_PER_ALERT
+    needed = (int(rate * (seconds + lead_in_s)) // 2 + (cold + 1) * COLD_BURST) * POOL_PER_ALERT
     alerting, others = split_by_alerts(data.raw_messages(needed))
     warm_up = [alerting.pop() for _ in range(COLD_BURST)]
     bursts = [[alerting.pop() for _ in range(COLD_BURST)] for _ in range(cold)]
-    lead_in = interleave(alerting, others, int(rate * LEAD_IN_S))
+    lead_in = interleave(alerting, others, int(rate * lead_in_s))
     warm = interleave(alerting, others, count)
     reader = Reader(services)
     reader.start()
     try:
         with (
             tempfile.TemporaryDirectory(prefix="bench-dagster-") as home,
-            dagster_processes(Path(home)) as env,
+            dagster_processes(Path(home), idle_s) as env,
             instance_of(env) as instance,
         ):
             started = time.perf_counter()
@@ -445,12 +450,12 @@ def run(
             window_end = time.time()
             note = (
                 f"{count} updates ({len(alert_keys)} raising alerts) at {rate:g}/s over "
-                f"{seconds:.0f} s after a {LEAD_IN_S:.0f} s lead-in, following runs; warm-up "
+                f"{seconds:.0f} s after a {lead_in_s:.0f} s lead-in, following runs; warm-up "
                 f"{first_s:.0f} s"
             )
             rows = hop_rows(produced, reader, alert_keys, note)
             rows += storage_rows(instance, window_start, window_end)
-            rows += cold_rounds(services, reader, instance, bursts)
+            rows += cold_rounds(services, reader, instance, bursts, idle_s)
     finally:
         reader.close()
     reset_pipeline(services)

@@ -29,4 +29,10 @@ trap cleanup EXIT
 # ARBITRAGE_SECURE=1: every client below uses the secured services' client.env.
 scripts/with-client-env .venv/bin/arbitrage provision
 .venv/bin/ruff check .
-scripts/with-client-env $PY -m pytest -q --durations=10 "$@"
+# Parallel workers (pytest-xdist), one file per worker at a time: each worker has its own
+# namespace (tests/__init__.py), so they share the services without seeing each other's data.
+# TEST_WORKERS=0 runs in this process (make faults: its cases break the shared services).
+workers=${TEST_WORKERS:-2}
+parallel=()
+if [ "$workers" != 0 ]; then parallel=(-n "$workers" --dist loadfile); fi
+scripts/with-client-env $PY -m pytest -q --durations=10 "${parallel[@]}" "$@"

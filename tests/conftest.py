@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from cli.reset import reset_pipeline
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
 from resources.kafka import KafkaResource, KafkaUnavailableError
 from resources.settings import Settings
+from tests.faults.audit import AUDIT_LINES
 
 SECURE = os.environ.get("ARBITRAGE_SECURE", "").strip().lower() in {"1", "on", "true", "yes"}
 
@@ -25,6 +27,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(chosen) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
         items[:] = chosen
+
+
+# Fault cases' audit lines (tests/faults/audit.py) as the test reports bring them: from this
+# process, or from a parallel worker (xdist sends each report, user_properties included, to the
+# process that prints the summary).
+_AUDIT_REPORTED: list[str] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    while AUDIT_LINES:
+        report.user_properties.append(("audit", AUDIT_LINES.pop(0)))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _AUDIT_REPORTED.extend(value for name, value in report.user_properties if name == "audit")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _AUDIT_REPORTED:
+        terminalreporter.section("fault audit: one line per case")
+        for line in _AUDIT_REPORTED:
+            terminalreporter.write_line(line)
 
 
 START_HINT = "Start them with `make services-up` (or run the whole suite with `make test`)."

@@ -68,7 +68,7 @@ def test_keepa_pull(services: Services) -> None:
 
 
 def test_latency(services: Services) -> None:
-    rows = latency.run(services, rate=2.0, seconds=10.0, cold=1)
+    rows = latency.run(services, rate=2.0, seconds=5.0, cold=1, lead_in_s=2.0, idle_s=3.0)
     measured = {row.measured for row in rows}
     assert "latency p50: produced → alert on arbitrage.alerts (warm)" in measured
     assert "latency p50: produced → alert on arbitrage.alerts (cold: no live run)" in measured

@@ -84,7 +84,7 @@ def test_a_namespace_prefixes_every_name_but_not_the_asset_keys() -> None:
 
 @pytest.mark.parametrize("bad", ["Test", "a.b", "-x", "x" * 41, "caf\u00e9", "a b"])
 def test_a_bad_namespace_is_refused_with_the_rule(bad: str) -> None:
-    with pytest.raises(NamespaceError, match="ARBITRAGE_NAMESPACE=.*1-40 characters"):
+    with pytest.raises(NamespaceError, match=r"ARBITRAGE_NAMESPACE=.*1-40 characters"):
         namespace_prefix(bad)
     env = {**os.environ, "ARBITRAGE_NAMESPACE": bad}
     done = subprocess.run(
