@@ -32,7 +32,20 @@ scripts/with-client-env .venv/bin/arbitrage provision
 # Parallel workers (pytest-xdist), one file per worker at a time: each worker has its own
 # namespace (tests/__init__.py), so they share the services without seeing each other's data.
 # TEST_WORKERS=0 runs in this process (make faults: its cases break the shared services).
+# Tests marked `exclusive` stop a shared service, so they run first, alone; then the rest.
 workers=${TEST_WORKERS:-2}
-parallel=()
-if [ "$workers" != 0 ]; then parallel=(-n "$workers" --dist loadfile); fi
-scripts/with-client-env $PY -m pytest -q --durations=10 "${parallel[@]}" "$@"
+pytest=(scripts/with-client-env $PY -m pytest -q)
+if [ "$workers" = 0 ]; then
+  "${pytest[@]}" --durations=10 "$@"
+  exit
+fi
+alone=0 shared=0
+echo "== tests that stop a shared service, alone"
+"${pytest[@]}" --phase exclusive "$@" || alone=$?
+echo "== the other tests, $workers workers"
+"${pytest[@]}" --phase shared -n "$workers" --dist loadfile --durations=10 "$@" || shared=$?
+# pytest's 5 is "no test selected": fine for one phase (a -k or a path), not for both.
+if [ "$alone" = 5 ] && [ "$shared" = 5 ]; then exit 5; fi
+for code in "$alone" "$shared"; do
+  if [ "$code" != 0 ] && [ "$code" != 5 ]; then exit "$code"; fi
+done

@@ -18,12 +18,28 @@ from tests.faults.audit import AUDIT_LINES
 SECURE = os.environ.get("ARBITRAGE_SECURE", "").strip().lower() in {"1", "on", "true", "yes"}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--phase",
+        choices=("all", "shared", "exclusive"),
+        default="all",
+        help="shared: the tests that may run beside others (in parallel workers); exclusive: "
+        "the tests that stop or break a shared service, to be run alone (scripts/test.sh)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of the secured services run only in secure mode; elsewhere they are deselected
-    (counted as such, not skipped: there is nothing for them to test)."""
-    if SECURE:
-        return
-    chosen = [item for item in items if item.get_closest_marker("secure") is None]
+    """Deselect (counted as such, not skipped) the tests of the secured services outside secure
+    mode, where there is nothing for them to test, and the tests of the other --phase."""
+    phase = config.getoption("--phase")
+
+    def wanted(item: pytest.Item) -> bool:
+        if not SECURE and item.get_closest_marker("secure") is not None:
+            return False
+        exclusive = item.get_closest_marker("exclusive") is not None
+        return phase == "all" or exclusive == (phase == "exclusive")
+
+    chosen = [item for item in items if wanted(item)]
     if len(chosen) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
         items[:] = chosen

@@ -19,7 +19,8 @@ from resources.kafka import KafkaResource
 from tests.integration.kafka_io import produce, read_all
 from tests.integration.test_stages import committed_equals_high_watermark, good_updates, run_job
 
-pytestmark = pytest.mark.integration
+# It stops the shared Elasticsearch: alone, never beside a parallel worker's tests.
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive]
 REPO = Path(__file__).resolve().parents[2]
 
 
