@@ -7,7 +7,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test test-secure faults test-unit lint bench sample clean
+.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test test-slow test-secure faults test-unit lint bench sample clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -47,7 +47,10 @@ demo: services-up ## run the pipeline on the bundled sample against the real ser
 	$(PY) scripts/demo.py
 
 test: $(PY) ## install, start services if needed, run the suite (with a quick fault subset)
-	scripts/test.sh -m "not faults"
+	scripts/test.sh -m "not faults and not slow"
+
+test-slow: $(PY) ## the long end-to-end cases make test leaves out (CI runs them too)
+	scripts/test.sh -m "slow and not faults"
 
 test-secure: $(PY) ## the suite against secured services (TLS, SASL/SCRAM, ACLs, ES auth), started if needed
 	ARBITRAGE_SECURE=1 scripts/test.sh -m "not faults"

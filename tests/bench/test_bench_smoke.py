@@ -67,6 +67,7 @@ def test_keepa_pull(services: Services) -> None:
     assert rows[2].n == 150  # every product has data in some market
 
 
+@pytest.mark.slow  # three Dagster processes and real sensor-launched runs: minutes, not seconds
 def test_latency(services: Services) -> None:
     rows = latency.run(services, rate=2.0, seconds=5.0, cold=1, lead_in_s=2.0, idle_s=3.0)
     measured = {row.measured for row in rows}

@@ -113,6 +113,7 @@ def run_worker_running(home: Path) -> bool:
     return any(RUN_WORKER in command for command in processes_of(home).values())
 
 
+@pytest.mark.slow
 def test_sigint_then_sigterm_while_starting_leaves_nothing_running(tmp_path: Path) -> None:
     demo = Demo(tmp_path / "dagster_home")
     demo.wait_until("the three Dagster processes", lambda: three_processes(demo.home))
@@ -129,7 +130,14 @@ def test_a_killed_demo_takes_the_dagster_processes_with_it(tmp_path: Path) -> No
     demo.assert_nothing_left(within_s=45.0)
 
 
-@pytest.mark.parametrize("stop", ["ctrl-c", "ctrl-c twice", "sigterm"])
+@pytest.mark.parametrize(
+    "stop",
+    [
+        "ctrl-c",
+        pytest.param("ctrl-c twice", marks=pytest.mark.slow),
+        pytest.param("sigterm", marks=pytest.mark.slow),
+    ],
+)
 def test_make_demo_stopped_while_runs_are_working_leaves_nothing_running(
     tmp_path: Path, stop: str
 ) -> None:
@@ -148,6 +156,7 @@ def test_make_demo_stopped_while_runs_are_working_leaves_nothing_running(
     demo.assert_nothing_left()
 
 
+@pytest.mark.slow
 def test_the_demo_says_when_a_process_died_and_came_back(tmp_path: Path) -> None:
     demo = Demo(tmp_path / "dagster_home")
     demo.wait_until("the UI", lambda: url_answers(demo.url))

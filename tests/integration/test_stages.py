@@ -164,7 +164,8 @@ def test_stages_end_to_end_with_dead_letters(
     }
     for hit in stored:
         origin = hit["_source"]["raised_by"]
-        assert origin["group"] == "arbitrage" and origin["topic"] == topics.PRODUCTS_ENRICHED
+        assert origin["group"] == ARBITRAGE.live_group
+        assert origin["topic"] == topics.PRODUCTS_ENRICHED
         assert enriched_at[(origin["partition"], origin["offset"])] == hit["_source"]["asin"]
     (poison,) = [m.json() for m in read_all(kafka, topics.PRODUCTS_ENRICHED_DLQ)]
     assert "field 'asin' is missing" in poison["error"]
