@@ -108,10 +108,12 @@ def test_lag_equals_kafka_consumer_groups_describe(kafka: KafkaResource) -> None
 
 def test_integration_tests_fail_loudly_without_services(tmp_path: Path) -> None:
     """With nothing listening, an integration test fails (never skips) and says how to start."""
+    scheme = "https" if os.environ.get("ELASTICSEARCH_CA_CERTS") else "http"
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
-        "ELASTICSEARCH_URL": "http://127.0.0.1:1",
+        # https where the services are secured: a CA file with a plain URL is a config error.
+        "ELASTICSEARCH_URL": f"{scheme}://127.0.0.1:1",
     }
     result = subprocess.run(
         [
