@@ -8,12 +8,11 @@ entry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipelines.enrichment import enrich
 from pipelines.fee_config import FeeConfig
-from pipelines.fee_model import detect_alerts
 from pipelines.messages.types import MAX_PULL_AHEAD_MS, Alert, EnrichedProduct, SchemaError
 from pipelines.messages.validation import parse_enriched_product, parse_raw_update
 
@@ -108,6 +107,7 @@ def arbitrage_records(
     if not batch.products:
         return batch
     products = [product for _, product in batch.products]
+    detect_alerts = _fee_model()
     try:
         alerts = detect_alerts(products, config, detected_at)
     except Exception:
@@ -121,11 +121,22 @@ def arbitrage_records(
     return batch
 
 
+def _fee_model() -> Callable[[Sequence[EnrichedProduct], FeeConfig, str], list[Alert]]:
+    """The fee model's entry point, imported on first use: pandas and pyarrow take about half a
+    second of CPU to import, which every enrichment run and the code server would otherwise pay
+    at start (cold runs start six at a time on two cores). Imported outside the batch's
+    ``try``, so a broken install fails the run instead of dead-lettering the batch."""
+    from pipelines.fee_model import detect_alerts
+
+    return detect_alerts
+
+
 def _arbitrage_one_by_one(
     batch: ArbitrageBatch, config: FeeConfig, detected_at: str
 ) -> ArbitrageBatch:
     kept: list[tuple[SourceRecord, EnrichedProduct]] = []
     seen: set[str] = set()
+    detect_alerts = _fee_model()
     for record, product in batch.products:
         try:
             alerts = detect_alerts([product], config, detected_at)
