@@ -19,14 +19,21 @@ from resources.settings import Settings
 os.environ.setdefault("ARBITRAGE_RUN_IDLE_S", "1")
 
 SECURE = os.environ.get("ARBITRAGE_SECURE", "").strip().lower() in {"1", "on", "true", "yes"}
+# KAFKA_BROKERS=3 make test: the local services are a three-node Kafka cluster.
+CLUSTER_BROKERS = 3
+CLUSTER = int(os.environ.get("KAFKA_BROKERS", "").strip() or 1) >= CLUSTER_BROKERS
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of the secured services run only in secure mode; elsewhere they are deselected
-    (counted as such, not skipped: there is nothing for them to test)."""
-    if SECURE:
-        return
-    chosen = [item for item in items if item.get_closest_marker("secure") is None]
+    """Tests of the secured services run only in secure mode, tests of a Kafka cluster only
+    with KAFKA_BROKERS=3 or more; elsewhere they are deselected (counted as such, not skipped:
+    there is nothing for them to test)."""
+    unwanted = {name for name, wanted in (("secure", SECURE), ("cluster", CLUSTER)) if not wanted}
+    chosen = [
+        item
+        for item in items
+        if not any(item.get_closest_marker(name) is not None for name in unwanted)
+    ]
     if len(chosen) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
         items[:] = chosen
