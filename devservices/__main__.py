@@ -9,6 +9,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,9 +104,14 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     if not args.services or "kafka" in args.services:
         # Every Kafka node, also those of another KAFKA_BROKERS: `down` leaves none behind.
         selected += stray_kafka_nodes(settings)
-    # Reverse order: whatever was started last is stopped first.
-    for svc in reversed(selected):
+    nodes = [svc for svc in selected if isinstance(svc, Kafka)]
+    # Reverse order: whatever was started last is stopped first (Kafka, started first, last).
+    for svc in reversed([svc for svc in selected if not isinstance(svc, Kafka)]):
         service.down(svc)
+    # A cluster's nodes together: a node stopped after the others waits out its controlled
+    # shutdown (30 s, then SIGKILL) for a controller quorum that has already gone.
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        list(pool.map(service.down, nodes))
     return 0
 
 

@@ -159,7 +159,10 @@ def test_integration_tests_fail_loudly_without_services(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
-        "ELASTICSEARCH_URL": "http://127.0.0.1:1",
+        # https in secure mode: a CA file (client.env) with an http URL is a settings error.
+        "ELASTICSEARCH_URL": "https://127.0.0.1:1"
+        if os.environ.get("ELASTICSEARCH_CA_CERTS")
+        else "http://127.0.0.1:1",
     }
     result = subprocess.run(
         [
