@@ -38,6 +38,10 @@ def cmd_provision(kafka: KafkaResource, es: ElasticsearchResource, _: argparse.N
         print(f"topic  {name:<24} {state}")
     for name, state in es.ensure_indices().items():
         print(f"index  {name:<24} {state}")
+    # An existing topic keeps its replication when the cluster grows: said, not hidden (the
+    # exit code stays 0: everything the pipeline needs exists).
+    for problem in kafka.replication_problems():
+        print(f"warning: {problem}", file=sys.stderr)
     return 0
 
 
@@ -51,13 +55,16 @@ def cmd_topics(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Na
             [
                 name,
                 described[name]["partitions"],
+                described[name]["replication_factor"],
+                described[name]["min.insync.replicas"],
                 described[name]["retention.ms"],
                 sum(high - low for low, high in marks.values()),
                 " ".join(f"{p}:{high}" for p, (_, high) in sorted(marks.items())),
             ]
         )
     # Offsets, not messages: transaction markers take offsets too (an upper bound on messages).
-    print(table(["TOPIC", "PARTITIONS", "RETENTION-MS", "OFFSETS-RETAINED", "END-OFFSETS"], rows))
+    headers = ["TOPIC", "PARTITIONS", "REPLICAS", "MIN-ISR", "RETENTION-MS", "OFFSETS-RETAINED"]
+    print(table([*headers, "END-OFFSETS"], rows))
     return 0
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from cli.redrive import LEDGER_INDEX
 from pipelines import topics
@@ -21,10 +22,19 @@ from resources.retention_losses import LOSS_INDEX
 
 
 def delete_groups(kafka: KafkaResource, groups: Sequence[str]) -> None:
-    """Delete consumer groups; a group that never existed is not an error."""
+    """Delete consumer groups; a group that never existed is not an error.
+
+    With an admin client of its own, made for this call: a coordinator request (this is the
+    only one we send) that meets a connection a broker has dropped, as every connection to a
+    killed and restarted broker is, frees its handle too early in librdkafka 2.16 and the
+    process aborts (assertion ``eonce->refcnt > 0``, librdkafka PR 5397; seen here after the
+    leader-kill test, which keeps the session's client across a broker restart). A new
+    client has no such connection.
+    """
     if not groups:
         return
-    futures = kafka.admin().delete_consumer_groups(list(groups), request_timeout=10)
+    admin = AdminClient(kafka.client_config())
+    futures = admin.delete_consumer_groups(list(groups), request_timeout=10)
     for future in futures.values():
         with contextlib.suppress(KafkaException):
             future.result()

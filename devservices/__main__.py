@@ -4,46 +4,94 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from devservices import report, secure, service
 from devservices.dagster_instance import workspace_env, write_instance
 from devservices.elasticsearch import Elasticsearch
 from devservices.errors import DevServicesError
-from devservices.kafka import Kafka, kafka_classpath
+from devservices.kafka import Kafka, kafka_classpath, kafka_nodes, node_name
 from devservices.postgres import Postgres
-from devservices.process import tail
+from devservices.process import PidState, tail
 from devservices.settings import REPO_ROOT, Settings
 
-SERVICES: dict[str, type[service.Service]] = {
-    "kafka": Kafka,
-    "elasticsearch": Elasticsearch,
-    "postgres": Postgres,
+# Each name stands for the processes it runs: Kafka is KAFKA_BROKERS nodes.
+SERVICES: dict[str, Callable[[Settings], list[service.Service]]] = {
+    "kafka": lambda settings: list(kafka_nodes(settings)),
+    "elasticsearch": lambda settings: [Elasticsearch(settings)],
+    "postgres": lambda settings: [Postgres(settings)],
 }
 ALIASES = {"es": "elasticsearch", "pg": "postgres", "postgresql": "postgres"}
+# One node of a Kafka cluster by name (kafka-1 is node id 1, on KAFKA_PORT).
+KAFKA_NODE = re.compile(r"kafka-([1-9][0-9]*)")
 
 
 def _service_name(value: str) -> str:
     name = ALIASES.get(value, value)
-    if name not in SERVICES:
+    if name not in SERVICES and not KAFKA_NODE.fullmatch(name):
         raise argparse.ArgumentTypeError(
-            f"unknown service {value!r} (choose from {', '.join(SERVICES)})"
+            f"unknown service {value!r} (choose from {', '.join(SERVICES)}, or kafka-N for one "
+            "node of a Kafka cluster)"
         )
     return name
 
 
 def _selected(settings: Settings, names: Sequence[str]) -> list[service.Service]:
     chosen = list(dict.fromkeys(names)) or list(SERVICES)
-    return [SERVICES[name](settings) for name in chosen]
+    selected: list[service.Service] = []
+    for name in chosen:
+        node = KAFKA_NODE.fullmatch(name)
+        if node:
+            selected.append(Kafka(settings, int(node.group(1)) - 1))
+        else:
+            selected += SERVICES[name](settings)
+    return selected
+
+
+def stray_kafka_nodes(settings: Settings) -> list[Kafka]:
+    """Kafka nodes running from DEVSERVICES_HOME that KAFKA_BROKERS does not name: a cluster
+    left running when KAFKA_BROKERS changed (its ports are the ones the new layout needs)."""
+    wanted = {node_name(settings, node) for node in range(settings.kafka_brokers)}
+    stray: list[Kafka] = []
+    if not settings.state_dir.is_dir():
+        return stray
+    for home in sorted(settings.state_dir.iterdir()):
+        match = KAFKA_NODE.fullmatch(home.name)
+        if home.name in wanted or not (home.name == "kafka" or match):
+            continue
+        # Described within a layout that has it, so its own directory and pid file are read.
+        number = int(match.group(1)) if match else 1
+        layout = replace(settings, kafka_brokers=max(number, 2) if match else 1)
+        node = Kafka(layout, number - 1)
+        if node.check_pid(cleanup=False)[0] is PidState.RUNNING:
+            stray.append(node)
+    return stray
+
+
+def _check_kafka_layout(settings: Settings, selected: Sequence[service.Service]) -> None:
+    if not any(isinstance(svc, Kafka) for svc in selected):
+        return
+    stray = stray_kafka_nodes(settings)
+    if stray:
+        raise DevServicesError(
+            f"Kafka is running as {', '.join(node.name for node in stray)}, which "
+            f"KAFKA_BROKERS={settings.kafka_brokers} does not include; stop it first "
+            "(`python -m devservices down kafka` stops every Kafka node)."
+        )
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     started = time.monotonic()
-    service.up(_selected(settings, args.services), settings.timeout)
+    selected = _selected(settings, args.services)
+    _check_kafka_layout(settings, selected)
+    service.up(selected, settings.timeout)
     report.log.info("all up in %.1fs", time.monotonic() - started)
     if settings.secure:
         path = secure.write_client_env(settings)
@@ -52,34 +100,54 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
-    # Reverse order: whatever was started last is stopped first.
-    for svc in reversed(_selected(settings, args.services)):
+    selected = _selected(settings, args.services)
+    if not args.services or "kafka" in args.services:
+        # Every Kafka node, also those of another KAFKA_BROKERS: `down` leaves none behind.
+        selected += stray_kafka_nodes(settings)
+    nodes = [svc for svc in selected if isinstance(svc, Kafka)]
+    # Reverse order: whatever was started last is stopped first (Kafka, started first, last).
+    for svc in reversed([svc for svc in selected if not isinstance(svc, Kafka)]):
         service.down(svc)
+    # A cluster's nodes together: a node stopped after the others waits out its controlled
+    # shutdown (30 s, then SIGKILL) for a controller quorum that has already gone.
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        list(pool.map(service.down, nodes))
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     all_healthy = True
-    for svc in _selected(settings, args.services):
+    selected = _selected(settings, args.services)
+    stray = stray_kafka_nodes(settings) if any(isinstance(s, Kafka) for s in selected) else []
+    for svc in selected:
         health, pid = service.health(svc)
         all_healthy &= health == "healthy"
         print(f"{svc.name:<14} {svc.address:<24} pid {pid or '-':<8} {health}")
         hint = svc.status_hint()
         if hint and health == "healthy":
             print(f"{'':<14} {hint}")
+    for node in stray:
+        all_healthy = False
+        _, pid = node.check_pid(cleanup=False)
+        print(
+            f"{node.name:<14} {node.address:<24} pid {pid or '-':<8} running, not part of "
+            f"KAFKA_BROKERS={settings.kafka_brokers} (`down kafka` stops it)"
+        )
     return 0 if all_healthy else 1
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
-    svc = SERVICES[args.service](settings)
-    path = svc.main_log if svc.main_log.exists() else svc.console_log
-    if not path.exists():
-        raise DevServicesError(
-            f"no logs for {svc.name} yet (looked for {svc.main_log}); start it with "
-            f"`python -m devservices up {svc.name}`."
-        )
-    for line in tail(path, args.lines):
-        print(line)
+    chosen = _selected(settings, [args.service])
+    if len(chosen) > 1:
+        if args.follow:
+            names = ", ".join(svc.name for svc in chosen)
+            raise DevServicesError(f"-f follows one log: name one node ({names}).")
+        for svc in chosen:
+            print(f"==> {svc.name} <==")
+            _print_tail(svc, args.lines)
+        return 0
+    svc = chosen[0]
+    path = _print_tail(svc, args.lines)
     if args.follow:
         sys.stdout.flush()
         with path.open("r", errors="replace") as fh:
@@ -95,6 +163,18 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 pass
     return 0
+
+
+def _print_tail(svc: service.Service, lines: int) -> Path:
+    path = svc.main_log if svc.main_log.exists() else svc.console_log
+    if not path.exists():
+        raise DevServicesError(
+            f"no logs for {svc.name} yet (looked for {svc.main_log}); start it with "
+            f"`python -m devservices up {svc.name}`."
+        )
+    for line in tail(path, lines):
+        print(line)
+    return path
 
 
 def cmd_classpath(settings: Settings, args: argparse.Namespace) -> int:
@@ -132,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
             nargs="*",
             type=_service_name,
             metavar="SERVICE",
-            help="kafka, elasticsearch (es), postgres (pg)",
+            help="kafka (every node), kafka-N (one node of a cluster), elasticsearch (es), "
+            "postgres (pg)",
         )
         p.set_defaults(func=func)
     p = sub.add_parser("logs", help="print the tail of a service's log")

@@ -1,4 +1,5 @@
-"""Single-node KRaft Kafka broker (combined broker+controller) run from cached Maven jars."""
+"""KRaft Kafka run from cached Maven jars: one combined broker+controller node, or a cluster of
+KAFKA_BROKERS such nodes on consecutive ports (docs/decisions.md, 28)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from devservices.java import find_java
 from devservices.process import port_open
 from devservices.report import log
 from devservices.service import LaunchSpec, Service
+from devservices.settings import Settings
 
 TOOLS_LOG4J = Path(__file__).resolve().parent / "log4j2-tools.properties"
 BROKER_MAIN = "kafka.Kafka"
@@ -30,6 +32,8 @@ JVM_OPTS = [
     "-Djava.awt.headless=true",
 ]
 DEFAULT_HEAP = "-Xms512m -Xmx512m"
+# Per node of a cluster (KAFKA_BROKERS>1): three of them fit beside Elasticsearch on a laptop.
+CLUSTER_NODE_HEAP = "-Xms256m -Xmx384m"
 
 # librdkafka logs every refused connection while the broker boots; keep that out of the CLI.
 _quiet = logging.getLogger("devservices.librdkafka")
@@ -62,24 +66,58 @@ def _admin_client_class() -> Any:
 
 
 class Kafka(Service):
+    """One KRaft node, broker and controller in one JVM.
+
+    KAFKA_BROKERS=1 (the default) is the single node ``kafka`` in ``.devservices/kafka``;
+    with more, node i (0-based) is ``kafka-<i+1>`` in ``.devservices/kafka-<i+1>`` with node id
+    i+1, its ports the settings' ports + i, and every node a voter of the controller quorum.
+    """
+
     name = "kafka"
+
+    def __init__(self, settings: Settings, node: int = 0) -> None:
+        if not 0 <= node < settings.kafka_brokers:
+            raise DevServicesError(
+                f"there is no Kafka node {node + 1} with KAFKA_BROKERS={settings.kafka_brokers}"
+            )
+        self.node = node
+        # An instance attribute: Service.__init__ derives the home and pid file from it.
+        self.name = node_name(settings, node)
+        super().__init__(settings)
+
+    @property
+    def node_id(self) -> int:
+        return self.node + 1
+
+    @property
+    def port(self) -> int:
+        return self.settings.kafka_port + self.node
+
+    @property
+    def controller_port(self) -> int:
+        return self.settings.kafka_controller_port + self.node
+
+    @property
+    def secure_port(self) -> int:
+        return self.settings.kafka_secure_port + self.node
 
     @property
     def address(self) -> str:
-        return f"{self.settings.host}:{self.settings.kafka_port}"
+        return f"{self.settings.host}:{self.port}"
 
     def ports(self) -> list[tuple[int, str]]:
+        offset = f"+{self.node}" if self.node else ""
         ports = [
-            (self.settings.kafka_port, "KAFKA_PORT"),
-            (self.settings.kafka_controller_port, "KAFKA_CONTROLLER_PORT"),
+            (self.port, f"KAFKA_PORT{offset}"),
+            (self.controller_port, f"KAFKA_CONTROLLER_PORT{offset}"),
         ]
         if self.settings.secure:
-            ports.append((self.settings.kafka_secure_port, "KAFKA_SECURE_PORT"))
+            ports.append((self.secure_port, f"KAFKA_SECURE_PORT{offset}"))
         return ports
 
     @property
     def secure_address(self) -> str:
-        return f"{self.settings.host}:{self.settings.kafka_secure_port}"
+        return f"{self.settings.host}:{self.secure_port}"
 
     @property
     def logs_dir(self) -> Path:
@@ -102,27 +140,37 @@ class Kafka(Service):
     def server_properties(self) -> str:
         s = self.settings
         host = s.host
+        replicas, min_isr = internal_replication(s.kafka_brokers)
+        voters = ",".join(
+            f"{node + 1}@{host}:{port}"
+            for node, port in enumerate(s.kafka_ports(s.kafka_controller_port))
+        )
         settings: dict[str, str | int] = {
             "process.roles": "broker,controller",
-            "node.id": 1,
-            # Static voter list rather than 4.x dynamic quorum (--standalone): the voter
-            # endpoint is read from this file on every start instead of being frozen into the
-            # metadata log, so changing KAFKA_CONTROLLER_PORT later just works.
-            "controller.quorum.voters": f"1@{host}:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://{host}:{s.kafka_port},CONTROLLER://{host}:"
-            f"{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{s.kafka_port}",
+            "node.id": self.node_id,
+            # Static voter list rather than 4.x dynamic quorum (--standalone or
+            # --initial-controllers): the voter endpoints are read from this file on every
+            # start instead of being frozen into the metadata log, so changing
+            # KAFKA_CONTROLLER_PORT later just works. Every node votes: 3 nodes outlive one.
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:"
+            f"{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{self.port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir),
             "num.partitions": 3,
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": 1,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
-            "share.coordinator.state.topic.replication.factor": 1,
-            "share.coordinator.state.topic.min.isr": 1,
+            # The internal topics (group offsets, transaction state) replicated like the
+            # pipeline's: a commit is then as durable as the records it commits.
+            "offsets.topic.replication.factor": replicas,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
             "group.initial.rebalance.delay.ms": 0,
             "log.retention.hours": 168,
         }
@@ -147,10 +195,10 @@ class Kafka(Service):
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
         controller_pw = creds["kafka_controller"]
         return {
-            "listeners": f"PLAINTEXT://{host}:{s.kafka_port},SASL_SSL://{host}:"
-            f"{s.kafka_secure_port},CONTROLLER://{host}:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{s.kafka_port},SASL_SSL://{host}:"
-            f"{s.kafka_secure_port}",
+            "listeners": f"PLAINTEXT://{host}:{self.port},SASL_SSL://{host}:"
+            f"{self.secure_port},CONTROLLER://{host}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{self.port},SASL_SSL://{host}:"
+            f"{self.secure_port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,"
             "CONTROLLER:SASL_PLAINTEXT",
             "inter.broker.listener.name": "SASL_SSL",
@@ -223,7 +271,7 @@ class Kafka(Service):
         """Format the KRaft log dir once; meta.properties marks it as done."""
         if (self.data_dir / "meta.properties").is_file():
             return
-        log.info("kafka: formatting KRaft storage in %s", self.data_dir)
+        log.info("%s: formatting KRaft storage in %s", self.name, self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             str(java),
@@ -235,7 +283,7 @@ class Kafka(Service):
             "--config",
             str(config),
             "--cluster-id",
-            new_cluster_id(),
+            cluster_id(self.settings),
         ]
         if self.settings.secure:
             argv += self._scram_arguments()
@@ -246,8 +294,8 @@ class Kafka(Service):
                 for password in secure.credentials(self.settings).values():
                     details = details.replace(password, "***")
             raise DevServicesError(
-                f"kafka storage format failed (exit {proc.returncode}); delete {self.data_dir} "
-                "and retry, or check the output below.",
+                f"{self.name} storage format failed (exit {proc.returncode}); delete "
+                f"{self.data_dir} and retry, or check the output below.",
                 details=details,
             )
 
@@ -264,7 +312,8 @@ class Kafka(Service):
         log4j = self.config_dir / "log4j2.properties"
         log4j.write_text(self.log4j2_properties())
         self._format_storage(java, libs, config)
-        heap = os.environ.get("KAFKA_HEAP_OPTS", DEFAULT_HEAP).split()
+        default_heap = DEFAULT_HEAP if self.settings.kafka_brokers == 1 else CLUSTER_NODE_HEAP
+        heap = os.environ.get("KAFKA_HEAP_OPTS", default_heap).split()
         argv = [
             str(java),
             *heap,
@@ -302,7 +351,7 @@ class Kafka(Service):
 
     def is_healthy(self) -> bool:
         admin_client = _admin_client_class()
-        port = self.settings.kafka_secure_port if self.settings.secure else self.settings.kafka_port
+        port = self.secure_port if self.settings.secure else self.port
         if not port_open(self.settings.host, port):
             return False
         client = admin_client(self.admin_config())
@@ -310,17 +359,61 @@ class Kafka(Service):
             metadata = client.list_topics(timeout=2)
         except Exception:  # KafkaException and friends: not ready yet
             return False
-        return bool(metadata.brokers)
+        # Listed once the controller quorum has it registered and unfenced: a node that answers
+        # but has not joined its cluster yet is not ready.
+        return self.node_id in metadata.brokers
 
     def after_ready(self) -> None:
         if self.settings.secure:
             grant_pipeline_acls(_admin_client_class()(self.admin_config()))
 
     def hint(self) -> str:
+        if self.settings.kafka_brokers == 1:
+            return (
+                f"see `python -m devservices logs kafka`; if the KRaft storage is broken, run "
+                f"`python -m devservices down kafka` and delete {self.data_dir}."
+            )
         return (
-            f"see `python -m devservices logs kafka`; if the KRaft storage is broken, run "
-            f"`python -m devservices down kafka` and delete {self.data_dir}."
+            f"see `python -m devservices logs {self.name}` (a node waits for a majority of the "
+            f"{self.settings.kafka_brokers} controllers); if the KRaft storage is broken, run "
+            f"`python -m devservices down kafka` and delete every {self.settings.state_dir}/"
+            f"kafka-*/{self.data_dir.name} and {cluster_id_path(self.settings)}."
         )
+
+
+def node_name(settings: Settings, node: int) -> str:
+    """``kafka`` for the single node (its directory as it always was), ``kafka-1``… else."""
+    return "kafka" if settings.kafka_brokers == 1 else f"kafka-{node + 1}"
+
+
+def kafka_nodes(settings: Settings) -> list[Kafka]:
+    return [Kafka(settings, node) for node in range(settings.kafka_brokers)]
+
+
+def internal_replication(brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) of the internal topics and the broker default:
+    three copies where there are three brokers, and a write needs two of them, so one broker
+    can die (or be restarted) without stopping writes or losing an acknowledged record."""
+    replicas = min(3, brokers)
+    return replicas, 2 if replicas >= 3 else 1
+
+
+def cluster_id_path(settings: Settings) -> Path:
+    return settings.state_dir / "kafka-cluster.id"
+
+
+def cluster_id(settings: Settings) -> str:
+    """A single node gets a fresh id when formatted; a cluster's nodes must share one, kept in
+    DEVSERVICES_HOME so a node whose storage was deleted is formatted into the same cluster."""
+    if settings.kafka_brokers == 1:
+        return new_cluster_id()
+    path = cluster_id_path(settings)
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cid = new_cluster_id()
+    path.write_text(cid + "\n")
+    return cid
 
 
 def kafka_classpath(cache_dir: Path) -> str:

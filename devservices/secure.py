@@ -164,7 +164,7 @@ def client_env(settings: Settings) -> dict[str, str]:
     creds = credentials(settings)
     ca = str(pki(settings).ca_cert)
     return {
-        "KAFKA_BOOTSTRAP_SERVERS": f"{settings.host}:{settings.kafka_secure_port}",
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
         "KAFKA_SASL_USERNAME": PIPELINE_USER,

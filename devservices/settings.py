@@ -10,6 +10,7 @@ from pathlib import Path
 from devservices.errors import DevServicesError
 
 HOST = "127.0.0.1"
+MAX_KAFKA_BROKERS = 9
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,22 +54,72 @@ class Settings:
     # POSTGRES_PASSWORD for the `dagster` role; None: a generated one kept in DEVSERVICES_HOME.
     postgres_password: str | None = field(default=None, repr=False)
     host: str = HOST
+    # KAFKA_BROKERS: combined broker+controller KRaft nodes; node i (0-based) listens on
+    # kafka_port + i, kafka_controller_port + i and kafka_secure_port + i.
+    kafka_brokers: int = 1
+
+    def kafka_ports(self, base: int) -> list[int]:
+        """One port per Kafka node, from ``base`` upward."""
+        return [base + node for node in range(self.kafka_brokers)]
+
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        """Every node's client listener (SASL_SSL in secure mode): a client then starts even
+        while any one node is down."""
+        base = self.kafka_secure_port if self.secure else self.kafka_port
+        return ",".join(f"{self.host}:{port}" for port in self.kafka_ports(base))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         state = env.get("DEVSERVICES_HOME")
         state_dir = Path(state).expanduser() if state else REPO_ROOT / ".devservices"
-        return cls(
+        brokers = _int_env(env, "KAFKA_BROKERS", 1, port=False)
+        if brokers > MAX_KAFKA_BROKERS:
+            raise DevServicesError(
+                f"KAFKA_BROKERS={brokers} is more nodes than a laptop cluster needs; "
+                f"use 1 to {MAX_KAFKA_BROKERS}."
+            )
+        kafka_port = _int_env(env, "KAFKA_PORT", 9092)
+        # One node keeps the historical 9093/9094; a cluster's node ranges would run into each
+        # other from there, so its controller and secure ports start 100 and 200 higher.
+        spread = 1 if brokers == 1 else 100
+        settings = cls(
             cache_dir=default_cache_dir(env).absolute(),
             state_dir=state_dir.absolute(),
-            kafka_port=_int_env(env, "KAFKA_PORT", 9092),
-            kafka_controller_port=_int_env(env, "KAFKA_CONTROLLER_PORT", 9093),
+            kafka_port=kafka_port,
+            kafka_controller_port=_int_env(env, "KAFKA_CONTROLLER_PORT", kafka_port + spread),
             es_port=_int_env(env, "ES_PORT", 9200),
             es_transport_port=_int_env(env, "ES_TRANSPORT_PORT", 9300),
             timeout=_int_env(env, "DEVSERVICES_TIMEOUT", 120, port=False),
             postgres_port=_int_env(env, "POSTGRES_PORT", 5432),
             postgres_password=env.get("POSTGRES_PASSWORD") or None,
             secure=env.get("ARBITRAGE_SECURE", "").strip().lower() in ("1", "on", "true", "yes"),
-            kafka_secure_port=_int_env(env, "KAFKA_SECURE_PORT", 9094),
+            kafka_secure_port=_int_env(env, "KAFKA_SECURE_PORT", kafka_port + 2 * spread),
+            kafka_brokers=brokers,
         )
+        settings.check_kafka_ports()
+        return settings
+
+    def check_kafka_ports(self) -> None:
+        """Each node takes one port of each range: the three ranges must not overlap."""
+        ranges = {
+            "KAFKA_PORT": self.kafka_ports(self.kafka_port),
+            "KAFKA_CONTROLLER_PORT": self.kafka_ports(self.kafka_controller_port),
+            "KAFKA_SECURE_PORT": self.kafka_ports(self.kafka_secure_port),
+        }
+        for name, ports in ranges.items():
+            if ports[-1] >= 65536:
+                raise DevServicesError(
+                    f"{name}={ports[0]} leaves no room for {self.kafka_brokers} nodes below 65536."
+                )
+        names = list(ranges)
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                shared = sorted(set(ranges[first]) & set(ranges[second]))
+                if shared:
+                    raise DevServicesError(
+                        f"{first} and {second} overlap at port {shared[0]} with "
+                        f"KAFKA_BROKERS={self.kafka_brokers} (node i takes each port + i); "
+                        f"set them at least {self.kafka_brokers} apart."
+                    )

@@ -79,6 +79,25 @@ RETENTION_MS = 7 * 24 * 60 * 60 * 1000
 # The broker's limit per message (topic max.message.bytes), far above the largest record a stage
 # accepts: an oversize record still reaches the DLQ whole (base64 adds a third).
 TOPIC_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# Copies of each partition where the cluster has the brokers for them, and how many must have a
+# write before it is acknowledged (producers send acks=all): one broker may die, or be restarted,
+# without writes stopping or an acknowledged record being lost (docs/decisions.md, 28).
+MAX_REPLICATION_FACTOR = 3
+MIN_INSYNC_REPLICAS = 2
+
+
+def replication_factor(brokers: int, requested: int | None = None) -> int:
+    """Copies of each partition of a new topic: ``requested`` (KAFKA_REPLICATION_FACTOR) when
+    set, else one per broker of the cluster, at most ``MAX_REPLICATION_FACTOR``."""
+    if requested is not None:
+        return requested
+    return max(1, min(MAX_REPLICATION_FACTOR, brokers))
+
+
+def min_insync_replicas(replicas: int) -> int:
+    """Two acknowledging copies once there are three; below that every copy must stay writable
+    on its own (two of two would stop all writes while either broker is down)."""
+    return MIN_INSYNC_REPLICAS if replicas >= MAX_REPLICATION_FACTOR else 1
 
 
 @dataclass(frozen=True)
@@ -86,7 +105,8 @@ class TopicSpec:
     name: str
     description: str
 
-    def config(self) -> dict[str, str]:
+    def config(self, replicas: int) -> dict[str, str]:
+        """The topic's settings for a topic of ``replicas`` copies per partition."""
         return {
             "retention.ms": str(RETENTION_MS),
             "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
@@ -94,7 +114,35 @@ class TopicSpec:
             # Producer time (our producers stamp at produce): replays find an hour's window with
             # offsets_for_times, and tests can write messages into past hours.
             "message.timestamp.type": "CreateTime",
+            # Set on the topic, not left to the broker's default: what a write needs is part of
+            # the topic's contract wherever it is created.
+            "min.insync.replicas": str(min_insync_replicas(replicas)),
         }
+
+    def replication_problems(
+        self, replicas: int, min_insync: int, brokers: int, requested: int | None = None
+    ) -> list[str]:
+        """Why an existing topic is replicated less than this cluster would create it (an empty
+        list when it is not): Kafka cannot change that in place, so provisioning says so."""
+        wanted = replication_factor(brokers, requested)
+        problems = []
+        if replicas < wanted:
+            problems.append(
+                f"topic {self.name} has replication factor {replicas}, but new topics on this "
+                f"cluster of {brokers} brokers get {wanted}: it was created before the cluster "
+                "grew, and a broker failure can lose its acknowledged records or stop its "
+                "writes. Move it to more brokers with bin/kafka-reassign-partitions, or, on a "
+                "throwaway cluster, delete it and run `arbitrage provision` again"
+            )
+        if min_insync < min_insync_replicas(replicas):
+            problems.append(
+                f"topic {self.name} has min.insync.replicas={min_insync} with {replicas} "
+                f"replicas (wanted {min_insync_replicas(replicas)}): an acknowledged write may "
+                "exist on one broker only. Set it with bin/kafka-configs --alter --entity-type "
+                f"topics --entity-name {self.name} --add-config "
+                f"min.insync.replicas={min_insync_replicas(replicas)}"
+            )
+        return problems
 
 
 TOPICS: tuple[TopicSpec, ...] = (

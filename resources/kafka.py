@@ -170,8 +170,10 @@ class KafkaResource(dg.ConfigurableResource):
         default=DEFAULT_BOOTSTRAP,
         description="Comma-separated host:port list (env KAFKA_BOOTSTRAP_SERVERS).",
     )
-    replication_factor: int = Field(
-        default=1, description="Replication factor of new topics (env KAFKA_REPLICATION_FACTOR)."
+    replication_factor: int | None = Field(
+        default=None,
+        description="Replication factor of new topics (env KAFKA_REPLICATION_FACTOR); unset: one "
+        "copy per broker of the cluster, at most 3.",
     )
     client_id: str = Field(default="arbitrage", description="Client id reported to the broker.")
     timeout_s: float = Field(default=10.0, description="Timeout for admin and metadata requests.")
@@ -278,21 +280,51 @@ class KafkaResource(dg.ConfigurableResource):
 
     def check_reachable(self) -> list[str]:
         """Topic names on the cluster; raises KafkaUnavailableError with a hint if unreachable."""
+        return sorted(self._metadata().topics)
+
+    def broker_ids(self) -> list[int]:
+        """The brokers of the cluster that are up (registered and not fenced)."""
+        return sorted(self._metadata().brokers)
+
+    def replication_problems(self, specs: tuple[TopicSpec, ...] = TOPICS) -> list[str]:
+        """A sentence per existing topic replicated less than this cluster would create it now
+        (fewer replicas, or a lower min.insync.replicas): `arbitrage provision` warns with them."""
+        metadata = self._metadata()
+        present = [spec for spec in specs if spec.name in metadata.topics]
+        if not present:
+            return []
+        described = self.describe_topics([spec.name for spec in present])
+        problems: list[str] = []
+        for spec in present:
+            about = described[spec.name]
+            problems += spec.replication_problems(
+                about["replication_factor"],
+                about["min.insync.replicas"],
+                len(metadata.brokers),
+                self.replication_factor,
+            )
+        return problems
+
+    def _metadata(self) -> Any:
+        """The cluster's metadata (brokers, topics); raises KafkaUnavailableError with a hint."""
         try:
-            metadata = self.admin().list_topics(timeout=self.timeout_s)
+            return self.admin().list_topics(timeout=self.timeout_s)
         except KafkaException as exc:
             raise KafkaUnavailableError(
                 f"Kafka at {self.bootstrap_servers} did not answer ({exc}); {SERVICES_HINT}"
             ) from None
-        return sorted(metadata.topics)
 
     def ensure_topics(self, specs: tuple[TopicSpec, ...] = TOPICS) -> dict[str, str]:
-        """Create missing topics (3 partitions, 7-day retention); report 'created' or 'exists'."""
-        existing = set(self.check_reachable())
+        """Create missing topics (3 partitions, 7-day retention, as many replicas as the cluster
+        has brokers up to 3: pipelines/topics.py); report 'created' or 'exists'."""
+        metadata = self._metadata()
+        existing = set(metadata.topics)
+        # Brokers the controller counts as alive: what a new topic's replicas can be put on.
+        replicas = topics.replication_factor(len(metadata.brokers), self.replication_factor)
         admin = self.admin()
         outcome = {spec.name: "exists" for spec in specs if spec.name in existing}
         missing = [
-            NewTopic(spec.name, PARTITIONS, self.replication_factor, config=spec.config())
+            NewTopic(spec.name, PARTITIONS, replicas, config=spec.config(replicas))
             for spec in specs
             if spec.name not in existing
         ]
@@ -310,16 +342,20 @@ class KafkaResource(dg.ConfigurableResource):
         return outcome
 
     def describe_topics(self, names: list[str]) -> dict[str, dict[str, Any]]:
-        """Partition count and the retention/max-size settings of each topic."""
+        """Partition count, replication (the fewest replicas of any partition, and
+        min.insync.replicas) and the retention/max-size settings of each topic."""
         from confluent_kafka.admin import ConfigResource, ResourceType
 
-        metadata = self.admin().list_topics(timeout=self.timeout_s)
+        metadata = self._metadata()
         resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
         described: dict[str, dict[str, Any]] = {}
         for resource, future in self.admin().describe_configs(resources).items():
             entries = future.result()
+            partitions = metadata.topics[resource.name].partitions
             described[resource.name] = {
-                "partitions": len(metadata.topics[resource.name].partitions),
+                "partitions": len(partitions),
+                "replication_factor": min(len(p.replicas) for p in partitions.values()),
+                "min.insync.replicas": int(entries["min.insync.replicas"].value),
                 "retention.ms": int(entries["retention.ms"].value),
                 "max.message.bytes": int(entries["max.message.bytes"].value),
             }

@@ -57,6 +57,19 @@ def _text(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
+def _local_bootstrap(env: Mapping[str, str]) -> str:
+    """Where the local services' Kafka listens (python -m devservices): KAFKA_BROKERS nodes on
+    consecutive ports from KAFKA_PORT. Every node is listed so a client starts while any one of
+    them is down."""
+    port = _int(env, "KAFKA_PORT", 9092)
+    brokers = _int(env, "KAFKA_BROKERS", 1)
+    return ",".join(f"127.0.0.1:{port + node}" for node in range(brokers))
+
+
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    return _int(env, name, 1) if env.get(name, "").strip() else None
+
+
 def _file(env: Mapping[str, str], name: str) -> str:
     """An optional path that must name a readable file when set."""
     value = env.get(name, "").strip()
@@ -68,7 +81,8 @@ def _file(env: Mapping[str, str], name: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_replication_factor: int = 1
+    # None: as many copies as the cluster has brokers, at most 3 (pipelines/topics.py).
+    kafka_replication_factor: int | None = None
     # TLS/SASL of every Kafka client; the password is wired by name (KAFKA_SASL_PASSWORD).
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     kafka_sasl_password_set: bool = False
@@ -129,14 +143,10 @@ class Settings:
         except KafkaSecurityError as exc:
             raise SettingsError(str(exc)) from None
         return cls(
-            kafka_bootstrap_servers=_text(
-                env, "KAFKA_BOOTSTRAP_SERVERS", default.kafka_bootstrap_servers
-            ),
+            kafka_bootstrap_servers=_text(env, "KAFKA_BOOTSTRAP_SERVERS", _local_bootstrap(env)),
             kafka_security=kafka_security,
             kafka_sasl_password_set=bool(env.get(KAFKA_PASSWORD_ENV, "")),
-            kafka_replication_factor=_int(
-                env, "KAFKA_REPLICATION_FACTOR", default.kafka_replication_factor
-            ),
+            kafka_replication_factor=_optional_int(env, "KAFKA_REPLICATION_FACTOR"),
             elasticsearch_url=elasticsearch_url,
             elasticsearch_username=_text(env, "ELASTICSEARCH_USERNAME", ""),
             elasticsearch_ca_certs=_file(env, "ELASTICSEARCH_CA_CERTS"),

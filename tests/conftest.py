@@ -16,6 +16,9 @@ from resources.settings import Settings
 from tests.faults.audit import AUDIT_LINES
 
 SECURE = os.environ.get("ARBITRAGE_SECURE", "").strip().lower() in {"1", "on", "true", "yes"}
+# KAFKA_BROKERS=3 make test: the local services are a three-node Kafka cluster.
+CLUSTER_BROKERS = 3
+CLUSTER = int(os.environ.get("KAFKA_BROKERS", "").strip() or 1) >= CLUSTER_BROKERS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,11 +33,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect (counted as such, not skipped) the tests of the secured services outside secure
-    mode, where there is nothing for them to test, and the tests of the other --phase."""
+    mode, the tests of a Kafka cluster below KAFKA_BROKERS=3 (there is nothing for them to
+    test), and the tests of the other --phase."""
     phase = config.getoption("--phase")
+    unwanted = {name for name, wanted in (("secure", SECURE), ("cluster", CLUSTER)) if not wanted}
 
     def wanted(item: pytest.Item) -> bool:
-        if not SECURE and item.get_closest_marker("secure") is not None:
+        if any(item.get_closest_marker(name) is not None for name in unwanted):
             return False
         exclusive = item.get_closest_marker("exclusive") is not None
         return phase == "all" or exclusive == (phase == "exclusive")

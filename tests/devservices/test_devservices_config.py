@@ -9,7 +9,7 @@ import pytest
 from devservices.__main__ import main
 from devservices.elasticsearch import Elasticsearch
 from devservices.errors import DevServicesError
-from devservices.kafka import Kafka, new_cluster_id
+from devservices.kafka import Kafka, cluster_id, kafka_nodes, new_cluster_id
 from devservices.settings import Settings
 
 
@@ -133,3 +133,125 @@ def test_secure_mode_configures_sasl_ssl_acls_and_a_private_client_env(tmp_path:
     for name in ("KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION", "ELASTICSEARCH_CA_CERTS"):
         assert f"export {name}=" in text
     assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19094" in text
+
+
+def _props(kafka: Kafka) -> dict[str, str]:
+    lines = kafka.server_properties().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def test_a_cluster_of_three_nodes_on_consecutive_ports(tmp_path: Path) -> None:
+    s = Settings.from_env({"DEVSERVICES_HOME": str(tmp_path), "KAFKA_BROKERS": "3"})
+    # A cluster's controller and secure ranges start 100 and 200 above KAFKA_PORT: from 9093
+    # and 9094 the three ranges would overlap.
+    assert (s.kafka_brokers, s.kafka_controller_port, s.kafka_secure_port) == (3, 9192, 9292)
+    assert s.kafka_bootstrap_servers == "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094"
+    nodes = kafka_nodes(s)
+    assert [(n.name, n.node_id, n.address) for n in nodes] == [
+        ("kafka-1", 1, "127.0.0.1:9092"),
+        ("kafka-2", 2, "127.0.0.1:9093"),
+        ("kafka-3", 3, "127.0.0.1:9094"),
+    ]
+    props = _props(nodes[1])
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == (
+        "1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194"
+    )
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9093,CONTROLLER://127.0.0.1:9193"
+    assert props["log.dirs"] == str(tmp_path / "kafka-2" / "data")
+    for name in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "default.replication.factor",
+    ):
+        assert props[name] == "3", name
+    assert props["transaction.state.log.min.isr"] == props["min.insync.replicas"] == "2"
+    assert [port for port, _ in nodes[2].ports()] == [9094, 9194]
+    # Every node formats its storage with the one cluster id, kept beside them.
+    assert cluster_id(s) == cluster_id(s) == (tmp_path / "kafka-cluster.id").read_text().strip()
+    with pytest.raises(DevServicesError, match="no Kafka node 4"):
+        Kafka(s, 3)
+
+
+def test_one_node_keeps_its_name_directory_and_replication(tmp_path: Path) -> None:
+    s = Settings.from_env({"DEVSERVICES_HOME": str(tmp_path), "KAFKA_PORT": "12092"})
+    (node,) = kafka_nodes(s)
+    assert (node.name, node.home, s.kafka_controller_port) == ("kafka", tmp_path / "kafka", 12093)
+    props = _props(node)
+    assert props["offsets.topic.replication.factor"] == props["min.insync.replicas"] == "1"
+    assert s.kafka_bootstrap_servers == "127.0.0.1:12092"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KAFKA_BROKERS": "3", "KAFKA_CONTROLLER_PORT": "9094"}, "KAFKA_PORT and KAFKA_CONT"),
+        ({"KAFKA_BROKERS": "3", "KAFKA_SECURE_PORT": "9193"}, "CONTROLLER_PORT and KAFKA_SEC"),
+        ({"KAFKA_BROKERS": "0"}, "KAFKA_BROKERS=0 must be positive"),
+        ({"KAFKA_BROKERS": "12"}, "use 1 to 9"),
+        ({"KAFKA_BROKERS": "3", "KAFKA_PORT": "65534"}, "no room for 3 nodes"),
+    ],
+)
+def test_kafka_port_ranges_must_not_overlap(env: dict[str, str], message: str) -> None:
+    with pytest.raises(DevServicesError, match=message):
+        Settings.from_env(env)
+
+
+def test_a_secure_cluster_lists_every_sasl_ssl_listener(tmp_path: Path) -> None:
+    from devservices import secure
+
+    s = Settings.from_env(
+        {"DEVSERVICES_HOME": str(tmp_path), "ARBITRAGE_SECURE": "1", "KAFKA_BROKERS": "3"}
+    )
+    props = _props(Kafka(s, 2))
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9094,SASL_SSL://127.0.0.1:9294,CONTROLLER://127.0.0.1:9194"
+    )
+    assert props["inter.broker.listener.name"] == "SASL_SSL"
+    bootstrap = secure.client_env(s)["KAFKA_BOOTSTRAP_SERVERS"]
+    assert bootstrap == "127.0.0.1:9292,127.0.0.1:9293,127.0.0.1:9294"
+
+
+def test_cli_status_lists_each_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEVSERVICES_HOME", str(tmp_path))
+    monkeypatch.setenv("KAFKA_BROKERS", "3")
+    monkeypatch.setenv("KAFKA_PORT", "12092")
+    assert main(["status", "kafka"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["kafka-1", "127.0.0.1:12092"],
+        ["kafka-2", "127.0.0.1:12093"],
+        ["kafka-3", "127.0.0.1:12094"],
+    ]
+    assert main(["status", "kafka-2"]) == 1
+    assert capsys.readouterr().out.split()[0] == "kafka-2"
+    assert main(["status", "kafka-4"]) == 1
+    assert "no Kafka node 4 with KAFKA_BROKERS=3" in capsys.readouterr().err
+
+
+def test_nodes_of_another_layout_block_up_and_are_stopped_by_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cluster left running when KAFKA_BROKERS went back to 1: `up` says so, `status` shows
+    it, `down kafka` stops it (a stand-in process holds its pid file)."""
+    import subprocess
+
+    from devservices.process import PidFile, pid_alive
+
+    monkeypatch.setenv("DEVSERVICES_HOME", str(tmp_path))
+    monkeypatch.setenv("KAFKA_BROKERS", "1")
+    stand_in = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        PidFile(tmp_path / "kafka-2" / "kafka-2.pid").write(stand_in.pid)
+        assert main(["up", "kafka"]) == 1
+        assert "Kafka is running as kafka-2" in capsys.readouterr().err
+        assert main(["status", "kafka"]) == 1
+        assert "kafka-2" in capsys.readouterr().out
+        assert main(["down", "kafka"]) == 0
+        stand_in.wait(timeout=10)
+        assert not pid_alive(stand_in.pid)
+    finally:
+        if stand_in.poll() is None:
+            stand_in.kill()

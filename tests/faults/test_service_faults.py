@@ -30,10 +30,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 RECORDS = 6000
 
 
-def service_pid(name: str) -> int:
-    _, pid = SERVICES[name](DevSettings.from_env()).check_pid(cleanup=False)
-    assert pid is not None, f"{name} is not running"
-    return pid
+def service_pids(name: str) -> list[int]:
+    """The service's processes: Kafka's every node (the whole cluster when KAFKA_BROKERS>1)."""
+    pids = []
+    for svc in SERVICES[name](DevSettings.from_env()):
+        _, pid = svc.check_pid(cleanup=False)
+        assert pid is not None, f"{svc.name} is not running"
+        pids.append(pid)
+    return pids
 
 
 def devservices_up(name: str) -> None:
@@ -43,12 +47,14 @@ def devservices_up(name: str) -> None:
 
 
 def freeze(name: str, seconds: float) -> None:
-    pid = service_pid(name)
-    os.kill(pid, signal.SIGSTOP)
+    pids = service_pids(name)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
         time.sleep(seconds)
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def why_it_ended(output: str) -> str:
@@ -101,7 +107,8 @@ def test_broker_killed_mid_run_and_restarted(
     kafka: KafkaResource, es: ElasticsearchResource
 ) -> None:
     def kill_broker() -> None:
-        os.kill(service_pid("kafka"), signal.SIGKILL)
+        for pid in service_pids("kafka"):  # a cluster loses all its brokers at once
+            os.kill(pid, signal.SIGKILL)
         time.sleep(2)
         devservices_up("kafka")
 
@@ -121,7 +128,7 @@ def test_broker_frozen_past_the_client_timeouts(
 @pytest.mark.usefixtures("clean_pipeline")
 def test_elasticsearch_killed_mid_bulk(kafka: KafkaResource, es: ElasticsearchResource) -> None:
     def kill_es() -> None:
-        os.kill(service_pid("elasticsearch"), signal.SIGKILL)
+        os.kill(service_pids("elasticsearch")[0], signal.SIGKILL)
         time.sleep(5)  # the run fails meanwhile: nothing answers its bulk requests
         devservices_up("elasticsearch")
 

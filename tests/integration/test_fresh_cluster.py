@@ -44,6 +44,8 @@ def fresh_kafka(tmp_path: Path) -> Iterator[tuple[Kafka, KafkaResource]]:
         "DEVSERVICES_HOME": str(tmp_path / "devservices"),
         "KAFKA_PORT": str(_free_port()),
         "KAFKA_CONTROLLER_PORT": str(_free_port()),
+        # One node of its own, also when the suite runs against a cluster (KAFKA_BROKERS=3).
+        "KAFKA_BROKERS": "1",
         # A plain throwaway broker even when the suite runs against the secured services.
         "ARBITRAGE_SECURE": "",
     }

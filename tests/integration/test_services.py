@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 
 from pipelines import topics
 from resources.elasticsearch import BulkOp, ElasticsearchResource
@@ -23,9 +25,56 @@ def test_topics_have_three_partitions_and_seven_days(kafka: KafkaResource) -> No
     kafka.ensure_topics()
     assert kafka.ensure_topics() == {spec.name: "exists" for spec in topics.TOPICS}
     described = kafka.describe_topics([spec.name for spec in topics.TOPICS])
+    # As many copies as there are brokers, at most 3; a write needs two of three.
+    replicas = min(3, len(kafka.broker_ids()))
     for spec in topics.TOPICS:
         assert described[spec.name]["partitions"] == 3
         assert described[spec.name]["retention.ms"] == 604_800_000
+        assert described[spec.name]["replication_factor"] == replicas
+        assert described[spec.name]["min.insync.replicas"] == (2 if replicas == 3 else 1)
+
+
+@pytest.mark.cluster
+@pytest.mark.usefixtures("clean_pipeline")
+def test_provision_warns_about_a_topic_with_fewer_replicas(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    """A topic created before the cluster grew keeps its one copy: provisioning says so."""
+    from confluent_kafka.admin import NewTopic
+
+    from cli.reset import reset_pipeline
+    from resources.settings import Settings
+
+    name = topics.RAW_UPDATES_DLQ
+    try:
+        for future in kafka.admin().delete_topics([name], operation_timeout=60).values():
+            future.result()
+        deadline = time.monotonic() + 60
+        while True:
+            futures = kafka.admin().create_topics(
+                [NewTopic(name, 3, 1, config=topics.TOPIC_BY_NAME[name].config(1))]
+            )
+            try:
+                futures[name].result()
+                break
+            except KafkaException:  # still marked for deletion for a moment
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        result = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "arbitrage"), "provision"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"topic  {name:<24} exists" in result.stdout
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1, result.stderr
+        assert f"topic {name} has replication factor 1" in warnings[0]
+    finally:  # the topic as provisioning makes it, for the tests after this one
+        reset_pipeline(kafka, es, allow_anywhere=Settings.from_env().allow_reset_anywhere)
 
 
 @pytest.mark.usefixtures("clean_pipeline")

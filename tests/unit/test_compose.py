@@ -24,7 +24,7 @@ def test_topic_settings_match_the_pipeline() -> None:
     assert int(settings["TOPIC_PARTITIONS"]) == topics.PARTITIONS
     assert int(settings["TOPIC_RETENTION_MS"]) == topics.RETENTION_MS
     assert int(settings["TOPIC_MAX_MESSAGE_BYTES"]) == topics.TOPIC_MAX_MESSAGE_BYTES
-    config = topics.TOPICS[0].config()
+    config = topics.TOPICS[0].config(1)
     assert settings["TOPIC_TIMESTAMP_TYPE"] == config["message.timestamp.type"]
     assert settings["TOPIC_RETENTION_MS"] == config["retention.ms"]
     script = COMPOSE["services"]["kafka-init"]["command"][0]
