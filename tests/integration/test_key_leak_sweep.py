@@ -191,9 +191,9 @@ def test_the_keepa_key_is_found_nowhere_after_pulls_that_meet_every_trouble(
         .execute_in_process(instance=dg.DagsterInstance.ephemeral())
         .success
     )
-    documents = es.client().search(
-        index=",".join((topics.PRODUCTS_INDEX, topics.ALERTS_INDEX)), size=1000
-    )
+    searched = ",".join((topics.PRODUCTS_INDEX, topics.ALERTS_INDEX))
+    es.client().indices.refresh(index=searched)  # the stage's writes, searchable now
+    documents = es.client().search(index=searched, size=1000)
     assert documents["hits"]["hits"], "nothing reached Elasticsearch: the sweep would be empty"
     messages = [m for spec in topics.TOPICS for m in read_all(kafka, spec.name)]
     assert messages
