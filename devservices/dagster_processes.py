@@ -7,6 +7,7 @@ Shared by `make demo`, the latency benchmark and the end-to-end tests.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import time
@@ -31,6 +32,23 @@ WEBSERVER = "webserver"
 DAEMON = "daemon"
 STOP_GRACE_S = 20.0
 
+# Runs still going when the processes stop (the sensors' following runs wait for records) are
+# terminated the way the UI's Terminate does: each finishes its batch, commits and ends
+# CANCELED. Stopping the processes alone would interrupt them and Dagster would mark them
+# FAILURE, which the sensors then retry only after their backoff.
+END_RUNS_S = 30.0
+IN_FLIGHT_QUERY = """
+query InFlight {
+  runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
+    ... on Runs { results { runId status } }
+  }
+}
+"""
+TERMINATE_MUTATION = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId) { __typename }
+}
+"""
 WORKSPACE_QUERY = """
 {
   workspaceOrError {
@@ -166,11 +184,34 @@ class DagsterProcesses:
                 raise DagsterStartError(f"no {what} in time; {self.log_tails()}")
             time.sleep(0.5)
 
-    def stop(self) -> None:
-        """SIGTERM to each process group (run workers included), SIGKILL after STOP_GRACE_S or
-        at a second stop signal; see Supervisor.stop."""
+    def stop(self, end_runs_s: float = 0.0) -> None:
+        """End the runs in flight first (up to ``end_runs_s``; a second Ctrl-C skips it), then
+        SIGTERM to each process group (run workers included), SIGKILL after STOP_GRACE_S or at
+        a second stop signal; see Supervisor.stop."""
+        if end_runs_s > 0:
+            with contextlib.suppress(KeyboardInterrupt):
+                self.end_runs(end_runs_s)
         self.supervisor.stop(STOP_GRACE_S)
         self._session.close()
+
+    def end_runs(self, timeout_s: float) -> int:
+        """Terminate every run in flight through the webserver and wait until none is left or
+        ``timeout_s`` has passed; returns how many were asked to end. A webserver that does not
+        answer ends nothing: the processes are stopped anyway."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            asked = [run["runId"] for run in self._in_flight()]
+            for run_id in asked:
+                self.graphql(TERMINATE_MUTATION, {"runId": run_id})
+            while self._in_flight() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        except (requests.RequestException, ValueError, DagsterStartError):
+            return 0
+        return len(asked)
+
+    def _in_flight(self) -> list[dict[str, str]]:
+        runs = self.graphql(IN_FLIGHT_QUERY)["runsOrError"]
+        return list(runs.get("results", []))
 
     def wait(self) -> None:
         """Block until stopped from outside (Ctrl-C, SIGTERM): the supervisor keeps the three

@@ -26,6 +26,7 @@ from cli.main import alerts_table  # noqa: E402
 from devservices.dagster_instance import workspace_env  # noqa: E402
 from devservices.dagster_processes import (  # noqa: E402
     CODE_SERVER,
+    END_RUNS_S,
     DagsterProcesses,
     DagsterStartError,
     url_answers,
@@ -181,7 +182,7 @@ def main() -> int:
     except KeyboardInterrupt:
         say("\nstopping the code server, webserver and daemon")
     finally:
-        dagster.stop()
+        dagster.stop(end_runs_s=END_RUNS_S)
     return 0
 
 
