@@ -14,11 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from devservices.dagster_instance import fresh_storage, postgres_env
 from devservices.dagster_processes import free_port, url_answers
 from devservices.process import port_open
 
@@ -46,7 +49,9 @@ class Demo:
     """`make demo` (or scripts/demo.py) in a session of its own, as a terminal runs it: Ctrl-C
     reaches its whole foreground process group."""
 
-    def __init__(self, home: Path, *, via_make: bool = False) -> None:
+    def __init__(
+        self, home: Path, *, via_make: bool = False, extra: Mapping[str, str] | None = None
+    ) -> None:
         self.home = home
         self.output = home.parent / "demo.out"
         self.port = free_port()
@@ -59,6 +64,7 @@ class Demo:
             "DAGSTER_GRPC_PORT": str(self.grpc_port),
             # Nothing scheduled fires while the test runs.
             "KEEPA_PULL_CRON": "0 0 1 1 *",
+            **(extra or {}),
         }
         argv = (
             ["make", "--no-print-directory", "demo"]
@@ -109,6 +115,16 @@ def three_processes(home: Path) -> bool:
     )
 
 
+def run_statuses(home: Path, storage: Mapping[str, str]) -> Counter[str]:
+    """How the demo's runs ended, from its instance (the throwaway database it was given)."""
+    env = {**postgres_env(os.environ), **storage} if storage else {}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            return Counter(run.status.value for run in instance.get_runs())
+
+
 def run_worker_running(home: Path) -> bool:
     return any(RUN_WORKER in command for command in processes_of(home).values())
 
@@ -141,19 +157,24 @@ def test_a_killed_demo_takes_the_dagster_processes_with_it(tmp_path: Path) -> No
 def test_make_demo_stopped_while_runs_are_working_leaves_nothing_running(
     tmp_path: Path, stop: str
 ) -> None:
-    demo = Demo(tmp_path / "dagster_home", via_make=True)
-    # The pull and then the sensors' stage runs: each in a run worker under the code server.
-    demo.wait_until("a run worker", lambda: run_worker_running(demo.home), timeout_s=240.0)
-    if stop == "sigterm":
-        # To the group, as `kill -- -PGID` or a service manager does: GNU make passes no signal
-        # on to its recipe, it waits for it (README, "make demo").
-        os.killpg(demo.process.pid, signal.SIGTERM)
-    else:
-        demo.ctrl_c()
-        if stop == "ctrl-c twice":
-            time.sleep(0.5)
+    with fresh_storage(os.environ) as storage:  # its own runs only, dropped afterwards
+        demo = Demo(tmp_path / "dagster_home", via_make=True, extra=storage)
+        # The pull and then the sensors' stage runs: each in a run worker under the code server.
+        demo.wait_until("a run worker", lambda: run_worker_running(demo.home), timeout_s=240.0)
+        if stop == "sigterm":
+            # To the group, as `kill -- -PGID` or a service manager does: GNU make passes no
+            # signal on to its recipe, it waits for it (README, "make demo").
+            os.killpg(demo.process.pid, signal.SIGTERM)
+        else:
             demo.ctrl_c()
-    demo.assert_nothing_left()
+            if stop == "ctrl-c twice":
+                time.sleep(0.5)
+                demo.ctrl_c()
+        demo.assert_nothing_left()
+        if stop != "ctrl-c twice":  # a second Ctrl-C skips ending the runs: stop at once
+            # The runs in flight were terminated (batch committed, CANCELED), not interrupted.
+            statuses = run_statuses(demo.home, storage)
+            assert statuses and not statuses.keys() - {"SUCCESS", "CANCELED"}, statuses
 
 
 @pytest.mark.slow
