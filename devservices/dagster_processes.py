@@ -46,7 +46,12 @@ query InFlight {
 """
 TERMINATE_MUTATION = """
 mutation Terminate($runId: String!) {
-  terminateRun(runId: $runId) { __typename }
+  terminateRun(runId: $runId) {
+    __typename
+    ... on TerminateRunSuccess { run { runId status } }
+    ... on TerminateRunFailure { message }
+    ... on PythonError { message }
+  }
 }
 """
 WORKSPACE_QUERY = """

@@ -13,11 +13,6 @@ from typing import Literal
 from pipelines import topics
 from pipelines.stage_specs import PIPELINE_GROUPS, STAGES
 
-# Groups of the operator CLI, the checks, the counters, the tests and the benchmarks, and the
-# tests' and benchmarks' indices, start with this (pipelines/topics.py: ``tool_name``).
-TOOL_GROUP_PREFIX = topics.TOOL_PREFIX
-INDEX_PREFIX = topics.TOOL_PREFIX
-
 KafkaResourceKind = Literal["topic", "group", "transactional_id"]
 
 
@@ -44,7 +39,8 @@ def kafka_grants(prefix: str = topics.NAMESPACE_PREFIX) -> tuple[KafkaGrant, ...
     """
     if prefix:
         return tuple(KafkaGrant(kind, prefix, prefixed=True) for kind in _KAFKA_KINDS)
-    tool_prefix = topics.plain_name(TOOL_GROUP_PREFIX)
+    # The tools' groups and the tests' and benchmarks' indices (pipelines/topics.py: tool_name).
+    tool_prefix = topics.plain_name(topics.TOOL_PREFIX)
     groups = [topics.plain_name(group) for group in PIPELINE_GROUPS]
     grants = [KafkaGrant("topic", topics.plain_name(spec.name)) for spec in topics.TOPICS]
     grants += [KafkaGrant("group", group) for group in groups]
@@ -65,7 +61,7 @@ def elasticsearch_indices(prefix: str = topics.NAMESPACE_PREFIX) -> tuple[str, .
         *stage_indices,
         topics.plain_name(topics.REDRIVE_LEDGER_INDEX),
         topics.plain_name(topics.RETENTION_LOSS_INDEX),
-        f"{topics.plain_name(INDEX_PREFIX)}*",
+        f"{topics.plain_name(topics.TOOL_PREFIX)}*",
     )
 
 

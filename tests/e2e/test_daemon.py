@@ -22,6 +22,7 @@ import pytest
 
 from assets.sensors import DEFAULT_BACKOFF_BASE_S
 from assets.stage_assets import PARTITION_TAG, STAGE_TAG
+from devservices.dagster_processes import TERMINATE_MUTATION
 from pipelines import topics
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
@@ -386,18 +387,6 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
     )
 
 
-TERMINATE = """
-mutation Terminate($runId: String!) {
-  terminateRun(runId: $runId) {
-    __typename
-    ... on TerminateRunSuccess { run { runId status } }
-    ... on TerminateRunFailure { message }
-    ... on PythonError { message }
-  }
-}
-"""
-
-
 @pytest.mark.faults
 def test_a_run_terminated_from_the_ui_commits_its_batch_and_the_sensor_goes_on(
     kafka: KafkaResource, es: ElasticsearchResource, start_dagster: StartDagster
@@ -425,7 +414,7 @@ def test_a_run_terminated_from_the_ui_commits_its_batch_and_the_sensor_goes_on(
 
     progress = wait_for(first_commit, 90, f"a commit on {topics.RAW_UPDATES}[{partition}]", 0.05)
     assert progress < end, f"the run finished ({progress}/{end}) before it could be terminated"
-    answer = dev.graphql(TERMINATE, {"runId": victim.run_id})["terminateRun"]
+    answer = dev.graphql(TERMINATE_MUTATION, {"runId": victim.run_id})["terminateRun"]
     assert answer["__typename"] == "TerminateRunSuccess", answer
 
     def victim_ended() -> Run | None:
