@@ -79,13 +79,34 @@ def wait_for_pipeline(kafka: KafkaResource, pull_done: Callable[[], bool]) -> No
         time.sleep(2)
 
 
+# A stop signal this soon after the first is the same stop delivered twice, not an impatient
+# second Ctrl-C: `kill -- -PGID` reaches this script, and GNU make, in the same group, passes its
+# own SIGTERM on to the recipe at once. Only a later one skips ending the runs in flight.
+SAME_STOP_S = 1.0
+
+
+def stop_signal_handler() -> Callable[[int, object], None]:
+    """SIGINT/SIGTERM raise KeyboardInterrupt, except a repeat within SAME_STOP_S."""
+    first: list[float] = []
+
+    def handler(signum: int, frame: object) -> None:
+        now = time.monotonic()
+        if first and now - first[0] < SAME_STOP_S:
+            return
+        first[:] = [now]
+        raise KeyboardInterrupt
+
+    return handler
+
+
 def main() -> int:
     # SIGTERM (e.g. from a supervisor or `kill`) stops the demo the way Ctrl-C does, so the
-    # `finally` below always stops the Dagster processes and nothing is left running.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    # And Ctrl-C even when started by a shell without job control, which starts background
-    # commands with SIGINT ignored (Python would keep ignoring it).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # `finally` below always stops the Dagster processes and nothing is left running. Ctrl-C
+    # too when started by a shell without job control, which starts background commands with
+    # SIGINT ignored (Python would keep ignoring it).
+    handler = stop_signal_handler()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
     home = Path(os.environ.get("DAGSTER_HOME") or REPO / ".dagster_home")
     # The demo pulls the bundled sample unless KEEPA_SOURCE says otherwise.
     env = {
