@@ -199,6 +199,46 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: 
         time.sleep(poll_s)
 
 
+def assert_the_pull_carried_through(
+    kafka: KafkaResource,
+    es: ElasticsearchResource,
+    runs: list[Run],
+    max_runs_per_partition: int,
+) -> dict[str, dict[str, Any]]:
+    """After the sensors settled on one pull of the bundled sample: every run they launched
+    succeeded, carries its stage's tags and follows its partition from offset 0, no two runs of
+    a partition overlapped, offsets are at the end, every alert is there once, every product is
+    indexed, and nothing was dead-lettered. Returns the alerts by id."""
+    assert {run.status for run in runs} == {"SUCCESS"}, runs_summary(runs)
+    for run in runs:
+        sensor = run.tags["dagster/sensor_name"]
+        job, op, _, topic = STAGES[sensor]
+        partition, _, _ = run.offset_range(op)
+        assert run.job_name == job
+        assert run.tags[PARTITION_TAG] == f"{topic}-{partition}"
+        assert run.tags[STAGE_TAG] == job
+        assert run.run_config["ops"][op]["config"]["follow"] is True
+    for sensor, topic in (
+        (ENRICHMENT_SENSOR, topics.RAW_UPDATES),
+        (ARBITRAGE_SENSOR, topics.PRODUCTS_ENRICHED),
+    ):
+        spans = ranges_by_partition(runs, sensor)
+        for partition in kafka.watermarks(topic):
+            starts = [start for start, _ in spans.get(partition, [])]
+            assert starts and starts[0] == 0, (sensor, partition, spans.get(partition))
+            assert len(starts) <= max_runs_per_partition, (
+                f"{sensor} p{partition}: {len(starts)} runs for one pull"
+            )
+    assert_no_two_runs_of_a_partition_overlap(runs)
+    assert_committed_equals_high_watermark(kafka)
+
+    raw = read_all(kafka, topics.RAW_UPDATES)
+    expected = assert_every_alert_once(kafka, es, raw)
+    assert es.count(topics.PRODUCTS_INDEX) == len({m.key for m in raw}) == 500
+    assert dlq_sizes(kafka) == dict.fromkeys(dlq_sizes(kafka), 0)
+    return expected
+
+
 def worker_pid(dev: Dagster, run_id: str) -> int | None:
     for message in dev.run_messages(run_id):
         match = WORKER_PID.match(message)
@@ -225,6 +265,9 @@ def assert_sensors_running(dev: Dagster) -> None:
 # ---------------------------------------------------------------------------------- tests
 
 
+# The supervised test (test_supervised.py) makes the same assertions on a pull carried through
+# while the code server and the daemon are killed; this undisturbed case runs with the slow ones.
+@pytest.mark.slow
 def test_sensors_carry_a_pull_through_to_alerts(
     kafka: KafkaResource,
     es: ElasticsearchResource,
@@ -247,35 +290,9 @@ def test_sensors_carry_a_pull_through_to_alerts(
     runs = wait_until_settled(dev, kafka, deadline=started + 240)
     elapsed = time.monotonic() - started
 
-    # Every run the sensors launched succeeded and carries its stage's tags. Runs follow their
-    # partition, so one run per partition takes the whole pull (the arbitrage sensor may also
-    # start one before its records arrive, and a run ends 1 s after the records run out).
-    assert {run.status for run in runs} == {"SUCCESS"}, runs_summary(runs)
-    for run in runs:
-        sensor = run.tags["dagster/sensor_name"]
-        job, op, _, topic = STAGES[sensor]
-        partition, _, _ = run.offset_range(op)
-        assert run.job_name == job
-        assert run.tags[PARTITION_TAG] == f"{topic}-{partition}"
-        assert run.tags[STAGE_TAG] == job
-        assert run.run_config["ops"][op]["config"]["follow"] is True
-    enriched_highs = {
-        p: high for p, (_, high) in kafka.watermarks(topics.PRODUCTS_ENRICHED).items()
-    }
-    for sensor, highs in ((ENRICHMENT_SENSOR, raw_highs), (ARBITRAGE_SENSOR, enriched_highs)):
-        spans = ranges_by_partition(runs, sensor)
-        for partition in highs:
-            starts = [start for start, _ in spans.get(partition, [])]
-            assert starts and starts[0] == 0, (sensor, partition, spans.get(partition))
-            assert len(starts) <= 4, f"{sensor} p{partition}: {len(starts)} runs for one pull"
-
-    assert_no_two_runs_of_a_partition_overlap(runs)
-    assert_committed_equals_high_watermark(kafka)
-
-    raw = read_all(kafka, topics.RAW_UPDATES)
-    expected = assert_every_alert_once(kafka, es, raw)
-    assert es.count(topics.PRODUCTS_INDEX) == len({m.key for m in raw}) == 500
-    assert dlq_sizes(kafka) == dict.fromkeys(dlq_sizes(kafka), 0)
+    # Runs follow their partition, so one run per partition takes the whole pull (the arbitrage
+    # sensor may also start one before its records arrive, and a run ends after its idle time).
+    expected = assert_the_pull_carried_through(kafka, es, runs, max_runs_per_partition=4)
     print(
         f"\n{len(runs)} sensor runs carried 500 raw updates to {len(expected)} alerts "
         f"in {elapsed:.0f}s"

@@ -12,7 +12,6 @@ import pytest
 
 from devservices.dagster_processes import CODE_SERVER, DAEMON
 from devservices.supervisor import Exited, Restarted
-from pipelines import topics
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from tests.definitions import SAMPLE_DEFS
@@ -21,14 +20,11 @@ from tests.e2e.test_daemon import (
     ARBITRAGE_SENSOR,
     MAX_RECORDS_ENV,
     SENSORS,
-    assert_committed_equals_high_watermark,
-    assert_every_alert_once,
     assert_sensors_running,
-    dlq_sizes,
+    assert_the_pull_carried_through,
     wait_for,
     wait_until_settled,
 )
-from tests.integration.kafka_io import read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
 
@@ -89,14 +85,11 @@ def test_the_code_server_and_the_daemon_killed_mid_pipeline_come_back_and_every_
 
     runs = wait_until_settled(dev, kafka, deadline=started + 400)
     assert_sensors_running(dev)
-    # No run failed: a run dequeued while the code server was down waited for it.
-    assert {run.status for run in runs} == {"SUCCESS"}
     assert any(r.tags["dagster/sensor_name"] == ARBITRAGE_SENSOR for r in runs)
-    assert_committed_equals_high_watermark(kafka)
-
-    # Every alert, once, on the topic and in the index, as the domain functions compute them.
-    expected = assert_every_alert_once(kafka, es, read_all(kafka, topics.RAW_UPDATES))
-    assert dlq_sizes(kafka) == dict.fromkeys(dlq_sizes(kafka), 0)
+    # No run failed (a run dequeued while the code server was down waited for it), each followed
+    # its partition, none overlapped another of its partition, every alert arrived once, every
+    # product is indexed, nothing was dead-lettered. The restarts may cost a run or two more.
+    expected = assert_the_pull_carried_through(kafka, es, runs, max_runs_per_partition=8)
     print(
         f"{len(runs)} sensor runs, {len(expected)} alerts, "
         f"{time.monotonic() - started:.0f}s from the pull to settled"

@@ -19,8 +19,10 @@ from resources.kafka import KafkaResource
 from tests.integration.kafka_io import produce, read_all
 from tests.integration.test_stages import committed_equals_high_watermark, good_updates, run_job
 
-# It stops the shared Elasticsearch: alone, never beside a parallel worker's tests.
-pytestmark = [pytest.mark.integration, pytest.mark.exclusive]
+# It stops the shared Elasticsearch: alone, never beside a parallel worker's tests; and with
+# the slow tests (make test-slow, CI), as the half minute alone is half a minute of make test.
+# make test keeps infrastructure-fault cases that need no stop: test_infrastructure_is_not_bad_data.
+pytestmark = [pytest.mark.integration, pytest.mark.exclusive, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
