@@ -26,7 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.keepa_parsing import MAX_ASINS_PER_REQUEST, utc_to_keepa_minutes
+from pipelines.keepa_parsing import (
+    MAX_ASINS_PER_REQUEST,
+    product_token_cost,
+    utc_to_keepa_minutes,
+)
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
 from pipelines.messages.timestamps import format_utc, parse_utc
 from tools.sample_catalog import (
@@ -53,8 +57,8 @@ GENERATED_BY = "tools.sample_generator v2"
 SAMPLE_MARKETS: tuple[str, ...] = DEFAULT_MARKETS
 # stats.current has one entry per Product.CsvType (AMAZON … COUNT_NEW_FBM).
 CURRENT_LENGTH = 36
-# Keepa charges 1 token per product plus 2 for the buybox parameter.
-TOKENS_PER_PRODUCT = 3
+# Keepa charges 1 token per product plus 2 for the buybox parameter (stats is free).
+TOKENS_PER_PRODUCT = product_token_cost(stats=True, buybox=True)
 _ASIN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
