@@ -30,6 +30,27 @@ class KeepaPullConfig(dg.Config):
     )
 
 
+def _tokens_table(totals: PullTotals) -> dg.MetadataValue:
+    """Per market: ASINs asked, tokens Keepa reported, tokens its documented costs predict."""
+    asked = totals.asins_requested
+    lines = [
+        "| market | ASINs asked | products received | tokens (Keepa) | per ASIN (Keepa) "
+        "| tokens (estimated) | per ASIN (estimated) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for market, estimated in totals.tokens_estimated_per_market.items():
+        consumed = totals.tokens_consumed_per_market.get(market, 0)
+        lines.append(
+            f"| {market} | {asked} | {totals.per_market_received.get(market, 0)} | {consumed} "
+            f"| {_per(consumed, asked)} | {estimated} | {_per(estimated, asked)} |"
+        )
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _per(tokens: int, asins: int) -> float:
+    return round(tokens / asins, 3) if asins else 0.0
+
+
 def _offsets_table(spans: dict[int, tuple[int, int]]) -> dg.MetadataValue:
     lines = ["| partition | first offset | last offset | messages |", "|---|---|---|---|"]
     lines += [f"| {p} | {low} | {high} | {high - low + 1} |" for p, (low, high) in spans.items()]
@@ -102,6 +123,16 @@ def raw_keepa_updates(
             "keepa_requests": dg.MetadataValue.int(totals.requests_made),
             "tokens_consumed": dg.MetadataValue.int(totals.tokens_consumed),
             "tokens_left": dg.MetadataValue.int(totals.tokens_left or 0),
+            # Keepa's documented cost of one ASIN in one market (1 + 2 for buybox=1; stats free)
+            "tokens_per_asin_per_market": dg.MetadataValue.int(totals.tokens_per_product),
+            "tokens_estimated": dg.MetadataValue.int(totals.tokens_estimated),
+            "tokens_per_asin": dg.MetadataValue.float(
+                _per(totals.tokens_consumed, totals.asins_requested)
+            ),
+            "tokens_estimated_per_asin": dg.MetadataValue.float(
+                _per(totals.tokens_estimated, totals.asins_requested)
+            ),
+            "tokens_per_market": _tokens_table(totals),
             "duration_s": dg.MetadataValue.float(round(seconds, 3)),
         }
     )

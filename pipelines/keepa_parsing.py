@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pipelines.keepa_signals import parse_signals
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
 from pipelines.messages.timestamps import format_utc
 from pipelines.messages.types import (
@@ -192,6 +193,7 @@ def parse_product(product: Mapping[str, Any], market_code: str) -> MarketOffer |
         "fba_fee": _fba_fee(product),
         "root_category": _root_category(product),
         "last_update": _last_update(product),
+        "signals": parse_signals(stats, market_code),
     }
 
 
@@ -308,6 +310,25 @@ def merge_market_products(
 
 
 # --------------------------------------------------------------------------- /product response
+
+
+# Keepa's token costs of a /product request, per product asked for (Keepa's API documentation as
+# the `keepa` package's `Keepa.query` quotes it): 1 token per product; `stats` "no extra token
+# cost"; `buybox` "additional token cost: 2 per product". Assumed: an ASIN Keepa has no data for
+# costs the same (the response's `tokensConsumed` is reported next to this estimate, so a
+# difference shows); `offers` and `update=0` would cost more and are not used.
+TOKENS_PER_PRODUCT = 1
+TOKENS_STATS_EXTRA = 0
+TOKENS_BUYBOX_EXTRA = 2
+
+
+def product_token_cost(*, stats: bool, buybox: bool) -> int:
+    """Tokens one product costs in one market's /product request with these parameters."""
+    return (
+        TOKENS_PER_PRODUCT
+        + (TOKENS_STATS_EXTRA if stats else 0)
+        + (TOKENS_BUYBOX_EXTRA if buybox else 0)
+    )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from elasticsearch import ApiError, Elasticsearch
 from pydantic import Field, PrivateAttr
 
 from pipelines.markets import MARKETPLACES
+from pipelines.messages.signals import SIGNAL_FIELDS
 from pipelines.redaction import redact_url, scrub_url
 from pipelines.topics import ALERTS_INDEX, PRODUCTS_INDEX
 
@@ -36,6 +37,14 @@ def _resolved(secret: str | None) -> str | None:
     if isinstance(secret, dg.EnvVar):
         return secret.get_value()
     return secret
+
+
+_SIGNAL_TYPES = {"price": "long", "count": "integer", "pct": "byte", "bool": "boolean"}
+
+
+def _signals_mapping() -> dict[str, Any]:
+    """markets.<code>.signals (pipelines/messages/signals.py); null = no data."""
+    return {"properties": {name: {"type": _SIGNAL_TYPES[kind]} for name, kind in SIGNAL_FIELDS}}
 
 
 def _market_mapping() -> dict[str, Any]:
@@ -63,6 +72,7 @@ def _market_mapping() -> dict[str, Any]:
             "referral_pct_source": {"type": "keyword"},
             "fba_fee_resolved": {"type": "long"},
             "fba_fee_source": {"type": "keyword"},
+            "signals": _signals_mapping(),
         }
     }
 

@@ -42,6 +42,14 @@ class PullTotals:
     tokens_left: int | None = None
     per_market_received: dict[str, int] = field(default_factory=dict)
     not_found: list[str] = field(default_factory=list)  # in no market at all
+    # Per market: what Keepa reported (tokensConsumed) and what its documented costs predict.
+    tokens_consumed_per_market: dict[str, int] = field(default_factory=dict)
+    tokens_estimated_per_market: dict[str, int] = field(default_factory=dict)
+    tokens_per_product: int = 0  # the documented cost of one ASIN in one market
+
+    @property
+    def tokens_estimated(self) -> int:
+        return sum(self.tokens_estimated_per_market.values())
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class PullResult:
     tokens_left: int | None
     requests_made: int
     asins_requested: int
+    tokens_consumed_per_market: dict[str, int] = field(default_factory=dict)
+    tokens_estimated_per_market: dict[str, int] = field(default_factory=dict)
 
 
 def _normalise_asins(asins: Sequence[str]) -> list[str]:
@@ -86,8 +96,11 @@ def iter_pull(
     wanted = _normalise_asins(asins)
     totals = totals if totals is not None else PullTotals()
     totals.asins_requested = len(wanted)
+    totals.tokens_per_product = source.tokens_per_product
     for market in markets:
         totals.per_market_received.setdefault(market, 0)
+        totals.tokens_consumed_per_market.setdefault(market, 0)
+        totals.tokens_estimated_per_market.setdefault(market, 0)
     lookups_total = len(wanted) * len(markets)
     lookups_done = asins_done = 0
 
@@ -97,6 +110,8 @@ def iter_pull(
             batch = source.fetch_batch(market, chunk)
             totals.requests_made += 1
             totals.tokens_consumed += batch.tokens.tokens_consumed
+            totals.tokens_consumed_per_market[market] += batch.tokens.tokens_consumed
+            totals.tokens_estimated_per_market[market] += len(chunk) * source.tokens_per_product
             if batch.tokens.tokens_left is not None:
                 totals.tokens_left = batch.tokens.tokens_left
             totals.per_market_received[market] += len(batch.products)
@@ -158,4 +173,6 @@ def pull_products(
         tokens_left=totals.tokens_left,
         requests_made=totals.requests_made,
         asins_requested=totals.asins_requested,
+        tokens_consumed_per_market=dict(totals.tokens_consumed_per_market),
+        tokens_estimated_per_market=dict(totals.tokens_estimated_per_market),
     )

@@ -27,6 +27,7 @@ from pipelines.keepa_parsing import (
     TokenInfo,
     chunked,
     parse_product_response,
+    product_token_cost,
     response_error,
     token_info,
 )
@@ -110,6 +111,12 @@ class KeepaSource(ABC):
         if not 1 <= batch_size <= MAX_ASINS_PER_REQUEST:
             raise ValueError(f"batch_size must be 1 to {MAX_ASINS_PER_REQUEST} (Keepa's limit)")
         self.batch_size = batch_size
+
+    @property
+    def tokens_per_product(self) -> int:
+        """Keepa's documented cost of one ASIN in one market for the request this source makes
+        (the sample imitates the live request: ``stats`` and ``buybox=1``)."""
+        return product_token_cost(stats=True, buybox=True)
 
     @abstractmethod
     def fetch_batch(self, market: str, asins: Sequence[str]) -> ProductBatch:

@@ -24,7 +24,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pipelines.keepa_parsing import MAX_ASINS_PER_REQUEST
+from pipelines.keepa_parsing import MAX_ASINS_PER_REQUEST, product_token_cost
+from pipelines.keepa_signals import CSV_BUY_BOX_SHIPPING
 from pipelines.markets import MARKET_BY_DOMAIN_ID, MARKETPLACES
 
 
@@ -91,6 +92,48 @@ def slow(delay_s: float, then: ScriptedResponse | None = None) -> ScriptedRespon
     """Answer after ``delay_s`` (default: an empty 200 body), for client timeouts."""
     answer = then or json_response(200, {**_token_header(100, 1000, 0), "products": []})
     return ScriptedResponse(answer.status, answer.body, answer.content_type, delay_s)
+
+
+# Stats arrays indexed by Product.CsvType (Stats.java): the buy box entry is there only with
+# buybox=1 (or offers).
+CSV_INDEXED_STATS = (
+    "current",
+    "avg",
+    "avg30",
+    "avg90",
+    "avg180",
+    "avg365",
+    "atIntervalStart",
+    "outOfStockPercentageInInterval",
+    "outOfStockPercentage30",
+    "outOfStockPercentage90",
+)
+
+
+def as_requested(product: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
+    """A stored product object as Keepa answers it for these request parameters.
+
+    Without ``stats`` there is no statistics object (Product.java: "only set if the stats
+    parameter was used"); without ``buybox=1`` the statistics lack every buy box field (the
+    ``buyBox*`` keys, and BUY_BOX_SHIPPING in the CsvType-indexed arrays is -2, not set).
+    """
+    answer = dict(product)
+    stats = answer.get("stats")
+    if not isinstance(stats, Mapping):
+        return answer
+    if not params.get("stats"):
+        answer.pop("stats")
+        return answer
+    if params.get("buybox") != "1":
+        trimmed = {key: value for key, value in stats.items() if not key.startswith("buyBox")}
+        for key in CSV_INDEXED_STATS:
+            array = trimmed.get(key)
+            if isinstance(array, list) and len(array) > CSV_BUY_BOX_SHIPPING:
+                array = list(array)
+                array[CSV_BUY_BOX_SHIPPING] = -2
+                trimmed[key] = array
+        answer["stats"] = trimmed
+    return answer
 
 
 def placeholder_product(asin: str, domain_id: int) -> dict[str, Any]:
@@ -219,11 +262,14 @@ class KeepaTestServer:
         products = []
         for asin in asins:
             if asin in catalogue:
-                products.append(catalogue[asin])
+                products.append(as_requested(catalogue[asin], params))
             elif self._unknown_as_placeholder:
                 products.append(placeholder_product(asin, domain_id))
-        # 1 token per product, plus 2 with buybox=1 (Keepa's documented extra cost).
-        consumed = len(asins) * (3 if params.get("buybox") == "1" else 1)
+        # 1 token per product, plus 2 with buybox=1 (Keepa's documented extra cost); stats free.
+        per_product = product_token_cost(
+            stats=bool(params.get("stats")), buybox=params.get("buybox") == "1"
+        )
+        consumed = len(asins) * per_product
         self._tokens_left -= consumed
         body = {**_token_header(self._tokens_left, 30_000, consumed), "products": products}
         return json_response(200, body)

@@ -212,3 +212,20 @@ EDGE_CASE_KINDS = (
     "no_referral_fee",
     "unknown_sales_rank",
 )
+
+
+@dataclass(frozen=True)
+class SignalArchetypeRates:
+    """How often each kind of listing occurs in Keepa's statistics (per product).
+
+    The rest are steady sellers: 30/90/180-day averages within a few % of today's prices, rank
+    drops in line with the sales rank, rarely out of stock, Amazon's buy box share matching
+    whether it sells the item.
+    """
+
+    dead: float = 0.10  # few rank drops, out of stock much of the 90 days
+    spike: float = 0.10  # the dearest market's price 35-90 % above its 90-day average
+    amazon_dominated: float = 0.20  # of the products Amazon sells: Amazon holds the buy box 70-98 %
+
+
+SIGNAL_ARCHETYPES = ("steady", "spike", "dead", "amazon_dominated")

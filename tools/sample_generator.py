@@ -26,7 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.keepa_parsing import MAX_ASINS_PER_REQUEST, utc_to_keepa_minutes
+from pipelines.keepa_parsing import (
+    MAX_ASINS_PER_REQUEST,
+    product_token_cost,
+    utc_to_keepa_minutes,
+)
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
 from pipelines.messages.timestamps import format_utc, parse_utc
 from tools.sample_catalog import (
@@ -39,19 +43,22 @@ from tools.sample_catalog import (
     MAX_PRICE_EUR_CENTS,
     MAX_SALES_RANK,
     MIN_PRICE_EUR_CENTS,
+    SIGNAL_ARCHETYPES,
     EdgeCaseRates,
+    SignalArchetypeRates,
 )
+from tools.sample_signals import add_statistics
 
 DEFAULT_SEED = 20261126
 # A fixed pull time keeps the output byte-identical run after run.
 DEFAULT_PULLED_AT = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 DEFAULT_OUT = Path("data/sample/keepa_sample.json.gz")
-GENERATED_BY = "tools.sample_generator v1"
+GENERATED_BY = "tools.sample_generator v2"
 SAMPLE_MARKETS: tuple[str, ...] = DEFAULT_MARKETS
 # stats.current has one entry per Product.CsvType (AMAZON … COUNT_NEW_FBM).
 CURRENT_LENGTH = 36
-# Keepa charges 1 token per product plus 2 for the buybox parameter.
-TOKENS_PER_PRODUCT = 3
+# Keepa charges 1 token per product plus 2 for the buybox parameter (stats is free).
+TOKENS_PER_PRODUCT = product_token_cost(stats=True, buybox=True)
 _ASIN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
@@ -63,6 +70,8 @@ class GeneratedProduct:
     per_market: dict[str, dict[str, Any]]  # absent markets are left out
     cheap_market: str | None = None  # set for a planted arbitrage opportunity
     edge_cases: list[tuple[str, str]] = field(default_factory=list)  # (kind, market)
+    archetype: str = "steady"  # of its Keepa statistics (tools/sample_signals.py)
+    spike_market: str | None = None  # for a spike: the market whose price spikes today
 
 
 class _Generator:
@@ -74,11 +83,14 @@ class _Generator:
         pulled_at: datetime,
         markets: Sequence[str] = SAMPLE_MARKETS,
         rates: EdgeCaseRates | None = None,
+        signal_rates: SignalArchetypeRates | None = None,
     ) -> None:
         unknown = [m for m in markets if m not in MARKETPLACES]
         if unknown:
             raise ValueError(f"unknown marketplace code(s): {', '.join(unknown)}")
+        self.seed = seed
         self.rng = random.Random(seed)
+        self.signal_rates = signal_rates or SignalArchetypeRates()
         self.markets = tuple(markets)
         self.rates = rates or EdgeCaseRates()
         self.pulled_minutes = utc_to_keepa_minutes(pulled_at)
@@ -246,6 +258,10 @@ class _Generator:
                     "totalOfferCount": offer_count + current[12],
                 },
             }
+        # Statistics come from a stream of their own, after the prices: see sample_signals.py.
+        generated.archetype, generated.spike_market = add_statistics(
+            generated.per_market, asin, self.seed, self.signal_rates
+        )
         return generated
 
 
@@ -361,9 +377,12 @@ def build_sample_document(
     generated = list(iter_products(products, seed, moment, markets=markets, rates=rates))
     meta_rng = random.Random(f"{seed}/response-metadata/all")
     edge_cases: dict[str, list[str]] = {kind: [] for kind in EDGE_CASE_KINDS}
+    archetypes: dict[str, list[str]] = {kind: [] for kind in SIGNAL_ARCHETYPES}
     for product in generated:
         for kind, market in product.edge_cases:
             edge_cases[kind].append(f"{product.asin}/{market}")
+        where = f"/{product.spike_market}" if product.spike_market else ""
+        archetypes[product.archetype].append(product.asin + where)
     return {
         "generated_by": GENERATED_BY,
         "seed": seed,
@@ -374,6 +393,7 @@ def build_sample_document(
             {"asin": p.asin, "cheap_market": p.cheap_market} for p in generated if p.cheap_market
         ],
         "edge_cases": edge_cases,
+        "signal_archetypes": archetypes,
         "markets": _bodies(generated, markets, moment, meta_rng),
     }
 

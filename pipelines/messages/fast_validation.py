@@ -14,6 +14,7 @@ from operator import itemgetter
 from typing import Any
 
 from pipelines.markets import MARKETPLACES
+from pipelines.messages.signals import check_signals
 from pipelines.messages.timestamps import parse_utc
 from pipelines.messages.types import (
     ASIN_PATTERN,
@@ -28,6 +29,7 @@ from pipelines.messages.types import (
     SOURCES,
     MarketOffer,
     RawUpdate,
+    SchemaError,
 )
 
 
@@ -114,6 +116,11 @@ def _fast_market_offer(code: str, obj: Any) -> MarketOffer | None:
     )
     if not valid:
         return None
+    try:
+        # Optional (messages from before the signals have none); one check for both paths.
+        signals = check_signals(obj.get("signals"), code)
+    except SchemaError:
+        return None
     return {
         "domain_id": domain_id,
         "currency": currency,
@@ -126,6 +133,7 @@ def _fast_market_offer(code: str, obj: Any) -> MarketOffer | None:
         "fba_fee": fba_fee,
         "root_category": root_category,
         "last_update": last_update,
+        "signals": signals,
     }
 
 

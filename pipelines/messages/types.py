@@ -47,6 +47,33 @@ class SchemaError(ValueError):
     """A message does not match its schema; the text says what to fix."""
 
 
+class MarketSignals(TypedDict):
+    """Keepa's statistics of one market (docs/design.md, Messages); None everywhere = no data.
+
+    Prices are minor units of the market's currency; percentages whole percent (0-100).
+    """
+
+    amazon_avg30: int | None  # stats.avg30[AMAZON]
+    amazon_avg90: int | None
+    amazon_avg180: int | None
+    new_avg30: int | None  # stats.avg30[NEW]
+    new_avg90: int | None
+    new_avg180: int | None
+    buy_box_avg30: int | None  # stats.avg30[BUY_BOX_SHIPPING]
+    buy_box_avg90: int | None
+    buy_box_avg180: int | None
+    sales_rank_drops30: int | None
+    sales_rank_drops90: int | None
+    amazon_oos_pct90: int | None  # stats.outOfStockPercentage90[AMAZON]
+    new_oos_pct90: int | None
+    buy_box_oos_pct90: int | None
+    buy_box_amazon_pct: int | None  # Amazon's share of the buy box over the stats window
+    buy_box_is_amazon: bool | None  # the current winner
+    buy_box_is_fba: bool | None
+    offer_count_fba: int | None  # live new offers fulfilled by Amazon
+    offer_count_fbm: int | None  # ... by the merchant
+
+
 class MarketOffer(TypedDict):
     domain_id: int
     currency: str
@@ -59,6 +86,8 @@ class MarketOffer(TypedDict):
     fba_fee: int | None  # fbaFees.pickAndPackFee, minor units
     root_category: int | None
     last_update: str | None  # ISO-8601 UTC
+    # Absent in messages written before the signals existed; validation fills in None.
+    signals: NotRequired[MarketSignals | None]
 
 
 class PackageInfo(TypedDict):

@@ -12,6 +12,7 @@ from typing import Any
 from pipelines.markets import MARKETPLACES
 from pipelines.messages.codec import decode_json_object
 from pipelines.messages.fast_validation import fast_raw_update
+from pipelines.messages.signals import check_signals
 from pipelines.messages.timestamps import parse_utc
 from pipelines.messages.types import (
     ASIN_PATTERN,
@@ -170,6 +171,7 @@ def _market_offer(code: str, obj: Any) -> MarketOffer:
         "last_update": None
         if last_update is None
         else _timestamp(last_update, path + "last_update"),
+        "signals": check_signals(obj.get("signals"), code),
     }
 
 

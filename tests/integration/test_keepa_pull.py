@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -17,6 +18,8 @@ import pytest
 from pipelines import topics
 from pipelines.definitions import build_definitions
 from pipelines.keepa_sample import load_sample_document
+from pipelines.messages.signals import SIGNAL_FIELDS
+from resources.elasticsearch import PRODUCTS_MAPPING, ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.keepa_pull import pull_products
 from resources.keepa_sources import DEFAULT_SAMPLE_PATH, KeepaSampleSource
@@ -104,6 +107,18 @@ def test_sample_pull_produces_one_message_per_asin(
     metadata = first.asset_materializations_for_node("kafka__raw_keepa_updates")[0].metadata
     assert metadata["messages_produced"].value == 500
     assert metadata["source"].value == "sample"
+    # Token cost: the sample costs nothing; what Keepa would charge is estimated per market.
+    assert metadata["tokens_consumed"].value == 0
+    assert metadata["tokens_per_asin_per_market"].value == 3
+    assert metadata["tokens_estimated"].value == 500 * 5 * 3
+    assert metadata["tokens_estimated_per_asin"].value == 15.0
+    assert "| DE | 500 |" in metadata["tokens_per_market"].value
+
+    # The signals are on the topic: a spike's market carries a 90-day average far below today.
+    spike_asin, spike_market = document["signal_archetypes"]["spike"][0].split("/")
+    spiking = on_topic[spike_asin]["markets"][spike_market]
+    usual = spiking["signals"]["buy_box_avg90"] or spiking["signals"]["new_avg90"]
+    assert spiking["buy_box"] > 1.25 * usual or spiking["new"] > 1.25 * usual
 
 
 @pytest.mark.usefixtures("clean_pipeline")
@@ -139,6 +154,11 @@ def test_pull_from_a_keepa_server_never_leaks_the_key(
         ("3", 100),
     ]
     assert all(r.params["key"] == SECRET for r in requests)
+    # Statistics over 90 days and the buy box data, as the signals need.
+    assert all((r.params["stats"], r.params["buybox"]) == ("90", "1") for r in requests)
+    metadata = result.asset_materializations_for_node("kafka__raw_keepa_updates")[0].metadata
+    assert metadata["tokens_consumed"].value == metadata["tokens_estimated"].value == 120 * 2 * 3
+    assert metadata["tokens_per_asin"].value == 6.0
     messages = read_all(kafka, topics.RAW_UPDATES)
     assert {m.key for m in messages} <= set(asins)
     assert len(messages) >= 110  # a few sample ASINs exist in neither DE nor GB
@@ -258,3 +278,59 @@ def test_run_config_that_would_redirect_or_read_is_refused_with_a_sentence(
     assert sentence in stored
     out, err = capfd.readouterr()
     assert SECRET not in stored + out + err
+
+
+def _without_signals(mapping: dict[str, Any]) -> dict[str, Any]:
+    """The products mapping as it was before the signals existed."""
+    old = copy.deepcopy(mapping)
+    for market in old["properties"]["markets"]["properties"].values():
+        del market["properties"]["signals"]
+    return old
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_signals_reach_products_enriched_and_an_existing_products_index(
+    kafka: KafkaResource, es: ElasticsearchResource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A products index created before the signals gets them mapped when the indices are
+    ensured (as `arbitrage provision` and every stage run do), and then indexes them."""
+    client = es.client()
+    client.indices.delete(index=topics.PRODUCTS_INDEX)
+    client.indices.delete_index_template(name=f"arbitrage-{topics.PRODUCTS_INDEX}")
+    client.indices.create(index=topics.PRODUCTS_INDEX, mappings=_without_signals(PRODUCTS_MAPPING))
+    es.ensure_indices()
+    markets = client.indices.get_mapping(index=topics.PRODUCTS_INDEX)[topics.PRODUCTS_INDEX][
+        "mappings"
+    ]["properties"]["markets"]["properties"]
+    assert set(markets["DE"]["properties"]["signals"]["properties"]) == {
+        name for name, _kind in SIGNAL_FIELDS
+    }
+
+    monkeypatch.delenv("KEEPA_API_KEY", raising=False)
+    monkeypatch.setenv("KEEPA_SOURCE", "sample")
+    assert run_pull().success
+    job = build_definitions(Settings.from_env()).resolve_job_def("enrichment")
+    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
+    assert read_all(kafka, topics.RAW_UPDATES_DLQ) == []
+
+    document = load_sample_document(DEFAULT_SAMPLE_PATH)
+    enriched = {m.key: m.json() for m in read_all(kafka, topics.PRODUCTS_ENRICHED)}
+    assert len(enriched) == 500
+    dominated = document["signal_archetypes"]["amazon_dominated"][0]
+    for code, market in enriched[dominated]["markets"].items():
+        assert market["signals"]["buy_box_amazon_pct"] >= 70, code
+    dead = document["signal_archetypes"]["dead"][0]
+    source = client.get(index=topics.PRODUCTS_INDEX, id=dead)["_source"]
+    assert source["markets"] == enriched[dead]["markets"]
+    for market in source["markets"].values():
+        assert market["signals"]["sales_rank_drops30"] in (None, 0, 1)
+        assert market["signals"]["new_oos_pct90"] >= 40
+    # The signals are searchable: Amazon-dominated listings by their share in amazon.de.
+    client.indices.refresh(index=topics.PRODUCTS_INDEX)
+    hits = client.search(
+        index=topics.PRODUCTS_INDEX,
+        query={"range": {"markets.DE.signals.buy_box_amazon_pct": {"gte": 70}}},
+        size=0,
+        track_total_hits=True,
+    )["hits"]["total"]["value"]
+    assert hits >= len(document["signal_archetypes"]["amazon_dominated"]) // 2

@@ -103,6 +103,7 @@ def test_parse_product_reads_the_documented_fields() -> None:
         "fba_fee": 412,
         "root_category": 3167641,
         "last_update": "2026-11-26T10:00:00.000Z",
+        "signals": None,  # stats has only `current`: Keepa sent no statistics
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import statistics
@@ -21,7 +22,8 @@ from pipelines.keepa_sample import load_sample_document
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
 from pipelines.messages.types import ASIN_PATTERN
 from pipelines.messages.validation import validate_raw_update
-from tools.sample_catalog import EDGE_CASE_KINDS, EUR_PER_GBP
+from tools import sample_signals
+from tools.sample_catalog import EDGE_CASE_KINDS, EUR_PER_GBP, SIGNAL_ARCHETYPES
 from tools.sample_generator import (
     DEFAULT_PULLED_AT,
     DEFAULT_SEED,
@@ -101,7 +103,8 @@ def test_streaming_batches_hold_the_same_products() -> None:
 
 def test_bundled_sample_is_what_the_generator_makes() -> None:
     """The committed file must be regenerated whenever the generator changes."""
-    assert BUNDLED_SAMPLE.stat().st_size < 300 * 1024
+    # ~230 KiB of prices plus ~240 KiB of Keepa statistics (averages, buy box statistics).
+    assert BUNDLED_SAMPLE.stat().st_size < 512 * 1024
     expected = encode_sample_document(build_sample_document(500, DEFAULT_SEED))
     assert BUNDLED_SAMPLE.read_bytes() == expected, (
         "data/sample/keepa_sample.json.gz is stale; run python -m tools.sample_generator "
@@ -232,6 +235,90 @@ def test_arbitrage_seeds_have_one_clearly_cheaper_market(document: dict[str, Any
             if code != cheap:
                 assert 0 < offer["sales_rank"] <= 40_000
                 assert offer["buy_box"] > 0
+
+
+# --------------------------------------------------------------------------- Keepa statistics
+
+SIGNAL_STATS_KEYS = {
+    "avg30",
+    "avg90",
+    "avg180",
+    "salesRankDrops30",
+    "salesRankDrops90",
+    "outOfStockPercentage90",
+    "buyBoxStats",
+    "offerCountFBA",
+    "offerCountFBM",
+}
+
+
+def test_signal_archetypes_are_present_in_the_data(document: dict[str, Any]) -> None:
+    """Each archetype checked on the parsed signals, not on the generator's bookkeeping."""
+    listed = document["signal_archetypes"]
+    assert list(listed) == list(SIGNAL_ARCHETYPES)
+    assert sum(len(entries) for entries in listed.values()) == 500
+    for kind, entries in listed.items():
+        assert len(entries) >= 25, f"the 500-product sample should hold {kind} listings"
+    updates = merged_updates(document["markets"])
+
+    for entry in listed["spike"]:  # today's sell price well above its 90-day average
+        asin, market = entry.split("/")
+        offer = updates[asin]["markets"][market]
+        signals = offer["signals"]
+        if offer["buy_box"] > 0:
+            today, usual = offer["buy_box"], signals["buy_box_avg90"]
+        else:
+            today, usual = offer["new"], signals["new_avg90"]
+        assert today >= 1.25 * usual
+    for asin in listed["dead"]:  # few rank drops, out of stock much of the time
+        for offer in updates[asin]["markets"].values():
+            assert offer["signals"]["sales_rank_drops30"] in (None, 0, 1)
+            assert offer["signals"]["new_oos_pct90"] >= 40
+    for asin in listed["amazon_dominated"]:  # Amazon holds the buy box most of the time
+        for offer in updates[asin]["markets"].values():
+            assert 70 <= offer["signals"]["buy_box_amazon_pct"] <= 98
+    for asin in listed["steady"]:
+        for offer in updates[asin]["markets"].values():
+            signals = offer["signals"]
+            if offer["buy_box"] > 0 and signals["buy_box_avg90"] is not None:
+                assert 0.9 <= offer["buy_box"] / signals["buy_box_avg90"] <= 1.1
+            if offer["sales_rank"] > 0:
+                assert signals["sales_rank_drops30"] >= 1
+            assert signals["new_oos_pct90"] <= 70
+
+
+def test_sample_statistics_hold_every_kind_of_no_data(document: dict[str, Any]) -> None:
+    """Keepa's -1 / missing cases occur, and parse to None (never to 0)."""
+    nones = dict.fromkeys(("buy_box_avg180", "buy_box_amazon_pct", "sales_rank_drops30"), 0)
+    amazon_free = 0
+    for update in merged_updates(document["markets"]).values():
+        for offer in update["markets"].values():
+            signals = offer["signals"]
+            assert signals is not None
+            for name in nones:
+                nones[name] += signals[name] is None
+            amazon_free += signals["amazon_avg90"] is None and offer["amazon"] < 0
+    assert all(count >= 3 for count in nones.values()), nones
+    assert amazon_free > 100  # items Amazon does not sell have no Amazon averages
+
+
+def test_statistics_never_change_prices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """They come from a stream of their own: other statistics, the very same prices."""
+    before = [p.per_market for p in iter_products(60, seed=3)]
+    monkeypatch.setattr(
+        sample_signals, "archetype_rng", lambda seed, asin: sample_signals.random.Random(asin)
+    )
+    after = [p.per_market for p in iter_products(60, seed=3)]
+    assert before != after
+
+    def without_statistics(per_market: dict[str, Any]) -> dict[str, Any]:
+        stripped = copy.deepcopy(per_market)
+        for product in stripped.values():
+            for key in SIGNAL_STATS_KEYS & set(product.get("stats") or {}):
+                del product["stats"][key]
+        return stripped
+
+    assert [without_statistics(p) for p in before] == [without_statistics(p) for p in after]
 
 
 def test_every_generated_product_merges_into_a_valid_raw_update(document: dict[str, Any]) -> None:
