@@ -13,6 +13,7 @@ services fee and VAT on Amazon's fees (docs/decisions.md 30), in ``_evaluate_rou
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -414,6 +415,8 @@ class _Levies:
 
     For period j: dst = (Σ quantity_i × dst_coef[i][j]) / dst_den[j] in EUR cents, where the
     quantities are (referral × 10 000, closing fee, FBA fee, EFN surcharge); the same for VAT.
+    The coefficients are Python ints (object arrays) when the rates have so many digits that
+    an int64 sum could overflow: slower, still exact.
     """
 
     starts_ms: npt.NDArray[np.int64]
@@ -424,17 +427,14 @@ class _Levies:
 
 
 def _lcm_of(values: Sequence[Fraction]) -> int:
-    denominator = 1
-    for value in values:
-        denominator = np.lcm(denominator, value.denominator).item()
-    return int(denominator)
+    return math.lcm(*(value.denominator for value in values))
 
 
 def _levies(
     store: str, fx_sell: Fraction, fx_fulfil: Fraction, v2: FeesV2, bounds: Sequence[int]
 ) -> _Levies:
     """The DST and fee-VAT coefficients of one route; ``bounds`` are the four quantities'
-    largest values, to prove the int64 sums cannot overflow."""
+    largest values, to tell whether int64 sums are safe."""
     selling = v2.dst.get((store, "selling"), ())
     fba = v2.dst.get((store, "fba"), ())
     starts = sorted({-(2**62)} | {start for start, _ in (*selling, *fba)})
@@ -442,7 +442,9 @@ def _levies(
     per_unit = (fx_sell / 10_000, fx_sell, fx_fulfil, fx_sell)
     dst_coef: list[list[int]] = [[], [], [], []]
     vat_coef: list[list[int]] = [[], [], [], []]
-    dst_den, vat_den = [], []
+    dst_den: list[int] = []
+    vat_den: list[int] = []
+    wide = False
     for start in starts:
         ds = Fraction(v2.dst_pct_x100(store, "selling", start), 10_000)
         df = Fraction(v2.dst_pct_x100(store, "fba", start), 10_000)
@@ -453,19 +455,17 @@ def _levies(
             denominator = _lcm_of(coefficients)
             integers = [int(c * denominator) for c in coefficients]
             if sum(b * c for b, c in zip(bounds, integers, strict=True)) >= INT64_SAFE:
-                raise ValueError(
-                    f"the digital services fee / fee VAT of store {store} need too many digits "
-                    "for exact int64 arithmetic"
-                )
+                wide = True
             for i, value in enumerate(integers):
                 out[i].append(value)
             dens.append(denominator)
+    kind = object if wide else np.int64
     return _Levies(
         np.array(starts, dtype=np.int64),
-        [np.array(c, dtype=np.int64) for c in dst_coef],
-        np.array(dst_den, dtype=np.int64),
-        [np.array(c, dtype=np.int64) for c in vat_coef],
-        np.array(vat_den, dtype=np.int64),
+        [np.array(c, dtype=kind) for c in dst_coef],
+        np.array(dst_den, dtype=kind),
+        [np.array(c, dtype=kind) for c in vat_coef],
+        np.array(vat_den, dtype=kind),
     )
 
 
