@@ -1,14 +1,20 @@
-"""Loading and checking the fee model's configuration file (config/fees_v1.toml)."""
+"""Loading and checking the fee model's configuration file (config/fees_v1.toml, fees_v2.toml).
+
+A v1 file gives a ``FeeConfig`` with ``v2=None``; a v2 file (``version = "v2"``) has the same
+sections plus the seller, referral schedules, size tiers, EFN surcharges and the digital
+services fee, read into ``FeesV2`` (README "Fee model", docs/decisions.md 30).
+"""
 
 from __future__ import annotations
 
 import os
 import tomllib
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipelines.markets import MARKETPLACES
 
@@ -44,6 +50,8 @@ class FeeConfig:
     min_roi: Fraction
     max_sales_rank: int
     path: str
+    # The v2 rules; None for a v1 file, which the fee model then evaluates exactly as before.
+    v2: FeesV2 | None = None
 
     def fx(self, currency: str) -> Fraction:
         try:
@@ -65,6 +73,83 @@ class FeeConfig:
         if root_category is not None and root_category in self.referral_category_pct_x100:
             return self.referral_category_pct_x100[root_category], "category_default"
         return self.referral_fallback_pct_x100, "fallback"
+
+
+FEE_TYPES = ("selling", "fba")
+FULFILMENT_MODES = ("efn", "pan_eu")
+REFERRAL_BASES = ("total", "portion")
+
+
+@dataclass(frozen=True)
+class ReferralSchedule:
+    """Referral rule of one category group (config [[referral_schedule]]).
+
+    ``pct_x100`` has one rate per band; ``up_to_minor[market]`` the bands' upper bounds
+    (inclusive, minor units of the market's currency), one fewer than rates.
+    """
+
+    name: str
+    categories: tuple[int, ...]
+    basis: Literal["total", "portion"]
+    pct_x100: tuple[int, ...]
+    up_to_minor: dict[str, tuple[int, ...]]
+    min_fee_minor: dict[str, int]
+    closing_fee_minor: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SizeTier:
+    name: str
+    max_weight_g: int
+    max_sides_mm: tuple[int, int, int]  # longest, median, shortest
+
+
+@dataclass(frozen=True)
+class FeesV2:
+    """The v2 rules, resolved for the configured seller."""
+
+    seller_country: str
+    fulfilment: Literal["efn", "pan_eu"]
+    vat_registered: bool
+    seller_vat_pct: Fraction
+    referral_min_fee_minor: dict[str, int]  # products without a schedule
+    schedules: tuple[ReferralSchedule, ...]
+    size_tiers: tuple[SizeTier, ...]
+    unknown_dimensions_tier: int  # index into size_tiers
+    efn_surcharge_minor: dict[str, tuple[int, ...]]  # destination → per size tier
+    # (store, fee type) → ((first day in force as UTC epoch ms, pct × 100), ...) ascending, for
+    # this seller's country; no entry: no digital services fee.
+    dst: dict[tuple[str, str], tuple[tuple[int, int], ...]]
+
+    def schedule_for(self, category: int | None) -> int:
+        """Index of the schedule of a root category, -1 if it has none."""
+        for index, schedule in enumerate(self.schedules):
+            if category in schedule.categories:
+                return index
+        return -1
+
+    def dst_pct_x100(self, store: str, fee_type: str, at_ms: int) -> int:
+        """The digital services fee rate in force at ``at_ms`` (0 before any or without one)."""
+        rate = 0
+        for start_ms, pct in self.dst.get((store, fee_type), ()):
+            if start_ms <= at_ms:
+                rate = pct
+        return rate
+
+    def size_tier(self, weight_g: int, sides_mm: tuple[int | None, int | None, int | None]) -> int:
+        """Index of the first tier the package fits (unknown sides: see unknown_dimensions_tier)."""
+        if any(side is None for side in sides_mm):
+            sides = self.size_tiers[self.unknown_dimensions_tier].max_sides_mm
+        else:
+            sides = tuple(
+                sorted((int(side) for side in sides_mm if side is not None), reverse=True)
+            )  # type: ignore[assignment]
+        for index, tier in enumerate(self.size_tiers):
+            if weight_g <= tier.max_weight_g and all(
+                side <= limit for side, limit in zip(sides, tier.max_sides_mm, strict=True)
+            ):
+                return index
+        return len(self.size_tiers) - 1
 
 
 def _decimal(value: Any, where: str, max_places: int) -> Decimal:
@@ -159,4 +244,150 @@ def _build(data: dict[str, Any], where: str) -> FeeConfig:
         min_roi=Fraction(_decimal(thresholds["min_roi"], "thresholds.min_roi", 4)),
         max_sales_rank=_int(thresholds, "max_sales_rank", "thresholds"),
         path=where,
+        v2=_build_v2(data, where, vat) if str(data.get("version", "v1")) == "v2" else None,
     )
+
+
+def _markets_ints(value: Any, where: str) -> dict[str, int]:
+    """{market code: non-negative int} with every marketplace present."""
+    if not isinstance(value, dict) or set(value) != set(MARKETPLACES):
+        raise FeeConfigError(f"{where} must name exactly the markets {', '.join(MARKETPLACES)}")
+    return {code: _int(value, code, where) for code in MARKETPLACES}
+
+
+def _epoch_ms_of_day(text: Any, where: str) -> int:
+    try:
+        day = date.fromisoformat(str(text))
+    except ValueError:
+        raise FeeConfigError(f"{where} must be a date YYYY-MM-DD, got {text!r}") from None
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return int(midnight.timestamp()) * 1000
+
+
+def _build_v2(data: dict[str, Any], where: str, vat: dict[str, Fraction]) -> FeesV2:
+    seller = data["seller"]
+    country = str(seller["country"])
+    if country not in vat:
+        raise FeeConfigError(f"{where}: vat_pct has no rate for the seller's country {country!r}")
+    fulfilment = seller["fulfilment"]
+    if fulfilment not in FULFILMENT_MODES:
+        raise FeeConfigError(
+            f"{where}: seller.fulfilment must be one of {', '.join(FULFILMENT_MODES)}, "
+            f"got {fulfilment!r}"
+        )
+    registered = seller["vat_registered"]
+    if type(registered) is not bool:
+        raise FeeConfigError(f"{where}: seller.vat_registered must be true or false")
+    referral = data["referral"]
+    schedules = []
+    seen: set[int] = set()
+    for index, entry in enumerate(data.get("referral_schedule", [])):
+        at = f"referral_schedule[{index}]"
+        basis = entry["basis"]
+        if basis not in REFERRAL_BASES:
+            raise FeeConfigError(f"{where}: {at}.basis must be 'total' or 'portion'")
+        pct = tuple(pct_to_x100(p, f"{at}.pct") for p in entry["pct"])
+        up_to: dict[str, tuple[int, ...]] = {}
+        raw_up_to = entry["up_to"]
+        if set(raw_up_to) != set(MARKETPLACES):
+            raise FeeConfigError(f"{where}: {at}.up_to must name every market")
+        for code in MARKETPLACES:
+            bounds = tuple(raw_up_to[code])
+            if (
+                len(bounds) != len(pct) - 1
+                or any(type(b) is not int or b <= 0 for b in bounds)
+                or list(bounds) != sorted(set(bounds))
+            ):
+                raise FeeConfigError(
+                    f"{where}: {at}.up_to.{code} must be {len(pct) - 1} ascending positive "
+                    "amounts in minor units (one fewer than pct)"
+                )
+            up_to[code] = bounds
+        categories = tuple(int(c) for c in entry["categories"])
+        if seen & set(categories):
+            raise FeeConfigError(f"{where}: {at} repeats a category of an earlier schedule")
+        seen |= set(categories)
+        schedules.append(
+            ReferralSchedule(
+                name=str(entry["name"]),
+                categories=categories,
+                basis=basis,
+                pct_x100=pct,
+                up_to_minor=up_to,
+                min_fee_minor=_markets_ints(entry["min_fee"], f"{at}.min_fee"),
+                closing_fee_minor=_markets_ints(
+                    entry.get("closing_fee", dict.fromkeys(MARKETPLACES, 0)), f"{at}.closing_fee"
+                ),
+            )
+        )
+    sizes = data["size_tiers"]
+    tiers = []
+    for index, tier in enumerate(sizes["tiers"]):
+        sides = tier["max_sides_mm"]
+        if len(sides) != 3 or list(sides) != sorted(sides, reverse=True):
+            raise FeeConfigError(
+                f"{where}: size_tiers.tiers[{index}].max_sides_mm must be 3 sides, longest first"
+            )
+        tiers.append(
+            SizeTier(
+                str(tier["name"]),
+                _int(tier, "max_weight_g", f"size_tiers.tiers[{index}]"),
+                (int(sides[0]), int(sides[1]), int(sides[2])),
+            )
+        )
+    names = [t.name for t in tiers]
+    if not tiers or sizes["unknown_dimensions_tier"] not in names:
+        raise FeeConfigError(f"{where}: size_tiers.unknown_dimensions_tier must name a tier")
+    surcharge = {}
+    for code in MARKETPLACES:
+        fees = data["efn"]["surcharge"].get(code)
+        if (
+            fees is None
+            or len(fees) != len(tiers)
+            or any(type(f) is not int or f < 0 for f in fees)
+        ):
+            raise FeeConfigError(
+                f"{where}: efn.surcharge.{code} must list {len(tiers)} amounts, one per size tier"
+            )
+        surcharge[code] = tuple(fees)
+    return FeesV2(
+        seller_country=country,
+        fulfilment=fulfilment,
+        vat_registered=registered,
+        seller_vat_pct=vat[country],
+        referral_min_fee_minor=_markets_ints(referral["min_fee"], "referral.min_fee"),
+        schedules=tuple(schedules),
+        size_tiers=tuple(tiers),
+        unknown_dimensions_tier=names.index(sizes["unknown_dimensions_tier"]),
+        efn_surcharge_minor=surcharge,
+        dst=_dst_for_seller(data.get("dst", {}).get("rates", []), country, where),
+    )
+
+
+def _dst_for_seller(
+    rows: list[dict[str, Any]], country: str, where: str
+) -> dict[tuple[str, str], tuple[tuple[int, int], ...]]:
+    """The seller's digital services fee timelines: its own country's rows for a (store, fee
+    type) where there are any, else the "*" rows."""
+    own: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    other: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for index, row in enumerate(rows):
+        at = f"dst.rates[{index}]"
+        store, fee_type = row["store"], row["fee"]
+        if store not in MARKETPLACES or fee_type not in FEE_TYPES:
+            raise FeeConfigError(
+                f"{where}: {at} needs a store among the markets and fee selling or fba"
+            )
+        entry = (_epoch_ms_of_day(row["from"], f"{at}.from"), pct_to_x100(row["pct"], f"{at}.pct"))
+        if row["seller"] == country:
+            own.setdefault((store, fee_type), []).append(entry)
+        elif row["seller"] == "*":
+            other.setdefault((store, fee_type), []).append(entry)
+    timelines = {**other, **own}
+    resolved = {}
+    for key, entries in timelines.items():
+        starts = [start for start, _ in entries]
+        if len(set(starts)) != len(starts):
+            raise FeeConfigError(f"{where}: dst has two rates from one date for {key}")
+        resolved[key] = tuple(sorted(entries))
+    return resolved

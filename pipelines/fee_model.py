@@ -1,13 +1,19 @@
-"""Fee model v1 and arbitrage detection, vectorised over a batch (docs/design.md, Fee model).
+"""Fee models v1 and v2 and arbitrage detection, vectorised over a batch (README, Fee model).
 
 All money is integer: each named quantity is ``amount × n / d`` with exact integers, rounded
 once, half-even, to whole EUR cents (see ``pipelines.money``). ``evaluate_route`` is the same
 model written plainly for one (product, buy market, sell market) with ``Fraction``s; tests
 hold the two equal and the benchmark uses it as the per-row baseline.
+
+A v1 fee file (``FeeConfig.v2 is None``) is evaluated by the v1 code exactly as before; a v2
+file adds referral schedules, closing fees, EFN or Pan-European fulfilment, the digital
+services fee and VAT on Amazon's fees (docs/decisions.md 30), in ``_evaluate_routes_v2``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,15 +26,35 @@ import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.fee_config import FeeConfig
+from pipelines.fee_config import FeeConfig, FeesV2
 from pipelines.markets import MARKETPLACES
-from pipelines.messages.types import ALERT_SCHEMA_VERSION, Alert, EnrichedProduct, alert_id
+from pipelines.messages.types import (
+    ALERT_SCHEMA_VERSION,
+    MAX_PRICE_MINOR,
+    Alert,
+    EnrichedProduct,
+    alert_id,
+)
 from pipelines.money import INT64_SAFE, round_fraction, round_half_even_array
 
 MARKET_CODES: tuple[str, ...] = tuple(sorted(MARKETPLACES))
 ROUTES: tuple[tuple[int, int], ...] = tuple(permutations(range(len(MARKET_CODES)), 2))
 
 FEE_COLUMNS = ("buy_net", "sell_net", "referral_fee", "fba_fee", "inbound_shipping")
+# v2's lines, in frame order: the v1 lines plus closing fee, EFN surcharge, digital services
+# fee and the VAT an unregistered seller pays on Amazon's fees.
+FEE_COLUMNS_V2 = (
+    "buy_net",
+    "sell_net",
+    "referral_fee",
+    "closing_fee",
+    "fba_fee",
+    "efn_fee",
+    "dst_fee",
+    "fee_vat",
+    "inbound_shipping",
+)
+V2_ONLY_COLUMNS = ("closing_fee", "efn_fee", "dst_fee", "fee_vat")
 
 
 @dataclass(frozen=True)
@@ -36,6 +62,8 @@ class MarketMatrix:
     """A batch of products as one row each, with an (n, markets) int64 array per fee input.
 
     0 in ``buy``/``sell`` means "not buyable/sellable there"; -1 in ``sales_rank`` unknown.
+    The last three are filled for a v2 config only: the referral schedule of each (product,
+    market) (-1: none), the product's size tier and its evaluation time (the pull, epoch ms).
     """
 
     asins: list[str]
@@ -45,6 +73,9 @@ class MarketMatrix:
     fba_fee: npt.NDArray[np.int64]
     sales_rank: npt.NDArray[np.int64]
     weight_g: npt.NDArray[np.int64]
+    schedule: npt.NDArray[np.int64] | None = None
+    size_tier: npt.NDArray[np.int64] | None = None
+    timestamp_ms: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return len(self.asins)
@@ -54,6 +85,11 @@ class MarketMatrix:
 _FEE_FIELDS = ("buy_price", "sell_price", "referral_pct_x100", "fba_fee_resolved", "sales_rank")
 _PRICE_FIELDS = frozenset({"buy_price", "sell_price"})
 _FEE_INPUTS = pa.struct([(name, pa.int64()) for name in _FEE_FIELDS])
+# v2 also reads each market's root category (the referral schedule's key).
+_FEE_INPUTS_V2 = pa.struct(
+    [*((name, pa.int64()) for name in _FEE_FIELDS), ("root_category", pa.int64())]
+)
+_SIDES = pa.struct([(name, pa.int64()) for name in ("length_mm", "width_mm", "height_mm")])
 # What a market the product is not listed on contributes: no prices (null → 0), rank unknown.
 _ABSENT_MARKET: dict[str, int | None] = {
     "buy_price": None,
@@ -82,7 +118,7 @@ def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> Mar
     ]
     # Arrow refuses an int beyond int64 rather than wrapping it; the types of the fee inputs
     # are checked before (parse_enriched_product).
-    inputs = pa.array(sides, type=_FEE_INPUTS)
+    inputs = pa.array(sides, type=_FEE_INPUTS if config.v2 is None else _FEE_INPUTS_V2)
     grids: dict[str, npt.NDArray[np.int64]] = {}
     for position, name in enumerate(_FEE_FIELDS):
         column = inputs.field(position)
@@ -95,15 +131,66 @@ def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> Mar
         [package["weight_g"] for package in map(itemgetter("package"), products)],
         type=pa.int64(),
     ).fill_null(config.default_weight_g)
-    return MarketMatrix(
+    weight_g = weight.to_numpy(zero_copy_only=False)
+    matrix = MarketMatrix(
         list(map(itemgetter("asin"), products)),
         grids["buy_price"],
         grids["sell_price"],
         grids["referral_pct_x100"],
         grids["fba_fee_resolved"],
         grids["sales_rank"],
-        weight.to_numpy(zero_copy_only=False),
+        weight_g,
     )
+    if config.v2 is None:
+        return matrix
+    category = inputs.field(len(_FEE_FIELDS)).fill_null(-1).to_numpy(zero_copy_only=False)
+    product_root = pa.array(
+        [c.get("root_id") for c in map(itemgetter("category"), products)], type=pa.int64()
+    ).fill_null(-1)
+    category = category.reshape(rows, width)
+    # The market's own root category, else the product's (as enrichment resolves it).
+    category = np.where(
+        category >= 0, category, product_root.to_numpy(zero_copy_only=False)[:, None]
+    )
+    packages = pa.array(list(map(itemgetter("package"), products)), type=_SIDES)
+    sides_mm = [packages.field(i).fill_null(-1).to_numpy(zero_copy_only=False) for i in range(3)]
+    timestamps = pa.array(list(map(itemgetter("source_timestamp_ms"), products)), type=pa.int64())
+    return dataclasses.replace(
+        matrix,
+        schedule=schedule_of(category, config.v2),
+        size_tier=size_tiers_of(weight_g, np.stack(sides_mm, axis=1), config.v2),
+        timestamp_ms=timestamps.to_numpy(zero_copy_only=False),
+    )
+
+
+def schedule_of(category: npt.NDArray[np.int64], v2: FeesV2) -> npt.NDArray[np.int64]:
+    """Root category ids → index of their referral schedule, -1 where none has them."""
+    pairs = sorted((c, i) for i, schedule in enumerate(v2.schedules) for c in schedule.categories)
+    if not pairs:
+        return np.full(category.shape, -1, dtype=np.int64)
+    keys = np.array([c for c, _ in pairs], dtype=np.int64)
+    values = np.array([i for _, i in pairs], dtype=np.int64)
+    position = np.minimum(np.searchsorted(keys, category), len(keys) - 1)
+    return np.where(keys[position] == category, values[position], -1)
+
+
+def size_tiers_of(
+    weight_g: npt.NDArray[np.int64], sides_mm: npt.NDArray[np.int64], v2: FeesV2
+) -> npt.NDArray[np.int64]:
+    """Each package's size tier (``FeesV2.size_tier`` on arrays); a side < 0 is unknown."""
+    unknown = (sides_mm < 0).any(axis=1)
+    fallback = np.array(v2.size_tiers[v2.unknown_dimensions_tier].max_sides_mm, dtype=np.int64)
+    sides = np.sort(sides_mm, axis=1)[:, ::-1]
+    sides = np.where(unknown[:, None], fallback[None, :], sides)
+    tier = np.full(len(weight_g), len(v2.size_tiers) - 1, dtype=np.int64)
+    # Walk from the largest tier down, so the first (smallest) tier that fits is kept.
+    for index in range(len(v2.size_tiers) - 1, -1, -1):
+        limit = v2.size_tiers[index]
+        fits = (weight_g <= limit.max_weight_g) & (
+            sides <= np.array(limit.max_sides_mm, dtype=np.int64)
+        ).all(axis=1)
+        tier[fits] = index
+    return tier
 
 
 @dataclass(frozen=True)
@@ -175,8 +262,11 @@ def evaluate_routes(matrix: MarketMatrix, config: FeeConfig) -> pd.DataFrame:
 
     Columns: row, asin, buy_market, sell_market, buy_price, sell_price, the FEE_COLUMNS,
     profit_eur_cents, sales_rank, qualifies. Money columns are int64 EUR cents (prices in the
-    market's minor units). Rows come route by route (ROUTES order), products ascending.
+    market's minor units). Rows come route by route (ROUTES order), products ascending. A v2
+    config has the FEE_COLUMNS_V2 lines instead (``_evaluate_routes_v2``).
     """
+    if config.v2 is not None:
+        return _evaluate_routes_v2(matrix, config, config.v2)
     factors = _factors(config)
     inbound = np.maximum(
         config.inbound_min_eur_cents,
@@ -253,6 +343,263 @@ def evaluate_routes(matrix: MarketMatrix, config: FeeConfig) -> pd.DataFrame:
     return routes
 
 
+# --------------------------------------------------------------------------- v2, vectorised
+
+# Pads a referral schedule's band bounds: above any price (≤ MAX_PRICE_MINOR), and small enough
+# that no difference of two of them overflows.
+_NO_BOUND = 2**40
+
+
+@dataclass(frozen=True)
+class _StoreReferral:
+    """One store's referral schedules as arrays; row K (the last) is "no schedule"."""
+
+    pct_x100: npt.NDArray[np.int64]  # (K + 1, bands)
+    lower: npt.NDArray[np.int64]  # (K + 1, bands): each band's lower bound (exclusive)
+    upper: npt.NDArray[np.int64]  # (K + 1, bands - 1): the bounds "up to"
+    total_basis: npt.NDArray[np.bool_]  # (K + 1,)
+    min_fee_x10000: npt.NDArray[np.int64]  # (K + 1,) minimum fee × 10 000
+    closing_fee: npt.NDArray[np.int64]  # (K + 1,)
+
+
+def _store_referral(code: str, v2: FeesV2) -> _StoreReferral:
+    bands = max([len(s.pct_x100) for s in v2.schedules] + [1])
+    pct = np.zeros((len(v2.schedules) + 1, bands), dtype=np.int64)
+    upper = np.full((len(v2.schedules) + 1, max(bands - 1, 1)), _NO_BOUND, dtype=np.int64)
+    for k, schedule in enumerate(v2.schedules):
+        rates = list(schedule.pct_x100)
+        pct[k] = rates + [rates[-1]] * (bands - len(rates))
+        bounds = schedule.up_to_minor[code]
+        upper[k, : len(bounds)] = bounds
+    upper = upper[:, : bands - 1]
+    lower = np.concatenate([np.zeros((len(pct), 1), dtype=np.int64), upper], axis=1)
+    return _StoreReferral(
+        pct,
+        lower,
+        upper,
+        np.array([s.basis == "total" for s in v2.schedules] + [True]),
+        np.array(
+            [s.min_fee_minor[code] for s in v2.schedules] + [v2.referral_min_fee_minor[code]],
+            dtype=np.int64,
+        )
+        * 10_000,
+        np.array([s.closing_fee_minor[code] for s in v2.schedules] + [0], dtype=np.int64),
+    )
+
+
+def _referral_x10000(
+    sell: npt.NDArray[np.int64],
+    schedule: npt.NDArray[np.int64],
+    flat_pct_x100: npt.NDArray[np.int64],
+    table: _StoreReferral,
+) -> npt.NDArray[np.int64]:
+    """Referral fee × 10 000 in the sell currency's minor units, exactly, minimum applied.
+
+    ``schedule`` indexes the table's rows (K: none, the enriched flat percentage applies).
+    """
+    pct = table.pct_x100[schedule]
+    lower = table.lower[schedule]
+    band = (sell[:, None] > table.upper[schedule]).sum(axis=1)
+    whole = pct[np.arange(len(sell)), band] * sell
+    upper = np.concatenate([lower[:, 1:], np.full((len(sell), 1), _NO_BOUND)], axis=1)
+    portions = (pct * np.clip(sell[:, None] - lower, 0, upper - lower)).sum(axis=1)
+    flat = schedule == len(table.total_basis) - 1
+    referral = np.where(table.total_basis[schedule], whole, portions)
+    referral = np.where(flat, flat_pct_x100 * sell, referral)
+    return np.maximum(referral, table.min_fee_x10000[schedule])
+
+
+@dataclass(frozen=True)
+class _Levies:
+    """Integer coefficients of the digital services fee and the fee VAT, per DST period.
+
+    For period j: dst = (Σ quantity_i × dst_coef[i][j]) / dst_den[j] in EUR cents, where the
+    quantities are (referral × 10 000, closing fee, FBA fee, EFN surcharge); the same for VAT.
+    The coefficients are Python ints (object arrays) when the rates have so many digits that
+    an int64 sum could overflow: slower, still exact.
+    """
+
+    starts_ms: npt.NDArray[np.int64]
+    dst_coef: list[npt.NDArray[np.int64]]
+    dst_den: npt.NDArray[np.int64]
+    vat_coef: list[npt.NDArray[np.int64]]
+    vat_den: npt.NDArray[np.int64]
+
+
+def _lcm_of(values: Sequence[Fraction]) -> int:
+    return math.lcm(*(value.denominator for value in values))
+
+
+def _levies(
+    store: str, fx_sell: Fraction, fx_fulfil: Fraction, v2: FeesV2, bounds: Sequence[int]
+) -> _Levies:
+    """The DST and fee-VAT coefficients of one route; ``bounds`` are the four quantities'
+    largest values, to tell whether int64 sums are safe."""
+    selling = v2.dst.get((store, "selling"), ())
+    fba = v2.dst.get((store, "fba"), ())
+    starts = sorted({-(2**62)} | {start for start, _ in (*selling, *fba)})
+    vat = Fraction(0) if v2.vat_registered else v2.seller_vat_pct / 100
+    per_unit = (fx_sell / 10_000, fx_sell, fx_fulfil, fx_sell)
+    dst_coef: list[list[int]] = [[], [], [], []]
+    vat_coef: list[list[int]] = [[], [], [], []]
+    dst_den: list[int] = []
+    vat_den: list[int] = []
+    wide = False
+    for start in starts:
+        ds = Fraction(v2.dst_pct_x100(store, "selling", start), 10_000)
+        df = Fraction(v2.dst_pct_x100(store, "fba", start), 10_000)
+        rates = (ds, ds, df, df)
+        dst = [unit * rate for unit, rate in zip(per_unit, rates, strict=True)]
+        fee_vat = [unit * (1 + rate) * vat for unit, rate in zip(per_unit, rates, strict=True)]
+        for coefficients, out, dens in ((dst, dst_coef, dst_den), (fee_vat, vat_coef, vat_den)):
+            denominator = _lcm_of(coefficients)
+            integers = [int(c * denominator) for c in coefficients]
+            if sum(b * c for b, c in zip(bounds, integers, strict=True)) >= INT64_SAFE:
+                wide = True
+            for i, value in enumerate(integers):
+                out[i].append(value)
+            dens.append(denominator)
+    kind = object if wide else np.int64
+    return _Levies(
+        np.array(starts, dtype=np.int64),
+        [np.array(c, dtype=kind) for c in dst_coef],
+        np.array(dst_den, dtype=kind),
+        [np.array(c, dtype=kind) for c in vat_coef],
+        np.array(vat_den, dtype=kind),
+    )
+
+
+_INT_COLUMNS_V2 = (
+    "row",
+    "buy_price",
+    "sell_price",
+    *FEE_COLUMNS_V2,
+    "profit_eur_cents",
+    "sales_rank",
+)
+
+
+def _evaluate_routes_v2(matrix: MarketMatrix, config: FeeConfig, v2: FeesV2) -> pd.DataFrame:
+    """evaluate_routes for a v2 config: the same routes, FEE_COLUMNS_V2 lines.
+
+    Per route and product, in EUR cents, each rounded once (README, Fee model):
+    referral = max(schedule(sell), minimum) × fx; closing = closing fee × fx; fba = the local fee
+    (Pan-European: the sell market's; EFN: the buy market's) × its fx; efn = EFN surcharge of
+    the size tier to the sell market × fx (0 for Pan-European); dst = selling fees × DST
+    (selling) + (fba + efn) × DST (fba) at the evaluation date; fee_vat = (all of them incl.
+    dst) × the seller country's VAT when not VAT-registered, else 0.
+    """
+    if matrix.schedule is None or matrix.size_tier is None or matrix.timestamp_ms is None:
+        raise ValueError("a v2 fee config needs a market_matrix built with the same config")
+    factors = _factors(config)
+    efn = v2.fulfilment == "efn"
+    inbound = np.maximum(
+        config.inbound_min_eur_cents,
+        round_half_even_array(matrix.weight_g * config.inbound_per_kg_eur_cents, 1000),
+    )
+
+    def columns(grid: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
+        return [np.ascontiguousarray(grid[:, market]) for market in range(grid.shape[1])]
+
+    buy_at, sell_at = columns(matrix.buy), columns(matrix.sell)
+    referral_at, fba_at = columns(matrix.referral_pct_x100), columns(matrix.fba_fee)
+    rank_at = columns(matrix.sales_rank)
+    tables = [_store_referral(code, v2) for code in MARKET_CODES]
+    schedule_at = [
+        np.where(column < 0, len(tables[m].total_basis) - 1, column)
+        for m, column in enumerate(columns(matrix.schedule))
+    ]
+    surcharge = [np.array(v2.efn_surcharge_minor[code], dtype=np.int64) for code in MARKET_CODES]
+    buyable = [column > 0 for column in buy_at]
+    sellable = [column > 0 for column in sell_at]
+    selected = []
+    for b, s in ROUTES:
+        rows = np.flatnonzero(buyable[b] & sellable[s])
+        if rows.size:
+            selected.append((b, s, rows))
+    if not selected:
+        return _empty_routes(FEE_COLUMNS_V2)
+    total = sum(rows.size for _, _, rows in selected)
+    block = np.empty((len(_INT_COLUMNS_V2), total), dtype=np.int64)
+    at = {name: index for index, name in enumerate(_INT_COLUMNS_V2)}
+    buy_code = np.empty(total, dtype=np.int8)
+    sell_code = np.empty(total, dtype=np.int8)
+    flags = np.empty(total, dtype=bool)
+    max_referral = max(
+        MAX_PRICE_MINOR * 10_000,
+        max(int(t.min_fee_x10000.max()) for t in tables),
+    )
+    max_closing = max(int(t.closing_fee.max()) for t in tables)
+    max_surcharge = max(int(x.max()) for x in surcharge) if efn else 0
+    start = 0
+    for b, s, rows in selected:
+        fb, fs = factors[b], factors[s]
+        fx_sell = config.fx(MARKETPLACES[MARKET_CODES[s]].currency)
+        fulfil_from = b if efn else s
+        fx_fulfil = config.fx(MARKETPLACES[MARKET_CODES[fulfil_from]].currency)
+        levies = _levies(
+            MARKET_CODES[s],
+            fx_sell,
+            fx_fulfil,
+            v2,
+            (max_referral, max_closing, MAX_PRICE_MINOR, max_surcharge),
+        )
+        if max_referral * fs.fx_num >= INT64_SAFE:
+            raise ValueError(f"FX for {MARKET_CODES[s]} needs too many digits for exact int64")
+        route_start = start
+        for first in range(0, rows.size, _SLICE_ROWS):
+            part = rows[first : first + _SLICE_ROWS]
+            end = start + part.size
+            out = block[:, start:end]
+            buy = buy_at[b][part]
+            sell = sell_at[s][part]
+            schedule = schedule_at[s][part]
+            referral = _referral_x10000(sell, schedule, referral_at[s][part], tables[s])
+            closing = tables[s].closing_fee[schedule]
+            fba = fba_at[fulfil_from][part]
+            extra = surcharge[s][matrix.size_tier[part]] if efn else np.zeros(part.size, np.int64)
+            period = np.searchsorted(levies.starts_ms, matrix.timestamp_ms[part], "right") - 1
+            quantities = (referral, closing, fba, extra)
+            out[at["row"]] = part
+            out[at["buy_price"]] = buy
+            out[at["sell_price"]] = sell
+            out[at["buy_net"]] = round_half_even_array(buy * fb.net_num, fb.net_den)
+            out[at["sell_net"]] = round_half_even_array(sell * fs.net_num, fs.net_den)
+            out[at["referral_fee"]] = round_half_even_array(
+                referral * fs.fx_num, fs.fx_den * 10_000
+            )
+            out[at["closing_fee"]] = round_half_even_array(closing * fs.fx_num, fs.fx_den)
+            out[at["fba_fee"]] = round_half_even_array(
+                fba * fx_fulfil.numerator, fx_fulfil.denominator
+            )
+            out[at["efn_fee"]] = round_half_even_array(extra * fs.fx_num, fs.fx_den)
+            out[at["dst_fee"]] = round_half_even_array(
+                sum(q * c[period] for q, c in zip(quantities, levies.dst_coef, strict=True)),
+                levies.dst_den[period],
+            )
+            out[at["fee_vat"]] = round_half_even_array(
+                sum(q * c[period] for q, c in zip(quantities, levies.vat_coef, strict=True)),
+                levies.vat_den[period],
+            )
+            out[at["inbound_shipping"]] = inbound[part]
+            out[at["profit_eur_cents"]] = out[at["sell_net"]] - out[
+                [at[name] for name in FEE_COLUMNS_V2 if name != "sell_net"]
+            ].sum(axis=0)
+            out[at["sales_rank"]] = rank_at[s][part]
+            flags[start:end] = _qualifying(
+                out[at["profit_eur_cents"]], out[at["buy_net"]], out[at["sales_rank"]], config
+            )
+            start = end
+        buy_code[route_start:start] = b
+        sell_code[route_start:start] = s
+    routes = pd.DataFrame(block.T, columns=list(_INT_COLUMNS_V2), copy=False)
+    routes.insert(1, "asin", _take_strings(matrix.asins, block[at["row"]]))
+    routes.insert(2, "buy_market", _take_strings(MARKET_CODES, buy_code))
+    routes.insert(3, "sell_market", _take_strings(MARKET_CODES, sell_code))
+    routes["qualifies"] = flags
+    return routes
+
+
 def qualifies(routes: pd.DataFrame, config: FeeConfig) -> pd.Series:
     """The alert thresholds; ROI compared exactly as profit × den ≥ num × buy_net."""
     return _qualifying(routes["profit_eur_cents"], routes["buy_net"], routes["sales_rank"], config)
@@ -269,8 +616,8 @@ def _qualifying(profit: Any, buy_net: Any, rank: Any, config: FeeConfig) -> Any:
     )
 
 
-def _empty_routes() -> pd.DataFrame:
-    columns = ["row", "asin", "buy_market", "sell_market", "buy_price", "sell_price", *FEE_COLUMNS]
+def _empty_routes(fee_columns: Sequence[str] = FEE_COLUMNS) -> pd.DataFrame:
+    columns = ["row", "asin", "buy_market", "sell_market", "buy_price", "sell_price", *fee_columns]
     frame = pd.DataFrame({name: pd.Series(dtype="int64") for name in columns})
     frame["asin"] = frame["asin"].astype(object)
     frame["buy_market"] = frame["buy_market"].astype(object)
@@ -329,7 +676,17 @@ def _alert(product: EnrichedProduct, hit: object, config: FeeConfig, detected_at
         "fee_model_version": config.version,
         "source_timestamp": product["source_timestamp"],
         "detected_at": detected_at,
+        **_v2_lines(hit, config),
     }
+
+
+def _v2_lines(hit: object, config: FeeConfig) -> dict[str, Any]:
+    """The lines only v2 has (a v1 alert stays exactly as it was)."""
+    if config.v2 is None:
+        return {}
+    lines: dict[str, Any] = {name: int(getattr(hit, name)) for name in V2_ONLY_COLUMNS}
+    lines["fulfilment"] = config.v2.fulfilment
+    return lines
 
 
 # --------------------------------------------------------------------------- plain reference
@@ -344,6 +701,11 @@ class RouteFees:
     inbound_shipping: int
     profit_eur_cents: int
     qualifies: bool
+    # v2 only (0 under v1)
+    closing_fee: int = 0
+    efn_fee: int = 0
+    dst_fee: int = 0
+    fee_vat: int = 0
 
 
 def evaluate_route(
@@ -361,6 +723,8 @@ def evaluate_route(
         or not sell_side["sell_price"]
     ):
         return None
+    if config.v2 is not None:
+        return _evaluate_route_v2(product, buy_market, sell_market, config, config.v2)
     fx_buy = config.fx(MARKETPLACES[buy_market].currency)
     fx_sell = config.fx(MARKETPLACES[sell_market].currency)
     sell_eur = sell_side["sell_price"] * fx_sell
@@ -384,3 +748,93 @@ def evaluate_route(
         and 0 < rank <= config.max_sales_rank
     )
     return RouteFees(buy_net, sell_net, referral_fee, fba_fee, inbound, profit, ok)
+
+
+def _evaluate_route_v2(
+    product: EnrichedProduct, buy_market: str, sell_market: str, config: FeeConfig, v2: FeesV2
+) -> RouteFees:
+    """Fee model v2 for one route, as the README's rules read (the caller checked prices)."""
+    buy_side, sell_side = product["markets"][buy_market], product["markets"][sell_market]
+    fx_buy = config.fx(MARKETPLACES[buy_market].currency)
+    fx_sell = config.fx(MARKETPLACES[sell_market].currency)
+    buy, sell = buy_side["buy_price"] or 0, sell_side["sell_price"] or 0
+    buy_net = round_fraction(buy * fx_buy / (1 + config.vat_pct[buy_market] / 100))
+    sell_net = round_fraction(sell * fx_sell / (1 + config.vat_pct[sell_market] / 100))
+    # Referral (sell currency): the category's schedule, else the enriched flat percentage;
+    # never below the per-item minimum. Closing fee where the category has one.
+    root = sell_side["root_category"]
+    category = root if root is not None else product["category"].get("root_id")
+    index = v2.schedule_for(category)
+    if index < 0:
+        referral = Fraction(sell_side["referral_pct_x100"], 10_000) * sell
+        minimum, closing = v2.referral_min_fee_minor[sell_market], 0
+    else:
+        schedule = v2.schedules[index]
+        rates = [Fraction(p, 10_000) for p in schedule.pct_x100]
+        bounds = schedule.up_to_minor[sell_market]
+        if schedule.basis == "total":
+            band = sum(1 for bound in bounds if sell > bound)
+            referral = rates[band] * sell
+        else:
+            lows, highs = (0, *bounds), (*bounds, None)
+            referral = sum(
+                (
+                    rate * max(0, (sell if high is None else min(sell, high)) - low)
+                    for rate, low, high in zip(rates, lows, highs, strict=True)
+                ),
+                Fraction(0),
+            )
+        minimum = schedule.min_fee_minor[sell_market]
+        closing = schedule.closing_fee_minor[sell_market]
+    referral = max(referral, Fraction(minimum))
+    # Fulfilment: Pan-European → the sell market's local fee; EFN → the buy market's local fee
+    # plus the surcharge of the product's size tier to the sell market.
+    if v2.fulfilment == "efn":
+        fba_eur = buy_side["fba_fee_resolved"] * fx_buy
+        package = product["package"]
+        weight = package["weight_g"]
+        tier = v2.size_tier(
+            config.default_weight_g if weight is None else weight,
+            (package["length_mm"], package["width_mm"], package["height_mm"]),
+        )
+        efn_eur = v2.efn_surcharge_minor[sell_market][tier] * fx_sell
+    else:
+        fba_eur = sell_side["fba_fee_resolved"] * fx_sell
+        efn_eur = Fraction(0)
+    selling_eur = (referral + closing) * fx_sell
+    fulfilment_eur = fba_eur + efn_eur
+    at_ms = product["source_timestamp_ms"]
+    dst_selling = Fraction(v2.dst_pct_x100(sell_market, "selling", at_ms), 10_000)
+    dst_fba = Fraction(v2.dst_pct_x100(sell_market, "fba", at_ms), 10_000)
+    dst_eur = selling_eur * dst_selling + fulfilment_eur * dst_fba
+    vat = Fraction(0) if v2.vat_registered else v2.seller_vat_pct / 100
+    fee_vat = round_fraction((selling_eur + fulfilment_eur + dst_eur) * vat)
+    weight_g = product["package"]["weight_g"]
+    weight_kg = Fraction(config.default_weight_g if weight_g is None else weight_g, 1000)
+    inbound = max(
+        config.inbound_min_eur_cents, round_fraction(config.inbound_per_kg_eur_cents * weight_kg)
+    )
+    lines = {
+        "referral_fee": round_fraction(referral * fx_sell),
+        "closing_fee": round_fraction(closing * fx_sell),
+        "fba_fee": round_fraction(fba_eur),
+        "efn_fee": round_fraction(efn_eur),
+        "dst_fee": round_fraction(dst_eur),
+        "fee_vat": fee_vat,
+    }
+    profit = sell_net - sum(lines.values()) - inbound - buy_net
+    rank = sell_side["sales_rank"]
+    ok = (
+        buy_net > 0
+        and profit >= config.min_profit_eur_cents
+        and Fraction(profit, buy_net) >= config.min_roi
+        and 0 < rank <= config.max_sales_rank
+    )
+    return RouteFees(
+        buy_net=buy_net,
+        sell_net=sell_net,
+        inbound_shipping=inbound,
+        profit_eur_cents=profit,
+        qualifies=ok,
+        **lines,
+    )

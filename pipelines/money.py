@@ -34,7 +34,16 @@ def round_fraction(value: Fraction) -> int:
 def round_half_even_array(
     numerator: npt.NDArray[np.int64], denominator: npt.NDArray[np.int64] | int
 ) -> npt.NDArray[np.int64]:
-    """Element-wise ``round_half_even`` on int64 arrays (floor division keeps negatives exact)."""
+    """Element-wise ``round_half_even`` on int64 arrays (floor division keeps negatives exact).
+
+    Object arrays of Python ints (for products too wide for int64) are rounded the same way
+    and returned as int64: the rounded amounts themselves always fit.
+    """
+    if numerator.dtype == object:
+        quotient = numerator // denominator
+        twice = 2 * (numerator - quotient * denominator)
+        round_up = (twice > denominator) | ((twice == denominator) & (quotient % 2 == 1))
+        return (quotient + round_up.astype(np.int64)).astype(np.int64)
     quotient, remainder = np.divmod(numerator, denominator)
     twice = 2 * remainder
     round_up = (twice > denominator) | ((twice == denominator) & (quotient % 2 == 1))

@@ -126,6 +126,12 @@ ALERTS_MAPPING: dict[str, Any] = {
         "referral_fee": {"type": "long"},
         "fba_fee": {"type": "long"},
         "inbound_shipping": {"type": "long"},
+        # Fee model v2's lines (absent from v1 alerts).
+        "closing_fee": {"type": "long"},
+        "efn_fee": {"type": "long"},
+        "dst_fee": {"type": "long"},
+        "fee_vat": {"type": "long"},
+        "fulfilment": {"type": "keyword"},
         "profit_eur_cents": {"type": "long"},
         "roi": {"type": "float"},  # a ratio for sorting, never money
         "sales_rank": {"type": "long"},

@@ -1,4 +1,4 @@
-"""The fee model's configuration as a Dagster resource (the file itself is config/fees_v1.toml)."""
+"""The fee model's configuration as a Dagster resource (config/fees_v1.toml or fees_v2.toml)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ class FeeModelResource(dg.ConfigurableResource):
 
     fees_file: str = Field(
         default=str(DEFAULT_FEES_FILE),
-        description="Fee configuration TOML: VAT, FX, referral, FBA, inbound, thresholds.",
+        description=(
+            "Fee configuration TOML: VAT, FX, referral, FBA, inbound, thresholds; v2 adds "
+            "the seller, referral schedules, EFN, digital services fee (config/fees_v2.toml)."
+        ),
     )
 
     def load(self) -> FeeConfig:

@@ -164,6 +164,12 @@ class Alert(TypedDict):
     fee_model_version: str
     source_timestamp: str
     detected_at: str
+    # Fee model v2 only (README, Fee model); a v1 alert has none of them.
+    closing_fee: NotRequired[int]
+    efn_fee: NotRequired[int]
+    dst_fee: NotRequired[int]
+    fee_vat: NotRequired[int]
+    fulfilment: NotRequired[Literal["efn", "pan_eu"]]
 
 
 class DlqEnvelope(TypedDict):
