@@ -36,6 +36,8 @@ from pipelines.messages.types import (
     alert_id,
 )
 from pipelines.money import INT64_SAFE, round_fraction, round_half_even_array
+from pipelines.route_filters import alert_signals, filtered_counts, screen_routes, signal_fields
+from pipelines.rules_config import RulesConfig
 
 MARKET_CODES: tuple[str, ...] = tuple(sorted(MARKETPLACES))
 ROUTES: tuple[tuple[int, int], ...] = tuple(permutations(range(len(MARKET_CODES)), 2))
@@ -76,6 +78,9 @@ class MarketMatrix:
     schedule: npt.NDArray[np.int64] | None = None
     size_tier: npt.NDArray[np.int64] | None = None
     timestamp_ms: npt.NDArray[np.int64] | None = None
+    # The sell-side signals the rules read (``route_filters.signal_fields``), (n, markets)
+    # int64 each, -1 where Keepa has no data; None when no rule reads any.
+    signals: dict[str, npt.NDArray[np.int64]] | None = None
 
     def __len__(self) -> int:
         return len(self.asins)
@@ -100,7 +105,9 @@ _ABSENT_MARKET: dict[str, int | None] = {
 }
 
 
-def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> MarketMatrix:
+def market_matrix(
+    products: Sequence[EnrichedProduct], config: FeeConfig, signal_fields: Sequence[str] = ()
+) -> MarketMatrix:
     """Lay enriched products out as arrays, with no per-record Python beyond list building.
 
     The market dicts are listed row by row (product, then market in MARKET_CODES order) and
@@ -109,6 +116,8 @@ def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> Mar
     CPU caches, and reading one field per pass over all of them (or filling Python lists cell
     by cell) cost two to three times as much. A missing price (None) becomes 0, "not
     buyable/sellable there"; a market the product lacks reads as ``_ABSENT_MARKET``.
+    ``signal_fields`` (the rules' signals) are read in the same pass, from each market's
+    ``signals`` object, into ``signals`` grids with -1 for "no data".
     """
     rows, width = len(products), len(MARKET_CODES)
     sides = [
@@ -118,7 +127,11 @@ def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> Mar
     ]
     # Arrow refuses an int beyond int64 rather than wrapping it; the types of the fee inputs
     # are checked before (parse_enriched_product).
-    inputs = pa.array(sides, type=_FEE_INPUTS if config.v2 is None else _FEE_INPUTS_V2)
+    inputs_type = _FEE_INPUTS if config.v2 is None else _FEE_INPUTS_V2
+    if signal_fields:
+        signals_type = pa.struct([(name, pa.int64()) for name in signal_fields])
+        inputs_type = pa.struct([*inputs_type, ("signals", signals_type)])
+    inputs = pa.array(sides, type=inputs_type)
     grids: dict[str, npt.NDArray[np.int64]] = {}
     for position, name in enumerate(_FEE_FIELDS):
         column = inputs.field(position)
@@ -140,6 +153,7 @@ def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> Mar
         grids["fba_fee_resolved"],
         grids["sales_rank"],
         weight_g,
+        signals=_signal_grids(inputs, signal_fields, rows, width) if signal_fields else None,
     )
     if config.v2 is None:
         return matrix
@@ -161,6 +175,19 @@ def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> Mar
         size_tier=size_tiers_of(weight_g, np.stack(sides_mm, axis=1), config.v2),
         timestamp_ms=timestamps.to_numpy(zero_copy_only=False),
     )
+
+
+def _signal_grids(
+    inputs: pa.StructArray, names: Sequence[str], rows: int, width: int
+) -> dict[str, npt.NDArray[np.int64]]:
+    """The ``signals`` child of the market structs as (rows, markets) grids; a market with no
+    signals object (null, or a message from before the signals) is -1 in every one."""
+    signals = inputs.field(inputs.type.get_field_index("signals"))
+    # flatten() folds the parent's nulls (no signals object) into each child.
+    return {
+        name: child.fill_null(-1).to_numpy(zero_copy_only=False).reshape(rows, width)
+        for name, child in zip(names, signals.flatten(), strict=True)
+    }
 
 
 def schedule_of(category: npt.NDArray[np.int64], v2: FeesV2) -> npt.NDArray[np.int64]:
@@ -628,10 +655,52 @@ def _empty_routes(fee_columns: Sequence[str] = FEE_COLUMNS) -> pd.DataFrame:
     return frame
 
 
+@dataclass(frozen=True)
+class Detection:
+    """A batch's alerts and how many routes each rule removed (``route_filters.REASONS``)."""
+
+    alerts: list[Alert]
+    filtered: dict[str, int]
+
+
+def detect(
+    products: Sequence[EnrichedProduct], config: FeeConfig, rules: RulesConfig, detected_at: str
+) -> Detection:
+    """The alerts for a batch under a rules file, best profit first within each product.
+
+    The fee model evaluates every route at the current prices; the rules then screen the routes
+    that meet its thresholds (``route_filters.screen_routes``: the spike guard evaluates its
+    routes again, here, at the guarded sell price). Alerts carry the rules' signals and version.
+    """
+    if not products:
+        return Detection([], {})
+    matrix = market_matrix(products, config, signal_fields(rules))
+    routes = evaluate_routes(matrix, config)
+    screened = screen_routes(matrix, routes, rules, lambda sub: evaluate_routes(sub, config))
+    hits = screened.hits.sort_values(
+        ["row", "profit_eur_cents", "buy_market", "sell_market"],
+        ascending=[True, False, True, True],
+    )
+    alerts = [
+        _alert(products[hit.row], hit, config, detected_at, rules)
+        for hit in hits.itertuples(index=False)
+    ]
+    return Detection(alerts, filtered_counts(screened.reason))
+
+
 def detect_alerts(
-    products: Sequence[EnrichedProduct], config: FeeConfig, detected_at: str
+    products: Sequence[EnrichedProduct],
+    config: FeeConfig,
+    detected_at: str,
+    rules: RulesConfig | None = None,
 ) -> list[Alert]:
-    """The alerts for a batch, best profit first within each product."""
+    """The alerts for a batch, best profit first within each product.
+
+    Without ``rules``: the fee model alone, the alerts exactly as before the rules existed
+    (no signals, no rules version in the id); with them, ``detect``'s alerts.
+    """
+    if rules is not None:
+        return detect(products, config, rules, detected_at).alerts
     if not products:
         return []
     routes = evaluate_routes(market_matrix(products, config), config)
@@ -646,16 +715,27 @@ def detect_alerts(
     return alerts
 
 
-def _alert(product: EnrichedProduct, hit: object, config: FeeConfig, detected_at: str) -> Alert:
+def _alert(
+    product: EnrichedProduct,
+    hit: object,
+    config: FeeConfig,
+    detected_at: str,
+    rules: RulesConfig | None = None,
+) -> Alert:
     buy_market: str = hit.buy_market  # type: ignore[attr-defined]
     sell_market: str = hit.sell_market  # type: ignore[attr-defined]
     buy_currency = MARKETPLACES[buy_market].currency
     sell_currency = MARKETPLACES[sell_market].currency
     buy_price, sell_price = int(hit.buy_price), int(hit.sell_price)  # type: ignore[attr-defined]
     profit, buy_net = int(hit.profit_eur_cents), int(hit.buy_net)  # type: ignore[attr-defined]
-    return {
+    versions = (
+        {} if rules is None else {"fee_version": config.version, "rules_version": rules.version}
+    )
+    alert: Alert = {
         "schema_version": ALERT_SCHEMA_VERSION,
-        "alert_id": alert_id(product["asin"], buy_market, sell_market, buy_price, sell_price),
+        "alert_id": alert_id(
+            product["asin"], buy_market, sell_market, buy_price, sell_price, **versions
+        ),
         "asin": product["asin"],
         "title": product["title"],
         "buy_market": buy_market,
@@ -676,8 +756,18 @@ def _alert(product: EnrichedProduct, hit: object, config: FeeConfig, detected_at
         "fee_model_version": config.version,
         "source_timestamp": product["source_timestamp"],
         "detected_at": detected_at,
-        **_v2_lines(hit, config),
+        **_v2_lines(hit, config),  # type: ignore[typeddict-item]
     }
+    if rules is not None:
+        sell_side = product["markets"][sell_market]
+        alert["rules_version"] = rules.version
+        alert["signals"] = alert_signals(  # type: ignore[typeddict-item]
+            sell_side.get("signals"),
+            int(sell_side["sell_price"] or 0),
+            int(hit.missing),  # type: ignore[attr-defined]
+            rules,
+        )
+    return alert
 
 
 def _v2_lines(hit: object, config: FeeConfig) -> dict[str, Any]:

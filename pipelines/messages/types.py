@@ -141,6 +141,20 @@ class EnrichedProduct(TypedDict):
     enriched_at: NotRequired[str]
 
 
+class AlertSignals(TypedDict):
+    """The sell market's signals an alert was judged on (None: Keepa had no data)."""
+
+    monthly_sales: int | None  # estimated from rank drops (sales_estimator)
+    sales_estimator: str  # "drops30" | "drops90"
+    sell_price_current: int  # minor units; sell_price is the lower of it and sell_avg90
+    sell_avg90: int | None  # the 90-day average of sell_avg90_kind, minor units
+    sell_avg90_kind: str  # "buy_box" | "new" | "amazon"
+    amazon_buy_box_pct: int | None
+    fba_offers: int | None
+    oos_pct90: int | None
+    missing: list[str]  # rules that passed the route without their signal (on_missing=pass)
+
+
 class Alert(TypedDict):
     schema_version: int
     alert_id: str
@@ -170,6 +184,10 @@ class Alert(TypedDict):
     dst_fee: NotRequired[int]
     fee_vat: NotRequired[int]
     fulfilment: NotRequired[Literal["efn", "pan_eu"]]
+    # Set by the arbitrage stage's rules (README, Rules); absent from alerts of the fee model
+    # alone (``detect_alerts`` without rules).
+    rules_version: NotRequired[str]
+    signals: NotRequired[AlertSignals]
 
 
 class DlqEnvelope(TypedDict):
@@ -188,7 +206,27 @@ class DlqEnvelope(TypedDict):
     failed_at: str
 
 
-def alert_id(asin: str, buy_market: str, sell_market: str, buy_price: int, sell_price: int) -> str:
-    """Stable id of one opportunity: the same prices on the same route are the same alert."""
+# The versions an alert id leaves out, so that fees v1 without rules keeps the ids it always had.
+DEFAULT_FEE_VERSION = "v1"
+DEFAULT_RULES_VERSION = "none"
+
+
+def alert_id(
+    asin: str,
+    buy_market: str,
+    sell_market: str,
+    buy_price: int,
+    sell_price: int,
+    fee_version: str = DEFAULT_FEE_VERSION,
+    rules_version: str = DEFAULT_RULES_VERSION,
+) -> str:
+    """Stable id of one opportunity: the same prices on the same route, judged by the same fee
+    model and rules, are the same alert. A version is part of the id only when it is not the
+    default (fees v1, rules "none"): those ids are the ones raised before versions existed
+    (docs/decisions.md 32)."""
     text = f"{asin}|{buy_market}|{sell_market}|{buy_price}|{sell_price}"
+    if fee_version != DEFAULT_FEE_VERSION:
+        text += f"|fees={fee_version}"
+    if rules_version != DEFAULT_RULES_VERSION:
+        text += f"|rules={rules_version}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
