@@ -34,12 +34,13 @@ from assets.keys import index_asset_key, topic_asset_key
 from assets.partitions import HOURLY, hour_partition_key
 from engine.faults import FaultInjector
 from engine.offset_anomalies import OffsetAheadOfLogError, acknowledge_command, check_offsets
+from engine.processors import FILTERED_PREFIX
 from engine.ranges import PartitionRange, plan_ranges
 from engine.runner import Following, StageRunner
 from engine.stats import StageStats
 from pipelines import topics
 from pipelines.messages.timestamps import utc_now_iso
-from pipelines.stage_specs import StageSpec
+from pipelines.stage_specs import ARBITRAGE, StageSpec
 from resources.elasticsearch import ElasticsearchResource
 from resources.fees import FeeModelResource
 from resources.kafka import KafkaResource
@@ -209,8 +210,10 @@ def _report_retention_loss(
 
 class WindowReporter:
     """Materializations of a long-lived run per window of ``EVENT_WINDOW_S``: what the window
-    added to the index (per hour partition), the output topic and the DLQ. The run's final
-    ``MaterializeResult``s carry its totals."""
+    added to the index (per hour partition), the output topic and the DLQ. The output topic's
+    window also carries the run's totals so far of the routes the rules removed
+    (``filtered_<reason>``, exact), so a reader needs only a run's latest materialization. The
+    run's final ``MaterializeResult``s carry its totals."""
 
     def __init__(
         self,
@@ -259,18 +262,31 @@ class WindowReporter:
                     )
                 )
         output, dlq = self.spec.output_topic, self.spec.dlq_topic
+        filtered = filtered_metadata(stats)
+        filtered_moved = filtered != filtered_metadata(seen)
         for key, topic in () if final is not None else ((output_key, output), (dlq_key, dlq)):
             produced = stats.produced(topic) - seen.produced(topic)
-            if produced:
+            extra = filtered if topic == output else {}
+            if produced or (extra and filtered_moved):
                 self.context.log_event(
                     dg.AssetMaterialization(
                         asset_key=key,
-                        metadata={**window, "produced": dg.MetadataValue.int(produced)},
+                        metadata={**window, "produced": dg.MetadataValue.int(produced), **extra},
                     )
                 )
         seen.records_in, seen.to_dlq = stats.records_in, stats.to_dlq
         seen.records_by_hour = dict(stats.records_by_hour)
+        seen.counters = dict(stats.counters)
         seen.deliveries.delivered_by_topic = dict(stats.deliveries.delivered_by_topic)
+
+
+def filtered_metadata(stats: StageStats) -> dict[str, Any]:
+    """The run's totals of routes the rules removed, per reason (arbitrage only)."""
+    return {
+        name: dg.MetadataValue.int(count)
+        for name, count in sorted(stats.counters.items())
+        if name.startswith(FILTERED_PREFIX)
+    }
 
 
 def _common_metadata(
@@ -369,6 +385,8 @@ def build_stage_assets(
             on_batch=reporter.on_commit,
             max_reject_ratio=config.max_reject_ratio,
             faults=FaultInjector.parse(fault_point),
+            # Read only where they apply: a bad rules file does not stop enrichment.
+            rules=fee_model.load_rules() if spec.name == ARBITRAGE.name else None,
         )
         with stop_on_interrupt() as stop_requested:
             stats = runner.run(

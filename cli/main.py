@@ -145,18 +145,39 @@ def alerts_table(es: ElasticsearchResource, limit: int) -> tuple[str, int]:
     rows = []
     for hit in found["hits"]["hits"]:
         alert = hit["_source"]
+        currency = alert["sell_price"]["currency"]
+        signals = alert.get("signals") or {}
+        sales = signals.get("monthly_sales")
+        average = signals.get("sell_avg90")
+        current = signals.get("sell_price_current")
         rows.append(
             [
                 alert["asin"],
-                alert["title"][:38],
+                alert["title"][:30],
                 f"{alert['buy_market']} → {alert['sell_market']}",
                 format_minor(alert["buy_price"]["amount"], alert["buy_price"]["currency"]),
-                format_minor(alert["sell_price"]["amount"], alert["sell_price"]["currency"]),
+                format_minor(alert["sell_price"]["amount"], currency),
+                "—" if current is None else format_minor(current, currency),
+                "—" if average is None else format_minor(average, currency),
+                "—" if sales is None else str(sales),
                 format_minor(alert["profit_eur_cents"], "EUR"),
                 f"{alert['roi'] * 100:.1f} %",
             ]
         )
-    headers = ["ASIN", "TITLE", "ROUTE", "BUY", "SELL", "PROFIT", "ROI"]
+    # SELL is the price the profit is computed from: the lower of NOW (the current sell price)
+    # and AVG 90D (the rules' 90-day average) when the spike guard is on.
+    headers = [
+        "ASIN",
+        "TITLE",
+        "ROUTE",
+        "BUY",
+        "SELL",
+        "NOW",
+        "AVG 90D",
+        "SALES/MO",
+        "PROFIT",
+        "ROI",
+    ]
     return table(headers, rows), int(found["hits"]["total"]["value"])
 
 

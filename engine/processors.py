@@ -21,6 +21,7 @@ from engine.stats import StageStats
 from pipelines.fee_config import FeeConfig
 from pipelines.messages.codec import encode
 from pipelines.messages.timestamps import utc_now_iso
+from pipelines.rules_config import RulesConfig
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT, StageSpec
 from pipelines.transforms import Rejected, SourceRecord, arbitrage_records, enrich_records
 from resources.elasticsearch import BulkOp, ElasticsearchResource
@@ -30,6 +31,8 @@ from resources.kafka import CheckedProducer
 # the source's and the output's Kafka timestamps it splits a record's latency into waiting to
 # be read and being processed (bench/latency.py).
 READ_AT_HEADER = "arbitrage-read-at-ms"
+# The arbitrage stage's counters of routes the rules removed: filtered_<reason>.
+FILTERED_PREFIX = "filtered_"
 
 
 def read_at_header() -> dict[str, bytes]:
@@ -52,8 +55,10 @@ class BatchProcessor(ABC):
         group_id: str,
         partition: int,
         faults: FaultInjector | None = None,
+        rules: RulesConfig | None = None,
     ) -> None:
         self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
+        self.rules = rules
         self.faults = faults
         self.write_chunk_size = max(1, write_chunk_size)
         self.max_reject_ratio = max_reject_ratio
@@ -158,7 +163,14 @@ class ArbitrageProcessor(BatchProcessor):
     ) -> InFlight:
         stats.count_in(records)
         headers = read_at_header()
-        batch = arbitrage_records(records, self.fees, utc_now_iso())
+        if self.rules is None:
+            raise ValueError(
+                "the arbitrage stage needs its rules (ARBITRAGE_RULES_FILE, config/rules_none.toml "
+                "for none); StageRunner was built without them"
+            )
+        batch = arbitrage_records(records, self.fees, self.rules, utc_now_iso())
+        for reason, count in batch.filtered.items():
+            stats.count(f"{FILTERED_PREFIX}{reason}", count)
         check_reject_rate(self.spec, batch.rejected, len(records), self.max_reject_ratio)
         first_uncommitted = records[0].offset
         origins = self.es.alert_origins(self.spec.index, [a["alert_id"] for _, a in batch.alerts])
@@ -234,11 +246,21 @@ def build_processor(
     group_id: str,
     partition: int,
     faults: FaultInjector | None = None,
+    rules: RulesConfig | None = None,
 ) -> BatchProcessor:
     try:
         processor = _PROCESSORS[spec.name]
     except KeyError:
         raise ValueError(f"stage {spec.name!r} has no processor in engine/processors.py") from None
     return processor(
-        spec, es, fees, producer, write_chunk_size, max_reject_ratio, group_id, partition, faults
+        spec,
+        es,
+        fees,
+        producer,
+        write_chunk_size,
+        max_reject_ratio,
+        group_id,
+        partition,
+        faults,
+        rules,
     )

@@ -25,6 +25,7 @@ from engine.processors import build_processor
 from engine.ranges import PartitionRange
 from engine.stats import StageStats
 from pipelines.fee_config import FeeConfig
+from pipelines.rules_config import RulesConfig
 from pipelines.stage_specs import StageSpec
 from pipelines.transforms import SourceRecord
 from resources.elasticsearch import ElasticsearchResource
@@ -94,8 +95,10 @@ class StageRunner:
         write_chunk_size: int = 1000,
         max_reject_ratio: float = 0.5,
         faults: FaultInjector | None = None,
+        rules: RulesConfig | None = None,
     ) -> None:
         self.spec = spec
+        self.rules = rules
         self.kafka = kafka
         self.es = es
         self.fees = fees
@@ -196,6 +199,7 @@ class StageRunner:
             group_id,
             span.partition,
             self.faults,
+            self.rules,
         )
         checkpoint = Checkpoint(
             consumer,

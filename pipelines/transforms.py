@@ -9,12 +9,17 @@ entry.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipelines.enrichment import enrich
 from pipelines.fee_config import FeeConfig
 from pipelines.messages.types import MAX_PULL_AHEAD_MS, Alert, EnrichedProduct, SchemaError
 from pipelines.messages.validation import parse_enriched_product, parse_raw_update
+from pipelines.rules_config import RulesConfig
+
+if TYPE_CHECKING:
+    from pipelines.fee_model import Detection
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,12 @@ class ArbitrageBatch:
     products: list[tuple[SourceRecord, EnrichedProduct]]
     alerts: list[tuple[SourceRecord, Alert]]
     rejected: list[Rejected]
+    # Routes the rules removed, per reason (pipelines/route_filters.py, REASONS).
+    filtered: dict[str, int] = field(default_factory=dict)
+
+    def add_filtered(self, counts: dict[str, int]) -> None:
+        for reason, count in counts.items():
+            self.filtered[reason] = self.filtered.get(reason, 0) + count
 
 
 def _key_mismatch(record: SourceRecord, asin: str) -> str | None:
@@ -91,9 +102,10 @@ def enrich_records(
 
 
 def arbitrage_records(
-    records: Sequence[SourceRecord], config: FeeConfig, detected_at: str
+    records: Sequence[SourceRecord], config: FeeConfig, rules: RulesConfig, detected_at: str
 ) -> ArbitrageBatch:
-    """Parse enriched products and detect alerts, unique by alert id within the batch."""
+    """Parse enriched products and detect alerts under the rules, unique by alert id within
+    the batch, counting the routes the rules removed."""
     batch = ArbitrageBatch([], [], [])
     for record in records:
         try:
@@ -107,11 +119,13 @@ def arbitrage_records(
     if not batch.products:
         return batch
     products = [product for _, product in batch.products]
-    detect_alerts = _fee_model()
+    detect = _fee_model()
     try:
-        alerts = detect_alerts(products, config, detected_at)
+        detection = detect(products, config, rules, detected_at)
     except Exception:
-        return _arbitrage_one_by_one(batch, config, detected_at)
+        return _arbitrage_one_by_one(batch, config, rules, detected_at)
+    batch.add_filtered(detection.filtered)
+    alerts = detection.alerts
     source_of = {product["asin"]: record for record, product in batch.products}
     seen: set[str] = set()
     for alert in alerts:
@@ -121,30 +135,31 @@ def arbitrage_records(
     return batch
 
 
-def _fee_model() -> Callable[[Sequence[EnrichedProduct], FeeConfig, str], list[Alert]]:
+def _fee_model() -> Callable[[Sequence[EnrichedProduct], FeeConfig, RulesConfig, str], Detection]:
     """The fee model's entry point, imported on first use: pandas and pyarrow take about half a
     second of CPU to import, which every enrichment run and the code server would otherwise pay
     at start (cold runs start six at a time on two cores). Imported outside the batch's
     ``try``, so a broken install fails the run instead of dead-lettering the batch."""
-    from pipelines.fee_model import detect_alerts
+    from pipelines.fee_model import detect
 
-    return detect_alerts
+    return detect
 
 
 def _arbitrage_one_by_one(
-    batch: ArbitrageBatch, config: FeeConfig, detected_at: str
+    batch: ArbitrageBatch, config: FeeConfig, rules: RulesConfig, detected_at: str
 ) -> ArbitrageBatch:
     kept: list[tuple[SourceRecord, EnrichedProduct]] = []
     seen: set[str] = set()
-    detect_alerts = _fee_model()
+    detect = _fee_model()
     for record, product in batch.products:
         try:
-            alerts = detect_alerts([product], config, detected_at)
+            detection = detect([product], config, rules, detected_at)
         except Exception as exc:
             batch.rejected.append(Rejected(record, f"the fee model could not evaluate it: {exc!r}"))
             continue
         kept.append((record, product))
-        for alert in alerts:
+        batch.add_filtered(detection.filtered)
+        for alert in detection.alerts:
             if alert["alert_id"] not in seen:
                 seen.add(alert["alert_id"])
                 batch.alerts.append((record, alert))

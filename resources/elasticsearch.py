@@ -137,6 +137,22 @@ ALERTS_MAPPING: dict[str, Any] = {
         "sales_rank": {"type": "long"},
         "fx_rates_date": {"type": "date"},
         "fee_model_version": {"type": "keyword"},
+        # The signal rules (README, Rules): their version and the sell market's signals the
+        # alert was judged on (null where Keepa had no data).
+        "rules_version": {"type": "keyword"},
+        "signals": {
+            "properties": {
+                "monthly_sales": {"type": "integer"},
+                "sales_estimator": {"type": "keyword"},
+                "sell_price_current": {"type": "long"},
+                "sell_avg90": {"type": "long"},
+                "sell_avg90_kind": {"type": "keyword"},
+                "amazon_buy_box_pct": {"type": "byte"},
+                "fba_offers": {"type": "integer"},
+                "oos_pct90": {"type": "byte"},
+                "missing": {"type": "keyword"},
+            }
+        },
         "source_timestamp": {"type": "date"},
         "detected_at": {"type": "date"},
         # Where the alert was raised: lets a rerun tell an alert whose transaction never

@@ -1,4 +1,5 @@
-"""The fee model's configuration as a Dagster resource (config/fees_v1.toml or fees_v2.toml)."""
+"""The fee model's configuration and the signal rules as a Dagster resource (config/fees_*.toml,
+config/rules_*.toml)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import dagster as dg
 from pydantic import Field
 
 from pipelines.fee_config import DEFAULT_FEES_FILE, FeeConfig, load_fee_config
+from pipelines.rules_config import DEFAULT_RULES_FILE, RulesConfig, load_rules_config
 
 
 class FeeModelResource(dg.ConfigurableResource):
-    """Where the fee model's constants come from (env ARBITRAGE_FEES_FILE)."""
+    """Where the fee model's constants (env ARBITRAGE_FEES_FILE) and the rules that screen its
+    opportunities (env ARBITRAGE_RULES_FILE) come from."""
 
     fees_file: str = Field(
         default=str(DEFAULT_FEES_FILE),
@@ -19,5 +22,16 @@ class FeeModelResource(dg.ConfigurableResource):
         ),
     )
 
+    rules_file: str = Field(
+        default=str(DEFAULT_RULES_FILE),
+        description=(
+            "Signal rules TOML: minimum monthly sales, spike guard, Amazon buy box share, FBA "
+            "offers, out of stock; config/rules_none.toml turns them all off."
+        ),
+    )
+
     def load(self) -> FeeConfig:
         return load_fee_config(self.fees_file)
+
+    def load_rules(self) -> RulesConfig:
+        return load_rules_config(self.rules_file)

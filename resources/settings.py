@@ -92,6 +92,7 @@ class Settings:
     elasticsearch_api_key_set: bool = False
     elasticsearch_password_set: bool = False
     fees_file: Path = REPO_ROOT / "config" / "fees_v1.toml"
+    rules_file: Path = REPO_ROOT / "config" / "rules_v1.toml"
     keepa_source: KeepaSourceName = "api"
     keepa_api_key_set: bool = False
     keepa_api_url: str = "https://api.keepa.com"
@@ -153,6 +154,7 @@ class Settings:
             elasticsearch_api_key_set=bool(env.get(ELASTICSEARCH_API_KEY_ENV, "").strip()),
             elasticsearch_password_set=bool(env.get(ELASTICSEARCH_PASSWORD_ENV, "")),
             fees_file=Path(_text(env, "ARBITRAGE_FEES_FILE", str(default.fees_file))),
+            rules_file=Path(_text(env, "ARBITRAGE_RULES_FILE", str(default.rules_file))),
             keepa_source=cast(KeepaSourceName, source),
             keepa_api_key_set=bool(env.get(KEEPA_KEY_ENV, "").strip()),
             keepa_api_url=keepa_api_url,
@@ -213,4 +215,4 @@ class Settings:
         return ElasticsearchResource(**{**fields, **overrides})
 
     def fee_model(self) -> FeeModelResource:
-        return FeeModelResource(fees_file=str(self.fees_file))
+        return FeeModelResource(fees_file=str(self.fees_file), rules_file=str(self.rules_file))

@@ -4,8 +4,11 @@ Starts Dagster the way it runs in production — the code location's gRPC server
 the daemon, three processes supervised by devservices.supervisor (a process that dies is restarted,
 and a line says so) — with a project-local DAGSTER_HOME and the schedule and sensors on, launches
 one Keepa pull, waits while the sensors carry it through enrichment and
-arbitrage (printing the lag of each stage), then prints the alerts and the UI's address. The UI
-keeps running until Ctrl-C, or the script exits at once with DEMO_EXIT=1.
+arbitrage (printing the lag of each stage), then prints the alerts with their signals, the routes
+the rules (ARBITRAGE_RULES_FILE) filtered out per reason, read from the arbitrage runs' metadata,
+and the UI's address. The UI keeps running until Ctrl-C, or the script exits at once with
+DEMO_EXIT=1. Runs follow their partition until idle for ARBITRAGE_RUN_IDLE_S, 10 s here unless
+set, so the filter counts are final soon after the pipeline has caught up.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
+from assets.keys import topic_asset_key  # noqa: E402
 from cli.main import alerts_table  # noqa: E402
 from devservices.dagster_instance import workspace_env  # noqa: E402
 from devservices.dagster_processes import (  # noqa: E402
@@ -33,6 +38,7 @@ from devservices.dagster_processes import (  # noqa: E402
 )
 from devservices.errors import DevServicesError  # noqa: E402
 from devservices.supervisor import Event  # noqa: E402
+from engine.processors import FILTERED_PREFIX  # noqa: E402
 from pipelines import topics  # noqa: E402
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT  # noqa: E402
 from resources.kafka import KafkaResource  # noqa: E402
@@ -79,6 +85,47 @@ def wait_for_pipeline(kafka: KafkaResource, pull_done: Callable[[], bool]) -> No
         time.sleep(2)
 
 
+def filtered_routes(instance: Any, since: float) -> tuple[dict[str, int], int]:
+    """Routes the rules removed per reason, summed over the arbitrage runs started since
+    ``since`` (epoch s), and how many of those runs are still going. Each run's latest
+    materialization of the alerts topic carries its totals so far (assets/stage_assets.py)."""
+    import dagster as dg
+
+    runs = [
+        run
+        for run in instance.get_runs(dg.RunsFilter(job_name=ARBITRAGE.name))
+        if (instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp() >= since)
+    ]
+    running = sum(1 for run in runs if not run.is_finished)
+    wanted = {run.run_id for run in runs}
+    records = instance.fetch_materializations(
+        topic_asset_key(topics.ARBITRAGE_ALERTS), limit=1000
+    ).records  # newest first
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.run_id in wanted and record.run_id not in latest:
+            latest[record.run_id] = record.asset_materialization.metadata
+    totals: dict[str, int] = {}
+    for metadata in latest.values():
+        for name, value in metadata.items():
+            if name.startswith(FILTERED_PREFIX):
+                reason = name.removeprefix(FILTERED_PREFIX)
+                totals[reason] = totals.get(reason, 0) + int(value.value)
+    return totals, running
+
+
+def wait_for_filter_counts(instance: Any, since: float, wait_s: float) -> dict[str, int]:
+    """The counts once the arbitrage runs since ``since`` have ended (or ``wait_s`` passed)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        totals, running = filtered_routes(instance, since)
+        if not running or time.monotonic() > deadline:
+            if running:
+                say(f"   ({running} arbitrage run(s) still following: counts so far)")
+            return totals
+        time.sleep(2)
+
+
 # A stop signal this soon after the first is the same stop delivered twice, not an impatient
 # second Ctrl-C: `kill -- -PGID` reaches this script, and GNU make, in the same group, passes its
 # own SIGTERM on to the recipe at once. Only a later one skips ending the runs in flight.
@@ -111,6 +158,7 @@ def main() -> int:
     # The demo pulls the bundled sample unless KEEPA_SOURCE says otherwise.
     env = {
         "KEEPA_SOURCE": "sample",
+        "ARBITRAGE_RUN_IDLE_S": "10",
         **os.environ,
         "DAGSTER_HOME": str(home),
         "ARBITRAGE_AUTOMATION": "on",
@@ -158,6 +206,7 @@ def main() -> int:
 
         instance = dg.DagsterInstance.get()
         before = {run.run_id for run in instance.get_runs(dg.RunsFilter(job_name="keepa_pull"))}
+        launched_at = time.time()
         say("== launching one Keepa pull (dagster job launch -j keepa_pull)")
         subprocess.run(
             [
@@ -191,6 +240,15 @@ def main() -> int:
         es = settings.elasticsearch()
         text, total = alerts_table(es, 15)
         say(f"== alerts, best profit first ({total} in all)\n{text}")
+        say(
+            f"== routes the rules ({settings.rules_file.name}) filtered out, by reason "
+            "(arbitrage runs' metadata)"
+        )
+        counts = wait_for_filter_counts(instance, launched_at, settings.run_idle_s + 30)
+        for reason, count in sorted(counts.items(), key=lambda item: -item[1]):
+            say(f"   {reason:<20} {count:>6}")
+        if not counts:
+            say("   none")
         say(
             f"== Elasticsearch: products {es.count(topics.PRODUCTS_INDEX)} documents, "
             f"arbitrage-alerts {es.count(topics.ALERTS_INDEX)} documents"
