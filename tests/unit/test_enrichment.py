@@ -11,6 +11,7 @@ from pipelines.messages.codec import encode
 from pipelines.messages.timestamps import epoch_ms
 from pipelines.messages.types import SchemaError
 from pipelines.messages.validation import validate_raw_update
+from pipelines.rules_config import NO_RULES
 from pipelines.transforms import SourceRecord, arbitrage_records, enrich_records
 from tests.factories import enriched, offer, raw_update
 
@@ -77,7 +78,7 @@ def test_arbitrage_batch_deduplicates_alert_ids() -> None:
         SourceRecord("products.enriched", 0, 1, b"B000TEST01", value, 0),
         SourceRecord("products.enriched", 0, 2, b"B000TEST01", b"null", 0),
     ]
-    batch = arbitrage_records(records, CONFIG, "2026-11-26T10:00:05.000Z")
+    batch = arbitrage_records(records, CONFIG, NO_RULES, "2026-11-26T10:00:05.000Z")
     assert len(batch.alerts) == 1
     assert batch.alerts[0][1]["buy_market"] == "DE"
     assert [r.record.offset for r in batch.rejected] == [2]
