@@ -25,7 +25,8 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +41,8 @@ from pipelines.fee_model import (
     market_matrix,
 )
 from pipelines.messages.types import EnrichedProduct
+from pipelines.route_filters import filtered_counts, screen_routes, signal_fields
+from pipelines.rules_config import RulesConfig, load_rules_config
 from resources.settings import Settings
 
 BENCHMARK = "fee model"
@@ -54,6 +57,7 @@ TARGET_RATIO = 20.0
 # route evaluation runs twice and the faster run counts, the first one is shown in the note.
 ROUTE_RUNS = 2
 TARGET_SECONDS_PER_MILLION = 8.0  # issue 11
+FEES_V1 = REPO_ROOT / "config" / "fees_v1.toml"
 FEES_V2 = REPO_ROOT / "config" / "fees_v2.toml"
 TARGET_V2_SECONDS_PER_MILLION = 10.0  # issue 14 (there with the filters, which come later)
 
@@ -91,6 +95,51 @@ def _concat(parts: Sequence[MarketMatrix]) -> MarketMatrix:
         optional("schedule"),
         optional("size_tier"),
         optional("timestamp_ms"),
+        _concat_signals(parts),
+    )
+
+
+def _concat_signals(parts: Sequence[MarketMatrix]) -> dict[str, np.ndarray] | None:
+    grids = [p.signals for p in parts]
+    if grids[0] is None:
+        return None
+    return {name: np.concatenate([g[name] for g in grids if g is not None]) for name in grids[0]}
+
+
+def with_rules(
+    chunks: Iterable[Sequence[EnrichedProduct]], fees: FeeConfig, rules: RulesConfig
+) -> tuple[float, float, float, int, int, dict[str, int]]:
+    """(matrix seconds with the rules' signal columns, evaluate_routes seconds, screen_routes
+    seconds (the rules, with the spike guard's second fee-model pass), routes, alerts, routes
+    filtered per reason), one CPU: what the arbitrage stage does to a batch before its alerts
+    are built."""
+    matrix_s = 0.0
+    parts: list[MarketMatrix] = []
+    fields = signal_fields(rules)
+    for chunk in chunks:
+        with one_cpu():
+            started = time.process_time()
+            parts.append(market_matrix(chunk, fees, fields))
+            matrix_s += time.process_time() - started
+        del chunk
+    with one_cpu():
+        started = time.process_time()
+        matrix = _concat(parts)
+        matrix_s += time.process_time() - started
+        del parts
+        started = time.process_time()
+        routes = evaluate_routes(matrix, fees)
+        routes_s = time.process_time() - started
+        started = time.process_time()
+        screened = screen_routes(matrix, routes, rules, lambda sub: evaluate_routes(sub, fees))
+        screen_s = time.process_time() - started
+    return (
+        matrix_s,
+        routes_s,
+        screen_s,
+        len(routes),
+        len(screened.hits),
+        filtered_counts(screened.reason),
     )
 
 
@@ -208,6 +257,7 @@ def run(n: int = DEFAULT_N, baseline_n: int = DEFAULT_BASELINE_N, judge: bool = 
             f"{_cpu(matrix_cpu + routes_cpu, total_s)}; RSS includes loading the cache",
         ),
         *v2_rows,
+        *_rules_rows(n, Settings.from_env().rules_file, judge),
     ]
 
 
@@ -248,6 +298,38 @@ def _v2_rows(n: int, fees: FeeConfig, baseline: Row, judge: bool) -> list[Row]:
             f"{_cpu(matrix_cpu + routes_cpu, total_s)}",
         ),
     ]
+
+
+def _rules_rows(n: int, rules_file: Path, judge: bool) -> list[Row]:
+    """Fee model v1 and v2 with the rules (ARBITRAGE_RULES_FILE, by default rules_v1): the
+    arbitrage stage's whole vectorised path, timed in CPU seconds on one core."""
+    rules = load_rules_config(rules_file)
+    rows = []
+    for name, fees in (("v1", load_fee_config(FEES_V1)), ("v2", load_fee_config(FEES_V2))):
+        log(f"fee model {name} + rules {rules.version} over {n:,} products")
+        matrix_s, routes_s, screen_s, routes, alerts, filtered = with_rules(
+            data.iter_enriched_chunks(n), fees, rules
+        )
+        total_s = matrix_s + routes_s + screen_s
+        reasons = ", ".join(f"{k} {v:,}" for k, v in filtered.items())
+        per_million = total_s * 1_000_000 / n
+        rows.append(
+            Row(
+                BENCHMARK,
+                f"ours {name} + rules {rules.version}: market_matrix (+ signals) + "
+                "evaluate_routes + screen_routes",
+                n,
+                total_s,
+                target=f"1M in < {TARGET_V2_SECONDS_PER_MILLION:.0f} s (issue 14)"
+                if name == "v2"
+                else "",
+                met=per_million < TARGET_V2_SECONDS_PER_MILLION if judge and name == "v2" else None,
+                note=f"CPU s: matrix {matrix_s:.1f}, routes {routes_s:.1f}, rules "
+                f"{screen_s:.2f}; {routes:,} routes, {alerts:,} alerts, filtered "
+                f"{sum(filtered.values()):,} ({reasons})",
+            )
+        )
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:

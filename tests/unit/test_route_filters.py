@@ -458,10 +458,11 @@ def sample() -> tuple[list[Any], dict[str, Any]]:
     for market, body in document["markets"].items():
         for asin, keepa_product in parse_product_response(body, market):
             found.setdefault(asin, {})[market] = keepa_product
-    products = [
-        enrich(validate_raw_update(merge_market_products(asin, per_market, pulled_at, "sample")), CONFIG)
+    updates = [
+        validate_raw_update(merge_market_products(asin, per_market, pulled_at, "sample"))
         for asin, per_market in found.items()
-    ]  # fmt: skip
+    ]
+    products = [enrich(update, CONFIG) for update in updates]
     return products, document["signal_archetypes"]
 
 
