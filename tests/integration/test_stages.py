@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -15,26 +16,48 @@ from engine.runner import RangeUnavailableError, StageRunner
 from pipelines import topics
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
-from pipelines.fee_model import detect_alerts
+from pipelines.fee_model import detect, detect_alerts
 from pipelines.messages.codec import encode
 from pipelines.messages.timestamps import epoch_ms, format_utc
 from pipelines.messages.validation import validate_raw_update
+from pipelines.rules_config import load_rules_config
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
-from resources.elasticsearch import ElasticsearchResource
+from resources.elasticsearch import ALERTS_MAPPING, ElasticsearchResource
 from resources.kafka import KafkaResource
+from resources.settings import Settings
+from scripts.demo import filtered_routes
 from tests.definitions import SAMPLE_DEFS
 from tests.factories import offer, raw_update
 from tests.integration.kafka_io import produce, read_all
 
 pytestmark = pytest.mark.integration
 CONFIG = load_fee_config()
+# The rules the stage runs with (ARBITRAGE_RULES_FILE, by default config/rules_v1.toml).
+RULES = load_rules_config(Settings.from_env().rules_file)
 
 
-def run_job(name: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+def run_job(
+    name: str, run_config: dict | None = None, instance: dg.DagsterInstance | None = None
+) -> dg.ExecuteInProcessResult:
     job = SAMPLE_DEFS.resolve_job_def(name)
     return job.execute_in_process(
-        run_config=run_config or {}, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+        run_config=run_config or {},
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
     )
+
+
+def steady_signals(price: int) -> dict:
+    """A steady seller's signals: every rule of rules_v1 passes at ``price``."""
+    return {
+        "buy_box_avg90": price,
+        "new_avg90": price,
+        "sales_rank_drops30": 30,
+        "sales_rank_drops90": 90,
+        "new_oos_pct90": 2,
+        "buy_box_amazon_pct": 0,
+        "offer_count_fba": 3,
+    }
 
 
 def good_updates(count: int, timestamp: str = "2026-11-26T10:00:00.000Z") -> list[dict]:
@@ -47,7 +70,7 @@ def good_updates(count: int, timestamp: str = "2026-11-26T10:00:00.000Z") -> lis
                 asin=f"B0INTEG{n:03d}" if n < 1000 else f"B0IN{n:06d}",
                 markets={
                     "DE": offer("DE", new=4500 + n, amazon=-1, buy_box=4700),
-                    "FR": offer("FR", buy_box=dear, new=dear - 100),
+                    "FR": offer("FR", buy_box=dear, new=dear - 100, signals=steady_signals(dear)),
                     "GB": offer("GB", new=4100, buy_box=4200, fba_fee=None),
                 },
                 timestamp=timestamp,
@@ -141,7 +164,7 @@ def test_stages_end_to_end_with_dead_letters(
     assert result.success
 
     expected = detect_alerts(
-        [enrich(validate_raw_update(u), CONFIG) for u in updates], CONFIG, "ignored"
+        [enrich(validate_raw_update(u), CONFIG) for u in updates], CONFIG, "ignored", RULES
     )
     assert len(expected) == 20  # 10 opportunities, each bought in DE or in GB
     strip = lambda alert: {  # noqa: E731
@@ -228,15 +251,18 @@ def test_an_older_update_never_overwrites_a_newer_one(
 def test_sample_end_to_end_alerts_equal_the_domain_functions(
     kafka: KafkaResource, es: ElasticsearchResource
 ) -> None:
+    instance = dg.DagsterInstance.ephemeral()
     for job in ("keepa_pull", "enrichment", "arbitrage"):
-        assert run_job(job).success, job
+        assert run_job(job, instance=instance).success, job
 
     raw = [validate_raw_update(m.json()) for m in read_all(kafka, topics.RAW_UPDATES)]
-    expected = {
-        alert["alert_id"]: strip_time(alert)
-        for alert in detect_alerts([enrich(r, CONFIG) for r in raw], CONFIG, "ignored")
-    }
+    detection = detect([enrich(r, CONFIG) for r in raw], CONFIG, RULES, "ignored")
+    expected = {alert["alert_id"]: strip_time(alert) for alert in detection.alerts}
     assert len(expected) > 50
+    # The routes the rules removed, per reason, exactly, in the run's metadata (and as the
+    # demo reads them from there).
+    assert detection.filtered
+    assert filtered_routes(instance, 0.0) == (detection.filtered, 0)
     on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
     assert len(on_topic) == len(expected)
     assert {a["alert_id"]: strip_time(a) for a in on_topic} == expected
@@ -293,3 +319,22 @@ def test_a_pull_stamped_in_the_future_cannot_freeze_a_product(
     assert run_job("enrichment").success
     doc = es.client().get(index=topics.PRODUCTS_INDEX, id="B0FUTURE01")
     assert doc["_version"] == epoch_ms(later["timestamp"])
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_an_existing_alerts_index_gets_the_rules_fields(es: ElasticsearchResource) -> None:
+    """An alerts index created before the rules gets rules_version and signals mapped when the
+    indices are ensured (every stage run does), so its strict mapping takes the new alerts."""
+    client = es.client()
+    client.indices.delete(index=topics.ALERTS_INDEX)
+    client.indices.delete_index_template(name=f"arbitrage-{topics.ALERTS_INDEX}")
+    old = copy.deepcopy(ALERTS_MAPPING)
+    del old["properties"]["rules_version"], old["properties"]["signals"]
+    client.indices.create(index=topics.ALERTS_INDEX, mappings=old)
+    es.ensure_indices()
+    mapped = client.indices.get_mapping(index=topics.ALERTS_INDEX)[topics.ALERTS_INDEX]
+    properties = mapped["mappings"]["properties"]
+    assert properties["rules_version"] == {"type": "keyword"}
+    assert set(properties["signals"]["properties"]) == set(
+        ALERTS_MAPPING["properties"]["signals"]["properties"]
+    )
