@@ -51,6 +51,7 @@ from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect_alerts
 from pipelines.messages.validation import parse_raw_update
+from pipelines.rules_config import load_rules_config
 from pipelines.topics import ARBITRAGE_ALERTS, PRODUCTS_ENRICHED, RAW_UPDATES
 from resources.settings import Settings
 
@@ -178,9 +179,11 @@ class Reader:
 
 
 def expected_alert_keys(messages: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
-    fees = load_fee_config(Settings.from_env().fees_file)
+    settings = Settings.from_env()
+    fees = load_fee_config(settings.fees_file)
+    rules = load_rules_config(settings.rules_file)
     products = [enrich(parse_raw_update(value), fees) for _, value in messages]
-    alerts = detect_alerts(products, fees, "2026-01-01T00:00:00.000Z")
+    alerts = detect_alerts(products, fees, "2026-01-01T00:00:00.000Z", rules)
     return {alert["asin"].encode() for alert in alerts}
 
 

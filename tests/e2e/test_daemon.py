@@ -30,9 +30,11 @@ from pipelines.fee_model import detect_alerts
 from pipelines.keepa_parsing import merge_market_products
 from pipelines.messages.codec import encode
 from pipelines.messages.validation import validate_raw_update
+from pipelines.rules_config import load_rules_config
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
+from resources.settings import Settings
 from tests.definitions import SAMPLE_DEFS
 from tests.e2e.dagster_api import Dagster, Run, StartDagster
 from tests.integration.kafka_io import ReadMessage, produce, read_all
@@ -41,6 +43,8 @@ from tools.sample_generator import iter_products
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
 
 CONFIG = load_fee_config()
+# The rules the stages' processes run with (ARBITRAGE_RULES_FILE, default rules_v1).
+RULES = load_rules_config(Settings.from_env().rules_file)
 MAX_RECORDS_ENV = "ARBITRAGE_SENSOR_MAX_RECORDS"
 ENRICHMENT_SENSOR = "enrichment_sensor"
 ARBITRAGE_SENSOR = "arbitrage_sensor"
@@ -74,7 +78,8 @@ def strip_time(alert: dict[str, Any]) -> dict[str, Any]:
 def expected_alerts(raw_values: Iterable[bytes]) -> dict[str, dict[str, Any]]:
     """What the domain functions make of these raw updates, by alert id."""
     products = [enrich(validate_raw_update(json.loads(value)), CONFIG) for value in raw_values]
-    return {a["alert_id"]: strip_time(a) for a in detect_alerts(products, CONFIG, "ignored")}
+    alerts = detect_alerts(products, CONFIG, "ignored", RULES)
+    return {a["alert_id"]: strip_time(a) for a in alerts}
 
 
 def assert_every_alert_once(

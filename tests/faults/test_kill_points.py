@@ -22,7 +22,7 @@ from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from tests.faults.audit import audit_enrichment, audit_stage, keys_in, run_stage_process
 from tests.integration.kafka_io import produce
-from tests.integration.test_stages import CONFIG, good_updates, run_job
+from tests.integration.test_stages import CONFIG, RULES, good_updates, run_job
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def test_killed_at_a_fault_point_then_rerun_is_exactly_once(
         produce(kafka, topics.PRODUCTS_ENRICHED, poison)
         kill_then_rerun(stage, point)
         expected = detect_alerts(
-            [enrich(validate_raw_update(u), CONFIG) for u in updates], CONFIG, "ignored"
+            [enrich(validate_raw_update(u), CONFIG) for u in updates], CONFIG, "ignored", RULES
         )
         audit = audit_stage(
             case,
