@@ -36,7 +36,7 @@ from pipelines.messages.types import (
     alert_id,
 )
 from pipelines.money import INT64_SAFE, round_fraction, round_half_even_array
-from pipelines.route_filters import alert_signals, filtered_counts, screen_routes, signal_fields
+from pipelines.route_filters import alert_signals, filtered_counts, screen_routes
 from pipelines.rules_config import RulesConfig
 
 MARKET_CODES: tuple[str, ...] = tuple(sorted(MARKETPLACES))
@@ -78,9 +78,6 @@ class MarketMatrix:
     schedule: npt.NDArray[np.int64] | None = None
     size_tier: npt.NDArray[np.int64] | None = None
     timestamp_ms: npt.NDArray[np.int64] | None = None
-    # The sell-side signals the rules read (``route_filters.signal_fields``), (n, markets)
-    # int64 each, -1 where Keepa has no data; None when no rule reads any.
-    signals: dict[str, npt.NDArray[np.int64]] | None = None
 
     def __len__(self) -> int:
         return len(self.asins)
@@ -105,9 +102,7 @@ _ABSENT_MARKET: dict[str, int | None] = {
 }
 
 
-def market_matrix(
-    products: Sequence[EnrichedProduct], config: FeeConfig, signal_fields: Sequence[str] = ()
-) -> MarketMatrix:
+def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> MarketMatrix:
     """Lay enriched products out as arrays, with no per-record Python beyond list building.
 
     The market dicts are listed row by row (product, then market in MARKET_CODES order) and
@@ -116,8 +111,6 @@ def market_matrix(
     CPU caches, and reading one field per pass over all of them (or filling Python lists cell
     by cell) cost two to three times as much. A missing price (None) becomes 0, "not
     buyable/sellable there"; a market the product lacks reads as ``_ABSENT_MARKET``.
-    ``signal_fields`` (the rules' signals) are read in the same pass, from each market's
-    ``signals`` object, into ``signals`` grids with -1 for "no data".
     """
     rows, width = len(products), len(MARKET_CODES)
     sides = [
@@ -127,11 +120,7 @@ def market_matrix(
     ]
     # Arrow refuses an int beyond int64 rather than wrapping it; the types of the fee inputs
     # are checked before (parse_enriched_product).
-    inputs_type = _FEE_INPUTS if config.v2 is None else _FEE_INPUTS_V2
-    if signal_fields:
-        signals_type = pa.struct([(name, pa.int64()) for name in signal_fields])
-        inputs_type = pa.struct([*inputs_type, ("signals", signals_type)])
-    inputs = pa.array(sides, type=inputs_type)
+    inputs = pa.array(sides, type=_FEE_INPUTS if config.v2 is None else _FEE_INPUTS_V2)
     grids: dict[str, npt.NDArray[np.int64]] = {}
     for position, name in enumerate(_FEE_FIELDS):
         column = inputs.field(position)
@@ -153,7 +142,6 @@ def market_matrix(
         grids["fba_fee_resolved"],
         grids["sales_rank"],
         weight_g,
-        signals=_signal_grids(inputs, signal_fields, rows, width) if signal_fields else None,
     )
     if config.v2 is None:
         return matrix
@@ -175,19 +163,6 @@ def market_matrix(
         size_tier=size_tiers_of(weight_g, np.stack(sides_mm, axis=1), config.v2),
         timestamp_ms=timestamps.to_numpy(zero_copy_only=False),
     )
-
-
-def _signal_grids(
-    inputs: pa.StructArray, names: Sequence[str], rows: int, width: int
-) -> dict[str, npt.NDArray[np.int64]]:
-    """The ``signals`` child of the market structs as (rows, markets) grids; a market with no
-    signals object (null, or a message from before the signals) is -1 in every one."""
-    signals = inputs.field(inputs.type.get_field_index("signals"))
-    # flatten() folds the parent's nulls (no signals object) into each child.
-    return {
-        name: child.fill_null(-1).to_numpy(zero_copy_only=False).reshape(rows, width)
-        for name, child in zip(names, signals.flatten(), strict=True)
-    }
 
 
 def schedule_of(category: npt.NDArray[np.int64], v2: FeesV2) -> npt.NDArray[np.int64]:
@@ -674,9 +649,11 @@ def detect(
     """
     if not products:
         return Detection([], {})
-    matrix = market_matrix(products, config, signal_fields(rules))
+    matrix = market_matrix(products, config)
     routes = evaluate_routes(matrix, config)
-    screened = screen_routes(matrix, routes, rules, lambda sub: evaluate_routes(sub, config))
+    screened = screen_routes(
+        products, matrix, routes, rules, lambda sub: evaluate_routes(sub, config)
+    )
     hits = screened.hits.sort_values(
         ["row", "profit_eur_cents", "buy_market", "sell_market"],
         ascending=[True, False, True, True],

@@ -4,9 +4,10 @@ The fee model (``pipelines.fee_model.evaluate_routes``) gives every (product, bu
 market) with its money lines and whether it meets the fee thresholds. ``screen_routes`` then
 gives each route a reason code (``REASONS``): 0 for an alert, ``below_thresholds`` where the fee
 model already said no, else the first rule the route fails, in the order sales,
-amazon_buy_box, fba_offers, stock, spike_guard. The rules read the sell market's signals from
-the matrix's ``signals`` grids (int64, -1 = Keepa has no data), filled by ``market_matrix`` for
-the fields ``signal_fields`` names.
+amazon_buy_box, fba_offers, stock, spike_guard. The rules read the sell market's signals of
+those routes only (``gather_signals``: the fields ``signal_fields`` names, as int64 columns
+through Arrow, -1 = Keepa has no data): a few per cent of all routes, so reading them costs far
+less than a signal column for every (product, market) in ``market_matrix`` would.
 
 The spike guard changes money, so it never patches a profit: the routes it applies to are
 evaluated again by the fee model itself, from a matrix whose sell price is the lower of the
@@ -20,7 +21,7 @@ band edge), the route keeps its current-price lines, so the guard never raises a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 
 from pipelines.markets import MARKETPLACES
+from pipelines.messages.types import EnrichedProduct
 from pipelines.money import round_fraction, round_half_even_array
 from pipelines.rules_config import RulesConfig
 
@@ -85,7 +88,7 @@ def stock_field(rules: RulesConfig) -> str:
 
 
 def signal_fields(rules: RulesConfig) -> tuple[str, ...]:
-    """The signals the enabled rules read, for ``market_matrix`` (none for rules_none)."""
+    """The signals the enabled rules read (none for rules_none)."""
     wanted = []
     if rules.sales.enabled:
         wanted.append(sales_field(rules))
@@ -126,14 +129,38 @@ class Screened:
     hits: pd.DataFrame
 
 
+def gather_signals(
+    products: Sequence[EnrichedProduct],
+    rows: npt.NDArray[np.int64],
+    markets: npt.NDArray[np.int64],
+    names: Sequence[str],
+) -> dict[str, npt.NDArray[np.int64]]:
+    """The signals ``names`` of market ``markets[i]`` of product ``rows[i]``, as int64 columns;
+    -1 where Keepa has no data (the field is null, or the market has no signals object)."""
+    if not names:
+        return {}
+    sides = [
+        products[row]["markets"][MARKET_CODES[market]].get("signals")
+        for row, market in zip(rows.tolist(), markets.tolist(), strict=True)
+    ]
+    array = pa.array(sides, type=pa.struct([(name, pa.int64()) for name in names]))
+    # flatten() folds the parent's nulls (no signals object) into each child.
+    return {
+        name: child.fill_null(-1).to_numpy(zero_copy_only=False)
+        for name, child in zip(names, array.flatten(), strict=True)
+    }
+
+
 def screen_routes(
+    products: Sequence[EnrichedProduct],
     matrix: MarketMatrix,
     routes: pd.DataFrame,
     rules: RulesConfig,
     evaluate: Callable[[MarketMatrix], pd.DataFrame],
 ) -> Screened:
-    """Apply the rules to the fee model's routes (``evaluate`` is its ``evaluate_routes`` for
-    the same fee configuration, called again for the routes the spike guard lowers)."""
+    """Apply the rules to the fee model's routes of ``products`` (``matrix`` is theirs;
+    ``evaluate`` is the fee model's ``evaluate_routes`` for the same fee configuration, called
+    again for the routes the spike guard lowers)."""
     qualifies = routes["qualifies"].to_numpy()
     reason = np.where(qualifies, PASS, BELOW_THRESHOLDS).astype(np.int8)
     missing = np.zeros(len(routes), dtype=np.int8)
@@ -143,10 +170,8 @@ def screen_routes(
         return Screened(reason, missing, routes.iloc[at].assign(missing=missing[at]))
     rows = routes["row"].to_numpy()[at]
     sell = _market_index(routes["sell_market"].to_numpy()[at])
-    signals = matrix.signals or {}
-
-    def signal(name: str) -> npt.NDArray[np.int64]:
-        return signals[name][rows, sell]
+    signals = gather_signals(products, rows, sell, signal_fields(rules))
+    signal = signals.__getitem__
 
     code = np.zeros(at.size, dtype=np.int8)
     flags = np.zeros(at.size, dtype=np.int8)
@@ -260,14 +285,12 @@ def _guarded_lines(
 
 
 def _sub_matrix(matrix: MarketMatrix, products: npt.NDArray[np.int64]) -> MarketMatrix:
-    """The matrix of some products (their rows, in order), without signals."""
+    """The matrix of some products (their rows, in order)."""
     fields: dict[str, Any] = {}
     for field in dataclasses.fields(matrix):
         value = getattr(matrix, field.name)
         if field.name == "asins":
             fields["asins"] = [value[i] for i in products]
-        elif field.name == "signals":
-            fields["signals"] = None
         elif value is not None:
             fields[field.name] = value[products]
     return dataclasses.replace(matrix, **fields)

@@ -21,13 +21,13 @@ from hypothesis import strategies as st
 
 from pipelines.enrichment import enrich
 from pipelines.fee_config import REPO_ROOT, load_fee_config
-from pipelines.fee_model import MARKET_CODES, detect, detect_alerts, market_matrix
+from pipelines.fee_model import MARKET_CODES, detect, detect_alerts
 from pipelines.keepa_parsing import merge_market_products, parse_product_response
 from pipelines.keepa_sample import load_sample_document
 from pipelines.messages.timestamps import parse_utc
 from pipelines.messages.types import alert_id
 from pipelines.messages.validation import validate_raw_update
-from pipelines.route_filters import REASONS, RULE_REASONS
+from pipelines.route_filters import REASONS, RULE_REASONS, gather_signals
 from pipelines.rules_config import (
     NO_RULES,
     RULE_SECTIONS,
@@ -313,17 +313,18 @@ def test_a_route_failing_several_rules_counts_under_the_first() -> None:
     assert result.filtered == {"low_sales": 1}
 
 
-def test_the_signal_grids_of_the_matrix() -> None:
-    matrix = market_matrix(
-        [product(steady()), product(None)], CONFIG, ("sales_rank_drops30", "new_oos_pct90")
-    )
-    assert matrix.signals is not None
+def test_the_signals_of_the_candidate_routes_are_gathered_as_columns() -> None:
+    products = [product(steady()), product(None)]
     fr = MARKET_CODES.index("FR")
-    assert matrix.signals["sales_rank_drops30"][:, fr].tolist() == [20, -1]
-    assert matrix.signals["new_oos_pct90"][0].tolist() == [
-        5 if code == "FR" else -1 for code in MARKET_CODES
-    ]
-    assert market_matrix([product(steady())], CONFIG).signals is None
+    signals = gather_signals(
+        products,
+        np.array([0, 1, 0]),
+        np.array([fr, fr, fr]),
+        ("sales_rank_drops30", "new_oos_pct90"),
+    )
+    assert signals["sales_rank_drops30"].tolist() == [20, -1, 20]
+    assert signals["new_oos_pct90"].tolist() == [5, -1, 5]
+    assert signals["sales_rank_drops30"].dtype == np.int64
 
 
 # --------------------------------------------------------------------------- ids
