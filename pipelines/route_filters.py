@@ -169,7 +169,8 @@ def screen_routes(
     if not rules.any_enabled or not at.size:
         return Screened(reason, missing, routes.iloc[at].assign(missing=missing[at]))
     rows = routes["row"].to_numpy()[at]
-    sell = _market_index(routes["sell_market"].to_numpy()[at])
+    # Strings of the candidates only: converting the whole Arrow column would cost more.
+    sell = _market_index(routes["sell_market"].take(at).to_numpy())
     signals = gather_signals(products, rows, sell, signal_fields(rules))
     signal = signals.__getitem__
 
@@ -225,14 +226,21 @@ def screen_routes(
     reason[at] = code
     missing[at] = flags
     kept = at[code == PASS]
-    hits = routes.iloc[kept].assign(missing=missing[kept])
+    hits = routes.iloc[kept]
+    columns: dict[str, Any] = {name: hits[name] for name in hits.columns}
+    columns["missing"] = missing[kept]
     if guarded is not None:
-        # The alerts the guard lowered take the guarded lines.
+        # The alerts the guard lowered take the guarded lines. The frame is built anew from
+        # its columns: setting them in place (.loc, assign) split pandas' blocks at a cost
+        # larger than the rest of the screening.
         take = guarded[guarded["qualifies"].to_numpy()]
-        for column in take.columns:
-            if column not in _GUARDED_KEEP:
-                hits.loc[take.index, column] = take[column]
-    return Screened(reason, missing, hits)
+        where = hits.index.get_indexer(take.index)
+        for name in take.columns:
+            if name not in _GUARDED_KEEP:
+                values = hits[name].to_numpy().copy()
+                values[where] = take[name].to_numpy()
+                columns[name] = values
+    return Screened(reason, missing, pd.DataFrame(columns, index=hits.index))
 
 
 def _market_index(codes: Any) -> npt.NDArray[np.int64]:
