@@ -67,8 +67,9 @@ lock: $(PY) ## re-resolve every dependency to its newest allowed version (requir
 	$(LOCK) --upgrade --extra dev -o requirements-dev.lock pyproject.toml
 	$(LOCK) -c requirements-dev.lock -o requirements.lock pyproject.toml
 
-lint: $(PY) ## ruff
+lint: $(PY) ## ruff: lint and format check
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: services-up ## benchmarks: throughput, memory, latency (prints one table)
 	$(PY) -m bench

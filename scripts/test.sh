@@ -29,6 +29,7 @@ trap cleanup EXIT
 # ARBITRAGE_SECURE=1: every client below uses the secured services' client.env.
 scripts/with-client-env .venv/bin/arbitrage provision
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 # Parallel workers (pytest-xdist), one file per worker at a time: each worker has its own
 # namespace (tests/__init__.py), so they share the services without seeing each other's data.
 # TEST_WORKERS=0 runs in this process (make faults: its cases break the shared services).

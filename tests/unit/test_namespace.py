@@ -69,10 +69,14 @@ def test_a_namespace_prefixes_every_name_but_not_the_asset_keys() -> None:
     for kind in ("topics", "indices", "groups"):
         assert names[kind] == [f"staging.{name}" for name in plain[kind]]
     assert names["txn"] == "staging.enrichment:staging.raw.keepa_updates:1"
-    assert names["asset_keys"] == plain["asset_keys"] == [
-        "kafka/raw_keepa_updates",
-        "elasticsearch/arbitrage_alerts",
-    ]
+    assert (
+        names["asset_keys"]
+        == plain["asset_keys"]
+        == [
+            "kafka/raw_keepa_updates",
+            "elasticsearch/arbitrage_alerts",
+        ]
+    )
     # A namespace owns what it prefixes, and only that.
     assert names["grants"] == [
         ["topic", "staging.", True],
