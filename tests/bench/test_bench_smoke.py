@@ -44,9 +44,12 @@ def check(rows: list[Row], expected: int) -> None:
 
 def test_fee_model(services: Services) -> None:
     rows = fee_model.run(n=1_200, baseline_n=200, judge=False)
-    check(rows, 4 + 3)  # baseline, v1 (matrix, routes, both), v2 (the same three)
-    totals = [row for row in rows if "market_matrix + evaluate_routes" in row.measured]
+    # baseline, v1 (matrix, routes, both), v2 (the same three), v1 and v2 with the rules
+    check(rows, 4 + 3 + 2)
+    totals = [row for row in rows if row.measured.endswith("market_matrix + evaluate_routes")]
+    totals += [row for row in rows if "(fees_v2.toml)" in row.measured]
     assert len(totals) == 2 and all(row.ratio and row.ratio > 0 for row in totals)
+    assert len([row for row in rows if "screen_routes" in row.measured]) == 2
 
 
 def test_enrichment(services: Services) -> None:
@@ -81,4 +84,4 @@ def test_latency(services: Services) -> None:
 def test_cli_prints_one_table(services: Services, capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_main(["--quick", "--only", "fee_model", "--no-write"]) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 4 + 3
+    assert len(table) == 2 + 4 + 3 + 2
