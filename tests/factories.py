@@ -30,6 +30,19 @@ def offer(market: str, **fields: Any) -> dict[str, Any]:
     return base
 
 
+def steady_signals(price: int) -> dict:
+    """A steady seller's signals: every rule of rules_v1 passes at ``price``."""
+    return {
+        "buy_box_avg90": price,
+        "new_avg90": price,
+        "sales_rank_drops30": 30,
+        "sales_rank_drops90": 90,
+        "new_oos_pct90": 2,
+        "buy_box_amazon_pct": 0,
+        "offer_count_fba": 3,
+    }
+
+
 def raw_update(
     asin: str = "B000TEST01",
     markets: dict[str, dict[str, Any]] | None = None,

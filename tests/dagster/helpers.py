@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from pipelines.definitions import defs
 from resources.kafka import KafkaResource
-from tests.factories import offer, raw_update
+from tests.factories import offer, raw_update, steady_signals
 
 
 def hours_ago(hours: int) -> datetime:
@@ -34,7 +34,7 @@ def opportunity(asin: str, at: datetime) -> dict[str, Any]:
         asin=asin,
         markets={
             "DE": offer("DE", new=4500, amazon=-1, buy_box=4700),
-            "FR": offer("FR", buy_box=9000, new=8900),
+            "FR": offer("FR", buy_box=9000, new=8900, signals=steady_signals(9000)),
         },
         timestamp=iso(at),
     )

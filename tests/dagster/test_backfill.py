@@ -22,7 +22,7 @@ from tests.dagster.helpers import (
     produce_updates,
     temp_instance,
 )
-from tests.factories import enriched, offer
+from tests.factories import enriched, offer, steady_signals
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
 REPLAY_ENRICHMENT = ENRICHMENT.replay_group
@@ -124,7 +124,7 @@ def test_replaying_enriched_products_by_hour_and_by_range(
             asin=f"B0BR{n:06d}",
             markets={
                 "DE": offer("DE", new=4500, amazon=-1, buy_box=4700),
-                "FR": offer("FR", buy_box=9000, new=8900),
+                "FR": offer("FR", buy_box=9000, new=8900, signals=steady_signals(9000)),
             },
         )
         items.append((product["asin"], json.dumps(product).encode(), n % 3, at))

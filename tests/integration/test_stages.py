@@ -27,7 +27,7 @@ from resources.kafka import KafkaResource
 from resources.settings import Settings
 from scripts.demo import filtered_routes
 from tests.definitions import SAMPLE_DEFS
-from tests.factories import offer, raw_update
+from tests.factories import offer, raw_update, steady_signals
 from tests.integration.kafka_io import produce, read_all
 
 pytestmark = pytest.mark.integration
@@ -45,19 +45,6 @@ def run_job(
         instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
-
-
-def steady_signals(price: int) -> dict:
-    """A steady seller's signals: every rule of rules_v1 passes at ``price``."""
-    return {
-        "buy_box_avg90": price,
-        "new_avg90": price,
-        "sales_rank_drops30": 30,
-        "sales_rank_drops90": 90,
-        "new_oos_pct90": 2,
-        "buy_box_amazon_pct": 0,
-        "offer_count_fba": 3,
-    }
 
 
 def good_updates(count: int, timestamp: str = "2026-11-26T10:00:00.000Z") -> list[dict]:
