@@ -204,14 +204,17 @@ class DagsterProcesses:
         ``timeout_s`` has passed; returns how many were asked to end. A webserver that does not
         answer ends nothing: the processes are stopped anyway."""
         deadline = time.monotonic() + timeout_s
-        try:
-            asked = [run["runId"] for run in self._in_flight()]
-            for run_id in asked:
-                self.graphql(TERMINATE_MUTATION, {"runId": run_id})
-            while self._in_flight() and time.monotonic() < deadline:
+        # Asked again on every poll: the sensors and the daemon are still on, so a run can be
+        # requested or dequeued while the others finish their batch; one left out would be
+        # killed with its code server below and end FAILURE.
+        asked: set[str] = set()
+        with contextlib.suppress(requests.RequestException, ValueError, DagsterStartError):
+            while (in_flight := self._in_flight()) and time.monotonic() < deadline:
+                for run in in_flight:
+                    if run["runId"] not in asked:
+                        self.graphql(TERMINATE_MUTATION, {"runId": run["runId"]})
+                        asked.add(run["runId"])
                 time.sleep(0.5)
-        except (requests.RequestException, ValueError, DagsterStartError):
-            return 0
         return len(asked)
 
     def _in_flight(self) -> list[dict[str, str]]:

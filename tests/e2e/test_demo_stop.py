@@ -115,14 +115,22 @@ def three_processes(home: Path) -> bool:
     )
 
 
-def run_statuses(home: Path, storage: Mapping[str, str]) -> Counter[str]:
-    """How the demo's runs ended, from its instance (the throwaway database it was given)."""
+def run_statuses(home: Path, storage: Mapping[str, str]) -> tuple[Counter[str], str]:
+    """How the demo's runs ended, from its instance (the throwaway database it was given), and
+    for each run that did not end SUCCESS or CANCELED its job and last messages."""
     env = {**postgres_env(os.environ), **storage} if storage else {}
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            return Counter(run.status.value for run in instance.get_runs())
+            runs = instance.get_runs()
+            why = [
+                f"{run.job_name} {run.run_id} {run.status.value}: "
+                + " | ".join(entry.message for entry in instance.all_logs(run.run_id)[-6:])
+                for run in runs
+                if run.status.value not in {"SUCCESS", "CANCELED"}
+            ]
+            return Counter(run.status.value for run in runs), "\n".join(why)
 
 
 def run_worker_running(home: Path) -> bool:
@@ -173,8 +181,10 @@ def test_make_demo_stopped_while_runs_are_working_leaves_nothing_running(
         demo.assert_nothing_left()
         if stop != "ctrl-c twice":  # a second Ctrl-C skips ending the runs: stop at once
             # The runs in flight were terminated (batch committed, CANCELED), not interrupted.
-            statuses = run_statuses(demo.home, storage)
-            assert statuses and not statuses.keys() - {"SUCCESS", "CANCELED"}, statuses
+            statuses, why = run_statuses(demo.home, storage)
+            assert statuses and not statuses.keys() - {"SUCCESS", "CANCELED"}, (
+                f"{statuses}\n{why}\n{demo.text()[-3000:]}"
+            )
 
 
 @pytest.mark.slow
