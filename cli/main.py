@@ -1,4 +1,5 @@
-"""`arbitrage` — the project's operator CLI: provision, topics, lag, tail, dlq, alerts, offsets."""
+"""`arbitrage` — the project's operator CLI: provision, topics, lag, tail, dlq, alerts, whatif,
+offsets."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import base64
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cli.redrive import redrive
 from pipelines import topics
+from pipelines.fee_config import FeeConfigError, load_fee_config
 from pipelines.messages.timestamps import parse_utc, utc_now_iso
 from pipelines.money import format_minor
 from pipelines.redaction import scrub_url
+from pipelines.rules_config import RulesConfigError, load_rules_config
 from pipelines.stage_specs import STAGES
+from pipelines.whatif import KIND_ORDER, Change, to_csv
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
 from resources.kafka import KafkaResource, KafkaUnavailableError
 from resources.retention_losses import acknowledge_losses
@@ -188,6 +193,63 @@ def cmd_alerts(_: KafkaResource, es: ElasticsearchResource, args: argparse.Names
     return 0
 
 
+def _profit(cents: int | None) -> str:
+    return "" if cents is None else format_minor(cents, "EUR")
+
+
+def whatif_table(changes: Sequence[Change]) -> str:
+    rows = [
+        [
+            c.kind,
+            c.asin,
+            f"{c.buy_market} → {c.sell_market}",
+            _profit(c.live_profit_eur_cents),
+            _profit(c.whatif_profit_eur_cents),
+            ("+" if c.delta_eur_cents > 0 else "") + format_minor(c.delta_eur_cents, "EUR"),
+        ]
+        for c in changes
+    ]
+    return table(["CHANGE", "ASIN", "ROUTE", "LIVE PROFIT", "WHAT-IF PROFIT", "DELTA"], rows)
+
+
+def cmd_whatif(kafka: KafkaResource, es: ElasticsearchResource, args: argparse.Namespace) -> int:
+    try:
+        fees = load_fee_config(args.fees)
+        rules = load_rules_config(args.rules or args.settings.rules_file)
+        since = parse_utc(args.since)
+    except (FeeConfigError, RulesConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError:
+        print(f"error: --since {args.since!r} is not an ISO-8601 UTC time", file=sys.stderr)
+        return 2
+    from cli.whatif import whatif  # the fee model's numpy/pandas/Arrow: only for this command
+
+    report = whatif(kafka, es, fees, rules, int(since.timestamp() * 1000))
+    if args.csv == "-":
+        sys.stdout.write(to_csv(report.changes))
+        return 0
+    counts = {kind: sum(c.kind == kind for c in report.changes) for kind in KIND_ORDER}
+    print(
+        f"{topics.PRODUCTS_ENRICHED} since {args.since}: {report.records_read} records "
+        f"({report.unreadable} unreadable), {report.products} products (latest of each ASIN)\n"
+        f"live alerts for them {report.live_alerts}; with {fees.version} fees and "
+        f"{rules.version} rules {report.whatif_alerts}; "
+        + ", ".join(f"{kind} {n}" for kind, n in counts.items())
+    )
+    if report.filtered:
+        print(
+            "routes the rules removed: "
+            + ", ".join(f"{k} {v}" for k, v in report.filtered.items() if v)
+        )
+    if report.changes:
+        print(whatif_table(report.changes))
+    if args.csv:
+        Path(args.csv).write_text(to_csv(report.changes))
+        print(f"CSV: {args.csv}")
+    return 0
+
+
 def reset_targets(kafka: KafkaResource, topic: str, to: str) -> dict[int, int]:
     """Per partition, the offset ``to`` names: earliest, latest, or the first at an ISO time."""
     if to == "earliest":
@@ -318,6 +380,22 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = commands.add_parser("alerts", help="the best alerts by profit")
     alerts.add_argument("-n", type=int, default=20)
     alerts.set_defaults(run=cmd_alerts)
+    whatif_parser = commands.add_parser(
+        "whatif",
+        help="recompute a window's opportunities under other fees/rules and show what would "
+        "change (reads only)",
+    )
+    whatif_parser.add_argument(
+        "--fees", required=True, help="a fee model file, e.g. config/fees_v2.toml"
+    )
+    whatif_parser.add_argument("--rules", help="a rules file (default: ARBITRAGE_RULES_FILE's)")
+    whatif_parser.add_argument(
+        "--since", required=True, help="ISO-8601 UTC time: products.enriched from its first offset"
+    )
+    whatif_parser.add_argument(
+        "--csv", help="also write the changes as CSV to this file ('-': stdout only)"
+    )
+    whatif_parser.set_defaults(run=cmd_whatif)
     offsets = commands.add_parser("offsets", help="consumer group offsets").add_subparsers(
         dest="offsets_command", required=True
     )
@@ -349,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings: Settings | None = None
     try:
         settings = Settings.from_env()
+        args.settings = settings  # the live fee and rules files, for commands that need them
         return args.run(settings.kafka(), settings.elasticsearch(), args)
     except (KafkaUnavailableError, ElasticsearchUnavailableError, SettingsError) as exc:
         message = str(exc)
