@@ -377,13 +377,10 @@ def test_price_observations_are_written_once_per_pull_and_never_twice(
 
     # A replay of the whole topic (a backfill's group) writes no second copy, changes none.
     full = [
-        {"partition": p, "start": low, "end": high}
-        for p, (low, high) in kafka.watermarks(topics.RAW_UPDATES).items()
+        PartitionRange(partition, low, high)
+        for partition, (low, high) in kafka.watermarks(topics.RAW_UPDATES).items()
     ]
-    runner = StageRunner(ENRICHMENT, kafka, es, CONFIG)
-    stats = runner.run(
-        ENRICHMENT.replay_group, [PartitionRange(r["partition"], r["start"], r["end"]) for r in full]
-    )
+    stats = StageRunner(ENRICHMENT, kafka, es, CONFIG).run(ENRICHMENT.replay_group, full)
     assert stats.records_in == 8
     assert stats.counters["price_observations_unchanged"] == 24
     assert stats.counters.get("price_observations_indexed", 0) == 0
