@@ -34,7 +34,7 @@ from assets.keys import index_asset_key, topic_asset_key
 from assets.partitions import HOURLY, hour_partition_key
 from engine.faults import FaultInjector
 from engine.offset_anomalies import OffsetAheadOfLogError, acknowledge_command, check_offsets
-from engine.processors import FILTERED_PREFIX
+from engine.processors import FILTERED_PREFIX, OBSERVATIONS_INDEXED, OBSERVATIONS_UNCHANGED
 from engine.ranges import PartitionRange, plan_ranges
 from engine.runner import Following, StageRunner
 from engine.stats import StageStats
@@ -313,6 +313,7 @@ def build_stage_assets(
     index_key = index_asset_key(spec.index)
     output_key = topic_asset_key(spec.output_topic)
     dlq_key = topic_asset_key(spec.dlq_topic)
+    side_keys = [(side, index_asset_key(side.name)) for side in spec.side_indices]
 
     @dg.multi_asset(
         name=stage_op_name(spec),
@@ -342,6 +343,19 @@ def build_stage_assets(
                 kinds={"kafka"},
                 group_name=spec.name,
                 metadata={"topic": spec.dlq_topic},
+            ),
+            # Indices written in the stage's bulk requests beside its own (price history).
+            *(
+                dg.AssetSpec(
+                    key,
+                    deps=[source_key],
+                    description=side.description,
+                    kinds={"elasticsearch"},
+                    group_name=spec.name,
+                    metadata={"index": side.name},
+                    skippable=True,
+                )
+                for side, key in side_keys
             ),
         ],
         can_subset=False,
@@ -430,6 +444,17 @@ def build_stage_assets(
                     "newest_reasons": dg.MetadataValue.json(stats.dlq_reasons[-5:]),
                 },
             )
+            counters = stats.counters
+            for side, key in side_keys:
+                yield dg.MaterializeResult(
+                    asset_key=key,
+                    metadata={
+                        **common,
+                        "index": side.name,
+                        "indexed": dg.MetadataValue.int(counters.get(OBSERVATIONS_INDEXED, 0)),
+                        "unchanged": dg.MetadataValue.int(counters.get(OBSERVATIONS_UNCHANGED, 0)),
+                    },
+                )
 
     return _stage
 

@@ -1,5 +1,5 @@
 """`arbitrage` — the project's operator CLI: provision, topics, lag, tail, dlq, alerts, whatif,
-offsets."""
+web, offsets."""
 
 from __future__ import annotations
 
@@ -347,6 +347,18 @@ def cmd_dlq_redrive(
     return 1 if report.problems else 0
 
 
+def cmd_web(_: KafkaResource, es: ElasticsearchResource, args: argparse.Namespace) -> int:
+    """Serve the opportunities page (web/) until Ctrl-C."""
+    import uvicorn
+
+    from web.app import create_app
+
+    port = args.port or Settings.from_env().web_port
+    print(f"opportunities page at http://{args.host}:{port} (Elasticsearch {es.shown_url})")
+    uvicorn.run(create_app(es, poll_s=args.poll_s), host=args.host, port=port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arbitrage", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -396,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--csv", help="also write the changes as CSV to this file ('-': stdout only)"
     )
     whatif_parser.set_defaults(run=cmd_whatif)
+    web = commands.add_parser("web", help="serve the opportunities page (ARBITRAGE_WEB_PORT)")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    web.add_argument("--port", type=int, help="port (default ARBITRAGE_WEB_PORT, 8080)")
+    web.add_argument("--poll-s", type=float, default=5.0, help="how often the list asks for news")
+    web.set_defaults(run=cmd_web)
     offsets = commands.add_parser("offsets", help="consumer group offsets").add_subparsers(
         dest="offsets_command", required=True
     )

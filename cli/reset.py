@@ -99,7 +99,8 @@ def reset_pipeline(
     delete_groups(kafka, PIPELINE_GROUPS)
     names = [spec.name for spec in topics.TOPICS]
     _delete_topics(kafka, names, deadline)
-    for index in (*(spec.index for spec in STAGES), LEDGER_INDEX, LOSS_INDEX, *extra_indices):
+    stage_indices = [index for spec in STAGES for index in spec.indices]
+    for index in (*stage_indices, LEDGER_INDEX, LOSS_INDEX, *extra_indices):
         es.client().options(ignore_status=404).indices.delete(index=index)
     while True:
         try:

@@ -30,6 +30,8 @@ DEFINITIONS_MODULE = "pipelines.definitions"
 CODE_SERVER = "code server"
 WEBSERVER = "webserver"
 DAEMON = "daemon"
+# Not Dagster's, but supervised beside it when asked for (``web_port``): `arbitrage web`.
+OPPORTUNITIES_PAGE = "opportunities page"
 STOP_GRACE_S = 20.0
 
 # Runs still going when the processes stop (the sensors' following runs wait for records) are
@@ -92,8 +94,10 @@ class DagsterProcesses:
         grpc_port: int | None = None,
         on_event: Callable[[Event], None] = lambda _event: None,
         backoff: Backoff = DEFAULT_BACKOFF,
+        web_port: int | None = None,
     ) -> None:
         self.home = home
+        self.web_port = web_port
         self.port = port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -112,12 +116,17 @@ class DagsterProcesses:
             WEBSERVER: home / "process-logs" / "webserver.log",
             DAEMON: home / "process-logs" / "daemon.log",
         }
+        programs = [
+            Program(CODE_SERVER, self._code_server_argv(), self.logs[CODE_SERVER]),
+            Program(WEBSERVER, self._webserver_argv(), self.logs[WEBSERVER]),
+            Program(DAEMON, self._daemon_argv(), self.logs[DAEMON]),
+        ]
+        if web_port is not None:
+            self.logs[OPPORTUNITIES_PAGE] = home / "process-logs" / "opportunities-page.log"
+            argv = (str(BIN / "arbitrage"), "web", "--port", str(web_port))
+            programs.append(Program(OPPORTUNITIES_PAGE, argv, self.logs[OPPORTUNITIES_PAGE]))
         self.supervisor = Supervisor(
-            [
-                Program(CODE_SERVER, self._code_server_argv(), self.logs[CODE_SERVER]),
-                Program(WEBSERVER, self._webserver_argv(), self.logs[WEBSERVER]),
-                Program(DAEMON, self._daemon_argv(), self.logs[DAEMON]),
-            ],
+            programs,
             env=self.env,
             cwd=REPO,
             backoff=backoff,
@@ -170,7 +179,12 @@ class DagsterProcesses:
                 lambda: port_open(GRPC_HOST, self.grpc_port), deadline, "code server listening"
             )
             self.supervisor.start([WEBSERVER, DAEMON])
+            if self.web_port is not None:
+                self.supervisor.start([OPPORTUNITIES_PAGE])
             self._wait(self._location_loaded, deadline, f"the webserver loading {LOCATION}")
+            if self.web_port is not None:
+                port = self.web_port
+                self._wait(lambda: port_open("127.0.0.1", port), deadline, "the opportunities page")
         except BaseException:
             self.stop()
             raise

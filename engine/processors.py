@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from engine.checkpoint import InFlight
@@ -21,10 +22,12 @@ from engine.stats import StageStats
 from pipelines.fee_config import FeeConfig
 from pipelines.messages.codec import encode
 from pipelines.messages.timestamps import utc_now_iso
+from pipelines.messages.types import EnrichedProduct
+from pipelines.price_history import observations
 from pipelines.rules_config import RulesConfig
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT, StageSpec
 from pipelines.transforms import Rejected, SourceRecord, arbitrage_records, enrich_records
-from resources.elasticsearch import BulkOp, ElasticsearchResource
+from resources.elasticsearch import BulkOp, BulkOutcome, ElasticsearchResource
 from resources.kafka import CheckedProducer
 
 # On every output message: when the stage read the batch it came from (epoch ms, ASCII). With
@@ -33,6 +36,9 @@ from resources.kafka import CheckedProducer
 READ_AT_HEADER = "arbitrage-read-at-ms"
 # The arbitrage stage's counters of routes the rules removed: filtered_<reason>.
 FILTERED_PREFIX = "filtered_"
+# The enrichment stage's counters of price observations (pipelines/price_history.py).
+OBSERVATIONS_INDEXED = "price_observations_indexed"
+OBSERVATIONS_UNCHANGED = "price_observations_unchanged"
 
 
 def read_at_header() -> dict[str, bytes]:
@@ -76,6 +82,33 @@ class BatchProcessor(ABC):
         """Release what the processor holds (nothing by default)."""
 
 
+@dataclass(frozen=True)
+class _EnrichedChunk:
+    """One bulk request of the enrichment stage: the products' ops first, one per product, then
+    their price observations' ops, ``owners[i]`` the product of observation op ``i``."""
+
+    products: list[tuple[SourceRecord, EnrichedProduct, bytes]]
+    owners: list[int]
+
+
+def split_outcome(outcome: BulkOutcome, first: int) -> tuple[BulkOutcome, BulkOutcome]:
+    """One bulk answer as two: ops ``[0, first)`` and the rest (positions renumbered from 0).
+    Retries (counted per attempt, not per op) stay with the first part."""
+    head = BulkOutcome(
+        rejected={p: r for p, r in outcome.rejected.items() if p < first},
+        conflicts=[p for p in outcome.conflicts if p < first],
+        retries=outcome.retries,
+    )
+    tail = BulkOutcome(
+        rejected={p - first: r for p, r in outcome.rejected.items() if p >= first},
+        conflicts=[p - first for p in outcome.conflicts if p >= first],
+    )
+    head.unchanged, tail.unchanged = len(head.conflicts), len(tail.conflicts)
+    head.written = first - head.unchanged - len(head.rejected)
+    tail.written = outcome.written - head.written
+    return head, tail
+
+
 class EnrichmentProcessor(BatchProcessor):
     """Enrichment is CPU-bound Python and indexing is Elasticsearch's work, so the two overlap.
 
@@ -92,6 +125,7 @@ class EnrichmentProcessor(BatchProcessor):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
+        (self.history_index,) = (side.name for side in self.spec.side_indices)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="es-bulk")
 
     def start(
@@ -114,7 +148,14 @@ class EnrichmentProcessor(BatchProcessor):
                 BulkOp("index", self.spec.index, p["asin"], value, p["source_timestamp_ms"])
                 for _, p, value in encoded
             ]
-            batch.writes.append((encoded, self._writer.submit(self.es.bulk_write, ops)))
+            # In the same request: the prices of this pull, once per (ASIN, market, pull).
+            owners: list[int] = []
+            for owner, (_, product, _) in enumerate(encoded):
+                for doc_id, observation in observations(product):
+                    ops.append(BulkOp("create", self.history_index, doc_id, encode(observation)))
+                    owners.append(owner)
+            chunk_writes = _EnrichedChunk(encoded, owners)
+            batch.writes.append((chunk_writes, self._writer.submit(self.es.bulk_write, ops)))
             if previous is not None:
                 self.finish(previous, stats)
                 previous = None
@@ -128,11 +169,20 @@ class EnrichmentProcessor(BatchProcessor):
         reach(self.faults, self.spec.name, "after_bulk_ack")
         accepted: list[tuple[str, bytes]] = []
         es_rejected: list[Rejected] = []
-        for (encoded, _), outcome in zip(batch.writes, outcomes, strict=True):
-            stats.count_bulk(outcome)
-            for position, (record, product, value) in enumerate(encoded):
-                if position in outcome.rejected:
-                    es_rejected.append(Rejected(record, outcome.rejected[position]))
+        for (chunk, _), outcome in zip(batch.writes, outcomes, strict=True):
+            products, history = split_outcome(outcome, len(chunk.products))
+            stats.count_bulk(products)
+            stats.count(OBSERVATIONS_INDEXED, history.written)
+            stats.count(OBSERVATIONS_UNCHANGED, history.unchanged)
+            # A product whose observation was refused is dead-lettered whole (its redrive
+            # writes both again, idempotently).
+            refused = {chunk.owners[p]: reason for p, reason in sorted(history.rejected.items())}
+            for position, (record, product, value) in enumerate(chunk.products):
+                if position in products.rejected:
+                    es_rejected.append(Rejected(record, products.rejected[position]))
+                elif position in refused:
+                    reason = f"its price observation was refused: {refused[position]}"
+                    es_rejected.append(Rejected(record, reason))
                 else:
                     accepted.append((product["asin"], value))
         # Validation rejects first, then Elasticsearch's, each in record order.

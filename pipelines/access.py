@@ -56,7 +56,9 @@ def elasticsearch_indices(prefix: str = topics.NAMESPACE_PREFIX) -> tuple[str, .
     """Index names and patterns of the pipeline's Elasticsearch role in the namespace ``prefix``."""
     if prefix:
         return (f"{prefix}*",)
-    stage_indices = tuple(dict.fromkeys(topics.plain_name(spec.index) for spec in STAGES))
+    stage_indices = tuple(
+        dict.fromkeys(topics.plain_name(index) for spec in STAGES for index in spec.indices)
+    )
     return (
         *stage_indices,
         topics.plain_name(topics.REDRIVE_LEDGER_INDEX),

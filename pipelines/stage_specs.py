@@ -19,6 +19,14 @@ REPLAY_GROUP_PREFIX = "replay."
 
 
 @dataclass(frozen=True)
+class SideIndex:
+    """An index a stage writes besides its own, in the same bulk requests (same commit rule)."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
 class StageSpec:
     name: str  # also the Dagster job, asset group and multi-asset name stem
     source_topic: str
@@ -29,6 +37,12 @@ class StageSpec:
     summary: str  # one line: what a run of the stage does
     output_description: str
     index_description: str
+    side_indices: tuple[SideIndex, ...] = ()
+
+    @property
+    def indices(self) -> tuple[str, ...]:
+        """Every index the stage writes: its own, then its side indices."""
+        return (self.index, *(side.name for side in self.side_indices))
 
     @property
     def replay_group(self) -> str:
@@ -49,6 +63,13 @@ ENRICHMENT = StageSpec(
     summary="Validate and enrich raw updates; index them and pass them on; bad records to the DLQ.",
     output_description="Validated, enriched products on Kafka, keyed by ASIN.",
     index_description="Enriched products in Elasticsearch, one document per ASIN (newest wins).",
+    side_indices=(
+        SideIndex(
+            topics.PRICE_OBSERVATIONS_INDEX,
+            "Every market's buy and sell price at every pull, one document per (ASIN, market, "
+            "pull): the opportunities page's price history.",
+        ),
+    ),
 )
 
 ARBITRAGE = StageSpec(

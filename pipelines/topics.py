@@ -59,6 +59,9 @@ PRODUCTS_ENRICHED_DLQ = named("products.enriched.dlq")
 
 PRODUCTS_INDEX = named("products")
 ALERTS_INDEX = named("arbitrage-alerts")
+# Every price the enrichment stage has seen, one document per (ASIN, market, pull): the
+# opportunities page's price-history charts (web/, docs/decisions.md 33).
+PRICE_OBSERVATIONS_INDEX = named("price-observations")
 # The operator's indices: the DLQ redrive ledger (cli/redrive.py), acknowledged retention losses
 # (resources/retention_losses.py).
 REDRIVE_LEDGER_INDEX = named("dlq-redrives")

@@ -17,7 +17,7 @@ from pydantic import Field, PrivateAttr
 from pipelines.markets import MARKETPLACES
 from pipelines.messages.signals import SIGNAL_FIELDS
 from pipelines.redaction import redact_url, scrub_url
-from pipelines.topics import ALERTS_INDEX, PRODUCTS_INDEX
+from pipelines.topics import ALERTS_INDEX, PRICE_OBSERVATIONS_INDEX, PRODUCTS_INDEX
 
 DEFAULT_URL = "http://127.0.0.1:9200"
 SERVICES_HINT = (
@@ -168,9 +168,26 @@ ALERTS_MAPPING: dict[str, Any] = {
     },
 }
 
+# pipelines/price_history.py: one small document per (ASIN, market, pull), for charts only.
+# Prices are kept (doc values) but not indexed: nothing searches by them.
+PRICE_OBSERVATIONS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "asin": {"type": "keyword"},
+        "market": {"type": "keyword"},
+        "observed_at": {"type": "date", "format": "epoch_millis"},
+        "currency": {"type": "keyword", "index": False},
+        "buy_price": {"type": "long", "index": False},
+        "sell_price": {"type": "long", "index": False},
+        "buy_price_eur_cents": {"type": "long", "index": False},
+        "sell_price_eur_cents": {"type": "long", "index": False},
+    },
+}
+
 INDEX_TEMPLATES: dict[str, dict[str, Any]] = {
     PRODUCTS_INDEX: PRODUCTS_MAPPING,
     ALERTS_INDEX: ALERTS_MAPPING,
+    PRICE_OBSERVATIONS_INDEX: PRICE_OBSERVATIONS_MAPPING,
 }
 
 

@@ -117,6 +117,8 @@ class Settings:
     allow_reset_anywhere: bool = False
     # Fault suite only (engine/faults.py): stage:point[:batch] where a stage run kills itself.
     fault_point: str = ""
+    # The opportunities page (web/, `arbitrage web`, `make demo`) listens on 127.0.0.1 here.
+    web_port: int = 8080
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -175,6 +177,7 @@ class Settings:
             ),
             allow_reset_anywhere=env.get("ARBITRAGE_ALLOW_RESET", "").strip().lower() in _TRUE,
             fault_point=env.get("ARBITRAGE_FAULT_POINT", "").strip(),
+            web_port=_int(env, "ARBITRAGE_WEB_PORT", default.web_port),
         )
 
     # The resources every entry point builds the same way.

@@ -2,13 +2,14 @@
 
 Starts Dagster the way it runs in production — the code location's gRPC server, the webserver and
 the daemon, three processes supervised by devservices.supervisor (a process that dies is restarted,
-and a line says so) — with a project-local DAGSTER_HOME and the schedule and sensors on, launches
+and a line says so), and beside them the opportunities page (`arbitrage web`, ARBITRAGE_WEB_PORT,
+web/) — with a project-local DAGSTER_HOME and the schedule and sensors on, launches
 one Keepa pull, waits while the sensors carry it through enrichment and
 arbitrage (printing the lag of each stage), then prints the alerts with their signals, the routes
 the rules (ARBITRAGE_RULES_FILE) filtered out per reason, read from the arbitrage runs' metadata,
-and the UI's address. The UI keeps running until Ctrl-C, or the script exits at once with
-DEMO_EXIT=1. Runs follow their partition until idle for ARBITRAGE_RUN_IDLE_S, 10 s here unless
-set, so the filter counts are final soon after the pipeline has caught up.
+and the addresses of the UI and the page. Both keep running until Ctrl-C, or the script exits
+at once with DEMO_EXIT=1. Runs follow their partition until idle for ARBITRAGE_RUN_IDLE_S, 10 s
+here unless set, so the filter counts are final soon after the pipeline has caught up.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from devservices.dagster_processes import (  # noqa: E402
     url_answers,
 )
 from devservices.errors import DevServicesError  # noqa: E402
+from devservices.process import port_open  # noqa: E402
 from devservices.supervisor import Event  # noqa: E402
 from engine.processors import FILTERED_PREFIX  # noqa: E402
 from pipelines import topics  # noqa: E402
@@ -178,9 +180,22 @@ def main() -> int:
         raise SystemExit(
             f"something already serves {UI}; stop it (or set DAGSTER_PORT) and run make demo again"
         )
+    page = f"http://127.0.0.1:{settings.web_port}"
+    if port_open("127.0.0.1", settings.web_port):
+        raise SystemExit(
+            f"something already listens at {page}; stop it (or set ARBITRAGE_WEB_PORT) and run "
+            "make demo again"
+        )
     grpc_port = int(workspace_env(env)["DAGSTER_GRPC_PORT"])
     try:
-        dagster = DagsterProcesses(home, env, port=PORT, grpc_port=grpc_port, on_event=report_event)
+        dagster = DagsterProcesses(
+            home,
+            env,
+            port=PORT,
+            grpc_port=grpc_port,
+            on_event=report_event,
+            web_port=settings.web_port,
+        )
     except DevServicesError as exc:
         raise SystemExit(f"the Dagster instance cannot be set up: {exc.message}") from None
     # This process reads the same instance (runs of the pull) as the processes started here.
@@ -194,8 +209,8 @@ def main() -> int:
     )
     say(f"== Dagster instance {home}: runs, event logs and schedules in {storage}")
     say(
-        f"== starting the code server (gRPC :{grpc_port}), the webserver ({UI}) and the daemon; "
-        f"logs in {dagster.logs[CODE_SERVER].parent}"
+        f"== starting the code server (gRPC :{grpc_port}), the webserver ({UI}), the daemon and "
+        f"the opportunities page ({page}); logs in {dagster.logs[CODE_SERVER].parent}"
     )
     try:
         try:
@@ -254,12 +269,13 @@ def main() -> int:
             f"arbitrage-alerts {es.count(topics.ALERTS_INDEX)} documents"
         )
         say(f"== the Dagster UI is at {UI} (asset graph: {UI}/asset-groups)")
+        say(f"== the opportunities page is at {page} (new alerts appear without a reload)")
         if os.environ.get("DEMO_EXIT") == "1":
             return 0
         say("   it keeps running, with the schedule and sensors on; Ctrl-C stops it")
         dagster.wait()
     except KeyboardInterrupt:
-        say("\nstopping the code server, webserver and daemon")
+        say("\nstopping the code server, webserver, daemon and opportunities page")
     finally:
         dagster.stop(end_runs_s=END_RUNS_S)
     return 0

@@ -56,12 +56,14 @@ class Demo:
         self.output = home.parent / "demo.out"
         self.port = free_port()
         self.grpc_port = free_port()
+        self.web_port = free_port()  # the opportunities page, supervised beside Dagster
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
             "DAGSTER_HOME": str(home),
             "DAGSTER_PORT": str(self.port),
             "DAGSTER_GRPC_PORT": str(self.grpc_port),
+            "ARBITRAGE_WEB_PORT": str(self.web_port),
             # Nothing scheduled fires while the test runs.
             "KEEPA_PULL_CRON": "0 0 1 1 *",
             **(extra or {}),
@@ -105,6 +107,7 @@ class Demo:
         assert not left, f"processes still running under {self.home}: {left}"
         assert not url_answers(self.url)
         assert not port_open("127.0.0.1", self.grpc_port)
+        assert not port_open("127.0.0.1", self.web_port)
 
 
 def three_processes(home: Path) -> bool:

@@ -325,3 +325,54 @@ def test_an_existing_alerts_index_gets_the_rules_fields(es: ElasticsearchResourc
     assert set(properties["signals"]["properties"]) == set(
         ALERTS_MAPPING["properties"]["signals"]["properties"]
     )
+
+
+def observation_docs(es: ElasticsearchResource) -> dict[str, dict]:
+    es.client().indices.refresh(index=topics.PRICE_OBSERVATIONS_INDEX)
+    found = es.client().search(index=topics.PRICE_OBSERVATIONS_INDEX, size=1000, version=True)
+    return {hit["_id"]: hit for hit in found["hits"]["hits"]}
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_price_observations_are_written_once_per_pull_and_never_twice(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    # Two pulls of the same 4 products (DE, FR, GB each priced): 4 × 3 observations a pull.
+    early = good_updates(4, timestamp="2026-11-26T10:00:00.000Z")
+    late = good_updates(4, timestamp="2026-11-26T11:00:00.000Z")
+    late[0]["markets"]["FR"]["buy_box"] = 9900
+    produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in early + late])
+    result = run_job("enrichment")
+    assert result.success
+    stored = observation_docs(es)
+    assert len(stored) == 2 * 4 * 3
+    fr = [
+        hit["_source"]
+        for hit in stored.values()
+        if hit["_source"]["asin"] == "B0INTEG000" and hit["_source"]["market"] == "FR"
+    ]
+    assert sorted((o["observed_at"], o["sell_price"]) for o in fr) == [
+        (epoch_ms("2026-11-26T10:00:00.000Z"), 9000),
+        (epoch_ms("2026-11-26T11:00:00.000Z"), 9900),
+    ]
+    by_key = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.asset_materializations_for_node("enrichment_stage")
+    }
+    assert by_key["elasticsearch/price_observations"]["indexed"].value == 24
+    assert by_key["elasticsearch/products"]["indexed"].value == 8  # products counted apart
+
+    # A replay of the whole topic (a backfill's group) writes no second copy, changes none.
+    full = [
+        PartitionRange(partition, low, high)
+        for partition, (low, high) in kafka.watermarks(topics.RAW_UPDATES).items()
+    ]
+    stats = StageRunner(ENRICHMENT, kafka, es, CONFIG).run(ENRICHMENT.replay_group, full)
+    assert stats.records_in == 8
+    assert stats.counters["price_observations_unchanged"] == 24
+    assert stats.counters.get("price_observations_indexed", 0) == 0
+    again = observation_docs(es)
+    assert {k: v["_version"] for k, v in again.items()} == {
+        k: v["_version"] for k, v in stored.items()
+    }
+    committed_equals_high_watermark(kafka, ENRICHMENT.live_group, topics.RAW_UPDATES)
