@@ -353,7 +353,7 @@ def cmd_web(_: KafkaResource, es: ElasticsearchResource, args: argparse.Namespac
 
     from web.app import create_app
 
-    port = args.port or Settings.from_env().web_port
+    port = args.port or args.settings.web_port
     print(f"opportunities page at http://{args.host}:{port} (Elasticsearch {es.shown_url})")
     uvicorn.run(create_app(es, poll_s=args.poll_s), host=args.host, port=port, log_level="warning")
     return 0

@@ -209,6 +209,10 @@ class DagsterProcesses:
         a second stop signal; see Supervisor.stop."""
         if end_runs_s > 0:
             with contextlib.suppress(KeyboardInterrupt):
+                # The daemon first: its sensors would request runs, and its run queue launch
+                # them, while the runs in flight finish their batch; a run left queued or
+                # launched after end_runs looked would be killed with the code server.
+                self.supervisor.retire(DAEMON)
                 self.end_runs(end_runs_s)
         self.supervisor.stop(STOP_GRACE_S)
         self._session.close()

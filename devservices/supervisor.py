@@ -99,6 +99,7 @@ class _Slot:
     failures: int = 0  # deaths since it last stayed up reset_after_s
     restarts: int = 0
     restart_at: float | None = None
+    retired: bool = False  # stopped for good by retire(): never restarted
 
 
 class Supervisor:
@@ -154,6 +155,24 @@ class Supervisor:
             return os.getpgid(pid) in self._groups
         except ProcessLookupError:
             return False
+
+    def retire(self, name: str, grace_s: float = 10.0) -> None:
+        """Stop one program for good, before the others: SIGTERM to its group, SIGKILL after
+        ``grace_s``; the monitor no longer restarts it."""
+        with self._lock:
+            slot = self._slots[name]
+            slot.retired = True
+            process = slot.process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10.0)
 
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM to every group, SIGKILL after ``grace_s`` (at once on a SIGINT or SIGTERM
@@ -211,7 +230,7 @@ class Supervisor:
 
     def _check(self, slot: _Slot) -> None:
         process = slot.process
-        if process is None:
+        if process is None or slot.retired:
             return
         now = time.monotonic()
         if slot.restart_at is None:

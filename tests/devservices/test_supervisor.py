@@ -117,3 +117,17 @@ def test_a_supervisor_stopping_does_not_restart(supervise: Callable[..., Supervi
     time.sleep(0.5)
     assert supervisor.events == []
     assert not supervisor.alive("p0") and not supervisor.alive("p1")
+
+
+def test_a_retired_program_is_stopped_and_not_restarted_while_the_others_run(
+    supervise: Callable[..., Supervisor],
+) -> None:
+    supervisor = supervise(("sleep", "1000"), ("sleep", "1000"))
+    retired, other = supervisor.pid("p0"), supervisor.pid("p1")
+    assert retired is not None and other is not None
+    supervisor.retire("p0", grace_s=5.0)
+    assert not pid_alive(retired)
+    time.sleep(1.0)  # several monitor polls and FAST's whole backoff: no restart came
+    assert supervisor.pid("p0") is None
+    assert not [e for e in supervisor.events if e.program == "p0"]
+    assert supervisor.pid("p1") == other
