@@ -88,7 +88,9 @@ class Demo:
     ) -> None:
         deadline = time.monotonic() + timeout_s
         while not condition():
-            assert self.process.poll() is None, f"the demo exited before {what}"
+            assert self.process.poll() is None, (
+                f"the demo exited before {what}:\n{self.text()[-3000:]}"
+            )
             assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f} s"
             time.sleep(0.2)
 
