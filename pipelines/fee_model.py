@@ -252,7 +252,9 @@ def _take_strings(strings: Sequence[str], index: npt.NDArray[Any]) -> Any:
         return pd.array(values.take(index), dtype=_STR_DTYPE)
     width = int(widths[0])
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[: len(values) * width]
-    gathered = data.reshape(-1, width)[index]
+    # Each string as one fixed-size item: take copies items whole, far faster than fancy
+    # indexing the rows of a (strings, width) byte array.
+    gathered = np.take(data.view(f"V{width}"), index).view(np.uint8)
     offsets = np.arange(0, (len(index) + 1) * width, width, dtype=np.int64)
     taken = pa.LargeStringArray.from_buffers(
         len(index), pa.py_buffer(offsets), pa.py_buffer(gathered)
