@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import permutations
@@ -85,83 +85,102 @@ class MarketMatrix:
 
 # The fee inputs of one market of an enriched product, in MarketMatrix field order.
 _FEE_FIELDS = ("buy_price", "sell_price", "referral_pct_x100", "fba_fee_resolved", "sales_rank")
-_PRICE_FIELDS = frozenset({"buy_price", "sell_price"})
-_FEE_INPUTS = pa.struct([(name, pa.int64()) for name in _FEE_FIELDS])
-# v2 also reads each market's root category (the referral schedule's key).
-_FEE_INPUTS_V2 = pa.struct(
-    [*((name, pa.int64()) for name in _FEE_FIELDS), ("root_category", pa.int64())]
-)
-_SIDES = pa.struct([(name, pa.int64()) for name in ("length_mm", "width_mm", "height_mm")])
-# What a market the product is not listed on contributes: no prices (null → 0), rank unknown.
-_ABSENT_MARKET: dict[str, int | None] = {
-    "buy_price": None,
-    "sell_price": None,
+# What a market the product is not listed on (or a missing price, null) reads as: no prices
+# (0: not buyable/sellable there), no fees, rank unknown.
+_ABSENT = {
+    "buy_price": 0,
+    "sell_price": 0,
     "referral_pct_x100": 0,
     "fba_fee_resolved": 0,
     "sales_rank": -1,
 }
+_PRICE_FIELDS = frozenset({"buy_price", "sell_price"})
+_INT = pa.int64()
+
+
+def _product_inputs(v2: bool) -> pa.StructType:
+    """The Arrow type of what market_matrix reads from an enriched product (v2 reads more).
+
+    Fields in the order enrichment writes them (and unpickling or decoding allocates their
+    values): reading memory in order let the CPU prefetch it, 30 % faster on a million.
+    """
+    in_order = ("sales_rank", "root_category", "buy_price", "sell_price", "referral_pct_x100")
+    market = [(name, _INT) for name in (*in_order, "fba_fee_resolved")]
+    if not v2:
+        market.remove(("root_category", _INT))
+    package = ["weight_g", *(("length_mm", "width_mm", "height_mm") if v2 else ())]
+    fields = [
+        ("package", pa.struct([(name, _INT) for name in package])),
+        ("markets", pa.struct([(code, pa.struct(market)) for code in MARKET_CODES])),
+    ]
+    if v2:
+        fields = [
+            ("category", pa.struct([("root_id", _INT)])),
+            *fields,
+            ("source_timestamp_ms", _INT),
+        ]
+    return pa.struct(fields)
+
+
+_PRODUCT_INPUTS = _product_inputs(v2=False)
+_PRODUCT_INPUTS_V2 = _product_inputs(v2=True)
+
+
+def _field(array: pa.StructArray, name: str) -> pa.Array:
+    return array.field(array.type.get_field_index(name))
+
+
+def _ints(column: pa.Array, null: int) -> npt.NDArray[np.int64]:
+    return column.fill_null(null).to_numpy(zero_copy_only=False)
 
 
 def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> MarketMatrix:
     """Lay enriched products out as arrays, with no per-record Python beyond list building.
 
-    The market dicts are listed row by row (product, then market in MARKET_CODES order) and
-    Arrow reads the five fee inputs out of each dict in C, into exact int64 columns. Each dict
-    is visited once, in memory order: the data of a million products is far larger than the
-    CPU caches, and reading one field per pass over all of them (or filling Python lists cell
-    by cell) cost two to three times as much. A missing price (None) becomes 0, "not
-    buyable/sellable there"; a market the product lacks reads as ``_ABSENT_MARKET``.
+    Arrow reads every fee input of a product (each market's, the package's, for v2 also the
+    category and the pull time) out of its dicts in C, in one pass over the products, into
+    exact int64 columns. Each product is visited once, in memory order: the data of a million
+    products is far larger than the CPU caches, and a pass per input (or Python lists filled
+    cell by cell) cost up to three times as much. A missing price (None) becomes 0, "not
+    buyable/sellable there"; a market the product lacks reads as ``_ABSENT``.
     """
-    rows, width = len(products), len(MARKET_CODES)
-    sides = [
-        market.get(code, _ABSENT_MARKET)
-        for market in map(itemgetter("markets"), products)
-        for code in MARKET_CODES
-    ]
+    v2 = config.v2
     # Arrow refuses an int beyond int64 rather than wrapping it; the types of the fee inputs
     # are checked before (parse_enriched_product).
-    inputs = pa.array(sides, type=_FEE_INPUTS if config.v2 is None else _FEE_INPUTS_V2)
-    grids: dict[str, npt.NDArray[np.int64]] = {}
-    for position, name in enumerate(_FEE_FIELDS):
-        column = inputs.field(position)
-        if column.null_count:
-            if name not in _PRICE_FIELDS:
+    inputs = pa.array(products, type=_PRODUCT_INPUTS if v2 is None else _PRODUCT_INPUTS_V2)
+    markets, package = _field(inputs, "markets"), _field(inputs, "package")
+    grids: dict[str, list[npt.NDArray[np.int64]]] = {name: [] for name in _FEE_FIELDS}
+    categories = []
+    for code in MARKET_CODES:
+        market = _field(markets, code)
+        # flatten: a field of an absent market is null too.
+        fields = dict(zip(market.type.names, market.flatten(), strict=True))
+        for name in _FEE_FIELDS:
+            column = fields[name]
+            if name not in _PRICE_FIELDS and column.null_count > market.null_count:
                 raise ValueError(f"a market of the batch has no {name}")
-            column = column.fill_null(0)
-        grids[name] = column.to_numpy(zero_copy_only=False).reshape(rows, width)
-    weight = pa.array(
-        [package["weight_g"] for package in map(itemgetter("package"), products)],
-        type=pa.int64(),
-    ).fill_null(config.default_weight_g)
-    weight_g = weight.to_numpy(zero_copy_only=False)
+            grids[name].append(_ints(column, _ABSENT[name]))
+        if v2 is not None:
+            categories.append(_ints(fields["root_category"], -1))
+    weight_g = _ints(_field(package, "weight_g"), config.default_weight_g)
     matrix = MarketMatrix(
         list(map(itemgetter("asin"), products)),
-        grids["buy_price"],
-        grids["sell_price"],
-        grids["referral_pct_x100"],
-        grids["fba_fee_resolved"],
-        grids["sales_rank"],
+        *(np.stack(grids[name], axis=1) for name in _FEE_FIELDS),
         weight_g,
     )
-    if config.v2 is None:
+    if v2 is None:
         return matrix
-    category = inputs.field(len(_FEE_FIELDS)).fill_null(-1).to_numpy(zero_copy_only=False)
-    product_root = pa.array(
-        [c.get("root_id") for c in map(itemgetter("category"), products)], type=pa.int64()
-    ).fill_null(-1)
-    category = category.reshape(rows, width)
+    category = np.stack(categories, axis=1)
     # The market's own root category, else the product's (as enrichment resolves it).
-    category = np.where(
-        category >= 0, category, product_root.to_numpy(zero_copy_only=False)[:, None]
-    )
-    packages = pa.array(list(map(itemgetter("package"), products)), type=_SIDES)
-    sides_mm = [packages.field(i).fill_null(-1).to_numpy(zero_copy_only=False) for i in range(3)]
-    timestamps = pa.array(list(map(itemgetter("source_timestamp_ms"), products)), type=pa.int64())
+    product_root = _ints(_field(_field(inputs, "category"), "root_id"), -1)
+    category = np.where(category >= 0, category, product_root[:, None])
+    sides = ("length_mm", "width_mm", "height_mm")
+    sides_mm = np.stack([_ints(_field(package, side), -1) for side in sides], axis=1)
     return dataclasses.replace(
         matrix,
-        schedule=schedule_of(category, config.v2),
-        size_tier=size_tiers_of(weight_g, np.stack(sides_mm, axis=1), config.v2),
-        timestamp_ms=timestamps.to_numpy(zero_copy_only=False),
+        schedule=schedule_of(category, v2),
+        size_tier=size_tiers_of(weight_g, sides_mm, v2),
+        timestamp_ms=_field(inputs, "source_timestamp_ms").to_numpy(zero_copy_only=False),
     )
 
 
@@ -226,37 +245,44 @@ _INT_COLUMNS = (
     "profit_eur_cents",
     "sales_rank",
 )
-# Rows of one route computed together in evaluate_routes (see there).
-_SLICE_ROWS = 16_384
 # What pandas makes of a column of Python strings: the pyarrow-backed string dtype by default
 # since pandas 3, object before.
 _STR_DTYPE = pd.Series(np.array(["DE"], dtype=object)).dtype
 _ARROW_STRINGS = isinstance(_STR_DTYPE, pd.StringDtype) and _STR_DTYPE.storage == "pyarrow"
 
 
-def _take_strings(strings: Sequence[str], index: npt.NDArray[Any]) -> Any:
-    """``strings[index]`` as the column pandas infers from Python strings.
+def _take_strings(strings: Sequence[str], *indexes: npt.NDArray[Any]) -> list[Any]:
+    """``strings[index]`` for each index, as the column pandas infers from Python strings.
 
     Built in Arrow when pandas keeps strings in Arrow: converting millions of Python string
     objects was the largest single cost of evaluate_routes. ASINs and market codes all have
-    one length, so their bytes are gathered as fixed-size rows, several times faster than
-    Arrow's variable-width ``take``.
+    one length, so their bytes are gathered as fixed-size items, several times faster than
+    Arrow's variable-width ``take``, and columns of one length share one (immutable) offsets
+    buffer: a million products' routes need ~150 MB of it per column.
     """
     if not _ARROW_STRINGS:
-        return np.asarray(strings, dtype=object)[index]
+        return [np.asarray(strings, dtype=object)[index] for index in indexes]
     values = pa.array(strings, type=pa.large_string())
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[: len(values) + 1]
     widths = np.diff(offsets)
     if values.null_count or not len(values) or widths[0] <= 0 or (widths != widths[0]).any():
-        return pd.array(values.take(index), dtype=_STR_DTYPE)
+        return [pd.array(values.take(index), dtype=_STR_DTYPE) for index in indexes]
     width = int(widths[0])
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[: len(values) * width]
-    gathered = data.reshape(-1, width)[index]
-    offsets = np.arange(0, (len(index) + 1) * width, width, dtype=np.int64)
-    taken = pa.LargeStringArray.from_buffers(
-        len(index), pa.py_buffer(offsets), pa.py_buffer(gathered)
-    )
-    return pd.array(taken, dtype=_STR_DTYPE)
+    items = data.view(f"V{width}")
+    shared: dict[int, pa.Buffer] = {}
+    columns = []
+    for index in indexes:
+        if len(index) not in shared:
+            shared[len(index)] = pa.py_buffer(
+                np.arange(0, (len(index) + 1) * width, width, dtype=np.int64)
+            )
+        gathered = np.take(items, index).view(np.uint8)
+        taken = pa.LargeStringArray.from_buffers(
+            len(index), shared[len(index)], pa.py_buffer(gathered)
+        )
+        columns.append(pd.array(taken, dtype=_STR_DTYPE))
+    return columns
 
 
 def evaluate_routes(matrix: MarketMatrix, config: FeeConfig) -> pd.DataFrame:
@@ -270,79 +296,146 @@ def evaluate_routes(matrix: MarketMatrix, config: FeeConfig) -> pd.DataFrame:
     if config.v2 is not None:
         return _evaluate_routes_v2(matrix, config, config.v2)
     factors = _factors(config)
-    inbound = np.maximum(
+    plan = _RoutePlan.of(matrix, _INT_COLUMNS)
+    if plan is None:
+        return _empty_routes()
+    at = {name: index for index, name in enumerate(_INT_COLUMNS)}
+    for first in range(0, len(matrix), _BLOCK_ROWS):
+        last = min(len(matrix), first + _BLOCK_ROWS)
+        # Every line of a route depends on one market (or only on the product), so each is
+        # computed once per market for the block and the routes only gather it.
+        buy, sell = _by_market(matrix.buy, first, last), _by_market(matrix.sell, first, last)
+        rank = _by_market(matrix.sales_rank, first, last)
+        referral = _by_market(matrix.referral_pct_x100, first, last)
+        fba = _by_market(matrix.fba_fee, first, last)
+        buy_net = _round_rows(buy, [f.net_num for f in factors], [f.net_den for f in factors])
+        sell_net = _round_rows(sell, [f.net_num for f in factors], [f.net_den for f in factors])
+        referral_fee = _round_rows(
+            sell * referral,
+            [f.fx_num for f in factors],
+            [f.fx_den * 10_000 for f in factors],
+        )
+        fba_fee = _round_rows(fba, [f.fx_num for f in factors], [f.fx_den for f in factors])
+        inbound = _inbound(matrix.weight_g[first:last], config)
+        # What a sale leaves before the buy: profit = sell_side[s] - buy_net[b], exactly.
+        sell_side = sell_net - referral_fee - fba_fee - inbound
+        for _, b, s, rows, out, flags in plan.routes_of(first, buy > 0, sell > 0):
+            for name, source in (
+                ("buy_price", buy[b]),
+                ("sell_price", sell[s]),
+                ("buy_net", buy_net[b]),
+                ("sell_net", sell_net[s]),
+                ("referral_fee", referral_fee[s]),
+                ("fba_fee", fba_fee[s]),
+                ("inbound_shipping", inbound),
+                ("sales_rank", rank[s]),
+                ("profit_eur_cents", sell_side[s]),
+            ):
+                np.take(source, rows, out=out[at[name]])
+            profit = out[at["profit_eur_cents"]]
+            profit -= out[at["buy_net"]]
+            flags[:] = _qualifying(profit, out[at["buy_net"]], out[at["sales_rank"]], config)
+    return plan.frame(matrix)
+
+
+# Products evaluated together in evaluate_routes: each market's lines are computed once per
+# block and every route of the block gathers from them while they are still in the CPU caches.
+# Small enough that the temporaries are reused from the heap rather than freshly mapped (and
+# page-faulted) for every operation, which profiling showed to cost several times the work.
+_BLOCK_ROWS = 8_192
+
+
+def _by_market(grid: npt.NDArray[np.int64], first: int, last: int) -> npt.NDArray[np.int64]:
+    """Rows first..last of an (n, markets) grid as a contiguous (markets, rows) array."""
+    return np.ascontiguousarray(grid[first:last].T)
+
+
+def _round_rows(
+    values: npt.NDArray[np.int64], numerators: Sequence[int], denominators: Sequence[int]
+) -> npt.NDArray[np.int64]:
+    """Row m of ``values`` × numerators[m] / denominators[m], rounded half-even (exact).
+
+    Row by row, so each division has one scalar divisor (several times faster than a column
+    of divisors) and a divisor of 1 (EUR) divides nothing.
+    """
+    out = np.empty_like(values)
+    for market, (numerator, denominator) in enumerate(zip(numerators, denominators, strict=True)):
+        scaled = values[market] * numerator
+        out[market] = scaled if denominator == 1 else round_half_even_array(scaled, denominator)
+    return out
+
+
+def _inbound(weight_g: npt.NDArray[np.int64], config: FeeConfig) -> npt.NDArray[np.int64]:
+    return np.maximum(
         config.inbound_min_eur_cents,
-        round_half_even_array(matrix.weight_g * config.inbound_per_kg_eur_cents, 1000),
+        round_half_even_array(weight_g * config.inbound_per_kg_eur_cents, 1000),
     )
 
-    # Per-market columns made contiguous once: gathers from 1-D arrays are much faster than
-    # fancy indexing (rows, market) into the 2-D ones, 20 routes over.
-    def columns(grid: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
-        return [np.ascontiguousarray(grid[:, market]) for market in range(grid.shape[1])]
 
-    buy_at, sell_at = columns(matrix.buy), columns(matrix.sell)
-    referral_at, fba_at = columns(matrix.referral_pct_x100), columns(matrix.fba_fee)
-    rank_at = columns(matrix.sales_rank)
-    buyable = [column > 0 for column in buy_at]
-    sellable = [column > 0 for column in sell_at]
-    selected = []
-    for b, s in ROUTES:
-        rows = np.flatnonzero(buyable[b] & sellable[s])
-        if rows.size:
-            selected.append((b, s, rows))
-    if not selected:
-        return _empty_routes()
-    total = sum(rows.size for _, _, rows in selected)
-    # One (column × route row) int64 array filled in place, route by route: pandas takes it as
-    # the frame's integer block as is, with no per-route frames, concat or consolidation copy.
-    block = np.empty((len(_INT_COLUMNS), total), dtype=np.int64)
-    at = {name: index for index, name in enumerate(_INT_COLUMNS)}
-    buy_code = np.empty(total, dtype=np.int8)
-    sell_code = np.empty(total, dtype=np.int8)
-    flags = np.empty(total, dtype=bool)
-    start = 0
-    for b, s, rows in selected:
-        fb, fs = factors[b], factors[s]
-        route_start = start
-        # A route is computed in slices: the temporaries stay small enough to be reused from
-        # the heap instead of being freshly mapped (and page-faulted) for every operation,
-        # which profiling showed to be most of the time on a million products.
-        for first in range(0, rows.size, _SLICE_ROWS):
-            part = rows[first : first + _SLICE_ROWS]
-            end = start + part.size
-            out = block[:, start:end]
-            buy = buy_at[b][part]
-            sell = sell_at[s][part]
-            out[at["row"]] = part
-            out[at["buy_price"]] = buy
-            out[at["sell_price"]] = sell
-            out[at["buy_net"]] = round_half_even_array(buy * fb.net_num, fb.net_den)
-            out[at["sell_net"]] = round_half_even_array(sell * fs.net_num, fs.net_den)
-            out[at["referral_fee"]] = round_half_even_array(
-                sell * fs.fx_num * referral_at[s][part], fs.fx_den * 10_000
-            )
-            out[at["fba_fee"]] = round_half_even_array(fba_at[s][part] * fs.fx_num, fs.fx_den)
-            out[at["inbound_shipping"]] = inbound[part]
-            out[at["profit_eur_cents"]] = (
-                out[at["sell_net"]]
-                - out[at["referral_fee"]]
-                - out[at["fba_fee"]]
-                - out[at["inbound_shipping"]]
-                - out[at["buy_net"]]
-            )
-            out[at["sales_rank"]] = rank_at[s][part]
-            flags[start:end] = _qualifying(
-                out[at["profit_eur_cents"]], out[at["buy_net"]], out[at["sales_rank"]], config
-            )
-            start = end
-        buy_code[route_start:start] = b
-        sell_code[route_start:start] = s
-    routes = pd.DataFrame(block.T, columns=list(_INT_COLUMNS), copy=False)
-    routes.insert(1, "asin", _take_strings(matrix.asins, block[at["row"]]))
-    routes.insert(2, "buy_market", _take_strings(MARKET_CODES, buy_code))
-    routes.insert(3, "sell_market", _take_strings(MARKET_CODES, sell_code))
-    routes["qualifies"] = flags
-    return routes
+class _RoutePlan:
+    """Where each route's rows go in evaluate_routes' integer block, and the frame at the end.
+
+    The block is one (column × route row) int64 array filled in place: pandas takes it as the
+    frame's integer block as is, with no per-route frames, concat or consolidation copy.
+    Rows stay route by route (ROUTES order), products ascending, though they are computed
+    block of products by block of products.
+    """
+
+    def __init__(self, columns: Sequence[str], counts: Sequence[tuple[int, int, int]]) -> None:
+        self.columns = tuple(columns)
+        total = sum(count for _, _, count in counts)
+        self.block = np.empty((len(self.columns), total), dtype=np.int64)
+        self.buy_code = np.empty(total, dtype=np.int8)
+        self.sell_code = np.empty(total, dtype=np.int8)
+        self.flags = np.empty(total, dtype=bool)
+        self.row = self.columns.index("row")
+        self.routes = [(b, s) for b, s, _ in counts]
+        self.next: list[int] = []  # where each route's next rows go
+        start = 0
+        for b, s, count in counts:
+            self.next.append(start)
+            self.buy_code[start : start + count] = b
+            self.sell_code[start : start + count] = s
+            start += count
+
+    @classmethod
+    def of(cls, matrix: MarketMatrix, columns: Sequence[str]) -> _RoutePlan | None:
+        """The plan of the routes with rows (None if there are none)."""
+        buyable, sellable = matrix.buy > 0, matrix.sell > 0
+        counts = []
+        for b, s in ROUTES:
+            count = int(np.count_nonzero(buyable[:, b] & sellable[:, s]))
+            if count:
+                counts.append((b, s, count))
+        return cls(columns, counts) if counts else None
+
+    def routes_of(
+        self, first: int, buyable: npt.NDArray[np.bool_], sellable: npt.NDArray[np.bool_]
+    ) -> Iterator[
+        tuple[int, int, int, npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.bool_]]
+    ]:
+        """Per route with rows in the block of products from ``first`` (``buyable`` and
+        ``sellable`` by market, then row of the block): (route index, b, s, the block's rows of
+        the route, their columns in the integer block (row filled), their flags to fill)."""
+        for index, (b, s) in enumerate(self.routes):
+            rows = np.flatnonzero(buyable[b] & sellable[s])
+            if not rows.size:
+                continue
+            start = self.next[index]
+            end = self.next[index] = start + rows.size
+            out = self.block[:, start:end]
+            np.add(rows, first, out=out[self.row])
+            yield index, b, s, rows, out, self.flags[start:end]
+
+    def frame(self, matrix: MarketMatrix) -> pd.DataFrame:
+        routes = pd.DataFrame(self.block.T, columns=list(self.columns), copy=False)
+        (asins,) = _take_strings(matrix.asins, self.block[self.row])
+        buy_market, sell_market = _take_strings(MARKET_CODES, self.buy_code, self.sell_code)
+        routes.insert(1, "asin", asins)
+        routes.insert(2, "buy_market", buy_market)
+        routes.insert(3, "sell_market", sell_market)
+        routes["qualifies"] = self.flags
+        return routes
 
 
 # --------------------------------------------------------------------------- v2, vectorised
@@ -359,6 +452,7 @@ class _StoreReferral:
     pct_x100: npt.NDArray[np.int64]  # (K + 1, bands)
     lower: npt.NDArray[np.int64]  # (K + 1, bands): each band's lower bound (exclusive)
     upper: npt.NDArray[np.int64]  # (K + 1, bands - 1): the bounds "up to"
+    width: npt.NDArray[np.int64]  # (K + 1, bands): upper - lower, the last band unbounded
     total_basis: npt.NDArray[np.bool_]  # (K + 1,)
     min_fee_x10000: npt.NDArray[np.int64]  # (K + 1,) minimum fee × 10 000
     closing_fee: npt.NDArray[np.int64]  # (K + 1,)
@@ -375,10 +469,12 @@ def _store_referral(code: str, v2: FeesV2) -> _StoreReferral:
         upper[k, : len(bounds)] = bounds
     upper = upper[:, : bands - 1]
     lower = np.concatenate([np.zeros((len(pct), 1), dtype=np.int64), upper], axis=1)
+    padded = np.concatenate([upper, np.full((len(pct), 1), _NO_BOUND, dtype=np.int64)], axis=1)
     return _StoreReferral(
         pct,
         lower,
         upper,
+        padded - lower,
         np.array([s.basis == "total" for s in v2.schedules] + [True]),
         np.array(
             [s.min_fee_minor[code] for s in v2.schedules] + [v2.referral_min_fee_minor[code]],
@@ -400,11 +496,11 @@ def _referral_x10000(
     ``schedule`` indexes the table's rows (K: none, the enriched flat percentage applies).
     """
     pct = table.pct_x100[schedule]
-    lower = table.lower[schedule]
     band = (sell[:, None] > table.upper[schedule]).sum(axis=1)
-    whole = pct[np.arange(len(sell)), band] * sell
-    upper = np.concatenate([lower[:, 1:], np.full((len(sell), 1), _NO_BOUND)], axis=1)
-    portions = (pct * np.clip(sell[:, None] - lower, 0, upper - lower)).sum(axis=1)
+    whole = np.take_along_axis(pct, band[:, None], axis=1)[:, 0] * sell
+    portions = (pct * np.clip(sell[:, None] - table.lower[schedule], 0, table.width[schedule])).sum(
+        axis=1
+    )
     flat = schedule == len(table.total_basis) - 1
     referral = np.where(table.total_basis[schedule], whole, portions)
     referral = np.where(flat, flat_pct_x100 * sell, referral)
@@ -490,116 +586,204 @@ def _evaluate_routes_v2(matrix: MarketMatrix, config: FeeConfig, v2: FeesV2) -> 
     the size tier to the sell market × fx (0 for Pan-European); dst = selling fees × DST
     (selling) + (fba + efn) × DST (fba) at the evaluation date; fee_vat = (all of them incl.
     dst) × the seller country's VAT when not VAT-registered, else 0.
+
+    Every line but dst and fee_vat depends on one market, so each is computed once per market
+    for a block of products and the routes gather it; dst and fee_vat too, unless under EFN
+    they levy the buy market's FBA fee (then that one term is added per route).
     """
     if matrix.schedule is None or matrix.size_tier is None or matrix.timestamp_ms is None:
         raise ValueError("a v2 fee config needs a market_matrix built with the same config")
     factors = _factors(config)
     efn = v2.fulfilment == "efn"
-    inbound = np.maximum(
-        config.inbound_min_eur_cents,
-        round_half_even_array(matrix.weight_g * config.inbound_per_kg_eur_cents, 1000),
-    )
-
-    def columns(grid: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]:
-        return [np.ascontiguousarray(grid[:, market]) for market in range(grid.shape[1])]
-
-    buy_at, sell_at = columns(matrix.buy), columns(matrix.sell)
-    referral_at, fba_at = columns(matrix.referral_pct_x100), columns(matrix.fba_fee)
-    rank_at = columns(matrix.sales_rank)
-    tables = [_store_referral(code, v2) for code in MARKET_CODES]
-    schedule_at = [
-        np.where(column < 0, len(tables[m].total_basis) - 1, column)
-        for m, column in enumerate(columns(matrix.schedule))
-    ]
-    surcharge = [np.array(v2.efn_surcharge_minor[code], dtype=np.int64) for code in MARKET_CODES]
-    buyable = [column > 0 for column in buy_at]
-    sellable = [column > 0 for column in sell_at]
-    selected = []
-    for b, s in ROUTES:
-        rows = np.flatnonzero(buyable[b] & sellable[s])
-        if rows.size:
-            selected.append((b, s, rows))
-    if not selected:
+    plan = _RoutePlan.of(matrix, _INT_COLUMNS_V2)
+    if plan is None:
         return _empty_routes(FEE_COLUMNS_V2)
-    total = sum(rows.size for _, _, rows in selected)
-    block = np.empty((len(_INT_COLUMNS_V2), total), dtype=np.int64)
     at = {name: index for index, name in enumerate(_INT_COLUMNS_V2)}
-    buy_code = np.empty(total, dtype=np.int8)
-    sell_code = np.empty(total, dtype=np.int8)
-    flags = np.empty(total, dtype=bool)
+    tables = [_store_referral(code, v2) for code in MARKET_CODES]
+    no_schedule = len(v2.schedules)  # the tables' last row
+    surcharge = [np.array(v2.efn_surcharge_minor[code], dtype=np.int64) for code in MARKET_CODES]
     max_referral = max(
         MAX_PRICE_MINOR * 10_000,
         max(int(t.min_fee_x10000.max()) for t in tables),
     )
     max_closing = max(int(t.closing_fee.max()) for t in tables)
     max_surcharge = max(int(x.max()) for x in surcharge) if efn else 0
-    start = 0
-    for b, s, rows in selected:
-        fb, fs = factors[b], factors[s]
-        fx_sell = config.fx(MARKETPLACES[MARKET_CODES[s]].currency)
-        fulfil_from = b if efn else s
-        fx_fulfil = config.fx(MARKETPLACES[MARKET_CODES[fulfil_from]].currency)
-        levies = _levies(
-            MARKET_CODES[s],
-            fx_sell,
-            fx_fulfil,
-            v2,
-            (max_referral, max_closing, MAX_PRICE_MINOR, max_surcharge),
-        )
-        if max_referral * fs.fx_num >= INT64_SAFE:
+    fx = [config.fx(MARKETPLACES[code].currency) for code in MARKET_CODES]
+    # The levies of each route, shared by the routes with the same store and fulfilment FX.
+    levies: dict[tuple[int, Fraction], _RouteLevies] = {}
+    route_levies = []
+    for b, s in plan.routes:
+        if max_referral * factors[s].fx_num >= INT64_SAFE:
             raise ValueError(f"FX for {MARKET_CODES[s]} needs too many digits for exact int64")
-        route_start = start
-        for first in range(0, rows.size, _SLICE_ROWS):
-            part = rows[first : first + _SLICE_ROWS]
-            end = start + part.size
-            out = block[:, start:end]
-            buy = buy_at[b][part]
-            sell = sell_at[s][part]
-            schedule = schedule_at[s][part]
-            referral = _referral_x10000(sell, schedule, referral_at[s][part], tables[s])
-            closing = tables[s].closing_fee[schedule]
-            fba = fba_at[fulfil_from][part]
-            extra = surcharge[s][matrix.size_tier[part]] if efn else np.zeros(part.size, np.int64)
-            period = np.searchsorted(levies.starts_ms, matrix.timestamp_ms[part], "right") - 1
-            quantities = (referral, closing, fba, extra)
-            out[at["row"]] = part
-            out[at["buy_price"]] = buy
-            out[at["sell_price"]] = sell
-            out[at["buy_net"]] = round_half_even_array(buy * fb.net_num, fb.net_den)
-            out[at["sell_net"]] = round_half_even_array(sell * fs.net_num, fs.net_den)
-            out[at["referral_fee"]] = round_half_even_array(
-                referral * fs.fx_num, fs.fx_den * 10_000
+        fulfil = b if efn else s
+        key = (s, fx[fulfil])
+        if key not in levies:
+            levies[key] = _RouteLevies(
+                s,
+                _levies(
+                    MARKET_CODES[s],
+                    fx[s],
+                    fx[fulfil],
+                    v2,
+                    (max_referral, max_closing, MAX_PRICE_MINOR, max_surcharge),
+                ),
+                per_route_fba=efn,
             )
-            out[at["closing_fee"]] = round_half_even_array(closing * fs.fx_num, fs.fx_den)
-            out[at["fba_fee"]] = round_half_even_array(
-                fba * fx_fulfil.numerator, fx_fulfil.denominator
-            )
-            out[at["efn_fee"]] = round_half_even_array(extra * fs.fx_num, fs.fx_den)
-            out[at["dst_fee"]] = round_half_even_array(
-                sum(q * c[period] for q, c in zip(quantities, levies.dst_coef, strict=True)),
-                levies.dst_den[period],
-            )
-            out[at["fee_vat"]] = round_half_even_array(
-                sum(q * c[period] for q, c in zip(quantities, levies.vat_coef, strict=True)),
-                levies.vat_den[period],
-            )
-            out[at["inbound_shipping"]] = inbound[part]
-            out[at["profit_eur_cents"]] = out[at["sell_net"]] - out[
-                [at[name] for name in FEE_COLUMNS_V2 if name != "sell_net"]
-            ].sum(axis=0)
-            out[at["sales_rank"]] = rank_at[s][part]
-            flags[start:end] = _qualifying(
-                out[at["profit_eur_cents"]], out[at["buy_net"]], out[at["sales_rank"]], config
-            )
-            start = end
-        buy_code[route_start:start] = b
-        sell_code[route_start:start] = s
-    routes = pd.DataFrame(block.T, columns=list(_INT_COLUMNS_V2), copy=False)
-    routes.insert(1, "asin", _take_strings(matrix.asins, block[at["row"]]))
-    routes.insert(2, "buy_market", _take_strings(MARKET_CODES, buy_code))
-    routes.insert(3, "sell_market", _take_strings(MARKET_CODES, sell_code))
-    routes["qualifies"] = flags
-    return routes
+        route_levies.append(levies[key])
+    fx_num = [f.fx_num for f in factors]
+    fx_den = [f.fx_den for f in factors]
+    for first in range(0, len(matrix), _BLOCK_ROWS):
+        last = min(len(matrix), first + _BLOCK_ROWS)
+        buy, sell = _by_market(matrix.buy, first, last), _by_market(matrix.sell, first, last)
+        rank = _by_market(matrix.sales_rank, first, last)
+        flat = _by_market(matrix.referral_pct_x100, first, last)
+        fba = _by_market(matrix.fba_fee, first, last)
+        schedule = _by_market(matrix.schedule, first, last)
+        schedule[schedule < 0] = no_schedule
+        tier = matrix.size_tier[first:last]
+        buy_net = _round_rows(buy, [f.net_num for f in factors], [f.net_den for f in factors])
+        sell_net = _round_rows(sell, [f.net_num for f in factors], [f.net_den for f in factors])
+        # The quantities in the sell (or fulfilment) market's minor units, then in EUR cents.
+        referral = np.stack(
+            [_referral_x10000(sell[m], schedule[m], flat[m], tables[m]) for m in range(len(fx))]
+        )
+        closing = np.stack([tables[m].closing_fee[schedule[m]] for m in range(len(fx))])
+        extra = (
+            np.stack([surcharge[m][tier] for m in range(len(fx))]) if efn else np.zeros_like(sell)
+        )
+        referral_fee = _round_rows(referral, fx_num, [d * 10_000 for d in fx_den])
+        closing_fee = _round_rows(closing, fx_num, fx_den)
+        fba_fee = _round_rows(fba, fx_num, fx_den)
+        efn_fee = _round_rows(extra, fx_num, fx_den)
+        inbound = _inbound(matrix.weight_g[first:last], config)
+        # What a sale leaves before the buy and the fulfilment: profit = sell_side[s] -
+        # buy_net[b] - fba - dst - fee_vat, exactly.
+        sell_side = sell_net - referral_fee - closing_fee - efn_fee - inbound
+        quantities = (referral, closing, fba, extra)
+        timestamps = matrix.timestamp_ms[first:last]
+        for route_levy in levies.values():
+            route_levy.prepare(quantities, timestamps)
+        for index, b, s, rows, out, flags in plan.routes_of(first, buy > 0, sell > 0):
+            route_levy = route_levies[index]
+            fulfil = b if efn else s
+            for name, source in (
+                ("buy_price", buy[b]),
+                ("sell_price", sell[s]),
+                ("buy_net", buy_net[b]),
+                ("sell_net", sell_net[s]),
+                ("referral_fee", referral_fee[s]),
+                ("closing_fee", closing_fee[s]),
+                ("fba_fee", fba_fee[fulfil]),
+                ("efn_fee", efn_fee[s]),
+                ("inbound_shipping", inbound),
+                ("sales_rank", rank[s]),
+                ("profit_eur_cents", sell_side[s]),
+            ):
+                np.take(source, rows, out=out[at[name]])
+            profit = out[at["profit_eur_cents"]]
+            profit -= out[at["buy_net"]]
+            profit -= out[at["fba_fee"]]
+            for name, line in (("dst_fee", route_levy.dst), ("fee_vat", route_levy.vat)):
+                if line.fill(rows, fba[fulfil], out[at[name]]):
+                    profit -= out[at[name]]
+            flags[:] = _qualifying(profit, out[at["buy_net"]], out[at["sales_rank"]], config)
+    return plan.frame(matrix)
+
+
+class _LevyLine:
+    """dst or fee_vat of the routes of one store and fulfilment FX (``_Levies``):
+    Σ quantity_i × coef_i[period] / den[period], rounded once, period by evaluation date."""
+
+    def __init__(
+        self,
+        coefficients: Sequence[npt.NDArray[Any]],
+        denominators: npt.NDArray[Any],
+        per_route_fba: bool,
+    ) -> None:
+        self.coefficients = coefficients
+        self.denominators = denominators
+        # A rate of zero everywhere (no DST in this store, a VAT-registered seller): 0, as
+        # the formula gives, without computing it.
+        self.zero = all((c == 0).all() for c in coefficients)
+        # Under EFN the FBA fee levied is the buy market's: that term differs route by route.
+        self.per_route = per_route_fba and not (coefficients[2] == 0).all()
+        self.fee: npt.NDArray[np.int64] | None = None
+        self.partial: npt.NDArray[Any] | None = None
+        self.fba_coefficient: Any = None
+        self.denominator: Any = None
+
+    def prepare(
+        self,
+        quantities: Sequence[npt.NDArray[np.int64]],
+        store: int,
+        period: npt.NDArray[np.intp],
+    ) -> None:
+        """Compute the block's per-market part (the quantities are (markets, rows))."""
+        if self.zero:
+            return
+        terms = (0, 1, 3) if self.per_route else (0, 1, 2, 3)
+        numerator = sum(
+            quantities[i][store] * _of_period(self.coefficients[i], period) for i in terms
+        )
+        denominator = _of_period(self.denominators, period)
+        if self.per_route:
+            self.partial = numerator  # type: ignore[assignment]
+            self.fba_coefficient = _of_period(self.coefficients[2], period)
+            self.denominator = denominator
+        else:
+            self.fee = round_half_even_array(numerator, denominator)  # type: ignore[arg-type]
+
+    def fill(
+        self,
+        rows: npt.NDArray[np.intp],
+        fba: npt.NDArray[np.int64],
+        out: npt.NDArray[np.int64],
+    ) -> bool:
+        """Write the line of a route's ``rows`` into ``out`` (``fba``: the FBA fees of the
+        fulfilment market); False when it is zero."""
+        if self.zero:
+            out[:] = 0
+            return False
+        if not self.per_route:
+            np.take(self.fee, rows, out=out)  # type: ignore[arg-type]
+            return True
+        assert self.partial is not None
+        coefficient, denominator = self.fba_coefficient, self.denominator
+        numerator = self.partial[rows] + fba[rows] * (
+            coefficient[rows] if isinstance(coefficient, np.ndarray) else coefficient
+        )
+        out[:] = round_half_even_array(
+            numerator,
+            denominator[rows] if isinstance(denominator, np.ndarray) else denominator,
+        )
+        return True
+
+
+def _of_period(values: npt.NDArray[Any], period: npt.NDArray[np.intp]) -> Any:
+    """values[period], or the one value when every period has it (an int64 scalar keeps the
+    arithmetic int64 and the division by one divisor fast; wide object values stay arrays)."""
+    if values.dtype != object and (values == values[0]).all():
+        return int(values[0])
+    return values[period]
+
+
+class _RouteLevies:
+    """The DST and fee-VAT lines shared by the routes of one store and fulfilment FX."""
+
+    def __init__(self, store: int, levies: _Levies, per_route_fba: bool) -> None:
+        self.store = store
+        self.starts_ms = levies.starts_ms
+        self.dst = _LevyLine(levies.dst_coef, levies.dst_den, per_route_fba)
+        self.vat = _LevyLine(levies.vat_coef, levies.vat_den, per_route_fba)
+
+    def prepare(
+        self, quantities: Sequence[npt.NDArray[np.int64]], timestamps: npt.NDArray[np.int64]
+    ) -> None:
+        if self.dst.zero and self.vat.zero:
+            return
+        period = np.searchsorted(self.starts_ms, timestamps, "right") - 1
+        self.dst.prepare(quantities, self.store, period)
+        self.vat.prepare(quantities, self.store, period)
 
 
 def qualifies(routes: pd.DataFrame, config: FeeConfig) -> pd.Series:

@@ -44,10 +44,16 @@ def round_half_even_array(
         twice = 2 * (numerator - quotient * denominator)
         round_up = (twice > denominator) | ((twice == denominator) & (quotient % 2 == 1))
         return (quotient + round_up.astype(np.int64)).astype(np.int64)
-    quotient, remainder = np.divmod(numerator, denominator)
-    twice = 2 * remainder
-    round_up = (twice > denominator) | ((twice == denominator) & (quotient % 2 == 1))
-    return quotient + round_up.astype(np.int64)
+    # floor_divide by one divisor is several times faster than divmod (numpy divides by a
+    # scalar without a division instruction per element); the remainder follows exactly, and
+    # ``& 1`` is the parity of negative quotients too (two's complement).
+    quotient = numerator // denominator
+    twice = numerator - quotient * denominator
+    twice += twice
+    round_up = twice > denominator
+    round_up |= (twice == denominator) & (quotient & 1).astype(bool)
+    quotient += round_up
+    return quotient
 
 
 def convert_to_eur_cents(amount_minor: int, eur_per_unit: Fraction) -> int:

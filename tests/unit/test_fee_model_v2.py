@@ -460,3 +460,44 @@ def test_fees_v2_file_constants_carry_a_source() -> None:
     assert data["efn"]["effective"]
     assert all(row["from"] for row in data["dst"]["rates"])
     assert "assumption:" in Path(V2.path).read_text()
+
+
+def test_levies_too_wide_for_int64_stay_exact() -> None:
+    """A six-decimal FX and a fractional seller VAT make the DST/fee-VAT coefficients too wide
+    for int64 sums: the vectorised model takes Python ints there and still equals the plain one
+    (EFN adds the buy market's FBA term per route, Pan-European per market)."""
+    rng = random.Random(20261129)
+    batch = []
+    for position in range(300):
+        codes = rng.sample(sorted(MARKETPLACES), rng.randint(2, 5))
+        markets = {
+            code: offer(
+                code,
+                buy_box=rng.randint(1, 200_000),
+                new=rng.choice([rng.randint(1, 200_000), 9_999_999]),
+                sales_rank=rng.randint(1, 50_000),
+                referral_fee_pct=rng.choice([None, 7, 8.5, 15]),
+                fba_fee=rng.choice([None, 0, 250, 9_999]),
+                root_category=rng.choice([None, BEAUTY, BOOKS, CAR, 3167641]),
+            )
+            for code in codes
+        }
+        package = {"weight_g": rng.choice([None, 80, 961, 40_000]), "length_mm": None}
+        batch.append(
+            enriched(
+                V2,
+                asin=f"B{position:09d}",
+                markets=markets,
+                package={**package, "width_mm": 150, "height_mm": 25},
+                timestamp=rng.choice([BEFORE_MARCH_2026, AFTER_MARCH_2026]),
+            )
+        )
+    for fulfilment in ("efn", "pan_eu"):
+        config = config_for("GB", fulfilment, False)
+        assert config.v2 is not None
+        config = dataclasses.replace(
+            config,
+            eur_per_unit={**config.eur_per_unit, "GBP": Fraction("1.145678")},
+            v2=dataclasses.replace(config.v2, seller_vat_pct=Fraction("20.5")),
+        )
+        assert_vectorised_equals_plain(batch, config)
