@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pipelines.keepa_signals import parse_signals
+from pipelines.keepa_signals import keepa_int, parse_signals
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
 from pipelines.messages.timestamps import format_utc
 from pipelines.messages.types import (
@@ -77,21 +77,10 @@ def utc_to_keepa_minutes(moment: datetime) -> int:
 # --------------------------------------------------------------------------- value helpers
 
 
-def _int_or_none(value: Any) -> int | None:
-    # JSON true/false are bools, which Python counts as ints; they are never numbers here.
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
 def _current_value(current: Sequence[Any] | None, index: int) -> int | None:
     if current is None or index >= len(current):
         return None
-    return _int_or_none(current[index])
+    return keepa_int(current[index])
 
 
 def _price(current: Sequence[Any] | None, index: int) -> int:
@@ -131,7 +120,7 @@ def _fba_fee(product: Mapping[str, Any]) -> int | None:
     fees = product.get("fbaFees")
     if not isinstance(fees, Mapping):
         return None
-    fee = _int_or_none(fees.get("pickAndPackFee"))
+    fee = keepa_int(fees.get("pickAndPackFee"))
     # Keepa: a fee of 0 means the product has no valid dimensions, so it could not be computed;
     # the fee model's weight-tier estimate is better than a fee of zero.
     if fee is None or fee <= 0 or fee > MAX_PRICE_MINOR:
@@ -141,12 +130,12 @@ def _fba_fee(product: Mapping[str, Any]) -> int | None:
 
 def _positive(value: Any, limit: int) -> int | None:
     # Keepa marks unknown package values with 0 or -1; values past the limit are data errors.
-    number = _int_or_none(value)
+    number = keepa_int(value)
     return number if number is not None and 0 < number <= limit else None
 
 
 def _last_update(product: Mapping[str, Any]) -> str | None:
-    minutes = _int_or_none(product.get("lastUpdate"))
+    minutes = keepa_int(product.get("lastUpdate"))
     # 0 = never updated; anything past ~2125 is a data error, not a time.
     if minutes is None or not 0 < minutes <= MAX_KEEPA_MINUTES:
         return None
@@ -163,7 +152,7 @@ def _root_category(product: Mapping[str, Any]) -> int | None:
 
 def has_product_data(product: Mapping[str, Any]) -> bool:
     """False for Keepa's placeholder objects: an ASIN it knows nothing about in that market."""
-    if _int_or_none(product.get("productType")) == PRODUCT_TYPE_INVALID:
+    if keepa_int(product.get("productType")) == PRODUCT_TYPE_INVALID:
         return False
     title = product.get("title")
     stats = product.get("stats")
@@ -222,7 +211,7 @@ def extract_category(product: Mapping[str, Any]) -> dict[str, Any]:
     name: str | None = None
     # The tree is ordered from the root down; prefer the entry whose id is the root category.
     for entry in entries:
-        if root_id is not None and _int_or_none(entry.get("catId")) == root_id:
+        if root_id is not None and keepa_int(entry.get("catId")) == root_id:
             name = entry.get("name") if isinstance(entry.get("name"), str) else None
             break
     if name is None and entries and isinstance(entries[0].get("name"), str):
@@ -343,10 +332,10 @@ class TokenInfo:
 
 def token_info(body: Mapping[str, Any]) -> TokenInfo:
     return TokenInfo(
-        tokens_left=_int_or_none(body.get("tokensLeft")),
-        refill_in_ms=_int_or_none(body.get("refillIn")),
-        refill_rate=_int_or_none(body.get("refillRate")),
-        tokens_consumed=_int_or_none(body.get("tokensConsumed")) or 0,
+        tokens_left=keepa_int(body.get("tokensLeft")),
+        refill_in_ms=keepa_int(body.get("refillIn")),
+        refill_rate=keepa_int(body.get("refillRate")),
+        tokens_consumed=keepa_int(body.get("tokensConsumed")) or 0,
     )
 
 
@@ -379,7 +368,7 @@ def parse_product_response(body: Mapping[str, Any], market_code: str) -> list[tu
         asin = product.get("asin")
         if not isinstance(asin, str) or not ASIN_PATTERN.match(asin.strip().upper()):
             continue
-        answered_domain = _int_or_none(product.get("domainId"))
+        answered_domain = keepa_int(product.get("domainId"))
         if answered_domain is not None and answered_domain != domain_id:
             raise ValueError(
                 f"Keepa answered {asin} for domain {answered_domain}, but the request was for "

@@ -67,7 +67,9 @@ SIGNAL_SOURCE_KEYS = (
 )
 
 
-def _int_or_none(value: Any) -> int | None:
+def keepa_int(value: Any) -> int | None:
+    """A Keepa JSON integer, or None for anything else. JSON true/false are bools, which Python
+    counts as ints; they are never numbers here. (keepa_parsing reads its fields with it too.)"""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -80,7 +82,7 @@ def _int_or_none(value: Any) -> int | None:
 def _at(array: Any, index: int) -> int | None:
     if not isinstance(array, Sequence) or isinstance(array, str) or index >= len(array):
         return None
-    return _int_or_none(array[index])
+    return keepa_int(array[index])
 
 
 def _in_range(value: int | None, low: int, high: int) -> int | None:
@@ -99,7 +101,7 @@ def oos_pct90(stats: Mapping[str, Any], index: int) -> int | None:
 
 def rank_drops(stats: Mapping[str, Any], name: str) -> int | None:
     """``salesRankDrops30`` / ``salesRankDrops90``; -1 (unknown) → None, 0 stays 0."""
-    return _in_range(_int_or_none(stats.get(name)), 0, MAX_SIGNAL_COUNT)
+    return _in_range(keepa_int(stats.get(name)), 0, MAX_SIGNAL_COUNT)
 
 
 def amazon_buy_box_pct(stats: Mapping[str, Any], market_code: str) -> int | None:
@@ -126,7 +128,7 @@ def _flag(value: Any) -> bool | None:
 
 def offer_count(stats: Mapping[str, Any], name: str, csv_index: int) -> int | None:
     """``offerCountFBA``/``offerCountFBM`` (set with ``offers``), else ``current[csv_index]``."""
-    counted = _in_range(_int_or_none(stats.get(name)), 0, MAX_SIGNAL_COUNT)
+    counted = _in_range(keepa_int(stats.get(name)), 0, MAX_SIGNAL_COUNT)
     if counted is not None:
         return counted
     return _in_range(_at(stats.get("current"), csv_index), 0, MAX_SIGNAL_COUNT)
