@@ -22,7 +22,7 @@ from pipelines import topics
 from pipelines.messages.timestamps import utc_now_iso
 from pipelines.stage_specs import STAGES
 from resources.elasticsearch import BulkOp, ElasticsearchResource
-from resources.kafka import KafkaResource, read_partition
+from resources.kafka import KafkaResource
 
 LEDGER_INDEX = topics.REDRIVE_LEDGER_INDEX
 READER_GROUP = topics.tool_name("cli-redrive")  # reads only; commits nothing
@@ -131,20 +131,10 @@ def redrive(
 
 
 def _read(kafka: KafkaResource, topic: str, since_ms: int | None) -> list[tuple[int, int, bytes]]:
-    marks = kafka.watermarks(topic)
-    starts = kafka.offsets_for_time(topic, since_ms) if since_ms is not None else None
-    found = []
-    consumer = kafka.consumer(READER_GROUP)
-    try:
-        for partition, (low, high) in marks.items():
-            start = max(low, starts[partition]) if starts else low
-            if start >= high:
-                continue
-            for message in read_partition(consumer, topic, partition, start, high):
-                found.append((partition, message.offset(), message.value()))
-    finally:
-        consumer.close()
-    return found
+    return [
+        (message.partition(), message.offset(), message.value())
+        for message in kafka.messages_since(topic, since_ms, READER_GROUP)
+    ]
 
 
 def _original(kafka: KafkaResource, envelope: dict[str, Any]) -> bytes | str:

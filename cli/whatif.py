@@ -22,7 +22,7 @@ from pipelines.messages.validation import parse_enriched_product
 from pipelines.rules_config import RulesConfig
 from pipelines.whatif import Change, compare, latest_products, live_of
 from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource, read_partition
+from resources.kafka import KafkaResource
 
 READER_GROUP = topics.tool_name("cli-whatif")  # reads only; commits nothing
 ASINS_PER_QUERY = 1000
@@ -60,23 +60,13 @@ def whatif(
 def _read_products(
     kafka: KafkaResource, since_ms: int, report: WhatIfReport
 ) -> list[EnrichedProduct]:
-    marks = kafka.watermarks(topics.PRODUCTS_ENRICHED)
-    starts = kafka.offsets_for_time(topics.PRODUCTS_ENRICHED, since_ms)
     products = []
-    consumer = kafka.consumer(READER_GROUP)
-    try:
-        for partition, (low, high) in marks.items():
-            start = max(low, starts.get(partition, high))
-            for message in read_partition(
-                consumer, topics.PRODUCTS_ENRICHED, partition, start, high
-            ):
-                report.records_read += 1
-                try:
-                    products.append(parse_enriched_product(message.value()))
-                except SchemaError:
-                    report.unreadable += 1
-    finally:
-        consumer.close()
+    for message in kafka.messages_since(topics.PRODUCTS_ENRICHED, since_ms, READER_GROUP):
+        report.records_read += 1
+        try:
+            products.append(parse_enriched_product(message.value()))
+        except SchemaError:
+            report.unreadable += 1
     return products
 
 

@@ -435,6 +435,20 @@ class KafkaResource(dg.ConfigurableResource):
         found.sort(key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
         return found[-count:]
 
+    def messages_since(self, topic: str, since_ms: int | None, group_id: str) -> Iterator[Message]:
+        """The committed messages of every partition from the first offset at ``since_ms`` (None:
+        the oldest retained) to the high watermark now, partition by partition, read by a
+        consumer of ``group_id`` that commits nothing."""
+        marks = self.watermarks(topic)
+        starts = self.offsets_for_time(topic, since_ms) if since_ms is not None else None
+        consumer = self.consumer(group_id)
+        try:
+            for partition, (low, high) in marks.items():
+                start = max(low, starts[partition]) if starts else low
+                yield from read_partition(consumer, topic, partition, start, high)
+        finally:
+            consumer.close()
+
     def count_messages(self, topic: str, spans: dict[int, tuple[int, int]]) -> int:
         """How many committed messages lie in [start, end) of each partition. Offsets are not
         messages (transaction markers take offsets too), so they are read and counted."""
