@@ -20,6 +20,7 @@ from engine.dead_letters import check_reject_rate, produce_dead_letters
 from engine.faults import FaultInjector, reach
 from engine.stats import StageStats
 from pipelines.fee_config import FeeConfig
+from pipelines.lifecycle import OPEN, OPENED, Route, apply_batch, close_stale, committed_view
 from pipelines.messages.codec import encode
 from pipelines.messages.timestamps import utc_now_iso
 from pipelines.messages.types import EnrichedProduct
@@ -36,6 +37,8 @@ from resources.kafka import CheckedProducer
 READ_AT_HEADER = "arbitrage-read-at-ms"
 # The arbitrage stage's counters of routes the rules removed: filtered_<reason>.
 FILTERED_PREFIX = "filtered_"
+# The arbitrage stage's counters of the events it published: events_opened, _updated, _closed.
+EVENTS_PREFIX = "events_"
 # The enrichment stage's counters of price observations (pipelines/price_history.py).
 OBSERVATIONS_INDEXED = "price_observations_indexed"
 OBSERVATIONS_UNCHANGED = "price_observations_unchanged"
@@ -199,14 +202,38 @@ class EnrichmentProcessor(BatchProcessor):
 
 
 class ArbitrageProcessor(BatchProcessor):
-    """Detect alerts, index the new ones, publish them; each alert id once on the topic.
+    """Turn enriched products into opportunity events: opened, updated, closed
+    (pipelines/lifecycle.py), each opportunity's current state in the alerts index.
 
-    Elasticsearch is written first (``create``: an id is never overwritten), then the alerts go
-    out in the batch's transaction. Each indexed alert records which (group, partition, offset)
-    raised it, so after a crash between the two the rerun can tell "indexed, but its
-    transaction never committed" (raised at or after the batch's first offset: publish it
-    again) from "published before" (skip). Everything is done in ``start``.
+    The run keeps the states of the ASINs it has seen (its partition's: the topics are keyed by
+    ASIN), loading the others from Elasticsearch on first sight. Per batch: the lifecycle runs
+    over the batch's records (and, on the live group, closes the opportunities whose data went
+    stale), the changed states are indexed, then the events go out in the batch's transaction.
+
+    Exactly once: each stored state names the batch that wrote it (``updated_by``) and keeps
+    the state before that batch (``base``). A rerun that finds a state written at or after its
+    committed offset builds on ``base`` (that batch's events were never published), so it makes
+    the same events again, once. States are indexed with ``external_gte`` versions set to the
+    run's start: a run that was fenced by a newer one (frozen, then thawed) is refused by
+    Elasticsearch instead of overwriting the newer run's states.
     """
+
+    # The watermark must move this much (data time) between two sweeps for stale opportunities.
+    SWEEP_EVERY_MS = 60_000
+    # At most this many stale opportunities closed per batch (the rest at the next batches).
+    SWEEP_LIMIT = 2_000
+    # ASINs per search for their stored states (30 routes each at most).
+    LOAD_CHUNK = 300
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.states: dict[str, dict[Route, dict[str, Any]]] = {}
+        self.run_version = int(time.time() * 1000)
+        self.watermark_ms = -1
+        self.swept_at_ms: int | None = None
+        self.sweep_more = False
+        self.refreshed = False
+        self.live = self.group_id == self.spec.live_group
 
     def start(
         self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
@@ -222,62 +249,161 @@ class ArbitrageProcessor(BatchProcessor):
         for reason, count in batch.filtered.items():
             stats.count(f"{FILTERED_PREFIX}{reason}", count)
         check_reject_rate(self.spec, batch.rejected, len(records), self.max_reject_ratio)
-        first_uncommitted = records[0].offset
-        origins = self.es.alert_origins(self.spec.index, [a["alert_id"] for _, a in batch.alerts])
-        new = [(rec, alert) for rec, alert in batch.alerts if alert["alert_id"] not in origins]
-        to_publish = [
-            (record, alert)
-            for record, alert in batch.alerts
-            if alert["alert_id"] in origins
-            and self._unpublished(origins[alert["alert_id"]], first_uncommitted)
-        ]
-        outcome = self.es.bulk_write(
-            [
-                BulkOp("create", self.spec.index, alert["alert_id"], self._indexed(record, alert))
-                for record, alert in new
-            ]
-        )
-        stats.count_bulk(outcome)
+        first = records[0].offset
+        self._load({routes.asin for routes in batch.routes}, first)
+        lifecycle = apply_batch(batch.routes, self.states, self.rules.lifecycle, self.watermark_ms)
+        events, changed = lifecycle.events, lifecycle.changed
+        if self._sweep_due(lifecycle.watermark_ms):
+            swept = close_stale(
+                self._stale(lifecycle.watermark_ms, first, changed),
+                self.rules.lifecycle,
+                lifecycle.watermark_ms,
+            )
+            events, changed = events + swept.events, {**changed, **swept.changed}
+            stats.count("opportunities_swept_stale", len(swept.events))
+        refused = self._store(changed, first, records[0], stats)
         reach(self.faults, self.spec.name, "after_bulk_ack")
-        if outcome.conflicts:
-            # Created by someone else since the lookup: publish only if that was a fenced run
-            # of ours whose transaction never committed.
-            raced = [new[position] for position in outcome.conflicts]
-            again = self.es.alert_origins(self.spec.index, [a["alert_id"] for _, a in raced])
-            to_publish += [
-                (record, alert)
-                for record, alert in raced
-                if self._unpublished(again.get(alert["alert_id"]), first_uncommitted)
-            ]
-        skipped = set(outcome.rejected) | set(outcome.conflicts)
-        to_publish += [item for position, item in enumerate(new) if position not in skipped]
-        stats.count("alerts_already_known", len(batch.alerts) - len(to_publish))
-        stats.count("alerts_raised", len(to_publish))
-        for _, alert in sorted(to_publish, key=lambda item: item[0].offset):
-            self.producer.produce(self.spec.output_topic, alert["asin"], encode(alert), headers)
         rejected = list(batch.rejected)
-        rejected += [Rejected(new[p][0], reason) for p, reason in outcome.rejected.items()]
+        for asin, reason in refused.items():
+            # Its state was refused: none of its events may go out, and its records go to
+            # the DLQ (a redrive runs them again from the state before).
+            rejected += [
+                Rejected(record, f"its opportunity state was refused: {reason}")
+                for record, product in batch.products
+                if product["asin"] == asin
+            ]
+        for event in events:
+            if event["asin"] in refused:
+                continue
+            stats.count(f"{EVENTS_PREFIX}{event['event']}", 1)
+            if event["event"] == OPENED:
+                stats.count("alerts_raised", 1)
+            self.producer.produce(self.spec.output_topic, event["asin"], encode(event), headers)
         produce_dead_letters(self.producer, self.spec, rejected, stats)
+        # This run's view: what it stored (its transaction commits next, or the run fails).
+        for state in changed.values():
+            if state["asin"] not in refused:
+                self.states.setdefault(state["asin"], {})[_route(state)] = state
+        for asin in refused:
+            self.states.pop(asin, None)  # loaded again from Elasticsearch if seen again
+        self.watermark_ms = lifecycle.watermark_ms
         return InFlight(records[-1].offset + 1, len(records))
 
-    def _indexed(self, record: SourceRecord, alert: dict[str, Any]) -> dict[str, Any]:
-        raised_by = {
-            "group": self.group_id,
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-        }
-        return {**alert, "raised_by": raised_by}
+    def _load(self, asins: set[str], first_offset: int) -> None:
+        """The committed states of the ASINs this run has not seen yet."""
+        unseen = sorted(asin for asin in asins if asin not in self.states)
+        if not unseen:
+            return
+        if not self.refreshed:
+            # The previous run's last writes may not be searchable yet (1 s refresh).
+            self.es.refresh(self.spec.index)
+            self.refreshed = True
+        for asin in unseen:
+            self.states[asin] = {}
+        for start in range(0, len(unseen), self.LOAD_CHUNK):
+            chunk = unseen[start : start + self.LOAD_CHUNK]
+            query = self._versions_query([{"terms": {"asin": chunk}}])
+            for stored in self.es.search_sources(self.spec.index, query, 30 * len(chunk)):
+                state = committed_view(stored, self.group_id, self.partition, first_offset)
+                if state is not None:
+                    self.states[state["asin"]][_route(state)] = state
 
-    def _unpublished(self, origin: dict[str, Any] | None, first_uncommitted: int) -> bool:
-        """Raised by this group on this partition at an offset not yet committed: an earlier
-        attempt indexed it, and its transaction (with the alert) was aborted."""
-        return (
-            origin is not None
-            and origin.get("group") == self.group_id
-            and origin.get("partition") == self.partition
-            and origin.get("offset", -1) >= first_uncommitted
+    def _versions_query(self, clauses: list[dict[str, Any]]) -> dict[str, Any]:
+        assert self.rules is not None
+        return {
+            "bool": {
+                "filter": [
+                    {"exists": {"field": "opportunity_id"}},
+                    {"term": {"fee_model_version": self.fees.version}},
+                    {"term": {"rules_version": self.rules.version}},
+                    *clauses,
+                ]
+            }
+        }
+
+    def _sweep_due(self, watermark_ms: int) -> bool:
+        if not self.live or watermark_ms < 0:
+            return False
+        due = (
+            self.swept_at_ms is None
+            or self.sweep_more
+            or watermark_ms - self.swept_at_ms >= self.SWEEP_EVERY_MS
         )
+        if due:
+            self.swept_at_ms = watermark_ms
+        return due
+
+    def _stale(
+        self, watermark_ms: int, first_offset: int, changed: dict[str, dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """This partition's open opportunities whose data is older than the rules allow."""
+        assert self.rules is not None
+        cutoff = watermark_ms - self.rules.lifecycle.max_data_age_ms
+        query = self._versions_query(
+            [
+                {"term": {"status": OPEN}},
+                {"term": {"updated_by.partition": self.partition}},
+                {"range": {"confirmed_source_ms": {"lt": cutoff}}},
+            ]
+        )
+        self.es.refresh(self.spec.index)
+        found = self.es.search_sources(self.spec.index, query, self.SWEEP_LIMIT)
+        self.sweep_more = len(found) == self.SWEEP_LIMIT
+        self._load({stored["asin"] for stored in found}, first_offset)
+        stale: dict[str, dict[str, Any]] = {}
+        for stored in found:
+            # This run's own view (and this batch's changes) over what the search returned.
+            mine = self.states.get(stored["asin"], {}).get(_route(stored))
+            state = changed.get(stored["opportunity_id"], mine)
+            if state is not None:
+                stale[state["opportunity_id"]] = state
+        return list(stale.values())
+
+    def _store(
+        self,
+        changed: dict[str, dict[str, Any]],
+        first_offset: int,
+        first: SourceRecord,
+        stats: StageStats,
+    ) -> dict[str, str]:
+        """Index the changed states; the ASINs whose state was refused, with the reason."""
+        by = {
+            "group": self.group_id,
+            "topic": first.topic,
+            "partition": self.partition,
+            "offset": first_offset,
+        }
+        states = list(changed.values())
+        ops = []
+        for state in states:
+            base = self.states.get(state["asin"], {}).get(_route(state))
+            document = {**state, "updated_by": by, "base": base}
+            ops.append(
+                BulkOp(
+                    "index",
+                    self.spec.index,
+                    state["opportunity_id"],
+                    encode(document),
+                    self.run_version,
+                    "external_gte",
+                )
+            )
+        outcome = self.es.bulk_write(ops)
+        if outcome.conflicts:
+            raise StateFencedError(
+                f"{len(outcome.conflicts)} opportunity state(s) of partition {self.partition} "
+                "were written by a newer run: this run was fenced and stops without committing"
+            )
+        stats.count("opportunity_states_written", outcome.written)
+        return {states[p]["asin"]: reason for p, reason in outcome.rejected.items()}
+
+
+class StateFencedError(RuntimeError):
+    """A newer run of the partition has written opportunity states: this one must stop."""
+
+
+def _route(state: dict[str, Any]) -> Route:
+    return (state["buy_market"], state["sell_market"])
 
 
 _PROCESSORS: dict[str, type[BatchProcessor]] = {

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import permutations
 from operator import itemgetter
@@ -36,7 +36,13 @@ from pipelines.messages.types import (
     alert_id,
 )
 from pipelines.money import INT64_SAFE, round_fraction, round_half_even_array
-from pipelines.route_filters import alert_signals, filtered_counts, screen_routes
+from pipelines.route_filters import (
+    PASS,
+    REASONS,
+    alert_signals,
+    filtered_counts,
+    screen_routes,
+)
 from pipelines.rules_config import RulesConfig
 
 MARKET_CODES: tuple[str, ...] = tuple(sorted(MARKETPLACES))
@@ -816,10 +822,34 @@ def _empty_routes(fee_columns: Sequence[str] = FEE_COLUMNS) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Detection:
-    """A batch's alerts and how many routes each rule removed (``route_filters.REASONS``)."""
+    """A batch's alerts and how many routes each rule removed (``route_filters.REASONS``).
+
+    ``rows[i]`` is the product (its position in the batch) of ``alerts[i]``; ``routes`` and
+    ``reason`` (every evaluated route's row, markets and reason code) answer why a route is no
+    alert (``reasons_of_rows``): the alert lifecycle closes an open opportunity with it.
+    """
 
     alerts: list[Alert]
     filtered: dict[str, int]
+    rows: list[int] = field(default_factory=list)
+    routes: pd.DataFrame | None = None
+    reason: npt.NDArray[np.int8] | None = None
+
+    def reasons_of_rows(self, wanted: Collection[int]) -> dict[int, dict[tuple[str, str], str]]:
+        """For each wanted row: its evaluated routes that are no alert, and why. A route that
+        is absent was not evaluated (a market without a price)."""
+        found: dict[int, dict[tuple[str, str], str]] = {row: {} for row in wanted}
+        if self.routes is None or self.reason is None or not wanted:
+            return found
+        mask = np.isin(self.routes["row"].to_numpy(), np.fromiter(wanted, dtype=np.int64))
+        mask &= self.reason != PASS
+        at = np.flatnonzero(mask)
+        rows = self.routes["row"].to_numpy()[at]
+        buy = self.routes["buy_market"].to_numpy()[at]
+        sell = self.routes["sell_market"].to_numpy()[at]
+        for row, b, s, code in zip(rows, buy, sell, self.reason[at], strict=True):
+            found[int(row)][(b, s)] = REASONS[code]
+        return found
 
 
 def detect(
@@ -842,11 +872,17 @@ def detect(
         ["row", "profit_eur_cents", "buy_market", "sell_market"],
         ascending=[True, False, True, True],
     )
-    alerts = [
-        _alert(products[hit.row], hit, config, detected_at, rules)
-        for hit in hits.itertuples(index=False)
-    ]
-    return Detection(alerts, filtered_counts(screened.reason))
+    alerts: list[Alert] = []
+    rows: list[int] = []
+    for hit in hits.itertuples(index=False):
+        alerts.append(_alert(products[hit.row], hit, config, detected_at, rules))
+        rows.append(int(hit.row))
+    return Detection(
+        alerts, filtered_counts(screened.reason), rows, routes[_ROUTE_KEY], screened.reason
+    )
+
+
+_ROUTE_KEY = ["row", "buy_market", "sell_market"]
 
 
 def detect_alerts(

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pipelines.fee_config import REPO_ROOT
+from pipelines.lifecycle import LifecycleRules
 
 DEFAULT_RULES_FILE = REPO_ROOT / "config" / "rules_v1.toml"
 NO_RULES_FILE = REPO_ROOT / "config" / "rules_none.toml"
@@ -27,6 +28,7 @@ SALES_ESTIMATORS = ("drops30", "drops90")
 AVERAGES = ("buy_box", "new", "amazon")
 OOS_SERIES = ("new", "buy_box", "amazon")
 RULE_SECTIONS = ("sales", "spike_guard", "amazon_buy_box", "fba_offers", "stock")
+LIFECYCLE_SECTION = "lifecycle"
 
 
 class RulesConfigError(ValueError):
@@ -79,6 +81,9 @@ class RulesConfig:
     fba_offers: FbaOffersRule
     stock: StockRule
     path: str
+    # When an open opportunity's change is news and when its data is too old ([lifecycle];
+    # pipelines/lifecycle.py). Optional in the file: the defaults there.
+    lifecycle: LifecycleRules = field(default_factory=LifecycleRules)
 
     @property
     def any_enabled(self) -> bool:
@@ -115,7 +120,7 @@ def _build(data: dict[str, Any], where: str) -> RulesConfig:
     version = data.get("version")
     if not isinstance(version, str) or not version.strip():
         raise RulesConfigError(f'{where}: version must be a non-empty string such as "v1"')
-    unknown = set(data) - {"version", *RULE_SECTIONS}
+    unknown = set(data) - {"version", LIFECYCLE_SECTION, *RULE_SECTIONS}
     if unknown:
         raise RulesConfigError(
             f"{where}: unknown key(s) {', '.join(sorted(unknown))}; the rules are "
@@ -158,7 +163,28 @@ def _build(data: dict[str, Any], where: str) -> RulesConfig:
             max_oos_pct90=_pct,
         ),
         path=where,
+        lifecycle=_lifecycle(data.get(LIFECYCLE_SECTION, {}), where),
     )
+
+
+def _lifecycle(section: Any, where: str) -> LifecycleRules:
+    at = f"{where}: {LIFECYCLE_SECTION}"
+    if not isinstance(section, dict):
+        raise RulesConfigError(f"{at} must be a table ([{LIFECYCLE_SECTION}])")
+    allowed = {"update_min_change_cents", "max_data_age_hours"}
+    unknown = set(section) - allowed
+    if unknown:
+        raise RulesConfigError(
+            f"{at} has unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+            f"{', '.join(sorted(allowed))}"
+        )
+    defaults = LifecycleRules()
+    change = section.get("update_min_change_cents", defaults.update_min_change_cents)
+    hours = section.get("max_data_age_hours", defaults.max_data_age_s // 3600)
+    for key, value in (("update_min_change_cents", change), ("max_data_age_hours", hours)):
+        if _count(value, f"{at}.{key}") == 0:
+            raise RulesConfigError(f"{at}.{key} must be at least 1, got 0")
+    return LifecycleRules(update_min_change_cents=change, max_data_age_s=hours * 3600)
 
 
 def _choice(options: tuple[str, ...]) -> Any:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.enrichment import enrich
 from pipelines.fee_config import FeeConfig
+from pipelines.lifecycle import ProductRoutes, Route
 from pipelines.messages.types import MAX_PULL_AHEAD_MS, Alert, EnrichedProduct, SchemaError
 from pipelines.messages.validation import parse_enriched_product, parse_raw_update
 from pipelines.rules_config import RulesConfig
@@ -47,10 +48,13 @@ class EnrichmentBatch:
 @dataclass
 class ArbitrageBatch:
     products: list[tuple[SourceRecord, EnrichedProduct]]
-    alerts: list[tuple[SourceRecord, Alert]]
+    alerts: list[tuple[SourceRecord, Alert]]  # unique by alert id within the batch
     rejected: list[Rejected]
     # Routes the rules removed, per reason (pipelines/route_filters.py, REASONS).
     filtered: dict[str, int] = field(default_factory=dict)
+    # What each product record (``products`` order) says about every route: the input of the
+    # alert lifecycle (pipelines/lifecycle.py).
+    routes: list[ProductRoutes] = field(default_factory=list)
 
     def add_filtered(self, counts: dict[str, int]) -> None:
         for reason, count in counts.items():
@@ -125,14 +129,36 @@ def arbitrage_records(
     except Exception:
         return _arbitrage_one_by_one(batch, config, rules, detected_at)
     batch.add_filtered(detection.filtered)
-    alerts = detection.alerts
-    source_of = {product["asin"]: record for record, product in batch.products}
+    by_row: list[dict[Route, Alert]] = [{} for _ in products]
     seen: set[str] = set()
-    for alert in alerts:
+    for row, alert in zip(detection.rows, detection.alerts, strict=True):
+        by_row[row][(alert["buy_market"], alert["sell_market"])] = alert
         if alert["alert_id"] not in seen:
             seen.add(alert["alert_id"])
-            batch.alerts.append((source_of[alert["asin"]], alert))
+            batch.alerts.append((batch.products[row][0], alert))
+    reasons = _RouteReasons(detection, len(products))
+    batch.routes = [
+        ProductRoutes(product["asin"], product["source_timestamp_ms"], by_row[row], reasons.of(row))
+        for row, product in enumerate(products)
+    ]
     return batch
+
+
+class _RouteReasons:
+    """Why each route of a batch is no alert, worked out on the first question: most batches
+    have no open opportunity to close, and then nobody asks."""
+
+    def __init__(self, detection: Detection, rows: int) -> None:
+        self.detection, self.rows = detection, rows
+        self.by_row: dict[int, dict[Route, str]] | None = None
+
+    def of(self, row: int) -> Callable[[Route], str]:
+        def reason(route: Route) -> str:
+            if self.by_row is None:
+                self.by_row = self.detection.reasons_of_rows(range(self.rows))
+            return self.by_row.get(row, {}).get(route, "")
+
+        return reason
 
 
 def _fee_model() -> Callable[[Sequence[EnrichedProduct], FeeConfig, RulesConfig, str], Detection]:
@@ -163,5 +189,15 @@ def _arbitrage_one_by_one(
             if alert["alert_id"] not in seen:
                 seen.add(alert["alert_id"])
                 batch.alerts.append((record, alert))
+        alerts = {(a["buy_market"], a["sell_market"]): a for a in detection.alerts}
+        reasons = detection.reasons_of_rows([0])[0]
+        batch.routes.append(
+            ProductRoutes(
+                product["asin"],
+                product["source_timestamp_ms"],
+                alerts,
+                lambda route, reasons=reasons: reasons.get(route, ""),
+            )
+        )
     batch.products = kept
     return batch

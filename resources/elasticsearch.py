@@ -155,8 +155,31 @@ ALERTS_MAPPING: dict[str, Any] = {
         },
         "source_timestamp": {"type": "date"},
         "detected_at": {"type": "date"},
-        # Where the alert was raised: lets a rerun tell an alert whose transaction never
-        # committed from one already published (engine/processors.py, ArbitrageProcessor).
+        # The alert lifecycle (pipelines/lifecycle.py): one document per opportunity, its
+        # current state; ``alert_id`` names the current episode.
+        "opportunity_id": {"type": "keyword"},
+        "event": {"type": "keyword"},
+        "event_id": {"type": "keyword"},
+        "status": {"type": "keyword"},
+        "episode": {"type": "integer"},
+        "version": {"type": "integer"},
+        "opened_at": {"type": "date"},
+        "previous_profit_eur_cents": {"type": "long"},
+        "close_reason": {"type": "keyword"},
+        "closed_at_source_ms": {"type": "date", "format": "epoch_millis"},
+        "confirmed_source_ms": {"type": "date", "format": "epoch_millis"},
+        # Which batch wrote the state, and the state before it: a rerun takes the state from
+        # before a batch whose transaction never committed (engine/processors.py).
+        "updated_by": {
+            "properties": {
+                "group": {"type": "keyword"},
+                "topic": {"type": "keyword"},
+                "partition": {"type": "integer"},
+                "offset": {"type": "long"},
+            }
+        },
+        "base": {"type": "object", "enabled": False},
+        # Alerts raised before the lifecycle (schema 1) said where they were raised.
         "raised_by": {
             "properties": {
                 "group": {"type": "keyword"},
@@ -202,6 +225,9 @@ class BulkOp:
     # same JSON to Kafka serialises it once).
     source: dict[str, Any] | bytes
     version: int | None = None
+    # "external": a strictly newer version wins (products: the pull time); "external_gte": an
+    # equal one too (opportunity states: the writing run's start, several batches per run).
+    version_type: str = "external"
 
 
 @dataclass
@@ -247,7 +273,9 @@ def _action_line(op: BulkOp) -> bytes:
     generic serialiser took over half of the time spent building a bulk request.
     """
     version = (
-        "" if op.version is None else f',"version":{int(op.version)},"version_type":"external"'
+        ""
+        if op.version is None
+        else f',"version":{int(op.version)},"version_type":"{op.version_type}"'
     )
     return (
         f'{{{json.dumps(op.action)}:{{"_index":{json.dumps(op.index)},'
@@ -365,21 +393,27 @@ class ElasticsearchResource(dg.ConfigurableResource):
             ) from None
         return {doc["_id"] for doc in found["docs"] if doc.get("found")}
 
-    def alert_origins(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-        """For each id already indexed: its ``raised_by`` (None if the document has none)."""
-        if not ids:
-            return {}
+    def search_sources(
+        self, index: str, query: dict[str, Any], size: int
+    ) -> list[dict[str, Any]]:
+        """The sources of up to ``size`` documents matching ``query`` (after a refresh of the
+        index when the caller needs the newest writes: ``refresh``)."""
         try:
-            found = self.client().mget(index=index, ids=list(ids), source_includes=["raised_by"])
+            found = self.client().search(index=index, query=query, size=size, sort=["_doc"])
         except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
             raise ElasticsearchUnavailableError(
                 f"Elasticsearch at {self.shown_url}: {scrub_url(str(exc), self.url)}"
             ) from None
-        return {
-            doc["_id"]: doc.get("_source", {}).get("raised_by")
-            for doc in found["docs"]
-            if doc.get("found")
-        }
+        return [hit["_source"] for hit in found["hits"]["hits"]]
+
+    def refresh(self, index: str) -> None:
+        """Make every write so far visible to searches (get and mget never need it)."""
+        try:
+            self.client().indices.refresh(index=index)
+        except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
+            raise ElasticsearchUnavailableError(
+                f"Elasticsearch at {self.shown_url}: {scrub_url(str(exc), self.url)}"
+            ) from None
 
     def bulk_write(
         self, ops: Sequence[BulkOp], sleep: Callable[[float], None] = time.sleep
