@@ -8,13 +8,13 @@ entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines.enrichment import enrich
 from pipelines.fee_config import FeeConfig
-from pipelines.lifecycle import ProductRoutes, Route
+from pipelines.lifecycle import LifecycleBatch, ProductRoutes, Route, apply_batch
 from pipelines.messages.types import MAX_PULL_AHEAD_MS, Alert, EnrichedProduct, SchemaError
 from pipelines.messages.validation import parse_enriched_product, parse_raw_update
 from pipelines.rules_config import RulesConfig
@@ -129,19 +129,38 @@ def arbitrage_records(
     except Exception:
         return _arbitrage_one_by_one(batch, config, rules, detected_at)
     batch.add_filtered(detection.filtered)
-    by_row: list[dict[Route, Alert]] = [{} for _ in products]
     seen: set[str] = set()
     for row, alert in zip(detection.rows, detection.alerts, strict=True):
-        by_row[row][(alert["buy_market"], alert["sell_market"])] = alert
         if alert["alert_id"] not in seen:
             seen.add(alert["alert_id"])
             batch.alerts.append((batch.products[row][0], alert))
+    batch.routes = routes_seen(products, detection)
+    return batch
+
+
+def routes_seen(products: Sequence[EnrichedProduct], detection: Detection) -> list[ProductRoutes]:
+    """What each product (in order) says about its routes: the lifecycle's input."""
+    by_row: list[dict[Route, Alert]] = [{} for _ in products]
+    for row, alert in zip(detection.rows, detection.alerts, strict=True):
+        by_row[row][(alert["buy_market"], alert["sell_market"])] = alert
     reasons = _RouteReasons(detection, len(products))
-    batch.routes = [
+    return [
         ProductRoutes(product["asin"], product["source_timestamp_ms"], by_row[row], reasons.of(row))
         for row, product in enumerate(products)
     ]
-    return batch
+
+
+def opportunity_events(
+    products: Sequence[EnrichedProduct],
+    config: FeeConfig,
+    rules: RulesConfig,
+    detected_at: str,
+    states: Mapping[str, Mapping[Route, Mapping[str, Any]]] | None = None,
+) -> LifecycleBatch:
+    """The events products make, in order, from ``states`` (default: no opportunity yet), as
+    the arbitrage stage makes them (without its sweep of stale opportunities)."""
+    detection = _fee_model()(products, config, rules, detected_at)
+    return apply_batch(routes_seen(products, detection), states or {}, rules.lifecycle)
 
 
 class _RouteReasons:

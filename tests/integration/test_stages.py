@@ -16,12 +16,13 @@ from engine.runner import RangeUnavailableError, StageRunner
 from pipelines import topics
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
-from pipelines.fee_model import detect, detect_alerts
+from pipelines.fee_model import detect
 from pipelines.messages.codec import encode
 from pipelines.messages.timestamps import epoch_ms, format_utc
 from pipelines.messages.validation import validate_raw_update
 from pipelines.rules_config import load_rules_config
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
+from pipelines.transforms import opportunity_events
 from resources.elasticsearch import ALERTS_MAPPING, ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.settings import Settings
@@ -150,33 +151,34 @@ def test_stages_end_to_end_with_dead_letters(
     result = run_job("arbitrage")
     assert result.success
 
-    expected = detect_alerts(
-        [enrich(validate_raw_update(u), CONFIG) for u in updates], CONFIG, "ignored", RULES
-    )
-    assert len(expected) == 20  # 10 opportunities, each bought in DE or in GB
-    strip = lambda alert: {  # noqa: E731
-        k: v for k, v in alert.items() if k not in ("detected_at", "raised_by")
-    }
+    expected = opportunity_events(
+        [enrich(validate_raw_update(u), CONFIG) for u in updates], CONFIG, RULES, "ignored"
+    ).events
+    assert len(expected) == 20  # 10 opportunities, each bought in DE or in GB: all opened
+    assert {e["event"] for e in expected} == {"opened"}
     on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
-    assert sorted(map(json.dumps, map(strip, on_topic))) == sorted(
-        map(json.dumps, map(strip, expected))
+    assert sorted(map(json.dumps, map(strip_time, on_topic))) == sorted(
+        map(json.dumps, map(strip_time, expected))
     )
     assert all(m.key == m.json()["asin"] for m in read_all(kafka, topics.ARBITRAGE_ALERTS))
+    # The index holds each opportunity's current state, one document per opportunity.
     assert es.count(topics.ALERTS_INDEX) == 20
     stored = es.client().search(index=topics.ALERTS_INDEX, size=100)["hits"]["hits"]
-    assert {hit["_id"] for hit in stored} == {a["alert_id"] for a in expected}
-    assert {hit["_id"]: strip(hit["_source"]) for hit in stored} == {
-        a["alert_id"]: strip(a) for a in expected
+    assert {hit["_id"]: strip_time(hit["_source"]) for hit in stored} == {
+        e["opportunity_id"]: strip_time(e) for e in expected
     }
-    # Each indexed alert names the record that raised it (what a rerun after a crash reads).
+    # Each state names the batch that wrote it (its first offset: what a rerun after a crash
+    # compares with its committed offset) and keeps the state before it (none: new).
     enriched_at = {
-        (m.partition, m.offset): m.key for m in read_all(kafka, topics.PRODUCTS_ENRICHED)
+        m.key: (m.partition, m.offset) for m in read_all(kafka, topics.PRODUCTS_ENRICHED)
     }
     for hit in stored:
-        origin = hit["_source"]["raised_by"]
-        assert origin["group"] == ARBITRAGE.live_group
-        assert origin["topic"] == topics.PRODUCTS_ENRICHED
-        assert enriched_at[(origin["partition"], origin["offset"])] == hit["_source"]["asin"]
+        by = hit["_source"]["updated_by"]
+        assert by["group"] == ARBITRAGE.live_group
+        assert by["topic"] == topics.PRODUCTS_ENRICHED
+        partition, offset = enriched_at[hit["_source"]["asin"]]
+        assert by["partition"] == partition and by["offset"] <= offset
+        assert hit["_source"]["base"] is None
     (poison,) = [m.json() for m in read_all(kafka, topics.PRODUCTS_ENRICHED_DLQ)]
     assert "field 'asin' is missing" in poison["error"]
     committed_equals_high_watermark(kafka, ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED)
@@ -243,16 +245,18 @@ def test_sample_end_to_end_alerts_equal_the_domain_functions(
         assert run_job(job, instance=instance).success, job
 
     raw = [validate_raw_update(m.json()) for m in read_all(kafka, topics.RAW_UPDATES)]
-    detection = detect([enrich(r, CONFIG) for r in raw], CONFIG, RULES, "ignored")
-    expected = {alert["alert_id"]: strip_time(alert) for alert in detection.alerts}
-    assert len(expected) > 50
+    products = [enrich(r, CONFIG) for r in raw]
+    detection = detect(products, CONFIG, RULES, "ignored")
+    events = opportunity_events(products, CONFIG, RULES, "ignored").events
+    assert len(events) == len(detection.alerts) > 50  # one pull: every alert opens, once
+    expected = {e["opportunity_id"]: strip_time(e) for e in events}
     # The routes the rules removed, per reason, exactly, in the run's metadata (and as the
     # demo reads them from there).
     assert detection.filtered
     assert filtered_routes(instance, 0.0) == (detection.filtered, 0)
     on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
     assert len(on_topic) == len(expected)
-    assert {a["alert_id"]: strip_time(a) for a in on_topic} == expected
+    assert {a["opportunity_id"]: strip_time(a) for a in on_topic} == expected
     hits = es.client().search(index=topics.ALERTS_INDEX, size=1000)["hits"]["hits"]
     assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == expected
     assert es.count(topics.PRODUCTS_INDEX) == 500
@@ -261,7 +265,18 @@ def test_sample_end_to_end_alerts_equal_the_domain_functions(
 
 
 def strip_time(alert: dict) -> dict:
-    return {k: v for k, v in alert.items() if k not in ("detected_at", "raised_by")}
+    """An event or a stored state without what depends on the clock or on batch cuts."""
+    return {k: v for k, v in alert.items() if k not in UNSTABLE_FIELDS}
+
+
+UNSTABLE_FIELDS = (
+    "detected_at",
+    "opened_at",
+    "raised_by",
+    "updated_by",
+    "base",
+    "confirmed_source_ms",
+)
 
 
 @pytest.mark.usefixtures("clean_pipeline")
