@@ -253,6 +253,8 @@ class ArbitrageProcessor(BatchProcessor):
         self._load({routes.asin for routes in batch.routes}, first)
         lifecycle = apply_batch(batch.routes, self.states, self.rules.lifecycle, self.watermark_ms)
         events, changed = lifecycle.events, lifecycle.changed
+        stats.count("records_already_seen", lifecycle.already_seen)
+        stats.count("alerts_raised", 0)  # reported even when nothing opened
         if self._sweep_due(lifecycle.watermark_ms):
             swept = close_stale(
                 self._stale(lifecycle.watermark_ms, first, changed),

@@ -209,6 +209,8 @@ class LifecycleBatch:
     events: list[dict[str, Any]]
     changed: dict[str, dict[str, Any]]  # by opportunity id
     watermark_ms: int
+    # Records whose every opportunity already had data this new (a replay, a duplicate).
+    already_seen: int = 0
 
 
 def apply_batch(
@@ -229,6 +231,12 @@ def apply_batch(
         mine = current.get(product.asin)
         if mine is None:
             mine = current[product.asin] = dict(states.get(product.asin, {}))
+        if mine and all(
+            product.source_ms <= int(state.get("confirmed_source_ms", -1))
+            for state in mine.values()
+        ):
+            batch.already_seen += 1
+            continue
         for route in sorted(set(product.alerts) | set(mine)):
             alert = product.alerts.get(route)
             seen = RouteSeen(

@@ -106,7 +106,7 @@ def test_replaying_an_hour_of_raw_updates_reads_exactly_that_window(
         downstream = run(instance, "arbitrage")
         alerts = materializations(downstream, "arbitrage_stage")["kafka/arbitrage_alerts"]
         assert alerts.metadata["alerts_raised"].value == 0
-        assert alerts.metadata["alerts_already_known"].value == 6
+        assert alerts.metadata["records_already_seen"].value == 6
         assert es.count(topics.ALERTS_INDEX) == 12
         assert end_offsets(kafka, topics.ARBITRAGE_ALERTS) == alerts_end
 
@@ -141,7 +141,7 @@ def test_replaying_enriched_products_by_hour_and_by_range(
         by_key = materializations(hour, "arbitrage_stage")
         assert by_key["elasticsearch/arbitrage_alerts"].partition == partition_key(early)
         assert by_key["kafka/arbitrage_alerts"].metadata["records_in"].value == 6
-        assert by_key["kafka/arbitrage_alerts"].metadata["alerts_already_known"].value == 6
+        assert by_key["kafka/arbitrage_alerts"].metadata["records_already_seen"].value == 6
         assert committed(kafka, REPLAY_ARBITRAGE, topics.PRODUCTS_ENRICHED) == {0: 2, 1: 2, 2: 2}
 
         # A single-run backfill of a range (what `--partition-range` and the UI's "single run"
