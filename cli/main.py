@@ -138,12 +138,14 @@ def cmd_dlq(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Names
 
 
 def alerts_table(es: ElasticsearchResource, limit: int) -> tuple[str, int]:
-    """The best alerts by profit as a table, and how many alerts are stored in all."""
+    """The best open opportunities by profit as a table, and how many are open in all."""
     es.health()  # an unreachable cluster fails with a sentence (URL redacted), not a traceback
     es.client().indices.refresh(index=topics.ALERTS_INDEX)
     found = es.client().search(
         index=topics.ALERTS_INDEX,
         size=limit,
+        # Open opportunities (pipelines/lifecycle.py), and alerts from before the lifecycle.
+        query={"bool": {"must_not": [{"term": {"status": "closed"}}]}},
         sort=[{"profit_eur_cents": "desc"}, {"alert_id": "asc"}],
         track_total_hits=True,
     )

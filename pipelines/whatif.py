@@ -3,9 +3,9 @@ compared with what the live pipeline raised for the same products. Pure: no Kafk
 Elasticsearch (cli/whatif.py reads them and prints this module's answer).
 
 The comparison is per opportunity (ASIN, buy market, sell market) on each ASIN's latest product
-in the window: the what-if alerts of that product against the live alerts raised from that same
-product (an alert's ``source_timestamp`` is its product's), so an older product state the
-live stage saw earlier does not count as "closed".
+in the window: the what-if alerts of that product against the opportunities the live pipeline
+holds open (its lifecycle's current state; for alerts from before the lifecycle, the alerts
+raised from that same product).
 """
 
 from __future__ import annotations
@@ -65,9 +65,18 @@ def latest_products(products: Iterable[EnrichedProduct]) -> list[EnrichedProduct
 def live_of(
     alerts: Iterable[Mapping[str, Any]], products: Sequence[EnrichedProduct]
 ) -> list[Mapping[str, Any]]:
-    """The live alerts raised from exactly these product states (ASIN and source timestamp)."""
+    """The live opportunities of these products: the open ones (pipelines/lifecycle.py:
+    what the live pipeline holds open now); for alerts from before the lifecycle, those raised
+    from exactly these product states (ASIN and source timestamp)."""
+    asins = {p["asin"] for p in products}
     states = {(p["asin"], p["source_timestamp"]) for p in products}
-    return [a for a in alerts if (a["asin"], a["source_timestamp"]) in states]
+
+    def live(alert: Mapping[str, Any]) -> bool:
+        if "status" in alert:
+            return alert["status"] == "open" and alert["asin"] in asins
+        return (alert["asin"], alert["source_timestamp"]) in states
+
+    return [alert for alert in alerts if live(alert)]
 
 
 def _by_opportunity(alerts: Iterable[Mapping[str, Any]]) -> dict[OpportunityKey, Mapping[str, Any]]:

@@ -154,7 +154,10 @@ def alerts_search(filters: AlertFilters, asins: Sequence[str] | None = None) -> 
 
 
 def is_open(alert: Mapping[str, Any], product: Mapping[str, Any] | None) -> bool:
-    """The alert's prices are still the product's current ones (see the module's text)."""
+    """The opportunity is open (the lifecycle's status, pipelines/lifecycle.py); for an alert
+    from before the lifecycle: its prices are still the product's current ones."""
+    if "status" in alert:
+        return alert["status"] == "open"
     if product is None:
         return False
     markets = product.get("markets") or {}
