@@ -26,17 +26,18 @@ from devservices.dagster_processes import TERMINATE_MUTATION
 from pipelines import topics
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
-from pipelines.fee_model import detect_alerts
 from pipelines.keepa_parsing import merge_market_products
 from pipelines.messages.codec import encode
 from pipelines.messages.validation import validate_raw_update
 from pipelines.rules_config import load_rules_config
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
+from pipelines.transforms import opportunity_events
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.settings import Settings
 from tests.definitions import SAMPLE_DEFS
 from tests.e2e.dagster_api import Dagster, Run, StartDagster
+from tests.factories import strip_time
 from tests.integration.kafka_io import ReadMessage, produce, read_all
 from tools.sample_generator import iter_products
 
@@ -71,29 +72,27 @@ WORKER_PID = re.compile(r"^Started process for run \(pid: (\d+)\)")
 # ---------------------------------------------------------------------------------- helpers
 
 
-def strip_time(alert: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in alert.items() if k not in ("detected_at", "raised_by")}
-
-
 def expected_alerts(raw_values: Iterable[bytes]) -> dict[str, dict[str, Any]]:
-    """What the domain functions make of these raw updates, by alert id."""
+    """The events the domain functions make of these raw updates (one pull: each opportunity
+    opens once), by event id."""
     products = [enrich(validate_raw_update(json.loads(value)), CONFIG) for value in raw_values]
-    alerts = detect_alerts(products, CONFIG, "ignored", RULES)
-    return {a["alert_id"]: strip_time(a) for a in alerts}
+    events = opportunity_events(products, CONFIG, RULES, "ignored").events
+    return {e["event_id"]: strip_time(e) for e in events}
 
 
 def assert_every_alert_once(
     kafka: KafkaResource, es: ElasticsearchResource, raw: list[ReadMessage]
 ) -> dict[str, dict[str, Any]]:
-    """Every alert the domain functions make of ``raw``, once, on arbitrage.alerts and in the
-    alerts index (and more than 50 of them); returns them by id."""
+    """Every event the domain functions make of ``raw``, once, on arbitrage.alerts, and each
+    opportunity's state in the alerts index (and more than 50 of them); returns them by id."""
     expected = expected_alerts(m.value for m in raw)
     assert len(expected) > 50
     on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
     assert len(on_topic) == len(expected)
-    assert {a["alert_id"]: strip_time(a) for a in on_topic} == expected
+    assert {a["event_id"]: strip_time(a) for a in on_topic} == expected
     hits = es.client().search(index=topics.ALERTS_INDEX, size=10_000)["hits"]["hits"]
-    assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == expected
+    assert {hit["_source"]["event_id"]: strip_time(hit["_source"]) for hit in hits} == expected
+    assert {hit["_id"] for hit in hits} == {e["opportunity_id"] for e in expected.values()}
     return expected
 
 
@@ -399,8 +398,8 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
 
     # And the alerts are all there, once each, on the topic and in the index.
     expected = expected_alerts(value for _, value in items)
-    alert_ids = [m.json()["alert_id"] for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
-    assert len(alert_ids) == len(set(alert_ids)), "an alert was raised twice"
+    alert_ids = [m.json()["event_id"] for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    assert len(alert_ids) == len(set(alert_ids)), "an event was published twice"
     assert set(alert_ids) == set(expected)
     assert es.count(topics.ALERTS_INDEX) == len(expected)
     print(
@@ -465,7 +464,7 @@ def test_a_run_terminated_from_the_ui_commits_its_batch_and_the_sensor_goes_on(
     enriched = [m.key for m in read_all(kafka, topics.PRODUCTS_ENRICHED)]
     assert sorted(enriched) == sorted(asins), "each product once on products.enriched"
     expected = expected_alerts(value for _, value in items)
-    alert_ids = [m.json()["alert_id"] for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    alert_ids = [m.json()["event_id"] for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
     assert sorted(alert_ids) == sorted(expected)
     print(
         f"\nterminated {victim.run_id} at {progress}/{end}; it committed up to {stopped_at} "

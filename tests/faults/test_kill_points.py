@@ -8,21 +8,30 @@ point (no cleanup, no flush: what SIGKILL does); the rerun is an ordinary run.
 
 from __future__ import annotations
 
+import copy
 import json
+from collections import Counter
 
 import pytest
 
 from engine.faults import FAULT_POINTS
 from pipelines import topics
 from pipelines.enrichment import enrich
-from pipelines.fee_model import detect_alerts
 from pipelines.messages.validation import validate_raw_update
 from pipelines.stage_specs import ARBITRAGE
+from pipelines.transforms import opportunity_events
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
+from tests.factories import offer, steady_signals, strip_time
 from tests.faults.audit import audit_enrichment, audit_stage, keys_in, run_stage_process
-from tests.integration.kafka_io import produce
-from tests.integration.test_stages import CONFIG, RULES, good_updates, run_job
+from tests.integration.kafka_io import produce, read_all
+from tests.integration.test_stages import (
+    CONFIG,
+    RULES,
+    committed_equals_high_watermark,
+    good_updates,
+    run_job,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -89,16 +98,66 @@ def test_killed_at_a_fault_point_then_rerun_is_exactly_once(
         poison = [("B0POISON09", b'{"asin": 7}'), ("B0POISON10", b"[]")]
         produce(kafka, topics.PRODUCTS_ENRICHED, poison)
         kill_then_rerun(stage, point)
-        expected = detect_alerts(
-            [enrich(validate_raw_update(u), CONFIG) for u in updates], CONFIG, "ignored", RULES
-        )
+        expected = opportunity_events(
+            [enrich(validate_raw_update(u), CONFIG) for u in updates], CONFIG, RULES, "ignored"
+        ).events
         audit = audit_stage(
             case,
             ARBITRAGE,
             kafka,
             es,
-            expected_outputs={a["alert_id"]: a["asin"] for a in expected},
+            expected_outputs={e["event_id"]: e["asin"] for e in expected},
             poison=keys_in({key for key, _ in poison}),
-            output_id="alert_id",
+            output_id="event_id",
         )
     audit.assert_exactly_once()
+
+
+def second_pull(first: list[dict]) -> list[dict]:
+    """The same products an hour later: of the opportunities (every third product), half got
+    cheaper to buy in DE (profit up 15 EUR: updated), half cheap in FR (closed)."""
+    later = []
+    for n, update in enumerate(first):
+        update = copy.deepcopy(update)
+        update["timestamp"] = "2026-11-26T11:00:00.000Z"
+        if n % 3 == 0 and n % 2 == 0:
+            update["markets"]["DE"] = offer("DE", new=3000, amazon=-1, buy_box=3200)
+        elif n % 3 == 0:
+            update["markets"]["FR"] = offer(
+                "FR", buy_box=4800, new=4700, signals=steady_signals(4800)
+            )
+        later.append(update)
+    return later
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_a_lifecycle_batch_killed_after_its_states_were_stored_publishes_each_event_once(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    """The states of a killed batch are in the index, its events never committed: the rerun
+    builds on the states from before that batch (``base``) and publishes each event once."""
+    first = good_updates(GOOD)
+    produce(kafka, topics.RAW_UPDATES, [(u["asin"], json.dumps(u).encode()) for u in first])
+    assert run_job("enrichment").success and run_job("arbitrage").success
+    opened = len(read_all(kafka, topics.ARBITRAGE_ALERTS))
+    later = second_pull(first)
+    produce(kafka, topics.RAW_UPDATES, [(u["asin"], json.dumps(u).encode()) for u in later])
+    assert run_job("enrichment").success
+    kill_then_rerun("arbitrage", "after_bulk_ack")
+
+    products = [enrich(validate_raw_update(u), CONFIG) for u in first + later]
+    expected = opportunity_events(products, CONFIG, RULES, "ignored").events
+    kinds = Counter(e["event"] for e in expected)
+    # Two routes per opportunity product (DE→FR, GB→FR): the cheaper DE buy moves one of them.
+    assert kinds == {"opened": opened, "updated": 75, "closed": 150}, kinds
+    on_topic = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS)]
+    ids = [e["event_id"] for e in on_topic]
+    assert len(ids) == len(set(ids)), "an event was published twice"
+    assert {e["event_id"]: strip_time(e) for e in on_topic} == {
+        e["event_id"]: strip_time(e) for e in expected
+    }
+    # The index: each opportunity's last event, as its current state.
+    last = {e["opportunity_id"]: strip_time(e) for e in expected}
+    hits = es.client().search(index=topics.ALERTS_INDEX, size=1000)["hits"]["hits"]
+    assert {hit["_id"]: strip_time(hit["_source"]) for hit in hits} == last
+    committed_equals_high_watermark(kafka, ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED)

@@ -184,3 +184,26 @@ def test_integration_tests_fail_loudly_without_services(tmp_path: Path) -> None:
     assert "1 error" in result.stdout or "1 failed" in result.stdout, result.stdout
     assert "skipped" not in result.stdout
     assert "make services-up" in result.stdout
+
+
+def test_a_state_of_an_older_run_is_refused_and_the_same_run_may_write_again(
+    es: ElasticsearchResource,
+) -> None:
+    """Opportunity states are indexed with the writing run's start as an ``external_gte``
+    version (engine/processors.py): a newer run overwrites, the same run writes again, a
+    fenced older run is refused (409), never overwriting the newer run's state."""
+    es.ensure_indices()
+    # A new id each time: a deleted document's version outlives it (index.gc_deletes).
+    index, doc_id = topics.ALERTS_INDEX, f"B0FENCE001-DE-FR-fees_v1-rules_{uuid.uuid4().hex}"
+    client = es.client()
+
+    def write(version: int, profit: int) -> list[int]:
+        doc = {"asin": "B0FENCE001", "opportunity_id": doc_id, "profit_eur_cents": profit}
+        op = BulkOp("index", index, doc_id, doc, version, "external_gte")
+        return es.bulk_write([op]).conflicts
+
+    assert write(2_000, 1) == []
+    assert write(2_000, 2) == []  # the same run, a later batch
+    assert write(3_000, 3) == []  # a newer run
+    assert write(2_000, 4) == [0]  # the older run, thawed: refused
+    assert client.get(index=index, id=doc_id)["_source"]["profit_eur_cents"] == 3
