@@ -147,6 +147,18 @@ def test_rules_v1_defaults() -> None:
         ),
         ('version = "x"\n[sales]\nenabled = "yes"\n', "sales.enabled must be true or false"),
         ('version = "x"\n[sales]\nenabled = false\nminimum = 3\n', "unknown key(s) minimum"),
+        (
+            'version = "x"\n[sales]\nenabled = false\n[lifecycle]\nmax_data_age_hours = 0\n',
+            "lifecycle.max_data_age_hours must be at least 1, got 0",
+        ),
+        (
+            'version = "x"\n[sales]\nenabled = false\n[lifecycle]\nupdate_min_change_cents = -5\n',
+            "lifecycle.update_min_change_cents must be a non-negative whole number, got -5",
+        ),
+        (
+            'version = "x"\n[sales]\nenabled = false\n[lifecycle]\nmax_age = 3\n',
+            "lifecycle has unknown key(s) max_age",
+        ),
     ],
 )
 def test_a_bad_rules_file_is_refused_naming_file_and_key(
