@@ -144,8 +144,8 @@ def alerts_table(es: ElasticsearchResource, limit: int) -> tuple[str, int]:
     found = es.client().search(
         index=topics.ALERTS_INDEX,
         size=limit,
-        # Open opportunities (pipelines/lifecycle.py), and alerts from before the lifecycle.
-        query={"bool": {"must_not": [{"term": {"status": "closed"}}]}},
+        # Open opportunities (pipelines/lifecycle.py); documents from before it have no status.
+        query={"term": {"status": "open"}},
         sort=[{"profit_eur_cents": "desc"}, {"alert_id": "asc"}],
         track_total_hits=True,
     )

@@ -4,8 +4,7 @@ Elasticsearch (cli/whatif.py reads them and prints this module's answer).
 
 The comparison is per opportunity (ASIN, buy market, sell market) on each ASIN's latest product
 in the window: the what-if alerts of that product against the opportunities the live pipeline
-holds open (its lifecycle's current state; for alerts from before the lifecycle, the alerts
-raised from that same product).
+holds open (its lifecycle's current state).
 """
 
 from __future__ import annotations
@@ -65,18 +64,10 @@ def latest_products(products: Iterable[EnrichedProduct]) -> list[EnrichedProduct
 def live_of(
     alerts: Iterable[Mapping[str, Any]], products: Sequence[EnrichedProduct]
 ) -> list[Mapping[str, Any]]:
-    """The live opportunities of these products: the open ones (pipelines/lifecycle.py:
-    what the live pipeline holds open now); for alerts from before the lifecycle, those raised
-    from exactly these product states (ASIN and source timestamp)."""
+    """The live opportunities of these products: the open ones (pipelines/lifecycle.py: what
+    the live pipeline holds open now). Documents from before the lifecycle have no status."""
     asins = {p["asin"] for p in products}
-    states = {(p["asin"], p["source_timestamp"]) for p in products}
-
-    def live(alert: Mapping[str, Any]) -> bool:
-        if "status" in alert:
-            return alert["status"] == "open" and alert["asin"] in asins
-        return (alert["asin"], alert["source_timestamp"]) in states
-
-    return [alert for alert in alerts if live(alert)]
+    return [a for a in alerts if a.get("status") == "open" and a["asin"] in asins]
 
 
 def _by_opportunity(alerts: Iterable[Mapping[str, Any]]) -> dict[OpportunityKey, Mapping[str, Any]]:

@@ -2,11 +2,9 @@
 and categories, and the price observations. Query bodies are built by pure functions (tested
 without a cluster); the functions taking the resource run them.
 
-An alert is *open* while the prices it was raised at are still the product's current ones (the
-products index holds each product's newest pull): the buy market's buy price, and the sell
-market's current sell price (the spike guard may have judged the route at a lower average). A
-new pull with other prices raises new alerts under new ids, so the old ones are then shown as
-moved, not open.
+The alerts index holds each opportunity's current state (pipelines/lifecycle.py): the page
+lists the open ones, and the closed ones with their reason on request. Documents from before
+the lifecycle have no opportunity id and are not shown.
 """
 
 from __future__ import annotations
@@ -127,7 +125,8 @@ def parse_filters(params: Mapping[str, str]) -> AlertFilters:
 
 def alerts_search(filters: AlertFilters, asins: Sequence[str] | None = None) -> dict[str, Any]:
     """The alerts search for ``filters``; ``asins``: only these (the category's products)."""
-    clauses: list[dict[str, Any]] = []
+    # Opportunities of the lifecycle only (documents from before it have no opportunity id).
+    clauses: list[dict[str, Any]] = [{"exists": {"field": "opportunity_id"}}]
     if filters.buy_market:
         clauses.append({"term": {"buy_market": filters.buy_market}})
     if filters.sell_market:
@@ -153,20 +152,9 @@ def alerts_search(filters: AlertFilters, asins: Sequence[str] | None = None) -> 
     }
 
 
-def is_open(alert: Mapping[str, Any], product: Mapping[str, Any] | None) -> bool:
-    """The opportunity is open (the lifecycle's status, pipelines/lifecycle.py); for an alert
-    from before the lifecycle: its prices are still the product's current ones."""
-    if "status" in alert:
-        return alert["status"] == "open"
-    if product is None:
-        return False
-    markets = product.get("markets") or {}
-    buy, sell = markets.get(alert["buy_market"]) or {}, markets.get(alert["sell_market"]) or {}
-    signals = alert.get("signals") or {}
-    sell_current = signals.get("sell_price_current", alert["sell_price"]["amount"])
-    return buy.get("buy_price") == alert["buy_price"]["amount"] and (
-        sell.get("sell_price") == sell_current
-    )
+def is_open(alert: Mapping[str, Any]) -> bool:
+    """The opportunity is open (the lifecycle's status, pipelines/lifecycle.py)."""
+    return alert.get("status") == "open"
 
 
 @dataclass
@@ -240,7 +228,7 @@ def list_opportunities(es: ElasticsearchResource, filters: AlertFilters) -> Oppo
     for alert in alerts:
         product = products.get(alert["asin"])
         category = ((product or {}).get("category") or {}).get("name")
-        rows.append(Opportunity(alert, category, is_open(alert, product)))
+        rows.append(Opportunity(alert, category, is_open(alert)))
     open_count = sum(1 for row in rows if row.open)
     shown = rows if filters.include_moved else [row for row in rows if row.open]
     newest = max((row.alert["detected_at"] for row in rows), default=None)
@@ -315,7 +303,7 @@ def product_detail(es: ElasticsearchResource, asin: str) -> ProductDetail:
     )
     category = ((product or {}).get("category") or {}).get("name")
     routes = [
-        Opportunity(hit["_source"], category, is_open(hit["_source"], product))
+        Opportunity(hit["_source"], category, is_open(hit["_source"]))
         for hit in found["hits"]["hits"]
     ]
     routes.sort(key=lambda row: not row.open)  # open first, each part best profit first

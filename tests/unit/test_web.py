@@ -57,6 +57,7 @@ def test_bad_filters_say_what_is_wrong(params: dict[str, str], message: str) -> 
 def test_the_search_has_a_clause_per_filter() -> None:
     body = alerts_search(parse_filters({"sell": "IT", "min_roi": "30"}), asins=["B0X0000001"])
     assert body["query"]["bool"]["filter"] == [
+        {"exists": {"field": "opportunity_id"}},
         {"term": {"sell_market": "IT"}},
         {"range": {"roi": {"gte": 0.3}}},
         {"terms": {"asin": ["B0X0000001"]}},
@@ -64,18 +65,10 @@ def test_the_search_has_a_clause_per_filter() -> None:
     assert body["sort"][0] == {"profit_eur_cents": {"order": "desc", "missing": "_last"}}
 
 
-def test_an_alert_is_open_while_its_prices_are_current() -> None:
-    alert = {
-        "buy_market": "DE",
-        "sell_market": "GB",
-        "buy_price": {"amount": 4500, "currency": "EUR"},
-        "sell_price": {"amount": 8000, "currency": "GBP"},  # the guarded (average) price
-        "signals": {"sell_price_current": 8400},
-    }
-    product = {"markets": {"DE": {"buy_price": 4500}, "GB": {"sell_price": 8400}}}
-    assert is_open(alert, product)
-    assert not is_open(alert, {"markets": {"DE": {"buy_price": 4400}, "GB": {"sell_price": 8400}}})
-    assert not is_open(alert, None)
+def test_an_opportunity_is_open_by_its_lifecycle_status() -> None:
+    assert is_open({"status": "open"})
+    assert not is_open({"status": "closed"})
+    assert not is_open({"alert_id": "from before the lifecycle"})
 
 
 def test_the_chart_draws_each_wanted_line_with_a_point_per_pull() -> None:

@@ -45,12 +45,14 @@ def product(asin: str, at_ms: int) -> Any:
     return {"asin": asin, "source_timestamp_ms": at_ms, "source_timestamp": f"t{at_ms}"}
 
 
-def test_each_asin_counts_with_its_latest_product_and_only_its_live_alerts() -> None:
+def test_each_asin_counts_with_its_latest_product_and_only_its_open_opportunities() -> None:
     products = [product("A", 1), product("A", 3), product("B", 2), product("A", 2)]
     latest = latest_products(products)
     assert sorted((p["asin"], p["source_timestamp_ms"]) for p in latest) == [("A", 3), ("B", 2)]
-    live = [alert("A", "DE", "FR", 10, "t1"), alert("A", "DE", "FR", 12, "t3")]
-    live += [alert("B", "DE", "FR", 5, "t2"), alert("C", "DE", "FR", 5, "t2")]
+    live = [{**alert("A", "DE", "FR", 10), "status": "closed"}]
+    live += [{**alert("A", "IT", "FR", 12), "status": "open"}]
+    live += [{**alert("B", "DE", "FR", 5), "status": "open"}, alert("B", "IT", "FR", 7)]
+    live += [{**alert("C", "DE", "FR", 5), "status": "open"}]
     assert [(a["asin"], a["profit_eur_cents"]) for a in live_of(live, latest)] == [
         ("A", 12),
         ("B", 5),
