@@ -132,7 +132,9 @@ def load_notifications_config(
             "file (config/notifications.toml has no channels enabled)"
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise NotificationsConfigError(f"notifications file {file} is not valid TOML: {exc}")
+        raise NotificationsConfigError(
+            f"notifications file {file} is not valid TOML: {exc}"
+        ) from None
     return parse_notifications_config(data, str(file))
 
 
@@ -353,15 +355,16 @@ def filtered_out(channel_filter: ChannelFilter, event: AlertEvent) -> str | None
         return "route"
     if channel_filter.sell_markets and route[1] not in channel_filter.sell_markets:
         return "route"
-    # A closed event may carry no figures; its threshold was met when it opened.
+    if event.event == "closed":
+        return None  # a closed event may carry no figures; its thresholds held when it opened
     profit = message.get("profit_eur_cents")
-    if channel_filter.min_profit_eur_cents and event.event != "closed":
-        if not isinstance(profit, int) or profit < channel_filter.min_profit_eur_cents:
-            return "profit"
+    minimum = channel_filter.min_profit_eur_cents
+    if minimum and (not isinstance(profit, int) or profit < minimum):
+        return "profit"
     roi = message.get("roi")
-    if channel_filter.min_roi is not None and event.event != "closed":
-        if not isinstance(roi, int | float) or roi < channel_filter.min_roi:
-            return "roi"
+    min_roi = channel_filter.min_roi
+    if min_roi is not None and (not isinstance(roi, int | float) or roi < min_roi):
+        return "roi"
     return None
 
 

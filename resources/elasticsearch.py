@@ -17,7 +17,12 @@ from pydantic import Field, PrivateAttr
 from pipelines.markets import MARKETPLACES
 from pipelines.messages.signals import SIGNAL_FIELDS
 from pipelines.redaction import redact_url, scrub_url
-from pipelines.topics import ALERTS_INDEX, PRICE_OBSERVATIONS_INDEX, PRODUCTS_INDEX
+from pipelines.topics import (
+    ALERTS_INDEX,
+    DELIVERIES_INDEX,
+    PRICE_OBSERVATIONS_INDEX,
+    PRODUCTS_INDEX,
+)
 
 DEFAULT_URL = "http://127.0.0.1:9200"
 SERVICES_HINT = (
@@ -184,10 +189,39 @@ PRICE_OBSERVATIONS_MAPPING: dict[str, Any] = {
     },
 }
 
+# The notifications stage's ledger (engine/processors.py, NotificationsProcessor): doc id
+# ``<channel>:<event_id>``; a ``delivered`` one is never sent again.
+DELIVERIES_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "channel": {"type": "keyword"},
+        "channel_type": {"type": "keyword"},
+        "event_id": {"type": "keyword"},
+        "alert_id": {"type": "keyword"},
+        "opportunity_id": {"type": "keyword"},
+        "asin": {"type": "keyword"},
+        "event": {"type": "keyword"},
+        "status": {"type": "keyword"},  # delivered | failed
+        "attempts": {"type": "integer"},
+        "last_error": {"type": "text"},  # redacted: never a URL's token or a secret
+        "delivered_at": {"type": "date"},
+        "updated_at": {"type": "date"},
+        "updated_by": {
+            "properties": {
+                "group": {"type": "keyword"},
+                "topic": {"type": "keyword"},
+                "partition": {"type": "integer"},
+                "offset": {"type": "long"},
+            }
+        },
+    },
+}
+
 INDEX_TEMPLATES: dict[str, dict[str, Any]] = {
     PRODUCTS_INDEX: PRODUCTS_MAPPING,
     ALERTS_INDEX: ALERTS_MAPPING,
     PRICE_OBSERVATIONS_INDEX: PRICE_OBSERVATIONS_MAPPING,
+    DELIVERIES_INDEX: DELIVERIES_MAPPING,
 }
 
 
@@ -379,6 +413,23 @@ class ElasticsearchResource(dg.ConfigurableResource):
             doc["_id"]: doc.get("_source", {}).get("raised_by")
             for doc in found["docs"]
             if doc.get("found")
+        }
+
+    def delivered_ids(self, index: str, ids: Sequence[str]) -> set[str]:
+        """The ids whose delivery document says ``delivered`` (mget is realtime: a delivery
+        recorded a moment ago by a run that then died is seen)."""
+        if not ids:
+            return set()
+        try:
+            found = self.client().mget(index=index, ids=list(ids), source_includes=["status"])
+        except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
+            raise ElasticsearchUnavailableError(
+                f"Elasticsearch at {self.shown_url}: {scrub_url(str(exc), self.url)}"
+            ) from None
+        return {
+            doc["_id"]
+            for doc in found["docs"]
+            if doc.get("found") and doc.get("_source", {}).get("status") == "delivered"
         }
 
     def bulk_write(
