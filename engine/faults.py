@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 # In the order a batch reaches them.
 FAULT_POINTS = (
+    # notifications: a delivery succeeded, its document not yet written (the resend window)
+    "after_send_before_record",
     "after_bulk_ack",  # Elasticsearch acknowledged the batch's writes; nothing produced yet
     "after_produce",  # outputs and dead letters handed to the producer, not yet delivered
     "after_flush",  # every message delivered (inside the open transaction)

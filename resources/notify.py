@@ -285,6 +285,14 @@ class EmailSender:
 _SENDERS = {"webhook": WebhookSender, "apprise": AppriseSender, "email": EmailSender}
 
 
+@dataclass(frozen=True)
+class Channels:
+    """What the notifications stage delivers with: the file's settings and a sender per channel."""
+
+    config: NotificationsConfig
+    senders: list[Sender]
+
+
 def build_senders(config: NotificationsConfig, env: Mapping[str, str]) -> list[Sender]:
     """One sender per enabled channel; a variable the file names but the environment lacks is
     an error naming both (never a silent channel that delivers nothing)."""
@@ -313,5 +321,7 @@ class NotificationsResource(dg.ConfigurableResource):
     def load(self) -> NotificationsConfig:
         return load_notifications_config(self.config_file)
 
-    def senders(self, config: NotificationsConfig) -> list[Sender]:
-        return build_senders(config, os.environ)
+    def channels(self) -> Channels:
+        """The channels with their secrets read from the environment (at run start)."""
+        config = self.load()
+        return Channels(config, build_senders(config, os.environ))
