@@ -85,9 +85,9 @@ class Channel:
     type: ChannelType
     filter: ChannelFilter
     retry: RetryPolicy
-    url: str = ""  # webhook only (the receiver's address; no credentials in it)
+    url: str = ""  # webhook: the receiver's address (no credentials in it), or …
     secret_env: str = ""  # webhook: the variable holding the HMAC secret
-    url_env: str = ""  # apprise, email: the variable holding the URL (it carries credentials)
+    url_env: str = ""  # … the variable holding the URL (apprise, email: always; it has secrets)
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,8 @@ class NotificationsConfig:
 
     @property
     def secret_variables(self) -> tuple[str, ...]:
-        """Every environment variable the channels read (for a check before the first send)."""
-        names = (c.secret_env or c.url_env for c in self.channels)
+        """Every environment variable the channels read."""
+        names = (name for c in self.channels for name in (c.url_env, c.secret_env))
         return tuple(dict.fromkeys(n for n in names if n))
 
 
@@ -186,11 +186,16 @@ def _channel(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Chann
         return None
     url, secret_env, url_env = "", "", ""
     if kind == "webhook":
-        _absent(raw, "url_env", where, "a webhook's address is `url`; its secret is `secret_env`")
-        url = _str(raw, "url", where)
-        problem = secure_endpoint_problem(url)
-        if problem:
-            raise NotificationsConfigError(f"{where}: url {problem}")
+        # The address in the file, or (when its path holds a token) in a variable it names.
+        if ("url" in raw) == ("url_env" in raw):
+            raise NotificationsConfigError(f"{where}: give a webhook either url or url_env")
+        if "url" in raw:
+            url = _str(raw, "url", where)
+            problem = secure_endpoint_problem(url)
+            if problem:
+                raise NotificationsConfigError(f"{where}: url {problem}")
+        else:
+            url_env = _env_name(raw, "url_env", where)
         secret_env = _env_name(raw, "secret_env", where)
     else:
         _absent(raw, "url", where, "its URL carries credentials: name a variable in `url_env`")

@@ -45,6 +45,7 @@ from pipelines.notifications import (
     signature,
     webhook_body,
 )
+from pipelines.redaction import secure_endpoint_problem
 
 # Longest error text kept on a delivery document or a dead letter.
 ERROR_CHARS = 500
@@ -121,11 +122,21 @@ class _Attempts:
 class WebhookSender:
     """A JSON POST of the event, signed with HMAC-SHA256 and keyed by the event id."""
 
-    def __init__(self, channel: Channel, secret: str) -> None:
+    def __init__(self, channel: Channel, secret: str, url: str = "") -> None:
         self.channel = channel
+        self._url = url or channel.url
+        if not channel.url:  # from url_env: the same checks the file's url gets
+            problem = secure_endpoint_problem(self._url)
+            if problem:
+                raise NotificationsConfigError(
+                    f"channel {channel.name}: ${channel.url_env} {problem}"
+                )
         self._secret = secret.encode()
         self._session = requests.Session()
-        self._redact = Redactor({channel.secret_env: secret})
+        secrets = {channel.secret_env: secret}
+        if channel.url_env:
+            secrets[channel.url_env] = self._url
+        self._redact = Redactor(secrets)
         self._loop = _Attempts(channel.retry, self._redact)
 
     def send(self, event: AlertEvent) -> DeliveryResult:
@@ -140,7 +151,7 @@ class WebhookSender:
         def attempt(timeout_s: float) -> tuple[bool, str, float | None, bool]:
             try:
                 response = self._session.post(
-                    self.channel.url,
+                    self._url,
                     data=body,
                     headers=headers,
                     timeout=timeout_s,
@@ -182,7 +193,9 @@ class AppriseSender:
 
         def attempt(_timeout_s: float) -> tuple[bool, str, float | None, bool]:
             # apprise reports failures on its logger, not as exceptions: capture them.
-            with self._apprise.LogCapture(level=self._apprise.logging.WARNING) as captured:
+            with self._apprise.LogCapture(
+                level=self._apprise.logging.WARNING, fmt="%(message)s"
+            ) as captured:
                 delivered = bool(self._target.notify(title=title, body=body))
             lines = [line for line in captured.getvalue().splitlines() if line.strip()]
             return delivered, lines[-1] if lines else "apprise reported a failure", None, True
@@ -282,9 +295,6 @@ class EmailSender:
         return self._loop.run(attempt)
 
 
-_SENDERS = {"webhook": WebhookSender, "apprise": AppriseSender, "email": EmailSender}
-
-
 @dataclass(frozen=True)
 class Channels:
     """What the notifications stage delivers with: the file's settings and a sender per channel."""
@@ -298,14 +308,23 @@ def build_senders(config: NotificationsConfig, env: Mapping[str, str]) -> list[S
     an error naming both (never a silent channel that delivers nothing)."""
     senders: list[Sender] = []
     for channel in config.channels:
-        variable = channel.secret_env or channel.url_env
-        value = env.get(variable, "")
-        if not value.strip():
-            raise NotificationsConfigError(
-                f"{config.path}: channel {channel.name} reads {variable}, which is not set; set "
-                f"it or disable the channel (enabled = false)"
-            )
-        senders.append(_SENDERS[channel.type](channel, value))
+        values = {}
+        for variable in (channel.secret_env, channel.url_env):
+            if not variable:
+                continue
+            values[variable] = env.get(variable, "").strip()
+            if not values[variable]:
+                raise NotificationsConfigError(
+                    f"{config.path}: channel {channel.name} reads {variable}, which is not set; "
+                    "set it or disable the channel (enabled = false)"
+                )
+        if channel.type == "webhook":
+            url = values.get(channel.url_env, "")
+            senders.append(WebhookSender(channel, values[channel.secret_env], url))
+        elif channel.type == "apprise":
+            senders.append(AppriseSender(channel, values[channel.url_env]))
+        else:
+            senders.append(EmailSender(channel, values[channel.url_env]))
     return senders
 
 

@@ -233,3 +233,33 @@ def test_the_job_with_the_default_file_delivers_to_nobody_and_commits(
     for key in (("elasticsearch", "alert_deliveries"), ("kafka", "arbitrage_alerts_dlq")):
         parents = graph.get(dg.AssetKey(list(key))).parent_keys
         assert [p.to_user_string() for p in parents] == ["kafka/arbitrage_alerts"]
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_an_apprise_channel_delivers_and_its_errors_never_show_the_url_token(
+    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+) -> None:
+    """apprise's json:// service against the local HTTP server: a chat service stand-in whose
+    URL carries a token in its path, as Slack's and Telegram's do."""
+    token = "T0KENs3cr3tValue42"
+    publish(kafka, [alert(n) for n in range(2)])
+    text = '[[channel]]\nname = "chat"\ntype = "apprise"\nurl_env = "TEST_CHAT_URL"\n'
+    with webhook_receiver(SECRET) as good, webhook_receiver(SECRET, fail_first=99) as broken:
+        chans = channels(
+            tmp_path, text, {"TEST_CHAT_URL": f"json://127.0.0.1:{good.port}/hook/{token}"}
+        )
+        stats = run_stage(kafka, es, chans)
+        assert stats.counters["delivered:chat"] == 2
+        assert len(good.requests) == 2
+        assert json.loads(good.requests[0]["body"])["title"].startswith("[opened] B0NOTE")
+        publish(kafka, [alert(n) for n in range(2, 4)])
+        chans = channels(
+            tmp_path, text, {"TEST_CHAT_URL": f"json://127.0.0.1:{broken.port}/hook/{token}"}
+        )
+        stats = run_stage(kafka, es, chans)
+    assert stats.counters["failed:chat"] == 2
+    failed = [d for d in deliveries(es).values() if d["status"] == "failed"]
+    assert len(failed) == 2 and all(d["last_error"] for d in failed)
+    dead = read_all(kafka, topics.ARBITRAGE_ALERTS_DLQ)
+    shown = json.dumps(failed) + "".join(json.dumps(m.json()["error"]) for m in dead)
+    assert token not in shown, shown

@@ -111,7 +111,7 @@ def test_bad_toml_names_the_file(tmp_path: Path) -> None:
         (webhook(type="pager"), "type must be one of webhook, apprise, email"),
         (webhook(url="http://hooks.example.com/x"), "url must be https"),
         (webhook(secret_env="s3cr3t-value!"), "must name an environment variable"),
-        (webhook(url_env="X"), "url_env does not apply"),
+        (webhook(url_env="X"), "either url or url_env"),
         (webhook(colour="red"), "unknown key.*colour"),
         (webhook(filter={"routes": ["DE-FR"]}), "routes: 'DE-FR' is not BUY->SELL"),
         (webhook(filter={"routes": ["DE->US"]}), "is not BUY->SELL of known markets"),
@@ -152,6 +152,19 @@ def test_an_unset_secret_variable_is_an_error_naming_it() -> None:
     config = parse_notifications_config({"channel": [webhook()]}, "n.toml")
     with pytest.raises(NotificationsConfigError, match="reads HOOK_SECRET, which is not set"):
         build_senders(config, {})
+
+
+def test_a_webhook_address_with_a_token_may_come_from_a_variable() -> None:
+    channel = webhook(url_env="HOOK_URL")
+    del channel["url"]
+    config = parse_notifications_config({"channel": [channel]}, "n.toml")
+    assert config.secret_variables == ("HOOK_URL", "HOOK_SECRET")
+    with pytest.raises(NotificationsConfigError, match="reads HOOK_URL, which is not set"):
+        build_senders(config, {"HOOK_SECRET": "s"})
+    with pytest.raises(NotificationsConfigError, match=r"\$HOOK_URL must be https"):
+        build_senders(config, {"HOOK_SECRET": "s", "HOOK_URL": "http://example.com/T0KEN"})
+    (sender,) = build_senders(config, {"HOOK_SECRET": "s", "HOOK_URL": "https://x.example/T"})
+    assert sender.channel.url_env == "HOOK_URL"
 
 
 # --- the event rule and filters ---------------------------------------------------------------
