@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -15,11 +16,13 @@ from engine.ranges import PartitionRange, plan_ranges
 from engine.runner import StageRunner
 from engine.stats import StageStats
 from pipelines import topics
+from pipelines.definitions import build_definitions
 from pipelines.notifications import email_message_id, load_notifications_config
 from pipelines.stage_specs import NOTIFICATIONS
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.notify import Channels, build_senders
+from resources.settings import Settings
 from tests.definitions import SAMPLE_DEFS
 from tests.integration.kafka_io import produce, read_all
 from tests.integration.test_stages import CONFIG, run_job
@@ -263,3 +266,31 @@ def test_an_apprise_channel_delivers_and_its_errors_never_show_the_url_token(
     dead = read_all(kafka, topics.ARBITRAGE_ALERTS_DLQ)
     shown = json.dumps(failed) + "".join(json.dumps(m.json()["error"]) for m in dead)
     assert token not in shown, shown
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_the_job_reports_counts_per_channel_on_the_deliveries_index(
+    kafka: KafkaResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish(kafka, [alert(n) for n in range(3)] + [alert(9, event="closed", event_id="c9")])
+    with webhook_receiver(SECRET) as receiver:
+        path = tmp_path / "notifications.toml"
+        path.write_text(FAST_RETRY + hook("hook", receiver.url))
+        monkeypatch.setenv(SECRET_ENV, SECRET.decode())  # read when the run starts
+        defs = build_definitions(
+            replace(Settings.from_env(), keepa_source="sample", notifications_file=path)
+        )
+        result = defs.resolve_job_def("notifications").execute_in_process(
+            instance=dg.DagsterInstance.ephemeral()
+        )
+    assert result.success
+    assert len(receiver.requests) == 3
+    materializations = [
+        m
+        for m in result.asset_materializations_for_node("notifications_stage")
+        if m.asset_key == dg.AssetKey(["elasticsearch", "alert_deliveries"])
+    ]
+    metadata = materializations[-1].metadata
+    assert metadata["delivered:hook"].value == 3
+    assert metadata["filtered:hook"].value == 1  # the closed event
+    assert "records_in" in metadata
