@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from assets.stage_assets import PARTITION_TAG, STAGE_TAG
 from engine.ranges import PartitionRange, plan_ranges
 from engine.runner import StageRunner
 from engine.stats import StageStats
@@ -23,6 +24,8 @@ from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.notify import Channels, build_senders
 from resources.settings import Settings
+from tests.dagster.helpers import temp_instance
+from tests.dagster.test_sensors import ranges, tick
 from tests.definitions import SAMPLE_DEFS
 from tests.integration.kafka_io import produce, read_all
 from tests.integration.test_stages import CONFIG, run_job
@@ -294,3 +297,24 @@ def test_the_job_reports_counts_per_channel_on_the_deliveries_index(
     assert metadata["delivered:hook"].value == 3
     assert metadata["filtered:hook"].value == 1  # the closed event
     assert "records_in" in metadata
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_the_sensor_requests_a_following_run_per_lagging_partition_of_the_alerts(
+    kafka: KafkaResource,
+) -> None:
+    publish(kafka, [alert(n) for n in range(12)])
+    lagging = {
+        lag.partition: lag.lag
+        for lag in kafka.lag(NOTIFICATIONS.live_group, topics.ARBITRAGE_ALERTS)
+        if lag.lag
+    }
+    sensor = SAMPLE_DEFS.resolve_sensor_def("notifications_sensor")
+    with temp_instance() as instance:
+        result = tick(sensor, instance, kafka)
+    requested = ranges(result, op="notifications_stage")
+    assert {p: end - start for p, (start, end) in requested.items()} == lagging
+    for request in result.run_requests or []:
+        assert request.run_config["ops"]["notifications_stage"]["config"]["follow"] is True
+        assert request.tags[STAGE_TAG] == "notifications"
+        assert request.tags[PARTITION_TAG].startswith(topics.ARBITRAGE_ALERTS)
