@@ -40,10 +40,11 @@ from engine.runner import Following, StageRunner
 from engine.stats import StageStats
 from pipelines import topics
 from pipelines.messages.timestamps import utc_now_iso
-from pipelines.stage_specs import ARBITRAGE, StageSpec
+from pipelines.stage_specs import ARBITRAGE, NOTIFICATIONS, StageSpec
 from resources.elasticsearch import ElasticsearchResource
 from resources.fees import FeeModelResource
 from resources.kafka import KafkaResource
+from resources.notify import NotificationsResource
 from resources.retention_losses import RetentionLoss, record_losses
 
 # Run tag naming the topic-partition a run works on; dagster.yaml limits it to one run per value.
@@ -219,7 +220,7 @@ class WindowReporter:
         self,
         context: dg.AssetExecutionContext,
         spec: StageSpec,
-        keys: tuple[dg.AssetKey, dg.AssetKey, dg.AssetKey],
+        keys: tuple[dg.AssetKey, dg.AssetKey | None, dg.AssetKey],
         window_s: float = EVENT_WINDOW_S,
     ) -> None:
         self.context, self.spec, self.keys, self.window_s = context, spec, keys, window_s
@@ -247,6 +248,8 @@ class WindowReporter:
             "records_in": dg.MetadataValue.int(records_in),
             "to_dlq": dg.MetadataValue.int(stats.to_dlq - seen.to_dlq),
         }
+        # Without an output topic, the run's counts so far ride on the index's windows.
+        totals = counter_metadata(stats) if output_key is None and final is None else {}
         for hour_ms, count in sorted(stats.records_by_hour.items()):
             added = count - seen.records_by_hour.get(hour_ms, 0)
             if added:
@@ -257,6 +260,7 @@ class WindowReporter:
                         metadata={
                             **window,
                             **(final or {}),
+                            **totals,
                             "records_in_this_hour": dg.MetadataValue.int(added),
                         },
                     )
@@ -264,7 +268,10 @@ class WindowReporter:
         output, dlq = self.spec.output_topic, self.spec.dlq_topic
         filtered = filtered_metadata(stats)
         filtered_moved = filtered != filtered_metadata(seen)
-        for key, topic in () if final is not None else ((output_key, output), (dlq_key, dlq)):
+        topic_keys = [] if final is not None else [(output_key, output), (dlq_key, dlq)]
+        for key, topic in topic_keys:
+            if key is None or topic is None:
+                continue
             produced = stats.produced(topic) - seen.produced(topic)
             extra = filtered if topic == output else {}
             if produced or (extra and filtered_moved):
@@ -289,6 +296,11 @@ def filtered_metadata(stats: StageStats) -> dict[str, Any]:
     }
 
 
+def counter_metadata(stats: StageStats) -> dict[str, Any]:
+    """The stage's own counts (alerts_raised, filtered_<reason>, delivered:<channel>, …)."""
+    return {name: dg.MetadataValue.int(n) for name, n in sorted(stats.counters.items())}
+
+
 def _common_metadata(
     stats: StageStats, planned: list[PartitionRange], group: str
 ) -> dict[str, Any]:
@@ -311,7 +323,7 @@ def build_stage_assets(
     following = following or Following()
     source_key = topic_asset_key(spec.source_topic)
     index_key = index_asset_key(spec.index)
-    output_key = topic_asset_key(spec.output_topic)
+    output_key = None if spec.output_topic is None else topic_asset_key(spec.output_topic)
     dlq_key = topic_asset_key(spec.dlq_topic)
     side_keys = [(side, index_asset_key(side.name)) for side in spec.side_indices]
 
@@ -328,13 +340,20 @@ def build_stage_assets(
                 partitions_def=HOURLY,
                 skippable=True,
             ),
-            dg.AssetSpec(
-                output_key,
-                deps=[source_key],
-                description=spec.output_description,
-                kinds={"kafka"},
-                group_name=spec.name,
-                metadata={"topic": spec.output_topic},
+            # A stage whose output leaves the pipeline (notifications) has no output topic.
+            *(
+                [
+                    dg.AssetSpec(
+                        output_key,
+                        deps=[source_key],
+                        description=spec.output_description,
+                        kinds={"kafka"},
+                        group_name=spec.name,
+                        metadata={"topic": spec.output_topic},
+                    )
+                ]
+                if output_key is not None
+                else []
             ),
             dg.AssetSpec(
                 dlq_key,
@@ -370,6 +389,7 @@ def build_stage_assets(
         kafka: KafkaResource,
         elasticsearch: ElasticsearchResource,
         fee_model: FeeModelResource,
+        notifications: NotificationsResource,
     ) -> Iterator[dg.MaterializeResult]:
         kafka.ensure_topics()
         elasticsearch.ensure_indices()
@@ -401,6 +421,7 @@ def build_stage_assets(
             faults=FaultInjector.parse(fault_point),
             # Read only where they apply: a bad rules file does not stop enrichment.
             rules=fee_model.load_rules() if spec.name == ARBITRAGE.name else None,
+            channels=notifications.channels() if spec.name == NOTIFICATIONS.name else None,
         )
         with stop_on_interrupt() as stop_requested:
             stats = runner.run(
@@ -417,24 +438,29 @@ def build_stage_assets(
                 "unchanged": dg.MetadataValue.int(stats.unchanged),
                 "es_item_retries": dg.MetadataValue.int(stats.es_retries),
             }
+            if output_key is None:
+                # Without an output topic the stage's own counts (notifications: per channel,
+                # delivered / failed / skipped / filtered) go on its index.
+                index_metadata.update(counter_metadata(stats))
             if _is_replay(context):
                 # A replay materializes its own hours.
                 yield dg.MaterializeResult(asset_key=index_key, metadata=index_metadata)
             else:
                 reporter.report(stats, final=index_metadata)
-            spans = stats.deliveries.per_partition(spec.output_topic)
-            yield dg.MaterializeResult(
-                asset_key=output_key,
-                metadata={
-                    **common,
-                    "topic": spec.output_topic,
-                    "produced": dg.MetadataValue.int(stats.produced(spec.output_topic)),
-                    **{name: dg.MetadataValue.int(n) for name, n in stats.counters.items()},
-                    "offsets_written": dg.MetadataValue.json(
-                        {str(p): [low, high] for p, (low, high) in spans.items()}
-                    ),
-                },
-            )
+            if output_key is not None and spec.output_topic is not None:
+                spans = stats.deliveries.per_partition(spec.output_topic)
+                yield dg.MaterializeResult(
+                    asset_key=output_key,
+                    metadata={
+                        **common,
+                        "topic": spec.output_topic,
+                        "produced": dg.MetadataValue.int(stats.produced(spec.output_topic)),
+                        **counter_metadata(stats),
+                        "offsets_written": dg.MetadataValue.json(
+                            {str(p): [low, high] for p, (low, high) in spans.items()}
+                        ),
+                    },
+                )
             yield dg.MaterializeResult(
                 asset_key=dlq_key,
                 metadata={

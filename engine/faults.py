@@ -23,6 +23,11 @@ FAULT_POINTS = (
     "before_commit",  # source offsets added to the transaction, commit not yet sent
     "after_commit",  # transaction committed
 )
+# Points inside one stage's batch, reached once per item rather than once per batch.
+ITEM_FAULT_POINTS = (
+    # notifications: a delivery succeeded, its document not yet written (the resend window)
+    "after_send_before_record",
+)
 FAULT_EXIT_CODE = 77
 FAULT_ACTIONS = ("exit", "stop")
 
@@ -45,10 +50,10 @@ class FaultInjector:
         if not text.strip():
             return None
         parts = text.strip().split(":")
-        if not 2 <= len(parts) <= 4 or parts[1] not in FAULT_POINTS:
+        if not 2 <= len(parts) <= 4 or parts[1] not in (*FAULT_POINTS, *ITEM_FAULT_POINTS):
             raise FaultPointError(
                 f"ARBITRAGE_FAULT_POINT={text!r} is not stage:point[:batch[:action]]; points "
-                "are " + ", ".join(FAULT_POINTS)
+                "are " + ", ".join((*FAULT_POINTS, *ITEM_FAULT_POINTS))
             )
         if len(parts) >= 3 and not (parts[2].isdigit() and int(parts[2]) >= 1):
             raise FaultPointError(f"ARBITRAGE_FAULT_POINT={text!r}: batch must be 1 or more")

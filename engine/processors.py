@@ -21,15 +21,17 @@ from engine.faults import FaultInjector, reach
 from engine.stats import StageStats
 from pipelines.fee_config import FeeConfig
 from pipelines.lifecycle import OPEN, OPENED, Route, apply_batch, close_stale, committed_view
-from pipelines.messages.codec import encode
+from pipelines.messages.codec import decode_json_object, encode
 from pipelines.messages.timestamps import utc_now_iso
 from pipelines.messages.types import EnrichedProduct
+from pipelines.notifications import AlertEvent, alert_event, delivery_id, filtered_out
 from pipelines.price_history import observations
 from pipelines.rules_config import RulesConfig
-from pipelines.stage_specs import ARBITRAGE, ENRICHMENT, StageSpec
+from pipelines.stage_specs import ARBITRAGE, ENRICHMENT, NOTIFICATIONS, StageSpec
 from pipelines.transforms import Rejected, SourceRecord, arbitrage_records, enrich_records
 from resources.elasticsearch import BulkOp, BulkOutcome, ElasticsearchResource
 from resources.kafka import CheckedProducer
+from resources.notify import Channels, DeliveryResult
 
 # On every output message: when the stage read the batch it came from (epoch ms, ASCII). With
 # the source's and the output's Kafka timestamps it splits a record's latency into waiting to
@@ -42,6 +44,8 @@ EVENTS_PREFIX = "events_"
 # The enrichment stage's counters of price observations (pipelines/price_history.py).
 OBSERVATIONS_INDEXED = "price_observations_indexed"
 OBSERVATIONS_UNCHANGED = "price_observations_unchanged"
+# The notifications stage's counters, per channel: <outcome>:<channel>.
+DELIVERY_OUTCOMES = ("delivered", "failed", "skipped", "filtered")
 
 
 def read_at_header() -> dict[str, bytes]:
@@ -65,9 +69,11 @@ class BatchProcessor(ABC):
         partition: int,
         faults: FaultInjector | None = None,
         rules: RulesConfig | None = None,
+        channels: Channels | None = None,
     ) -> None:
         self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
         self.rules = rules
+        self.channels = channels
         self.faults = faults
         self.write_chunk_size = max(1, write_chunk_size)
         self.max_reject_ratio = max_reject_ratio
@@ -408,9 +414,117 @@ def _route(state: dict[str, Any]) -> Route:
     return (state["buy_market"], state["sell_market"])
 
 
+class NotificationsProcessor(BatchProcessor):
+    """Deliver each alert event to every channel whose filter passes it, at most once each.
+
+    Before sending, the batch's ``<channel>:<event_id>`` ids are looked up in the deliveries
+    index (mget is realtime) and delivered ones skipped; each delivery is recorded right after
+    it succeeds, not at the batch's end. So a run killed mid-batch resends at most the one
+    delivery that was in flight (sent, not yet recorded); the webhook's Idempotency-Key and the
+    e-mail's Message-ID let receivers drop that one. A delivery that still fails after its
+    retries is recorded ``failed`` and dead-lettered with the reason; the stage goes on. The
+    dead letters are produced at the batch's end, so the Kafka transaction stays open only for
+    the commit, however long the deliveries took.
+    """
+
+    def start(
+        self, records: list[SourceRecord], stats: StageStats, previous: InFlight | None
+    ) -> InFlight:
+        stats.count_in(records)
+        if self.channels is None:
+            raise ValueError(
+                "the notifications stage needs its channels (ARBITRAGE_NOTIFICATIONS_FILE); "
+                "StageRunner was built without them"
+            )
+        rejected: list[Rejected] = []
+        events: list[tuple[SourceRecord, AlertEvent]] = []
+        for record in records:
+            try:
+                events.append((record, alert_event(decode_json_object(record.value, "alert"))))
+            except ValueError as exc:
+                rejected.append(Rejected(record, str(exc)))
+        check_reject_rate(self.spec, rejected, len(records), self.max_reject_ratio)
+        wanted = []
+        for sender in self.channels.senders:
+            name = sender.channel.name
+            for record, event in events:
+                if filtered_out(sender.channel.filter, event) is not None:
+                    stats.count(f"filtered:{name}", 1)
+                else:
+                    wanted.append((sender, record, event, delivery_id(name, event.event_id)))
+        done = self.es.delivered_ids(self.spec.index, [item[3] for item in wanted])
+        failed_in_a_row: dict[str, int] = {}
+        breaker_after = self.channels.config.breaker_after
+        for sender, record, event, doc_id in wanted:
+            name = sender.channel.name
+            if doc_id in done:
+                stats.count(f"skipped:{name}", 1)
+                continue
+            if failed_in_a_row.get(name, 0) >= breaker_after:
+                result = DeliveryResult(
+                    False,
+                    0,
+                    f"not tried: the channel failed {breaker_after} deliveries in a row in this "
+                    "batch",
+                )
+            else:
+                result = sender.send(event)
+            if result.delivered:
+                reach(self.faults, self.spec.name, "after_send_before_record")
+                failed_in_a_row[name] = 0
+                done.add(doc_id)  # the same event twice in a batch is delivered once
+            else:
+                failed_in_a_row[name] = failed_in_a_row.get(name, 0) + 1
+                reason = f"channel {name} ({sender.channel.type}): {result.error}"
+                rejected.append(Rejected(record, reason))
+            self._record(doc_id, sender.channel.name, sender.channel.type, record, event, result)
+            stats.count(f"{'delivered' if result.delivered else 'failed'}:{name}", 1)
+        produce_dead_letters(self.producer, self.spec, rejected, stats)
+        return InFlight(records[-1].offset + 1, len(records))
+
+    def _record(
+        self,
+        doc_id: str,
+        channel: str,
+        channel_type: str,
+        record: SourceRecord,
+        event: AlertEvent,
+        result: DeliveryResult,
+    ) -> None:
+        now = utc_now_iso()
+        opportunity = event.message.get("opportunity_id")
+        document = {
+            "channel": channel,
+            "channel_type": channel_type,
+            "event_id": event.event_id,
+            "alert_id": event.alert_id,
+            "opportunity_id": opportunity if isinstance(opportunity, str) else None,
+            "asin": event.asin,
+            "event": event.event,
+            "status": "delivered" if result.delivered else "failed",
+            "attempts": result.attempts,
+            "last_error": result.error or None,
+            "delivered_at": now if result.delivered else None,
+            "updated_at": now,
+            "updated_by": {
+                "group": self.group_id,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
+        }
+        outcome = self.es.bulk_write([BulkOp("index", self.spec.index, doc_id, document)])
+        if outcome.rejected:
+            # Never the event's fault (the document is ours): stop before anything commits.
+            raise RuntimeError(
+                f"{self.spec.index} refused delivery document {doc_id}: {outcome.rejected[0]}"
+            )
+
+
 _PROCESSORS: dict[str, type[BatchProcessor]] = {
     ENRICHMENT.name: EnrichmentProcessor,
     ARBITRAGE.name: ArbitrageProcessor,
+    NOTIFICATIONS.name: NotificationsProcessor,
 }
 
 
@@ -425,6 +539,7 @@ def build_processor(
     partition: int,
     faults: FaultInjector | None = None,
     rules: RulesConfig | None = None,
+    channels: Channels | None = None,
 ) -> BatchProcessor:
     try:
         processor = _PROCESSORS[spec.name]
@@ -441,4 +556,5 @@ def build_processor(
         partition,
         faults,
         rules,
+        channels,
     )

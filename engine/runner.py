@@ -32,6 +32,7 @@ from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.kafka_offsets import committed_offset
 from resources.kafka_transactions import TransactionalProducer, transactional_id
+from resources.notify import Channels
 
 
 class RangeUnavailableError(RuntimeError):
@@ -96,9 +97,11 @@ class StageRunner:
         max_reject_ratio: float = 0.5,
         faults: FaultInjector | None = None,
         rules: RulesConfig | None = None,
+        channels: Channels | None = None,
     ) -> None:
         self.spec = spec
         self.rules = rules
+        self.channels = channels
         self.kafka = kafka
         self.es = es
         self.fees = fees
@@ -200,6 +203,7 @@ class StageRunner:
             span.partition,
             self.faults,
             self.rules,
+            self.channels,
         )
         checkpoint = Checkpoint(
             consumer,

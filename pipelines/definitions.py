@@ -101,6 +101,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "kafka": settings.kafka(),
             "elasticsearch": elasticsearch_resource(settings),
             "fee_model": settings.fee_model(),
+            "notifications": settings.notifications(),
         },
         # Every job here is one step (or a few quick checks): running it in the run's own
         # process saves a subprocess start per run, seconds that count against the

@@ -30,7 +30,7 @@ class SideIndex:
 class StageSpec:
     name: str  # also the Dagster job, asset group and multi-asset name stem
     source_topic: str
-    output_topic: str
+    output_topic: str | None  # None: the stage's output leaves the pipeline (notifications)
     dlq_topic: str
     index: str
     live_group: str
@@ -84,5 +84,17 @@ ARBITRAGE = StageSpec(
     index_description="Alerts in Elasticsearch, one document per alert id (never doubled).",
 )
 
-STAGES: tuple[StageSpec, ...] = (ENRICHMENT, ARBITRAGE)
+NOTIFICATIONS = StageSpec(
+    name="notifications",
+    source_topic=topics.ARBITRAGE_ALERTS,
+    output_topic=None,
+    dlq_topic=topics.ARBITRAGE_ALERTS_DLQ,
+    index=topics.DELIVERIES_INDEX,
+    live_group=topics.named("notifications"),
+    summary="Deliver alert events to the configured channels (webhook, chat, e-mail), each once.",
+    output_description="",
+    index_description="Deliveries in Elasticsearch, one document per (channel, alert event).",
+)
+
+STAGES: tuple[StageSpec, ...] = (ENRICHMENT, ARBITRAGE, NOTIFICATIONS)
 PIPELINE_GROUPS: tuple[str, ...] = tuple(group for spec in STAGES for group in spec.groups)

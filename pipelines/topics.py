@@ -56,6 +56,8 @@ PRODUCTS_ENRICHED = named("products.enriched")
 ARBITRAGE_ALERTS = named("arbitrage.alerts")
 RAW_UPDATES_DLQ = named("raw.keepa_updates.dlq")
 PRODUCTS_ENRICHED_DLQ = named("products.enriched.dlq")
+# Alert events the notifications stage could not deliver to a channel (or could not read).
+ARBITRAGE_ALERTS_DLQ = named("arbitrage.alerts.dlq")
 
 PRODUCTS_INDEX = named("products")
 ALERTS_INDEX = named("arbitrage-alerts")
@@ -66,6 +68,9 @@ PRICE_OBSERVATIONS_INDEX = named("price-observations")
 # (resources/retention_losses.py).
 REDRIVE_LEDGER_INDEX = named("dlq-redrives")
 RETENTION_LOSS_INDEX = named("retention-losses")
+# One document per (channel, alert event) the notifications stage handled, id
+# ``<channel>:<event_id>``: what makes a rerun skip what was already delivered.
+DELIVERIES_INDEX = named("alert-deliveries")
 # Groups of the operator CLI, the checks, the counters, the tests and the benchmarks all start
 # with this (``arbitrage-cli-tail``, ``arbitrage-checks``, ``arbitrage-bench.…``), as do the
 # tests' and benchmarks' own indices.
@@ -156,6 +161,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         PRODUCTS_ENRICHED_DLQ,
         "Enriched products the arbitrage stage could not use, with the reason.",
+    ),
+    TopicSpec(
+        ARBITRAGE_ALERTS_DLQ,
+        "Alert events the notifications stage could not deliver (or read), with the reason.",
     ),
 )
 TOPIC_BY_NAME = {spec.name: spec for spec in TOPICS}

@@ -17,7 +17,12 @@ from pydantic import Field, PrivateAttr
 from pipelines.markets import MARKETPLACES
 from pipelines.messages.signals import SIGNAL_FIELDS
 from pipelines.redaction import redact_url, scrub_url
-from pipelines.topics import ALERTS_INDEX, PRICE_OBSERVATIONS_INDEX, PRODUCTS_INDEX
+from pipelines.topics import (
+    ALERTS_INDEX,
+    DELIVERIES_INDEX,
+    PRICE_OBSERVATIONS_INDEX,
+    PRODUCTS_INDEX,
+)
 
 DEFAULT_URL = "http://127.0.0.1:9200"
 SERVICES_HINT = (
@@ -207,10 +212,39 @@ PRICE_OBSERVATIONS_MAPPING: dict[str, Any] = {
     },
 }
 
+# The notifications stage's ledger (engine/processors.py, NotificationsProcessor): doc id
+# ``<channel>:<event_id>``; a ``delivered`` one is never sent again.
+DELIVERIES_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "channel": {"type": "keyword"},
+        "channel_type": {"type": "keyword"},
+        "event_id": {"type": "keyword"},
+        "alert_id": {"type": "keyword"},
+        "opportunity_id": {"type": "keyword"},
+        "asin": {"type": "keyword"},
+        "event": {"type": "keyword"},
+        "status": {"type": "keyword"},  # delivered | failed
+        "attempts": {"type": "integer"},
+        "last_error": {"type": "text"},  # redacted: never a URL's token or a secret
+        "delivered_at": {"type": "date"},
+        "updated_at": {"type": "date"},
+        "updated_by": {
+            "properties": {
+                "group": {"type": "keyword"},
+                "topic": {"type": "keyword"},
+                "partition": {"type": "integer"},
+                "offset": {"type": "long"},
+            }
+        },
+    },
+}
+
 INDEX_TEMPLATES: dict[str, dict[str, Any]] = {
     PRODUCTS_INDEX: PRODUCTS_MAPPING,
     ALERTS_INDEX: ALERTS_MAPPING,
     PRICE_OBSERVATIONS_INDEX: PRICE_OBSERVATIONS_MAPPING,
+    DELIVERIES_INDEX: DELIVERIES_MAPPING,
 }
 
 
@@ -393,9 +427,7 @@ class ElasticsearchResource(dg.ConfigurableResource):
             ) from None
         return {doc["_id"] for doc in found["docs"] if doc.get("found")}
 
-    def search_sources(
-        self, index: str, query: dict[str, Any], size: int
-    ) -> list[dict[str, Any]]:
+    def search_sources(self, index: str, query: dict[str, Any], size: int) -> list[dict[str, Any]]:
         """The sources of up to ``size`` documents matching ``query`` (after a refresh of the
         index when the caller needs the newest writes: ``refresh``)."""
         try:
@@ -414,6 +446,23 @@ class ElasticsearchResource(dg.ConfigurableResource):
             raise ElasticsearchUnavailableError(
                 f"Elasticsearch at {self.shown_url}: {scrub_url(str(exc), self.url)}"
             ) from None
+
+    def delivered_ids(self, index: str, ids: Sequence[str]) -> set[str]:
+        """The ids whose delivery document says ``delivered`` (mget is realtime: a delivery
+        recorded a moment ago by a run that then died is seen)."""
+        if not ids:
+            return set()
+        try:
+            found = self.client().mget(index=index, ids=list(ids), source_includes=["status"])
+        except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
+            raise ElasticsearchUnavailableError(
+                f"Elasticsearch at {self.shown_url}: {scrub_url(str(exc), self.url)}"
+            ) from None
+        return {
+            doc["_id"]
+            for doc in found["docs"]
+            if doc.get("found") and doc.get("_source", {}).get("status") == "delivered"
+        }
 
     def bulk_write(
         self, ops: Sequence[BulkOp], sleep: Callable[[float], None] = time.sleep

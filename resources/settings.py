@@ -16,12 +16,14 @@ from typing import Literal, cast
 
 import dagster as dg
 
+from pipelines.notifications import NOTIFICATIONS_FILE_ENV
 from pipelines.redaction import redact_url, secure_endpoint_problem
 from resources.elasticsearch import ElasticsearchResource
 from resources.fees import FeeModelResource
 from resources.kafka import KafkaResource
 from resources.kafka_security import PASSWORD_ENV as KAFKA_PASSWORD_ENV
 from resources.kafka_security import KafkaSecurity, KafkaSecurityError
+from resources.notify import NotificationsResource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The only place run config may choose files from (an ASIN list, a sample); anything else comes
@@ -93,6 +95,8 @@ class Settings:
     elasticsearch_password_set: bool = False
     fees_file: Path = REPO_ROOT / "config" / "fees_v1.toml"
     rules_file: Path = REPO_ROOT / "config" / "rules_v1.toml"
+    # The notifications stage's channels (pipelines/notifications.py); the default has none.
+    notifications_file: Path = REPO_ROOT / "config" / "notifications.toml"
     keepa_source: KeepaSourceName = "api"
     keepa_api_key_set: bool = False
     keepa_api_url: str = "https://api.keepa.com"
@@ -157,6 +161,9 @@ class Settings:
             elasticsearch_password_set=bool(env.get(ELASTICSEARCH_PASSWORD_ENV, "")),
             fees_file=Path(_text(env, "ARBITRAGE_FEES_FILE", str(default.fees_file))),
             rules_file=Path(_text(env, "ARBITRAGE_RULES_FILE", str(default.rules_file))),
+            notifications_file=Path(
+                _text(env, NOTIFICATIONS_FILE_ENV, str(default.notifications_file))
+            ),
             keepa_source=cast(KeepaSourceName, source),
             keepa_api_key_set=bool(env.get(KEEPA_KEY_ENV, "").strip()),
             keepa_api_url=keepa_api_url,
@@ -216,6 +223,9 @@ class Settings:
             **secrets,
         }
         return ElasticsearchResource(**{**fields, **overrides})
+
+    def notifications(self) -> NotificationsResource:
+        return NotificationsResource(config_file=str(self.notifications_file))
 
     def fee_model(self) -> FeeModelResource:
         return FeeModelResource(fees_file=str(self.fees_file), rules_file=str(self.rules_file))

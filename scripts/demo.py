@@ -42,7 +42,7 @@ from devservices.process import port_open  # noqa: E402
 from devservices.supervisor import Event  # noqa: E402
 from engine.processors import FILTERED_PREFIX  # noqa: E402
 from pipelines import topics  # noqa: E402
-from pipelines.stage_specs import ARBITRAGE, ENRICHMENT  # noqa: E402
+from pipelines.stage_specs import ARBITRAGE, ENRICHMENT, NOTIFICATIONS  # noqa: E402
 from resources.kafka import KafkaResource  # noqa: E402
 from resources.settings import Settings  # noqa: E402
 
@@ -65,18 +65,22 @@ def total_lag(kafka: KafkaResource, group: str, topic: str) -> int:
 
 
 def wait_for_pipeline(kafka: KafkaResource, pull_done: Callable[[], bool]) -> None:
-    """Until the pull has finished and both stages have caught up with it."""
+    """Until the pull has finished and every stage has caught up with it (the notifications
+    stage too: with config/notifications.toml it reads the alerts and delivers to nobody)."""
     started = time.monotonic()
     settled = 0
     while True:
         raw_lag = total_lag(kafka, ENRICHMENT.live_group, topics.RAW_UPDATES)
         enriched_lag = total_lag(kafka, ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED)
+        alerts_lag = total_lag(kafka, NOTIFICATIONS.live_group, topics.ARBITRAGE_ALERTS)
         done = pull_done()
         say(
             f"   {time.monotonic() - started:5.0f}s  pull {'done' if done else 'running'}  "
-            f"lag enrichment {raw_lag:>5}  lag arbitrage {enriched_lag:>5}"
+            f"lag enrichment {raw_lag:>5}  lag arbitrage {enriched_lag:>5}  "
+            f"lag notifications {alerts_lag:>5}"
         )
-        settled = settled + 1 if done and raw_lag == 0 and enriched_lag == 0 else 0
+        caught_up = raw_lag == 0 and enriched_lag == 0 and alerts_lag == 0
+        settled = settled + 1 if done and caught_up else 0
         if settled >= 2:  # twice in a row: nothing left in flight between the stages
             return
         if time.monotonic() - started > TIMEOUT_S:

@@ -6,6 +6,8 @@ import dagster as dg
 import pytest
 
 from assets.keys import (
+    ARBITRAGE_ALERTS_DLQ_KEY,
+    ARBITRAGE_ALERTS_KEY,
     PRODUCTS_ENRICHED_DLQ_KEY,
     PRODUCTS_ENRICHED_KEY,
     RAW_UPDATES_DLQ_KEY,
@@ -23,6 +25,8 @@ LAG_ENRICHED = dg.AssetCheckKey(PRODUCTS_ENRICHED_KEY, "consumer_lag_under_thres
 DLQ_RAW = dg.AssetCheckKey(RAW_UPDATES_DLQ_KEY, "dlq_not_growing")
 DLQ_ENRICHED = dg.AssetCheckKey(PRODUCTS_ENRICHED_DLQ_KEY, "dlq_not_growing")
 FRESH = dg.AssetCheckKey(RAW_UPDATES_KEY, "newest_message_fresh")
+LAG_ALERTS = dg.AssetCheckKey(ARBITRAGE_ALERTS_KEY, "consumer_lag_under_threshold")
+DLQ_ALERTS = dg.AssetCheckKey(ARBITRAGE_ALERTS_DLQ_KEY, "dlq_not_growing")
 
 
 def run_checks(
@@ -35,7 +39,15 @@ def run_checks(
     evaluations = {
         dg.AssetCheckKey(e.asset_key, e.check_name): e for e in result.get_asset_check_evaluations()
     }
-    assert set(evaluations) == {LAG_RAW, LAG_ENRICHED, DLQ_RAW, DLQ_ENRICHED, FRESH}
+    assert set(evaluations) == {
+        LAG_RAW,
+        LAG_ENRICHED,
+        LAG_ALERTS,
+        DLQ_RAW,
+        DLQ_ENRICHED,
+        DLQ_ALERTS,
+        FRESH,
+    }
     return evaluations
 
 

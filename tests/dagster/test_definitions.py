@@ -9,7 +9,10 @@ import yaml
 
 from assets import checks
 from assets.keys import (
+    ARBITRAGE_ALERTS_DLQ_KEY,
+    ARBITRAGE_ALERTS_KEY,
     ES_ALERTS_KEY,
+    ES_DELIVERIES_KEY,
     ES_PRODUCTS_KEY,
     PRODUCTS_ENRICHED_DLQ_KEY,
     PRODUCTS_ENRICHED_KEY,
@@ -29,6 +32,7 @@ def test_definitions_load_with_every_job_sensor_schedule_and_check() -> None:
     assert {"keepa_pull", "enrichment", "arbitrage", "pipeline_checks"} <= jobs
     assert defs.resolve_sensor_def("enrichment_sensor").job_name == "enrichment"
     assert defs.resolve_sensor_def("arbitrage_sensor").job_name == "arbitrage"
+    assert defs.resolve_sensor_def("notifications_sensor").job_name == "notifications"
     assert defs.resolve_schedule_def("keepa_pull_schedule").job_name == "keepa_pull"
     schedule = defs.resolve_schedule_def("pipeline_checks_schedule")
     assert schedule.job_name == "pipeline_checks"
@@ -39,7 +43,16 @@ def test_definitions_load_with_every_job_sensor_schedule_and_check() -> None:
         dg.AssetCheckKey(RAW_UPDATES_DLQ_KEY, "dlq_not_growing"),
         dg.AssetCheckKey(PRODUCTS_ENRICHED_DLQ_KEY, "dlq_not_growing"),
         dg.AssetCheckKey(RAW_UPDATES_KEY, "newest_message_fresh"),
+        dg.AssetCheckKey(ARBITRAGE_ALERTS_KEY, "consumer_lag_under_threshold"),
+        dg.AssetCheckKey(ARBITRAGE_ALERTS_DLQ_KEY, "dlq_not_growing"),
     }
+
+
+def test_notifications_come_after_the_alerts_in_the_lineage() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in (ES_DELIVERIES_KEY, ARBITRAGE_ALERTS_DLQ_KEY):
+        assert graph.get(key).parent_keys == {ARBITRAGE_ALERTS_KEY}
+        assert graph.get(key).group_name == "notifications"
 
 
 def test_stage_jobs_run_one_step_and_the_checks_job_only_checks() -> None:

@@ -56,6 +56,7 @@ def test_without_a_namespace_the_names_are_the_plain_ones() -> None:
         "arbitrage.alerts",
         "raw.keepa_updates.dlq",
         "products.enriched.dlq",
+        "arbitrage.alerts.dlq",
     ]
     assert names["indices"] == ["products", "arbitrage-alerts", "dlq-redrives", "retention-losses"]
     assert names["groups"] == ["enrichment", "replay.enrichment", "arbitrage-checks"]

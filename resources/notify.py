@@ -1,0 +1,346 @@
+"""Alert delivery, the network part: one sender per channel type, and the resource that builds
+them from the channels file (pipelines/notifications.py holds every rule they follow).
+
+Each ``send`` tries one event on one channel within the channel's ``RetryPolicy`` (attempts,
+capped backoff, ``Retry-After``, a timeout per request, a bound on the whole delivery) and
+returns what happened; it never raises for the receiver's sake, so a dead receiver costs its
+bounded time and the stage goes on. Errors are redacted: secrets and the URLs that carry them
+are replaced before any text leaves a sender.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import smtplib
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import dagster as dg
+import requests
+from pydantic import Field
+
+from pipelines.notifications import (
+    DEFAULT_NOTIFICATIONS_FILE,
+    EVENT_HEADER,
+    IDEMPOTENCY_HEADER,
+    RETRYABLE_STATUSES,
+    SIGNATURE_HEADER,
+    AlertEvent,
+    Channel,
+    NotificationsConfig,
+    NotificationsConfigError,
+    RetryPolicy,
+    email_message_id,
+    load_notifications_config,
+    message_text,
+    next_wait_s,
+    parse_retry_after,
+    signature,
+    webhook_body,
+)
+from pipelines.redaction import secure_endpoint_problem
+
+# Longest error text kept on a delivery document or a dead letter.
+ERROR_CHARS = 500
+_SECRET_PIECE = re.compile(r"[^/?&=:@#]{8,}")
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivered: bool
+    attempts: int
+    error: str = ""  # redacted; empty when delivered
+
+
+class Sender(Protocol):
+    channel: Channel
+
+    def send(self, event: AlertEvent) -> DeliveryResult: ...
+
+
+class Redactor:
+    """Replaces secrets, and every longer piece of a secret URL, with ``***``; the URL as a whole
+    becomes ``$<variable>``, so an error still says which setting it is about."""
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self._whole = {value: f"${name}" for name, value in secrets.items() if value}
+        pieces: set[str] = set()
+        for value in self._whole:
+            pieces.update(unquote(piece) for piece in _SECRET_PIECE.findall(value))
+            pieces.update(_SECRET_PIECE.findall(value))
+        # Longest first, so a piece inside another is not left half replaced.
+        self._pieces = sorted(pieces, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for value, shown in self._whole.items():
+            text = text.replace(value, shown)
+        for piece in self._pieces:
+            text = text.replace(piece, "***")
+        return text[:ERROR_CHARS]
+
+
+class _Attempts:
+    """The retry loop every sender shares: ``attempt`` returns (done, error, retry_after)."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        redact: Redactor,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy, self.redact, self.sleep, self.clock = policy, redact, sleep, clock
+
+    def run(
+        self, attempt: Callable[[float], tuple[bool, str, float | None, bool]]
+    ) -> DeliveryResult:
+        """``attempt(timeout_s)`` → (delivered, error, retry_after_s, retryable)."""
+        started = self.clock()
+        tries = 0
+        while True:
+            tries += 1
+            remaining = self.policy.max_total_s - (self.clock() - started)
+            delivered, error, retry_after, retryable = attempt(
+                max(0.1, min(self.policy.timeout_s, remaining))
+            )
+            if delivered:
+                return DeliveryResult(True, tries)
+            wait = next_wait_s(tries, retry_after, self.clock() - started, self.policy)
+            if not retryable or wait is None:
+                why = "not retried" if not retryable else f"gave up after {tries} attempt(s)"
+                return DeliveryResult(False, tries, self.redact(f"{error} ({why})"))
+            self.sleep(wait)
+
+
+class WebhookSender:
+    """A JSON POST of the event, signed with HMAC-SHA256 and keyed by the event id."""
+
+    def __init__(self, channel: Channel, secret: str, url: str = "") -> None:
+        self.channel = channel
+        self._url = url or channel.url
+        if not channel.url:  # from url_env: the same checks the file's url gets
+            problem = secure_endpoint_problem(self._url)
+            if problem:
+                raise NotificationsConfigError(
+                    f"channel {channel.name}: ${channel.url_env} {problem}"
+                )
+        self._secret = secret.encode()
+        self._session = requests.Session()
+        secrets = {channel.secret_env: secret}
+        if channel.url_env:
+            secrets[channel.url_env] = self._url
+        self._redact = Redactor(secrets)
+        self._loop = _Attempts(channel.retry, self._redact)
+
+    def send(self, event: AlertEvent) -> DeliveryResult:
+        body = webhook_body(event)
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signature(self._secret, body),
+            IDEMPOTENCY_HEADER: event.event_id,
+            EVENT_HEADER: event.event,
+        }
+
+        def attempt(timeout_s: float) -> tuple[bool, str, float | None, bool]:
+            try:
+                response = self._session.post(
+                    self._url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout_s,
+                    allow_redirects=False,
+                )
+            except requests.Timeout:
+                return False, f"no answer within {timeout_s:.1f}s", None, True
+            except requests.RequestException as exc:
+                return False, f"{type(exc).__name__}: {exc}", None, True
+            with response:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return True, "", None, False
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                return False, f"HTTP {status}", retry_after, status in RETRYABLE_STATUSES
+
+        return self._loop.run(attempt)
+
+
+class AppriseSender:
+    """A chat message (or anything apprise speaks) with the event's title and text."""
+
+    def __init__(self, channel: Channel, url: str) -> None:
+        import apprise  # here: only a configured apprise channel needs it loaded
+
+        self.channel = channel
+        self._apprise = apprise
+        self._redact = Redactor({channel.url_env: url})
+        self._target = apprise.Apprise()
+        if not self._target.add(url):
+            raise NotificationsConfigError(
+                f"channel {channel.name}: ${channel.url_env} is not a URL apprise knows "
+                "(see https://github.com/caronc/apprise/wiki)"
+            )
+        self._loop = _Attempts(channel.retry, self._redact)
+
+    def send(self, event: AlertEvent) -> DeliveryResult:
+        title, body = message_text(event)
+
+        def attempt(_timeout_s: float) -> tuple[bool, str, float | None, bool]:
+            # apprise reports failures on its logger, not as exceptions: capture them.
+            with self._apprise.LogCapture(
+                level=self._apprise.logging.WARNING, fmt="%(message)s"
+            ) as captured:
+                delivered = bool(self._target.notify(title=title, body=body))
+            lines = [line for line in captured.getvalue().splitlines() if line.strip()]
+            return delivered, lines[-1] if lines else "apprise reported a failure", None, True
+
+        return self._loop.run(attempt)
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """Where e-mail goes: ``smtp[s]://[user:password@]host[:port]/?from=…&to=…[&to=…]``."""
+
+    tls: bool
+    host: str
+    port: int
+    username: str
+    password: str
+    sender: str
+    recipients: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, url: str, where: str) -> SmtpTarget:
+        parts = urlsplit(url.strip())
+        query = parse_qs(parts.query)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname or port == -1:
+            raise NotificationsConfigError(
+                f"{where} is not smtp[s]://[user:password@]host[:port]/?from=…&to=…"
+            )
+        sender = (query.get("from") or [""])[0]
+        recipients = tuple(query.get("to", []))
+        if not sender or not recipients:
+            raise NotificationsConfigError(f"{where} needs ?from=<address>&to=<address>")
+        tls = parts.scheme == "smtps"
+        return cls(
+            tls,
+            parts.hostname,
+            port or (465 if tls else 25),
+            unquote(parts.username or ""),
+            unquote(parts.password or ""),
+            sender,
+            recipients,
+        )
+
+
+class EmailSender:
+    """Plain-text e-mail over SMTP (STARTTLS when the server offers it, or smtps), with a
+    Message-ID fixed by the event id: a resend after a crash is recognisably the same mail."""
+
+    def __init__(self, channel: Channel, url: str) -> None:
+        self.channel = channel
+        self._target = SmtpTarget.parse(url, f"channel {channel.name}: ${channel.url_env}")
+        self._redact = Redactor({channel.url_env: url, "password": self._target.password})
+        self._loop = _Attempts(channel.retry, self._redact)
+
+    def message(self, event: AlertEvent) -> EmailMessage:
+        title, body = message_text(event)
+        target = self._target
+        message = EmailMessage()
+        message["Subject"] = title
+        message["From"] = target.sender
+        message["To"] = ", ".join(target.recipients)
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+        domain = target.sender.rpartition("@")[2] or "arbitrage.invalid"
+        message["Message-ID"] = email_message_id(event.event_id, domain)
+        message[IDEMPOTENCY_HEADER] = event.event_id
+        message.set_content(body)
+        return message
+
+    def send(self, event: AlertEvent) -> DeliveryResult:
+        message = self.message(event)
+        target = self._target
+
+        def attempt(timeout_s: float) -> tuple[bool, str, float | None, bool]:
+            try:
+                smtp_class = smtplib.SMTP_SSL if target.tls else smtplib.SMTP
+                with smtp_class(target.host, target.port, timeout=timeout_s) as smtp:
+                    if not target.tls:
+                        smtp.ehlo()
+                        if smtp.has_extn("starttls"):
+                            smtp.starttls(context=ssl.create_default_context())
+                            smtp.ehlo()
+                    if target.username:
+                        smtp.login(target.username, target.password)
+                    smtp.send_message(message)
+            except smtplib.SMTPResponseException as exc:
+                # 4xx: try again later; 5xx: the server refuses this mail.
+                return False, f"SMTP {exc.smtp_code}", None, 400 <= exc.smtp_code < 500
+            except TimeoutError:
+                return False, f"no answer within {timeout_s:.1f}s", None, True
+            except (smtplib.SMTPException, OSError) as exc:
+                return False, f"{type(exc).__name__}: {exc}", None, True
+            return True, "", None, False
+
+        return self._loop.run(attempt)
+
+
+@dataclass(frozen=True)
+class Channels:
+    """What the notifications stage delivers with: the file's settings and a sender per channel."""
+
+    config: NotificationsConfig
+    senders: list[Sender]
+
+
+def build_senders(config: NotificationsConfig, env: Mapping[str, str]) -> list[Sender]:
+    """One sender per enabled channel; a variable the file names but the environment lacks is
+    an error naming both (never a silent channel that delivers nothing)."""
+    senders: list[Sender] = []
+    for channel in config.channels:
+        values = {}
+        for variable in (channel.secret_env, channel.url_env):
+            if not variable:
+                continue
+            values[variable] = env.get(variable, "").strip()
+            if not values[variable]:
+                raise NotificationsConfigError(
+                    f"{config.path}: channel {channel.name} reads {variable}, which is not set; "
+                    "set it or disable the channel (enabled = false)"
+                )
+        if channel.type == "webhook":
+            url = values.get(channel.url_env, "")
+            senders.append(WebhookSender(channel, values[channel.secret_env], url))
+        elif channel.type == "apprise":
+            senders.append(AppriseSender(channel, values[channel.url_env]))
+        else:
+            senders.append(EmailSender(channel, values[channel.url_env]))
+    return senders
+
+
+class NotificationsResource(dg.ConfigurableResource):
+    """Where the notifications stage's channels come from (env ARBITRAGE_NOTIFICATIONS_FILE);
+    their secrets are read from the variables the file names, when a run starts."""
+
+    config_file: str = Field(
+        default=str(DEFAULT_NOTIFICATIONS_FILE),
+        description="Channels TOML (config/notifications.example.toml shows every setting).",
+    )
+
+    def load(self) -> NotificationsConfig:
+        return load_notifications_config(self.config_file)
+
+    def channels(self) -> Channels:
+        """The channels with their secrets read from the environment (at run start)."""
+        config = self.load()
+        return Channels(config, build_senders(config, os.environ))
