@@ -25,7 +25,7 @@ from pipelines.messages.codec import decode_json_object, encode
 from pipelines.messages.timestamps import utc_now_iso
 from pipelines.messages.types import EnrichedProduct
 from pipelines.notifications import AlertEvent, alert_event, delivery_id, filtered_out
-from pipelines.price_history import observations
+from pipelines.price_history import observation
 from pipelines.rules_config import RulesConfig
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT, NOTIFICATIONS, StageSpec
 from pipelines.transforms import Rejected, SourceRecord, arbitrage_records, enrich_records
@@ -94,7 +94,8 @@ class BatchProcessor(ABC):
 @dataclass(frozen=True)
 class _EnrichedChunk:
     """One bulk request of the enrichment stage: the products' ops first, one per product, then
-    their price observations' ops, ``owners[i]`` the product of observation op ``i``."""
+    their price observations' ops (at most one per product), ``owners[i]`` the product of
+    observation op ``i``."""
 
     products: list[tuple[SourceRecord, EnrichedProduct, bytes]]
     owners: list[int]
@@ -157,11 +158,12 @@ class EnrichmentProcessor(BatchProcessor):
                 BulkOp("index", self.spec.index, p["asin"], value, p["source_timestamp_ms"])
                 for _, p, value in encoded
             ]
-            # In the same request: the prices of this pull, once per (ASIN, market, pull).
+            # In the same request: the prices of this pull, once per (ASIN, pull).
             owners: list[int] = []
             for owner, (_, product, _) in enumerate(encoded):
-                for doc_id, observation in observations(product):
-                    ops.append(BulkOp("create", self.history_index, doc_id, encode(observation)))
+                seen = observation(product)
+                if seen is not None:
+                    ops.append(BulkOp("create", self.history_index, seen[0], encode(seen[1])))
                     owners.append(owner)
             chunk_writes = _EnrichedChunk(encoded, owners)
             batch.writes.append((chunk_writes, self._writer.submit(self.es.bulk_write, ops)))

@@ -196,14 +196,17 @@ ALERTS_MAPPING: dict[str, Any] = {
     },
 }
 
-# pipelines/price_history.py: one small document per (ASIN, market, pull), for charts only.
-# Prices are kept (doc values) but not indexed: nothing searches by them.
+# pipelines/price_history.py: one small document per (ASIN, pull), for charts only. Only the
+# ASIN and the time are indexed; the prices are read from the source of one ASIN's documents.
+# (Documents written before 2026-11-29 have one market each, with the prices as fields:
+# web/queries.py reads both shapes.)
 PRICE_OBSERVATIONS_MAPPING: dict[str, Any] = {
     "dynamic": "strict",
     "properties": {
         "asin": {"type": "keyword"},
-        "market": {"type": "keyword"},
         "observed_at": {"type": "date", "format": "epoch_millis"},
+        "markets": {"type": "object", "enabled": False},
+        "market": {"type": "keyword"},
         "currency": {"type": "keyword", "index": False},
         "buy_price": {"type": "long", "index": False},
         "sell_price": {"type": "long", "index": False},

@@ -24,8 +24,8 @@ from resources.elasticsearch import ElasticsearchResource
 # The page reads at most this many alerts matching its filters, best first (open ones are
 # picked from them); more is a query to narrow, not a page to scroll.
 MAX_ALERTS = 1000
-# Price observations drawn per ASIN: one per market and pull, ~2 years of 15-minute pulls for
-# two markets would be far more; the newest are kept.
+# Price observations drawn per ASIN: one per pull, ~2 years of 15-minute pulls would be far
+# more; the newest are kept.
 MAX_OBSERVATIONS = 5000
 # Products per category looked up for the category filter.
 MAX_CATEGORY_PRODUCTS = 10_000
@@ -260,15 +260,18 @@ class ProductDetail:
     history: dict[str, list[tuple[int, int | None, int | None]]]
 
 
+_HISTORY_PRICES = ["buy_price_eur_cents", "sell_price_eur_cents"]
+
+
 def history_search(asin: str) -> dict[str, Any]:
     return {
         "query": {"term": {"asin": asin}},
         "sort": [{"observed_at": {"order": "desc"}}],
         "size": MAX_OBSERVATIONS,
-        "source": False,
-        "docvalue_fields": [
+        "source": [
+            "observed_at",
+            "markets",
             "market",
-            {"field": "observed_at", "format": "epoch_millis"},
             "buy_price_eur_cents",
             "sell_price_eur_cents",
         ],
@@ -278,14 +281,17 @@ def history_search(asin: str) -> dict[str, Any]:
 def price_history(
     es: ElasticsearchResource, asin: str
 ) -> dict[str, list[tuple[int, int | None, int | None]]]:
+    """market → [(observed_at ms, buy EUR cents, sell EUR cents)], oldest first."""
     found = es.client().search(index=topics.PRICE_OBSERVATIONS_INDEX, **history_search(asin))
     history: dict[str, list[tuple[int, int | None, int | None]]] = {}
     for hit in reversed(found["hits"]["hits"]):
-        values = hit["fields"]
-        buy = values.get("buy_price_eur_cents", [None])[0]
-        sell = values.get("sell_price_eur_cents", [None])[0]
-        point = (int(float(values["observed_at"][0])), buy, sell)
-        history.setdefault(values["market"][0], []).append(point)
+        source = hit["_source"]
+        at = int(source["observed_at"])
+        # One document per pull with every market; before 2026-11-29, one per market.
+        markets = source.get("markets") or {source["market"]: source}
+        for code, prices in sorted(markets.items()):
+            point = (at, prices.get("buy_price_eur_cents"), prices.get("sell_price_eur_cents"))
+            history.setdefault(code, []).append(point)
     return history
 
 
@@ -297,7 +303,7 @@ def product_detail(es: ElasticsearchResource, asin: str) -> ProductDetail:
         product = None
     found = es.client().search(
         index=topics.ALERTS_INDEX,
-        query={"term": {"asin": asin}},
+        query={"bool": {"filter": [{"term": {"asin": asin}}, {"exists": {"field": "status"}}]}},
         sort=[{"profit_eur_cents": "desc"}, {"alert_id": "asc"}],
         size=200,
     )

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 
+from engine.ranges import PartitionRange
+from engine.runner import RangeUnavailableError, StageRunner
 from pipelines import topics
 from pipelines.enrichment import enrich
 from pipelines.fee_config import load_fee_config
 from pipelines.fee_model import detect
 from pipelines.messages.codec import encode
-from pipelines.messages.timestamps import epoch_ms
+from pipelines.messages.timestamps import epoch_ms, format_utc
 from pipelines.messages.validation import validate_raw_update
 from pipelines.rules_config import load_rules_config
 from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
 from pipelines.transforms import opportunity_events
-from resources.elasticsearch import ElasticsearchResource
+from resources.elasticsearch import ALERTS_MAPPING, ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.settings import Settings
 from scripts.demo import filtered_routes
@@ -258,3 +262,119 @@ def test_sample_end_to_end_alerts_equal_the_domain_functions(
     assert es.count(topics.PRODUCTS_INDEX) == 500
     assert read_all(kafka, topics.RAW_UPDATES_DLQ) == []
     committed_equals_high_watermark(kafka, ARBITRAGE.live_group, topics.PRODUCTS_ENRICHED)
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_a_range_past_the_end_of_the_log_processes_nothing(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    """A stale range (the topic was recreated since) must not fall back to earlier offsets."""
+    updates = good_updates(6)
+    produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in updates])
+    stale = [
+        PartitionRange(p, high + 50, high + 60)
+        for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()
+    ]
+    runner = StageRunner(ENRICHMENT, kafka, es, CONFIG, idle_timeout_s=3.0)
+    with pytest.raises(RangeUnavailableError, match="returned nothing"):
+        runner.run(ENRICHMENT.live_group, stale)
+    assert read_all(kafka, topics.PRODUCTS_ENRICHED) == []
+    lags = kafka.lag(ENRICHMENT.live_group, topics.RAW_UPDATES)
+    assert all(lag.committed is None for lag in lags)
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_a_pull_stamped_in_the_future_cannot_freeze_a_product(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    """One update stamped an hour ahead, then a normal one: the first goes to the DLQ (as the
+    document's version it would have made every later update count as older)."""
+    now = datetime.now(UTC)
+    future = raw_update(asin="B0FUTURE01", timestamp=format_utc(now + timedelta(hours=1)))
+    normal = raw_update(asin="B0FUTURE01", timestamp=format_utc(now))
+    produce(
+        kafka, topics.RAW_UPDATES, [(u["asin"], json.dumps(u).encode()) for u in (future, normal)]
+    )
+    assert run_job("enrichment").success
+    doc = es.client().get(index=topics.PRODUCTS_INDEX, id="B0FUTURE01")
+    assert doc["_version"] == epoch_ms(normal["timestamp"])
+    (dead,) = [m.json() for m in read_all(kafka, topics.RAW_UPDATES_DLQ)]
+    assert "60 minutes ahead of this stage's clock" in dead["error"]
+    # A later normal pull still updates the document.
+    later = raw_update(asin="B0FUTURE01", timestamp=format_utc(now + timedelta(seconds=5)))
+    produce(kafka, topics.RAW_UPDATES, [(later["asin"], json.dumps(later).encode())])
+    assert run_job("enrichment").success
+    doc = es.client().get(index=topics.PRODUCTS_INDEX, id="B0FUTURE01")
+    assert doc["_version"] == epoch_ms(later["timestamp"])
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_an_existing_alerts_index_gets_the_rules_fields(es: ElasticsearchResource) -> None:
+    """An alerts index created before the rules gets rules_version and signals mapped when the
+    indices are ensured (every stage run does), so its strict mapping takes the new alerts."""
+    client = es.client()
+    client.indices.delete(index=topics.ALERTS_INDEX)
+    client.indices.delete_index_template(name=f"arbitrage-{topics.ALERTS_INDEX}")
+    old = copy.deepcopy(ALERTS_MAPPING)
+    del old["properties"]["rules_version"], old["properties"]["signals"]
+    client.indices.create(index=topics.ALERTS_INDEX, mappings=old)
+    es.ensure_indices()
+    mapped = client.indices.get_mapping(index=topics.ALERTS_INDEX)[topics.ALERTS_INDEX]
+    properties = mapped["mappings"]["properties"]
+    assert properties["rules_version"] == {"type": "keyword"}
+    assert set(properties["signals"]["properties"]) == set(
+        ALERTS_MAPPING["properties"]["signals"]["properties"]
+    )
+
+
+def observation_docs(es: ElasticsearchResource) -> dict[str, dict]:
+    es.client().indices.refresh(index=topics.PRICE_OBSERVATIONS_INDEX)
+    found = es.client().search(index=topics.PRICE_OBSERVATIONS_INDEX, size=1000, version=True)
+    return {hit["_id"]: hit for hit in found["hits"]["hits"]}
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_price_observations_are_written_once_per_pull_and_never_twice(
+    kafka: KafkaResource, es: ElasticsearchResource
+) -> None:
+    # Two pulls of the same 4 products (DE, FR, GB each priced): one observation per product
+    # and pull, with the three markets.
+    early = good_updates(4, timestamp="2026-11-26T10:00:00.000Z")
+    late = good_updates(4, timestamp="2026-11-26T11:00:00.000Z")
+    late[0]["markets"]["FR"]["buy_box"] = 9900
+    produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in early + late])
+    result = run_job("enrichment")
+    assert result.success
+    stored = observation_docs(es)
+    assert len(stored) == 2 * 4
+    assert all(set(hit["_source"]["markets"]) == {"DE", "FR", "GB"} for hit in stored.values())
+    fr = [
+        (hit["_source"]["observed_at"], hit["_source"]["markets"]["FR"]["sell_price"])
+        for hit in stored.values()
+        if hit["_source"]["asin"] == "B0INTEG000"
+    ]
+    assert sorted(fr) == [
+        (epoch_ms("2026-11-26T10:00:00.000Z"), 9000),
+        (epoch_ms("2026-11-26T11:00:00.000Z"), 9900),
+    ]
+    by_key = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.asset_materializations_for_node("enrichment_stage")
+    }
+    assert by_key["elasticsearch/price_observations"]["indexed"].value == 8
+    assert by_key["elasticsearch/products"]["indexed"].value == 8  # products counted apart
+
+    # A replay of the whole topic (a backfill's group) writes no second copy, changes none.
+    full = [
+        PartitionRange(partition, low, high)
+        for partition, (low, high) in kafka.watermarks(topics.RAW_UPDATES).items()
+    ]
+    stats = StageRunner(ENRICHMENT, kafka, es, CONFIG).run(ENRICHMENT.replay_group, full)
+    assert stats.records_in == 8
+    assert stats.counters["price_observations_unchanged"] == 8
+    assert stats.counters.get("price_observations_indexed", 0) == 0
+    again = observation_docs(es)
+    assert {k: v["_version"] for k, v in again.items()} == {
+        k: v["_version"] for k, v in stored.items()
+    }
+    committed_equals_high_watermark(kafka, ENRICHMENT.live_group, topics.RAW_UPDATES)

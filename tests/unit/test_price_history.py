@@ -1,18 +1,19 @@
-"""Price observations: one per (ASIN, market, pull) with a price, ids stable across reruns."""
+"""Price observations: one per (ASIN, pull) with every market that has a price, ids stable
+across reruns."""
 
 from __future__ import annotations
 
 from engine.processors import split_outcome
 from pipelines.fee_config import load_fee_config
 from pipelines.messages.timestamps import epoch_ms
-from pipelines.price_history import observation_id, observations
+from pipelines.price_history import observation, observation_id
 from resources.elasticsearch import PRICE_OBSERVATIONS_MAPPING, BulkOutcome
 from tests.factories import enriched, offer
 
 CONFIG = load_fee_config()
 
 
-def test_one_observation_per_market_with_a_price() -> None:
+def test_one_observation_per_pull_with_each_market_that_has_a_price() -> None:
     product = enriched(
         CONFIG,
         asin="B0HIST0001",
@@ -23,33 +24,40 @@ def test_one_observation_per_market_with_a_price() -> None:
         },
         timestamp="2026-11-26T10:00:00.000Z",
     )
-    found = dict(observations(product))
+    found = observation(product)
+    assert found is not None
+    doc_id, doc = found
     pulled = epoch_ms("2026-11-26T10:00:00.000Z")
-    assert set(found) == {f"B0HIST0001:DE:{pulled}", f"B0HIST0001:GB:{pulled}"}
-    de = found[observation_id("B0HIST0001", "DE", pulled)]
-    assert de == {
-        "asin": "B0HIST0001",
-        "market": "DE",
-        "observed_at": pulled,
+    assert doc_id == observation_id("B0HIST0001", pulled) == f"B0HIST0001:{pulled}"
+    assert doc["asin"] == "B0HIST0001" and doc["observed_at"] == pulled
+    assert set(doc["markets"]) == {"DE", "GB"}
+    assert doc["markets"]["DE"] == {
         "currency": "EUR",
         "buy_price": 4500,
         "sell_price": 4700,
         "buy_price_eur_cents": 4500,
         "sell_price_eur_cents": 4700,
     }
-    gb = found[observation_id("B0HIST0001", "GB", pulled)]
+    gb = doc["markets"]["GB"]
     assert gb["currency"] == "GBP" and gb["sell_price"] == 4100  # the lowest new offer
     assert gb["sell_price_eur_cents"] == product["markets"]["GB"]["sell_price_eur_cents"]
-    # Only the mapped fields: the strict mapping would refuse anything else.
-    assert set(de) == set(PRICE_OBSERVATIONS_MAPPING["properties"])
+    # Only mapped fields: the strict mapping would refuse anything else ("markets" is stored,
+    # not indexed).
+    assert set(doc) <= set(PRICE_OBSERVATIONS_MAPPING["properties"])
+    assert PRICE_OBSERVATIONS_MAPPING["properties"]["markets"]["enabled"] is False
 
 
-def test_the_same_pull_gives_the_same_ids_and_another_pull_new_ones() -> None:
-    first = [doc_id for doc_id, _ in observations(enriched(CONFIG, asin="B0HIST0002"))]
-    again = [doc_id for doc_id, _ in observations(enriched(CONFIG, asin="B0HIST0002"))]
-    later = observations(enriched(CONFIG, asin="B0HIST0002", timestamp="2026-11-26T11:00:00Z"))
-    assert first == again
-    assert not set(first) & {doc_id for doc_id, _ in later}
+def test_no_observation_without_any_price() -> None:
+    product = enriched(CONFIG, asin="B0HIST0003", markets={"FR": offer("FR")})
+    assert observation(product) is None
+
+
+def test_the_same_pull_gives_the_same_id_and_another_pull_a_new_one() -> None:
+    first = observation(enriched(CONFIG, asin="B0HIST0002"))
+    again = observation(enriched(CONFIG, asin="B0HIST0002"))
+    later = observation(enriched(CONFIG, asin="B0HIST0002", timestamp="2026-11-26T11:00:00Z"))
+    assert first is not None and again is not None and later is not None
+    assert first[0] == again[0] != later[0]
 
 
 def test_a_bulk_outcome_splits_into_products_and_observations() -> None:
