@@ -273,6 +273,23 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+def _label(
+    draw: ImageDraw.ImageDraw,
+    at: tuple[int, int],
+    row: DigestRow,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+) -> None:
+    """``ASIN buy→sell``; the bundled font has no arrow glyph, so the arrow is drawn."""
+    x, y = at
+    head = f"{row.asin} {row.buy_market} "
+    draw.text((x, y), head, fill=TEXT, font=font)
+    x += round(draw.textlength(head, font=font))
+    mid = y + 8
+    draw.line([(x, mid), (x + 12, mid)], fill=TEXT, width=1)
+    draw.polygon([(x + 12, mid - 3), (x + 16, mid), (x + 12, mid + 3)], fill=TEXT)
+    draw.text((x + 20, y), row.sell_market, fill=TEXT, font=font)
+
+
 def chart_size(rows: int) -> tuple[int, int]:
     """Width and height of the chart for ``rows`` bars (one empty row for an empty day)."""
     return CHART_WIDTH, CHART_TOP + max(rows, 1) * CHART_ROW_H + CHART_BOTTOM
@@ -300,9 +317,9 @@ def chart_png(digest: Digest) -> bytes:
     for index, row in enumerate(digest.rows):
         left, top, right, bottom = bar_box(digest, index)
         draw.line([(left, top - 4), (CHART_WIDTH - 10, top - 4)], fill=GRID)
-        draw.text((10, top), row.label, fill=TEXT, font=font)
+        _label(draw, (10, top), row, font)
         draw.rectangle([left, top, right, bottom], fill=BAR)
-        draw.text((right + 6, top), f"{_eur(row.profit_eur_cents)} €", fill=TEXT, font=font)
+        draw.text((right + 6, top), f"{_eur(row.profit_eur_cents)} EUR", fill=TEXT, font=font)
     out = io.BytesIO()
     # No timestamps or other varying chunks: the same digest gives the same bytes.
     image.save(out, format="PNG", optimize=False)
