@@ -254,9 +254,7 @@ def table_html(digest: Digest) -> str:
         out.append(f"<p>{NO_OPPORTUNITIES}</p>")
     else:
         out.append('<table border="1" cellpadding="4" cellspacing="0">')
-        out.append(
-            "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEADERS) + "</tr>"
-        )
+        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEADERS) + "</tr>")
         for row in digest.rows:
             cells = _cells(row)
             out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
