@@ -91,7 +91,6 @@ def daily_digest(
 daily_digest_job = dg.define_asset_job(
     "daily_digest",
     selection=dg.AssetSelection.assets(DIGEST_KEY),
-    partitions_def=DAILY,
     description="Send a day's top open opportunities (table + chart) through the channels.",
 )
 
