@@ -258,3 +258,30 @@ def test_the_cli_prints_a_dry_run_and_sends_nothing(
         cli_main(["digest", "--day", "20-11-2026"])
     assert exit_info.value.code == 2
     assert "is not a date as YYYY-MM-DD" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_the_cli_sends_once_like_the_job(
+    es: ElasticsearchResource,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    index_states(es)
+    with webhook_receiver(SECRET) as hook:
+        path = tmp_path / "notifications.toml"
+        path.write_text(
+            FAST_RETRY + f'[[channel]]\nname = "hook"\ntype = "webhook"\nurl = "{hook.url}"\n'
+            f'secret_env = "{SECRET_ENV}"\n'
+        )
+        monkeypatch.setenv("ARBITRAGE_NOTIFICATIONS_FILE", str(path))
+        argv = ["digest", "--day", "2026-11-20", "--out", str(tmp_path / "c.png")]
+        monkeypatch.delenv(SECRET_ENV, raising=False)
+        assert cli_main(argv) == 2  # the secret's variable is not set: said before anything
+        assert f"reads {SECRET_ENV}, which is not set" in capsys.readouterr().err
+        monkeypatch.setenv(SECRET_ENV, SECRET.decode())
+        assert cli_main(argv) == 0
+        assert "hook (webhook): delivered" in capsys.readouterr().out
+        assert cli_main(argv) == 0
+        assert "hook (webhook): skipped" in capsys.readouterr().out
+    assert len(hook.requests) == 1 and hook.requests[0]["signed"]
