@@ -13,6 +13,8 @@ import dagster as dg
 from pipelines import topics
 
 GROUP_INGEST = "ingest"
+# The notifications stage's group (its spec's name); the daily digest sits in it too.
+GROUP_NOTIFICATIONS = "notifications"
 
 
 def topic_asset_key(topic: str) -> dg.AssetKey:
@@ -34,3 +36,5 @@ ES_PRODUCTS_KEY = index_asset_key(topics.PRODUCTS_INDEX)
 ES_ALERTS_KEY = index_asset_key(topics.ALERTS_INDEX)
 ES_PRICE_OBSERVATIONS_KEY = index_asset_key(topics.PRICE_OBSERVATIONS_INDEX)
 ES_DELIVERIES_KEY = index_asset_key(topics.DELIVERIES_INDEX)
+# What leaves the pipeline once a day: the digest sent to the channels (and its chart PNG).
+DIGEST_KEY = dg.AssetKey(["notifications", "daily_digest"])

@@ -1,4 +1,5 @@
-"""Time partitions of the stage assets: one per hour of Kafka message timestamps."""
+"""Time partitions: the stage assets', one per hour of Kafka message timestamps; the daily
+digest's, one per UTC day."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import dagster as dg
 # end_offset=1: the current hour is a partition too, so live runs can record it and it can be
 # replayed before it closes.
 HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", timezone="UTC", end_offset=1)
+# The last partition is yesterday: a day's digest is sent once the day is over.
+DAILY = dg.DailyPartitionsDefinition(start_date="2026-11-01", timezone="UTC")
 
 
 def hour_partition_key(hour_start_ms: int) -> str:

@@ -88,6 +88,7 @@ def dagster_processes(home: Path, idle_s: float = COLD_IDLE_S) -> Iterator[dict[
         "ARBITRAGE_RUN_IDLE_S": f"{idle_s:g}",
         "KEEPA_PULL_CRON": "0 0 1 1 *",
         "ARBITRAGE_CHECKS_CRON": "0 0 1 1 *",
+        "ARBITRAGE_DIGEST_CRON": "0 0 1 1 *",
     }
     # Storage of its own: no run or sensor state of an earlier measurement carries over.
     with fresh_storage(env) as storage:

@@ -1,5 +1,5 @@
 """`arbitrage` — the project's operator CLI: provision, topics, lag, tail, dlq, alerts, whatif,
-web, offsets."""
+web, offsets, digest."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from typing import Any
 
 from cli.redrive import redrive
 from pipelines import topics
+from pipelines.digest import DEFAULT_TOP_N, MAX_TOP_N, DigestDayError, parse_day
 from pipelines.fee_config import FeeConfigError, load_fee_config
 from pipelines.messages.timestamps import parse_utc, utc_now_iso
 from pipelines.money import format_minor
+from pipelines.notifications import NotificationsConfigError
 from pipelines.redaction import scrub_url
 from pipelines.rules_config import RulesConfigError, load_rules_config
 from pipelines.stage_specs import STAGES
@@ -361,6 +363,58 @@ def cmd_web(_: KafkaResource, es: ElasticsearchResource, args: argparse.Namespac
     return 0
 
 
+def cmd_digest(_: KafkaResource, es: ElasticsearchResource, args: argparse.Namespace) -> int:
+    """A day's digest: printed, its chart written, and (without --dry-run) sent once per
+    channel, exactly as the daily_digest job does."""
+    from pipelines.digest import chart_png, table_text
+    from resources.digest import FAILED, read_digest, send_digest
+
+    notifications = args.settings.notifications()
+    try:
+        # Before reading anything: a bad channels file or a missing secret is said first.
+        senders = [] if args.dry_run else notifications.channels().senders
+        config = notifications.load()
+    except NotificationsConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    es.ensure_indices()
+    digest = read_digest(es, args.day, args.top)
+    png = chart_png(digest)
+    out = Path(args.out or f"digest-{args.day.isoformat()}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png)
+    print(table_text(digest))
+    print(f"\nchart: {out}")
+    if args.dry_run:
+        takers = [c.name for c in config.channels if c.digest]
+        print(f"dry run: not sent (would go to: {', '.join(takers) or 'no channel'})")
+        return 0
+    deliveries = send_digest(es, senders, digest, png)
+    for delivery in deliveries:
+        error = f": {delivery.error}" if delivery.error else ""
+        print(f"{delivery.channel} ({delivery.channel_type}): {delivery.status}{error}")
+    if not deliveries:
+        print(f"no channel takes the digest ({config.path})")
+    return 1 if any(d.status == FAILED for d in deliveries) else 0
+
+
+def _day(text: str) -> Any:
+    try:
+        return parse_day(text)
+    except DigestDayError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _top(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_TOP_N:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number from 1 to {MAX_TOP_N}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arbitrage", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -438,6 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     acknowledge.add_argument("--group", required=True, help="e.g. enrichment, arbitrage")
     acknowledge.add_argument("--topic", required=True, help="the group's source topic")
     acknowledge.set_defaults(run=cmd_offsets_acknowledge_loss)
+    digest = commands.add_parser(
+        "digest", help="a day's top open opportunities: print, chart, send (the daily digest)"
+    )
+    digest.add_argument("--day", type=_day, required=True, help="the UTC day, YYYY-MM-DD")
+    digest.add_argument(
+        "--dry-run", action="store_true", help="print and write the chart, send nothing"
+    )
+    digest.add_argument(
+        "--top", type=_top, default=DEFAULT_TOP_N, help=f"rows (default {DEFAULT_TOP_N})"
+    )
+    digest.add_argument("--out", help="the chart's path (default digest-<day>.png here)")
+    digest.set_defaults(run=cmd_digest)
     return parser
 
 

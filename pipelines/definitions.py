@@ -10,6 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.checks import build_pipeline_checks
+from assets.digest import build_digest_schedule, daily_digest, daily_digest_job
 from assets.keepa_pull import (
     build_keepa_pull_schedule,
     keepa_products,
@@ -88,12 +89,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         settings.keepa_pull_cron, settings.checks_cron, schedule_status
     )
     return dg.Definitions(
-        assets=[keepa_products, raw_keepa_updates, *stage_assets],
+        assets=[keepa_products, raw_keepa_updates, *stage_assets, daily_digest],
         asset_checks=checks,
-        jobs=[keepa_pull_job, *stage_jobs, checks_job],
+        jobs=[keepa_pull_job, *stage_jobs, checks_job, daily_digest_job],
         schedules=[
             build_keepa_pull_schedule(settings.keepa_pull_cron, schedule_status),
             checks_schedule,
+            build_digest_schedule(settings.digest_cron, schedule_status),
         ],
         sensors=sensors,
         resources={

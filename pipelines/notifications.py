@@ -88,6 +88,7 @@ class Channel:
     url: str = ""  # webhook: the receiver's address (no credentials in it), or …
     secret_env: str = ""  # webhook: the variable holding the HMAC secret
     url_env: str = ""  # … the variable holding the URL (apprise, email: always; it has secrets)
+    digest: bool = True  # gets the daily digest (pipelines/digest.py) besides its events
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,17 @@ def parse_notifications_config(data: dict[str, Any], where: str) -> Notification
     return NotificationsConfig(where, tuple(channels), breaker_after)
 
 
-_CHANNEL_KEYS = {"name", "type", "enabled", "url", "secret_env", "url_env", "filter", "retry"}
+_CHANNEL_KEYS = {
+    "name",
+    "type",
+    "enabled",
+    "url",
+    "secret_env",
+    "url_env",
+    "filter",
+    "retry",
+    "digest",
+}
 
 
 def _channel(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Channel | None:
@@ -177,6 +188,12 @@ def _channel(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Chann
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise NotificationsConfigError(f"{where}: enabled must be true or false")
+    digest = raw.get("digest", True)
+    if not isinstance(digest, bool):
+        raise NotificationsConfigError(
+            f"{where}: digest must be true or false (false: no daily digest on this channel), "
+            f"got {digest!r}"
+        )
     kind = raw.get("type")
     if kind not in CHANNEL_TYPES:
         raise NotificationsConfigError(
@@ -203,7 +220,7 @@ def _channel(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Chann
         url_env = _env_name(raw, "url_env", where)
     retry = _retry({**defaults.get("retry", {}), **raw.get("retry", {})}, f"{where} retry")
     filter_ = _filter({**defaults.get("filter", {}), **raw.get("filter", {})}, f"{where} filter")
-    return Channel(name, kind, filter_, retry, url, secret_env, url_env)
+    return Channel(name, kind, filter_, retry, url, secret_env, url_env, digest)
 
 
 def _filter(raw: dict[str, Any], where: str) -> ChannelFilter:

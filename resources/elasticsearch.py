@@ -430,16 +430,31 @@ class ElasticsearchResource(dg.ConfigurableResource):
             ) from None
         return {doc["_id"] for doc in found["docs"] if doc.get("found")}
 
-    def search_sources(self, index: str, query: dict[str, Any], size: int) -> list[dict[str, Any]]:
-        """The sources of up to ``size`` documents matching ``query`` (after a refresh of the
-        index when the caller needs the newest writes: ``refresh``)."""
+    def search_sources(
+        self,
+        index: str,
+        query: dict[str, Any],
+        size: int,
+        sort: Sequence[Any] = ("_doc",),
+    ) -> list[dict[str, Any]]:
+        """The sources of up to ``size`` documents matching ``query`` in ``sort`` order (after a
+        refresh of the index when the caller needs the newest writes: ``refresh``)."""
         try:
-            found = self.client().search(index=index, query=query, size=size, sort=["_doc"])
+            found = self.client().search(index=index, query=query, size=size, sort=list(sort))
         except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
             raise ElasticsearchUnavailableError(
                 f"Elasticsearch at {self.shown_url}: {scrub_url(str(exc), self.url)}"
             ) from None
         return [hit["_source"] for hit in found["hits"]["hits"]]
+
+    def count_matching(self, index: str, query: dict[str, Any]) -> int:
+        """How many documents match ``query`` (as of the last refresh)."""
+        try:
+            return int(self.client().count(index=index, query=query)["count"])
+        except (elastic_transport.ConnectionError, elastic_transport.ConnectionTimeout) as exc:
+            raise ElasticsearchUnavailableError(
+                f"Elasticsearch at {self.shown_url}: {scrub_url(str(exc), self.url)}"
+            ) from None
 
     def refresh(self, index: str) -> None:
         """Make every write so far visible to searches (get and mget never need it)."""

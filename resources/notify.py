@@ -26,6 +26,15 @@ import dagster as dg
 import requests
 from pydantic import Field
 
+from pipelines.digest import (
+    DIGEST_EVENT,
+    Digest,
+    digest_idempotency_key,
+    digest_message_id,
+    digest_webhook_body,
+    table_html,
+    table_text,
+)
 from pipelines.notifications import (
     DEFAULT_NOTIFICATIONS_FILE,
     EVENT_HEADER,
@@ -63,6 +72,8 @@ class Sender(Protocol):
     channel: Channel
 
     def send(self, event: AlertEvent) -> DeliveryResult: ...
+
+    def send_digest(self, digest: Digest, png: bytes) -> DeliveryResult: ...
 
 
 class Redactor:
@@ -140,12 +151,19 @@ class WebhookSender:
         self._loop = _Attempts(channel.retry, self._redact)
 
     def send(self, event: AlertEvent) -> DeliveryResult:
-        body = webhook_body(event)
+        return self._post(webhook_body(event), event.event_id, event.event)
+
+    def send_digest(self, digest: Digest, png: bytes) -> DeliveryResult:
+        """The day's rows as JSON and the chart as base64, signed like an event."""
+        key = digest_idempotency_key(digest.day, self.channel.name)
+        return self._post(digest_webhook_body(digest, png), key, DIGEST_EVENT)
+
+    def _post(self, body: bytes, key: str, event: str) -> DeliveryResult:
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: signature(self._secret, body),
-            IDEMPOTENCY_HEADER: event.event_id,
-            EVENT_HEADER: event.event,
+            IDEMPOTENCY_HEADER: key,
+            EVENT_HEADER: event,
         }
 
         def attempt(timeout_s: float) -> tuple[bool, str, float | None, bool]:
@@ -190,13 +208,24 @@ class AppriseSender:
 
     def send(self, event: AlertEvent) -> DeliveryResult:
         title, body = message_text(event)
+        return self._notify(title, body)
 
+    def send_digest(self, digest: Digest, png: bytes) -> DeliveryResult:
+        """The table as text, the chart attached (services without attachments get the text)."""
+        from apprise.attachment.memory import AttachMemory
+
+        chart = AttachMemory(
+            content=png, name=f"digest-{digest.day.isoformat()}.png", mimetype="image/png"
+        )
+        return self._notify(digest.title, table_text(digest), attach=chart)
+
+    def _notify(self, title: str, body: str, attach: object = None) -> DeliveryResult:
         def attempt(_timeout_s: float) -> tuple[bool, str, float | None, bool]:
             # apprise reports failures on its logger, not as exceptions: capture them.
             with self._apprise.LogCapture(
                 level=self._apprise.logging.WARNING, fmt="%(message)s"
             ) as captured:
-                delivered = bool(self._target.notify(title=title, body=body))
+                delivered = bool(self._target.notify(title=title, body=body, attach=attach))
             lines = [line for line in captured.getvalue().splitlines() if line.strip()]
             return delivered, lines[-1] if lines else "apprise reported a failure", None, True
 
@@ -255,20 +284,43 @@ class EmailSender:
 
     def message(self, event: AlertEvent) -> EmailMessage:
         title, body = message_text(event)
+        message = self._headed(title, event.event_id)
+        message.set_content(body)
+        return message
+
+    def _headed(self, subject: str, key: str) -> EmailMessage:
+        """Subject, addresses, date, a Message-ID fixed by ``key`` and the key itself."""
         target = self._target
         message = EmailMessage()
-        message["Subject"] = title
+        message["Subject"] = subject
         message["From"] = target.sender
         message["To"] = ", ".join(target.recipients)
         message["Date"] = formatdate(localtime=False, usegmt=True)
         domain = target.sender.rpartition("@")[2] or "arbitrage.invalid"
-        message["Message-ID"] = email_message_id(event.event_id, domain)
-        message[IDEMPOTENCY_HEADER] = event.event_id
-        message.set_content(body)
+        message["Message-ID"] = email_message_id(key, domain)
+        message[IDEMPOTENCY_HEADER] = key
+        return message
+
+    def digest_message(self, digest: Digest, png: bytes) -> EmailMessage:
+        """The table as text and HTML, the chart attached; Message-ID fixed by the digest key."""
+        key = digest_idempotency_key(digest.day, self.channel.name)
+        message = self._headed(digest.title, key)
+        domain = self._target.sender.rpartition("@")[2] or "arbitrage.invalid"
+        message.replace_header("Message-ID", digest_message_id(key, domain))
+        message.set_content(table_text(digest))
+        message.add_alternative(table_html(digest), subtype="html")
+        message.add_attachment(
+            png, maintype="image", subtype="png", filename=f"digest-{digest.day.isoformat()}.png"
+        )
         return message
 
     def send(self, event: AlertEvent) -> DeliveryResult:
-        message = self.message(event)
+        return self._deliver(self.message(event))
+
+    def send_digest(self, digest: Digest, png: bytes) -> DeliveryResult:
+        return self._deliver(self.digest_message(digest, png))
+
+    def _deliver(self, message: EmailMessage) -> DeliveryResult:
         target = self._target
 
         def attempt(timeout_s: float) -> tuple[bool, str, float | None, bool]:

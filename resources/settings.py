@@ -105,6 +105,8 @@ class Settings:
     keepa_sample_file: Path = DATA_DIR / "sample" / "keepa_sample.json.gz"
     keepa_pull_cron: str = "*/15 * * * *"
     checks_cron: str = "*/5 * * * *"
+    # The daily digest of the day before (README "Daily digest"), UTC.
+    digest_cron: str = "0 7 * * *"
     # on: schedules and sensors start running (make demo); off: they start stopped.
     automation: bool = False
     # The sensor daemon loops every 5 s and ticks a sensor once its minimum interval has passed;
@@ -172,6 +174,7 @@ class Settings:
             keepa_sample_file=Path(_text(env, "KEEPA_SAMPLE_FILE", str(default.keepa_sample_file))),
             keepa_pull_cron=_text(env, "KEEPA_PULL_CRON", default.keepa_pull_cron),
             checks_cron=_text(env, "ARBITRAGE_CHECKS_CRON", default.checks_cron),
+            digest_cron=_text(env, "ARBITRAGE_DIGEST_CRON", default.digest_cron),
             automation=env.get("ARBITRAGE_AUTOMATION", "").strip().lower() in _TRUE,
             sensor_interval_s=_int(env, "ARBITRAGE_SENSOR_INTERVAL_S", default.sensor_interval_s),
             sensor_max_records=_int(

@@ -1,7 +1,7 @@
 """The Definitions load, and every job, sensor, schedule and check the operations layer needs is
 there and wired the way the design says (no services needed)."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +11,7 @@ from assets import checks
 from assets.keys import (
     ARBITRAGE_ALERTS_DLQ_KEY,
     ARBITRAGE_ALERTS_KEY,
+    DIGEST_KEY,
     ES_ALERTS_KEY,
     ES_DELIVERIES_KEY,
     ES_PRODUCTS_KEY,
@@ -53,6 +54,30 @@ def test_notifications_come_after_the_alerts_in_the_lineage() -> None:
     for key in (ES_DELIVERIES_KEY, ARBITRAGE_ALERTS_DLQ_KEY):
         assert graph.get(key).parent_keys == {ARBITRAGE_ALERTS_KEY}
         assert graph.get(key).group_name == "notifications"
+
+
+def test_the_daily_digest_job_and_schedule_follow_the_alerts_index() -> None:
+    graph = defs.resolve_asset_graph()
+    assert graph.get(DIGEST_KEY).parent_keys == {ES_ALERTS_KEY}
+    assert graph.get(DIGEST_KEY).group_name == "notifications"
+    job = defs.resolve_job_def("daily_digest")
+    assert job.graph.node_names() == ["notifications__daily_digest"]
+    assert job.partitions_def is not None
+    assert job.partitions_def.get_partition_keys()[0] == "2026-11-01"
+    schedule = defs.resolve_schedule_def("daily_digest_schedule")
+    assert schedule.job_name == "daily_digest"
+    assert schedule.cron_schedule == Settings().digest_cron == "0 7 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED  # like the others
+    # At 07:00 on the 30th, the 29th's digest (a whole day).
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 30, 7, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+    requests = list(schedule.evaluate_tick(context).run_requests or [])
+    assert [(r.partition_key, r.run_key) for r in requests] == [("2026-11-29", "2026-11-29")]
+    built = build_definitions(Settings.from_env({"ARBITRAGE_DIGEST_CRON": "30 6 * * 1-5"}))
+    assert built.resolve_schedule_def("daily_digest_schedule").cron_schedule == "30 6 * * 1-5"
 
 
 def test_stage_jobs_run_one_step_and_the_checks_job_only_checks() -> None:

@@ -34,6 +34,7 @@ def start_dagster(tmp_path: Path) -> Iterator[StartDagster]:
                 # The pull schedule stays on but cannot fire during a test: its input is the
                 # test's.
                 "KEEPA_PULL_CRON": "0 0 1 1 *",
+                "ARBITRAGE_DIGEST_CRON": "0 0 1 1 *",
                 # Following runs end 5 s after their records: the tests wait for every run to
                 # end, and a longer window keeps a downstream run through an upstream retry.
                 "ARBITRAGE_RUN_IDLE_S": "5",

@@ -66,6 +66,7 @@ class Demo:
             "ARBITRAGE_WEB_PORT": str(self.web_port),
             # Nothing scheduled fires while the test runs.
             "KEEPA_PULL_CRON": "0 0 1 1 *",
+            "ARBITRAGE_DIGEST_CRON": "0 0 1 1 *",
             **(extra or {}),
         }
         argv = (

@@ -85,6 +85,7 @@ def test_the_example_file_parses_and_shows_every_channel_type() -> None:
     assert hook.retry.max_attempts == 4  # from [defaults.retry]
     assert config.channels[1].retry.max_attempts == 2  # its own [channel.retry] wins
     assert config.channels[1].filter.events == {"opened"}  # [defaults.filter]
+    assert [c.digest for c in config.channels] == [True, False, True]  # the daily digest
     assert config.secret_variables == (
         "ARBITRAGE_WEBHOOK_SECRET",
         "ARBITRAGE_CHAT_URL",
@@ -113,6 +114,7 @@ def test_bad_toml_names_the_file(tmp_path: Path) -> None:
         (webhook(secret_env="s3cr3t-value!"), "must name an environment variable"),
         (webhook(url_env="X"), "either url or url_env"),
         (webhook(colour="red"), "unknown key.*colour"),
+        (webhook(digest="no"), "digest must be true or false"),
         (webhook(filter={"routes": ["DE-FR"]}), "routes: 'DE-FR' is not BUY->SELL"),
         (webhook(filter={"routes": ["DE->US"]}), "is not BUY->SELL of known markets"),
         (webhook(filter={"events": ["opened", "gone"]}), "events must list some of"),
