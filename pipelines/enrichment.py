@@ -164,6 +164,8 @@ def history_observations(raw: RawUpdate, config: FeeConfig) -> list[tuple[str, P
     EUR amounts use the same rates as the product (the pull's fee config): history in EUR at
     today's rate, not the rate of its day. Empty when no market carries a history.
     """
+    if not any("history" in offer for offer in raw["markets"].values()):
+        return []  # nearly every message: the pull did not ask for history
     by_time: dict[int, dict[str, MarketPrices]] = {}
     for code, offer in sorted(raw["markets"].items()):
         points = offer.get("history")
