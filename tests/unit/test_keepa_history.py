@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pipelines.definitions import keepa_resource
 from pipelines.enrichment import enrich, history_observations
 from pipelines.fee_config import load_fee_config
 from pipelines.keepa_history import (
@@ -33,6 +34,7 @@ from pipelines.messages.types import SchemaError
 from pipelines.messages.validation import _checked_raw_update, parse_raw_update
 from pipelines.transforms import SourceRecord, enrich_records
 from resources.keepa_sources import KeepaHttpClient
+from resources.settings import Settings, SettingsError
 from tests.factories import offer, raw_update
 from tests.keepa_server import KeepaTestServer
 from tools.sample_generator import generate_sample
@@ -418,3 +420,17 @@ def test_the_client_asks_for_history_only_with_history_days(
         assert len(product["csv"][1]) == 4 and len(product["csv"][18]) == 3
     with pytest.raises(ValueError, match="history_days"):
         KeepaHttpClient("k", base_url=server.url, history_days=-1)
+
+
+# --------------------------------------------------------------------------- the setting
+
+
+def test_keepa_history_days_is_off_by_default_and_reaches_the_keepa_resource() -> None:
+    assert Settings.from_env({}).keepa_history_days == 0
+    settings = Settings.from_env({"KEEPA_HISTORY_DAYS": "30"})
+    assert settings.keepa_history_days == 30
+    assert keepa_resource(settings).history_days == 30
+    with pytest.raises(SettingsError, match="KEEPA_HISTORY_DAYS=-1 must be at least 0"):
+        Settings.from_env({"KEEPA_HISTORY_DAYS": "-1"})
+    with pytest.raises(SettingsError, match="KEEPA_HISTORY_DAYS='a month' is not an integer"):
+        Settings.from_env({"KEEPA_HISTORY_DAYS": "a month"})
