@@ -123,7 +123,8 @@ def raw_keepa_updates(
             "keepa_requests": dg.MetadataValue.int(totals.requests_made),
             "tokens_consumed": dg.MetadataValue.int(totals.tokens_consumed),
             "tokens_left": dg.MetadataValue.int(totals.tokens_left or 0),
-            # Keepa's documented cost of one ASIN in one market (1 + 2 for buybox=1; stats free)
+            # Keepa's documented cost of one ASIN in one market (1 + 2 for buybox=1; stats and
+            # history free)
             "tokens_per_asin_per_market": dg.MetadataValue.int(totals.tokens_per_product),
             "tokens_estimated": dg.MetadataValue.int(totals.tokens_estimated),
             "tokens_per_asin": dg.MetadataValue.float(
@@ -133,6 +134,13 @@ def raw_keepa_updates(
                 _per(totals.tokens_estimated, totals.asins_requested)
             ),
             "tokens_per_market": _tokens_table(totals),
+            # Keepa's csv price histories (KEEPA_HISTORY_DAYS; 0 = not asked for, no extra
+            # token cost either way): points sent, markets with a history, series dropped.
+            "history_days": dg.MetadataValue.int(totals.history_days),
+            "history_points": dg.MetadataValue.int(totals.history.points),
+            "history_markets": dg.MetadataValue.int(totals.history.markets),
+            "history_points_truncated": dg.MetadataValue.int(totals.history.truncated),
+            "history_series_dropped": dg.MetadataValue.json(dict(totals.history.dropped)),
             "duration_s": dg.MetadataValue.float(round(seconds, 3)),
         }
     )

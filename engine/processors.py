@@ -94,8 +94,8 @@ class BatchProcessor(ABC):
 @dataclass(frozen=True)
 class _EnrichedChunk:
     """One bulk request of the enrichment stage: the products' ops first, one per product, then
-    their price observations' ops (at most one per product), ``owners[i]`` the product of
-    observation op ``i``."""
+    their price observations' ops (the pull's, at most one per product, then those of Keepa's
+    history, any number per product), ``owners[i]`` the product of observation op ``i``."""
 
     products: list[tuple[SourceRecord, EnrichedProduct, bytes]]
     owners: list[int]
@@ -165,6 +165,11 @@ class EnrichmentProcessor(BatchProcessor):
                 if seen is not None:
                     ops.append(BulkOp("create", self.history_index, seen[0], encode(seen[1])))
                     owners.append(owner)
+            # ... and the points of Keepa's history the pull asked for, once per (ASIN, time).
+            for owner, history in enumerate(enriched.history):
+                for point_id, document in history:
+                    ops.append(BulkOp("create", self.history_index, point_id, encode(document)))
+                    owners.append(owner)
             chunk_writes = _EnrichedChunk(encoded, owners)
             batch.writes.append((chunk_writes, self._writer.submit(self.es.bulk_write, ops)))
             if previous is not None:
@@ -185,9 +190,11 @@ class EnrichmentProcessor(BatchProcessor):
             stats.count_bulk(products)
             stats.count(OBSERVATIONS_INDEXED, history.written)
             stats.count(OBSERVATIONS_UNCHANGED, history.unchanged)
-            # A product whose observation was refused is dead-lettered whole (its redrive
-            # writes both again, idempotently).
-            refused = {chunk.owners[p]: reason for p, reason in sorted(history.rejected.items())}
+            # A product any of whose observations was refused is dead-lettered whole (its
+            # redrive writes them all again, idempotently); the first refusal is its reason.
+            refused: dict[int, str] = {}
+            for p, reason in sorted(history.rejected.items()):
+                refused.setdefault(chunk.owners[p], reason)
             for position, (record, product, value) in enumerate(chunk.products):
                 if position in products.rejected:
                     es_rejected.append(Rejected(record, products.rejected[position]))

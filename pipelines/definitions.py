@@ -40,6 +40,7 @@ def keepa_resource(settings: Settings) -> KeepaResource:
         markets=settings.keepa_markets,
         asins_file=str(settings.keepa_asins_file),
         sample_path=str(settings.keepa_sample_file),
+        history_days=settings.keepa_history_days,
     )
 
 

@@ -16,6 +16,7 @@ from pipelines.messages.types import (
     RawUpdate,
 )
 from pipelines.money import convert_to_eur_cents, round_fraction
+from pipelines.price_history import MarketPrices, PriceObservation, observation_id
 
 
 def buy_price(offer: MarketOffer) -> int | None:
@@ -104,6 +105,10 @@ def enrich_market(
         offer, raw["category"]["root_id"], config
     )
     fba_fee, fba_source = resolve_fba_fee(offer, raw["package"]["weight_g"], config)
+    if "history" in offer:
+        # Keepa's history becomes price observations (history_observations), never part of
+        # the enriched product: it is large, and products.enriched stays as it was.
+        offer = {key: value for key, value in offer.items() if key != "history"}  # type: ignore[assignment]
     return {
         **offer,
         "buy_price": buy,
@@ -150,6 +155,39 @@ def enrich(raw: RawUpdate, config: FeeConfig) -> EnrichedProduct:
         "source_timestamp": raw["timestamp"],
         "source_timestamp_ms": _epoch_ms(raw["timestamp"]),
     }
+
+
+def history_observations(raw: RawUpdate, config: FeeConfig) -> list[tuple[str, PriceObservation]]:
+    """Keepa's price history of a raw update as price observations: one (id, document) per
+    time any market has a point, holding the markets with a price at that time, oldest first.
+
+    EUR amounts use the same rates as the product (the pull's fee config): history in EUR at
+    today's rate, not the rate of its day. Empty when no market carries a history.
+    """
+    if not any("history" in offer for offer in raw["markets"].values()):
+        return []  # nearly every message: the pull did not ask for history
+    by_time: dict[int, dict[str, MarketPrices]] = {}
+    for code, offer in sorted(raw["markets"].items()):
+        points = offer.get("history")
+        if not points:
+            continue
+        currency = offer["currency"]
+        fx = _market_rates(code, currency, config).fx
+        for at, buy, sell in points:
+            if buy is None and sell is None:
+                continue  # no offer at all: nothing to draw (observation() skips it too)
+            by_time.setdefault(at, {})[code] = {
+                "currency": currency,
+                "buy_price": buy,
+                "sell_price": sell,
+                "buy_price_eur_cents": None if buy is None else convert_to_eur_cents(buy, fx),
+                "sell_price_eur_cents": None if sell is None else convert_to_eur_cents(sell, fx),
+            }
+    asin = raw["asin"]
+    return [
+        (observation_id(asin, at), {"asin": asin, "observed_at": at, "markets": markets})
+        for at, markets in sorted(by_time.items())
+    ]
 
 
 @lru_cache(maxsize=4096)

@@ -15,9 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pipelines.keepa_history import (
+    KEEPA_EPOCH_OFFSET_MINUTES,
+    MAX_KEEPA_MINUTES,
+    HistoryStats,
+    history_window,
+    parse_history,
+)
 from pipelines.keepa_signals import keepa_int, parse_signals
 from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
-from pipelines.messages.timestamps import format_utc
+from pipelines.messages.timestamps import epoch_ms, format_utc
 from pipelines.messages.types import (
     ASIN_PATTERN,
     MAX_DIMENSION_MM,
@@ -34,9 +41,8 @@ from pipelines.messages.types import (
 )
 from pipelines.redaction import preview
 
-# Keepa time: minutes since 2011-01-01 00:00 UTC, i.e. Unix minutes minus this offset.
-KEEPA_EPOCH_OFFSET_MINUTES = 21_564_000
-MAX_KEEPA_MINUTES = 60_000_000  # about the year 2125
+# Keepa time: minutes since 2011-01-01 00:00 UTC, i.e. Unix minutes minus
+# KEEPA_EPOCH_OFFSET_MINUTES (pipelines/keepa_history.py, which reads the csv histories).
 
 # Indices into stats.current (Product.CsvType).
 CSV_AMAZON = 0
@@ -247,11 +253,16 @@ def merge_market_products(
     pulled_at: datetime,
     source: Source,
     market_order: Sequence[str] = DEFAULT_MARKETS,
+    history_days: int = 0,
+    history_stats: HistoryStats | None = None,
 ) -> RawUpdate:
     """Merge one ASIN's Keepa product objects from several markets into ONE raw update.
 
     The home market (``domain_id``) is the first market in ``market_order`` that has data;
     title, package and category come from it, each falling back to the other markets in order.
+    With ``history_days`` > 0 (the pull asked Keepa for history) each market's ``csv`` arrays
+    become its ``history`` block, the points of the ``history_days`` before the pull
+    (pipelines/keepa_history.py), counted in ``history_stats``.
     Raises ``ValueError`` when no market has data for the ASIN (there is nothing to send).
     """
     asin = asin.strip().upper()
@@ -274,6 +285,16 @@ def merge_market_products(
         asked = ", ".join(per_market) or "no markets"
         raise ValueError(f"Keepa has no data for {asin} in any of: {asked}")
 
+    timestamp = format_utc(pulled_at)
+    if history_days > 0:
+        window = history_window(epoch_ms(timestamp), history_days)
+        for code, offer in offers.items():
+            history = parse_history(found[code].get("csv"), *window)
+            if history_stats is not None:
+                history_stats.add(history)
+            if history.points:
+                offer["history"] = history.points
+
     home = next(iter(offers))
     products = list(found.values())  # home market first, then the others in market order
     title = next((t for t in map(extract_title, products) if t is not None), "")
@@ -293,7 +314,7 @@ def merge_market_products(
         "markets": offers,
         "package": package,
         "category": category,
-        "timestamp": format_utc(pulled_at),
+        "timestamp": timestamp,
         "source": source,
     }
 
@@ -306,17 +327,23 @@ def merge_market_products(
 # cost"; `buybox` "additional token cost: 2 per product". Assumed: an ASIN Keepa has no data for
 # costs the same (the response's `tokensConsumed` is reported next to this estimate, so a
 # difference shows); `offers` and `update=0` would cost more and are not used.
+# `history` (the csv arrays; on unless history=0) and `days` (cut them to the last N days) have
+# no extra cost: Keepa's plans describe one token as "the complete data set for one product",
+# history included, and neither parameter is listed with a cost (history=0 only makes the
+# answer smaller and faster).
 TOKENS_PER_PRODUCT = 1
 TOKENS_STATS_EXTRA = 0
 TOKENS_BUYBOX_EXTRA = 2
+TOKENS_HISTORY_EXTRA = 0
 
 
-def product_token_cost(*, stats: bool, buybox: bool) -> int:
+def product_token_cost(*, stats: bool, buybox: bool, history: bool = False) -> int:
     """Tokens one product costs in one market's /product request with these parameters."""
     return (
         TOKENS_PER_PRODUCT
         + (TOKENS_STATS_EXTRA if stats else 0)
         + (TOKENS_BUYBOX_EXTRA if buybox else 0)
+        + (TOKENS_HISTORY_EXTRA if history else 0)
     )
 
 

@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipelines.enrichment import enrich
+from pipelines.enrichment import enrich, history_observations
 from pipelines.fee_config import FeeConfig
 from pipelines.lifecycle import LifecycleBatch, ProductRoutes, Route, apply_batch
 from pipelines.messages.types import MAX_PULL_AHEAD_MS, Alert, EnrichedProduct, SchemaError
 from pipelines.messages.validation import parse_enriched_product, parse_raw_update
+from pipelines.price_history import PriceObservation
 from pipelines.rules_config import RulesConfig
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ class Rejected:
 class EnrichmentBatch:
     products: list[tuple[SourceRecord, EnrichedProduct]]
     rejected: list[Rejected]
+    # Keepa's price history of each product (``products`` order) as price observations, (id,
+    # document); empty lists for products whose pull did not ask for history.
+    history: list[list[tuple[str, PriceObservation]]] = field(default_factory=list)
 
 
 @dataclass
@@ -97,7 +101,9 @@ def enrich_records(
             ahead = _too_far_ahead(product, now_ms)
             if ahead:
                 raise SchemaError(ahead)
+            history = history_observations(raw, config)
             batch.products.append((record, product))
+            batch.history.append(history)
         except SchemaError as exc:
             batch.rejected.append(Rejected(record, str(exc)))
         except Exception as exc:

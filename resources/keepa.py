@@ -79,6 +79,11 @@ class KeepaResource(dg.ConfigurableResource):
         "config: under data/).",
     )
     stats_days: int = Field(default=90, description="Keepa `stats` window in days.")
+    history_days: int = Field(
+        default=0,
+        description="Days of Keepa's csv price history to ask for (history=1&days=N) and "
+        "turn into price observations; 0: none (env KEEPA_HISTORY_DAYS).",
+    )
     timeout_s: float = Field(default=30.0, description="HTTP timeout per request.")
     max_wait_s: float = Field(
         default=120.0, description="Longest wait for a token refill after HTTP 429."
@@ -154,6 +159,7 @@ class KeepaResource(dg.ConfigurableResource):
             key,
             base_url=base_url,
             stats_days=self.stats_days,
+            history_days=self.history_days,
             timeout_s=self.timeout_s,
             max_wait_s=self.max_wait_s,
             logger=logger,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pipelines.keepa_history import HistoryStats
 from pipelines.keepa_parsing import chunked, merge_market_products
 from pipelines.markets import MARKETPLACES
 from pipelines.messages.types import ASIN_PATTERN, RawUpdate
@@ -46,6 +47,9 @@ class PullTotals:
     tokens_consumed_per_market: dict[str, int] = field(default_factory=dict)
     tokens_estimated_per_market: dict[str, int] = field(default_factory=dict)
     tokens_per_product: int = 0  # the documented cost of one ASIN in one market
+    # Keepa's csv histories, when the source asks for them (history_days > 0).
+    history_days: int = 0
+    history: HistoryStats = field(default_factory=HistoryStats)
 
     @property
     def tokens_estimated(self) -> int:
@@ -97,6 +101,7 @@ def iter_pull(
     totals = totals if totals is not None else PullTotals()
     totals.asins_requested = len(wanted)
     totals.tokens_per_product = source.tokens_per_product
+    totals.history_days = source.history_days
     for market in markets:
         totals.per_market_received.setdefault(market, 0)
         totals.tokens_consumed_per_market.setdefault(market, 0)
@@ -137,7 +142,13 @@ def iter_pull(
         for asin in chunk:
             if asin in found:
                 yield merge_market_products(
-                    asin, found[asin], pulled_at, source.source_name, markets
+                    asin,
+                    found[asin],
+                    pulled_at,
+                    source.source_name,
+                    markets,
+                    history_days=source.history_days,
+                    history_stats=totals.history,
                 )
             else:
                 totals.not_found.append(asin)

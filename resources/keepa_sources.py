@@ -106,6 +106,9 @@ class KeepaSource(ABC):
     """Where Keepa product objects come from: the live API or the bundled sample."""
 
     source_name: ClassVar[Literal["keepa", "sample"]]
+    # Days of Keepa's csv price history asked for (0: none, history=0); the pull turns them into
+    # each market's history block.
+    history_days: int = 0
 
     def __init__(self, batch_size: int = MAX_ASINS_PER_REQUEST) -> None:
         if not 1 <= batch_size <= MAX_ASINS_PER_REQUEST:
@@ -116,7 +119,7 @@ class KeepaSource(ABC):
     def tokens_per_product(self) -> int:
         """Keepa's documented cost of one ASIN in one market for the request this source makes
         (the sample imitates the live request: ``stats`` and ``buybox=1``)."""
-        return product_token_cost(stats=True, buybox=True)
+        return product_token_cost(stats=True, buybox=True, history=self.history_days > 0)
 
     @abstractmethod
     def fetch_batch(self, market: str, asins: Sequence[str]) -> ProductBatch:
@@ -164,6 +167,7 @@ class KeepaHttpClient(KeepaSource):
         *,
         base_url: str = DEFAULT_BASE_URL,
         stats_days: int = 90,
+        history_days: int = 0,
         timeout_s: float = 30.0,
         max_wait_s: float = 60.0,
         max_token_waits: int = 20,
@@ -186,11 +190,14 @@ class KeepaHttpClient(KeepaSource):
             raise ValueError(f"the Keepa base_url {redact_url(base_url)!r} {problem}")
         if stats_days < 1:
             raise ValueError("stats_days must be a positive number of days")
+        if history_days < 0:
+            raise ValueError("history_days must be 0 (no history) or a positive number of days")
         if retries < 0 or max_token_waits < 0:
             raise ValueError("retries and max_token_waits cannot be negative")
         self._api_key = api_key.strip()
         self.base_url = base_url.rstrip("/")
         self.stats_days = stats_days
+        self.history_days = history_days
         self.timeout_s = timeout_s
         self.max_wait_s = max_wait_s
         self.max_token_waits = max_token_waits
@@ -205,7 +212,8 @@ class KeepaHttpClient(KeepaSource):
     def __repr__(self) -> str:
         return (
             f"KeepaHttpClient(base_url={self.base_url!r}, api_key='***', "
-            f"stats_days={self.stats_days}, batch_size={self.batch_size})"
+            f"stats_days={self.stats_days}, history_days={self.history_days}, "
+            f"batch_size={self.batch_size})"
         )
 
     def close(self) -> None:
@@ -218,11 +226,17 @@ class KeepaHttpClient(KeepaSource):
             "domain": str(domain_id),
             "asin": ",".join(asins),
             "stats": str(self.stats_days),
-            # No csv histories: stats.current holds everything we read, and history is bulky.
-            "history": "0",
-            # Without buybox=1 Keepa leaves BUY_BOX_SHIPPING out of stats.current.
+            # Without buybox=1 Keepa leaves BUY_BOX_SHIPPING out of stats.current (and out of
+            # the csv histories).
             "buybox": "1",
         }
+        if self.history_days > 0:
+            # The csv price histories of the last history_days days (KEEPA_HISTORY_DAYS).
+            params["history"] = "1"
+            params["days"] = str(self.history_days)
+        else:
+            # No csv histories: stats.current holds everything else we read, and they are bulky.
+            params["history"] = "0"
         what = f"{market} batch of {len(asins)} ASINs"
         body = self._get("/product", params, what)
         return self._to_batch(market, asins, body)

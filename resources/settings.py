@@ -104,6 +104,8 @@ class Settings:
     keepa_asins_file: Path = DATA_DIR / "asins.txt"
     keepa_sample_file: Path = DATA_DIR / "sample" / "keepa_sample.json.gz"
     keepa_pull_cron: str = "*/15 * * * *"
+    # Days of Keepa's csv price history each pull asks for (history=1&days=N); 0: none.
+    keepa_history_days: int = 0
     checks_cron: str = "*/5 * * * *"
     # The daily digest of the day before (README "Daily digest"), UTC.
     digest_cron: str = "0 7 * * *"
@@ -173,6 +175,9 @@ class Settings:
             keepa_asins_file=Path(_text(env, "KEEPA_ASINS_FILE", str(default.keepa_asins_file))),
             keepa_sample_file=Path(_text(env, "KEEPA_SAMPLE_FILE", str(default.keepa_sample_file))),
             keepa_pull_cron=_text(env, "KEEPA_PULL_CRON", default.keepa_pull_cron),
+            keepa_history_days=_int(
+                env, "KEEPA_HISTORY_DAYS", default.keepa_history_days, minimum=0
+            ),
             checks_cron=_text(env, "ARBITRAGE_CHECKS_CRON", default.checks_cron),
             digest_cron=_text(env, "ARBITRAGE_DIGEST_CRON", default.digest_cron),
             automation=env.get("ARBITRAGE_AUTOMATION", "").strip().lower() in _TRUE,

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from pipelines.keepa_history import KEEPA_EPOCH_OFFSET_MINUTES
 from pipelines.keepa_parsing import MAX_ASINS_PER_REQUEST, product_token_cost
 from pipelines.keepa_signals import CSV_BUY_BOX_SHIPPING
 from pipelines.markets import MARKET_BY_DOMAIN_ID, MARKETPLACES
@@ -118,6 +119,7 @@ def as_requested(product: Mapping[str, Any], params: Mapping[str, str]) -> dict[
     ``buyBox*`` keys, and BUY_BOX_SHIPPING in the CsvType-indexed arrays is -2, not set).
     """
     answer = dict(product)
+    answer["csv"] = _csv_as_requested(answer.get("csv"), params)
     stats = answer.get("stats")
     if not isinstance(stats, Mapping):
         return answer
@@ -133,6 +135,34 @@ def as_requested(product: Mapping[str, Any], params: Mapping[str, str]) -> dict[
                 array[CSV_BUY_BOX_SHIPPING] = -2
                 trimmed[key] = array
         answer["stats"] = trimmed
+    return answer
+
+
+# Keepa's csv arrays with a stride of 3 ([time, price, shipping]): the *_SHIPPING types.
+_SHIPPING_SERIES = {7, *range(18, 30)}
+
+
+def _csv_as_requested(csv: Any, params: Mapping[str, str]) -> Any:
+    """``history=0``: no csv at all. ``days=N``: each series cut to its entries of the last N
+    days (24-hour days) plus the last one before them, which is still in effect (Keepa's
+    documented behaviour: "the oldest data point … may have a date value which is out of the
+    specified range"). Without ``buybox=1`` there is no BUY_BOX_SHIPPING history."""
+    if not isinstance(csv, list) or params.get("history") == "0":
+        return None
+    days = int(params.get("days") or 0)
+    cutoff = (int(time.time()) // 60 - KEEPA_EPOCH_OFFSET_MINUTES) - days * 24 * 60
+    answer: list[Any] = []
+    for index, series in enumerate(csv):
+        if index == CSV_BUY_BOX_SHIPPING and params.get("buybox") != "1":
+            series = None
+        if days > 0 and isinstance(series, list):
+            stride = 3 if index in _SHIPPING_SERIES else 2
+            starts = [i for i in range(0, len(series) - stride + 1, stride)]
+            recent = [i for i in starts if series[i] >= cutoff]
+            older = [i for i in starts if series[i] < cutoff]
+            keep = older[-1:] + recent
+            series = [value for i in keep for value in series[i : i + stride]]
+        answer.append(series)
     return answer
 
 
@@ -267,7 +297,9 @@ class KeepaTestServer:
                 products.append(placeholder_product(asin, domain_id))
         # 1 token per product, plus 2 with buybox=1 (Keepa's documented extra cost); stats free.
         per_product = product_token_cost(
-            stats=bool(params.get("stats")), buybox=params.get("buybox") == "1"
+            stats=bool(params.get("stats")),
+            buybox=params.get("buybox") == "1",
+            history=params.get("history") != "0",
         )
         consumed = len(asins) * per_product
         self._tokens_left -= consumed

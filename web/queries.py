@@ -24,8 +24,9 @@ from resources.elasticsearch import ElasticsearchResource
 # The page reads at most this many alerts matching its filters, best first (open ones are
 # picked from them); more is a query to narrow, not a page to scroll.
 MAX_ALERTS = 1000
-# Price observations drawn per ASIN: one per pull, ~2 years of 15-minute pulls would be far
-# more; the newest are kept.
+# Price observations drawn per ASIN: one per pull (plus one per change in Keepa's history when
+# the pulls asked for it, KEEPA_HISTORY_DAYS), ~2 years of 15-minute pulls would be far more;
+# the newest are kept.
 MAX_OBSERVATIONS = 5000
 # Products per category looked up for the category filter.
 MAX_CATEGORY_PRODUCTS = 10_000

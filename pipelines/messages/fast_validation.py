@@ -14,6 +14,7 @@ from operator import itemgetter
 from typing import Any
 
 from pipelines.markets import MARKETPLACES
+from pipelines.messages.history import check_market_histories
 from pipelines.messages.signals import check_signals
 from pipelines.messages.timestamps import parse_utc
 from pipelines.messages.types import (
@@ -203,6 +204,11 @@ def fast_raw_update(obj: dict[str, Any]) -> RawUpdate | None:
             return None
         category_out = {"root_id": root_id, "name": name}
     else:
+        return None
+    try:
+        # Optional, like the signals; one check for both paths.
+        check_market_histories(markets_in, markets, timestamp)
+    except SchemaError:
         return None
     return {
         "schema_version": RAW_UPDATE_SCHEMA_VERSION,

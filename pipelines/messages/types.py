@@ -88,6 +88,10 @@ class MarketOffer(TypedDict):
     last_update: str | None  # ISO-8601 UTC
     # Absent in messages written before the signals existed; validation fills in None.
     signals: NotRequired[MarketSignals | None]
+    # Keepa's price history, [[epoch ms, buy, sell], ...] (pipelines/messages/history.py); only
+    # when the pull asked for it. Enrichment turns it into price observations and leaves it off
+    # the enriched product.
+    history: NotRequired[list[list[Any]]]
 
 
 class PackageInfo(TypedDict):

@@ -12,6 +12,7 @@ from typing import Any
 from pipelines.markets import MARKETPLACES
 from pipelines.messages.codec import decode_json_object
 from pipelines.messages.fast_validation import fast_raw_update
+from pipelines.messages.history import check_market_histories
 from pipelines.messages.signals import check_signals
 from pipelines.messages.timestamps import parse_utc
 from pipelines.messages.types import (
@@ -234,7 +235,7 @@ def _checked_raw_update(obj: dict[str, Any]) -> RawUpdate:
     source = _require(obj, "source", "")
     if source not in SOURCES:
         raise _fail("source", "'keepa' or 'sample'", source)
-    return {
+    update: RawUpdate = {
         "schema_version": RAW_UPDATE_SCHEMA_VERSION,
         "asin": _asin(_require(obj, "asin", "")),
         "title": _str(obj.get("title") or "", "title", MAX_TITLE_CHARS),
@@ -246,6 +247,9 @@ def _checked_raw_update(obj: dict[str, Any]) -> RawUpdate:
         "timestamp": _pull_time(_require(obj, "timestamp", ""), "timestamp"),
         "source": source,
     }
+    # Last: a history point must lie before the pull's time, checked above.
+    check_market_histories(markets_in, markets, update["timestamp"])  # type: ignore[arg-type]
+    return update
 
 
 def parse_raw_update(raw: bytes | None) -> RawUpdate:
