@@ -66,8 +66,9 @@ ENRICHMENT = StageSpec(
     side_indices=(
         SideIndex(
             topics.PRICE_OBSERVATIONS_INDEX,
-            "Every market's buy and sell price at every pull, one document per (ASIN, market, "
-            "pull): the opportunities page's price history.",
+            "Each pull's buy and sell prices per market (and Keepa's own history points when "
+            "the pull asked for them), one document per (ASIN, time): the opportunities page's "
+            "price history.",
         ),
     ),
 )
@@ -79,9 +80,11 @@ ARBITRAGE = StageSpec(
     dlq_topic=topics.PRODUCTS_ENRICHED_DLQ,
     index=topics.ALERTS_INDEX,
     live_group=topics.named("arbitrage"),
-    summary="Apply the fee model to enriched products and raise each new profitable route once.",
-    output_description="Profitable buy→sell routes after fees, VAT and FX, keyed by ASIN.",
-    index_description="Alerts in Elasticsearch, one document per alert id (never doubled).",
+    summary="Apply the fee model and the rules to enriched products; open, update and close "
+    "opportunities.",
+    output_description="Opportunity events (opened, updated, closed) after fees, VAT and FX, "
+    "keyed by ASIN.",
+    index_description="Each opportunity's current state, one document per opportunity.",
 )
 
 NOTIFICATIONS = StageSpec(

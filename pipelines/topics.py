@@ -61,7 +61,7 @@ ARBITRAGE_ALERTS_DLQ = named("arbitrage.alerts.dlq")
 
 PRODUCTS_INDEX = named("products")
 ALERTS_INDEX = named("arbitrage-alerts")
-# Every price the enrichment stage has seen, one document per (ASIN, market, pull): the
+# Every price the enrichment stage has seen, one document per (ASIN, time): the
 # opportunities page's price-history charts (web/, docs/decisions.md 33).
 PRICE_OBSERVATIONS_INDEX = named("price-observations")
 # The operator's indices: the DLQ redrive ledger (cli/redrive.py), acknowledged retention losses
@@ -156,7 +156,7 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(RAW_UPDATES, "One raw update per ASIN per Keepa pull, keyed by ASIN."),
     TopicSpec(PRODUCTS_ENRICHED, "Validated, enriched products keyed by ASIN."),
-    TopicSpec(ARBITRAGE_ALERTS, "Profitable buy→sell routes after fees, keyed by ASIN."),
+    TopicSpec(ARBITRAGE_ALERTS, "Opportunity events (opened, updated, closed), keyed by ASIN."),
     TopicSpec(RAW_UPDATES_DLQ, "Raw updates the enrichment stage could not use, with the reason."),
     TopicSpec(
         PRODUCTS_ENRICHED_DLQ,

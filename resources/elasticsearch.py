@@ -112,6 +112,15 @@ PRODUCTS_MAPPING: dict[str, Any] = {
 }
 
 _PRICE = {"properties": {"amount": {"type": "long"}, "currency": {"type": "keyword"}}}
+# Which batch of which group wrote a document (a record's place in a topic).
+_WRITTEN_BY = {
+    "properties": {
+        "group": {"type": "keyword"},
+        "topic": {"type": "keyword"},
+        "partition": {"type": "integer"},
+        "offset": {"type": "long"},
+    }
+}
 
 ALERTS_MAPPING: dict[str, Any] = {
     "dynamic": "strict",
@@ -175,24 +184,10 @@ ALERTS_MAPPING: dict[str, Any] = {
         "confirmed_source_ms": {"type": "date", "format": "epoch_millis"},
         # Which batch wrote the state, and the state before it: a rerun takes the state from
         # before a batch whose transaction never committed (engine/processors.py).
-        "updated_by": {
-            "properties": {
-                "group": {"type": "keyword"},
-                "topic": {"type": "keyword"},
-                "partition": {"type": "integer"},
-                "offset": {"type": "long"},
-            }
-        },
+        "updated_by": _WRITTEN_BY,
         "base": {"type": "object", "enabled": False},
         # Alerts raised before the lifecycle (schema 1) said where they were raised.
-        "raised_by": {
-            "properties": {
-                "group": {"type": "keyword"},
-                "topic": {"type": "keyword"},
-                "partition": {"type": "integer"},
-                "offset": {"type": "long"},
-            }
-        },
+        "raised_by": _WRITTEN_BY,
     },
 }
 
@@ -232,14 +227,7 @@ DELIVERIES_MAPPING: dict[str, Any] = {
         "last_error": {"type": "text"},  # redacted: never a URL's token or a secret
         "delivered_at": {"type": "date"},
         "updated_at": {"type": "date"},
-        "updated_by": {
-            "properties": {
-                "group": {"type": "keyword"},
-                "topic": {"type": "keyword"},
-                "partition": {"type": "integer"},
-                "offset": {"type": "long"},
-            }
-        },
+        "updated_by": _WRITTEN_BY,
     },
 }
 
