@@ -15,6 +15,7 @@ from cli.redrive import redrive
 from pipelines import topics
 from pipelines.digest import DEFAULT_TOP_N, MAX_TOP_N, DigestDayError, parse_day
 from pipelines.fee_config import FeeConfigError, load_fee_config
+from pipelines.lifecycle import OPEN
 from pipelines.messages.timestamps import parse_utc, utc_now_iso
 from pipelines.money import format_minor
 from pipelines.notifications import NotificationsConfigError
@@ -147,7 +148,7 @@ def alerts_table(es: ElasticsearchResource, limit: int) -> tuple[str, int]:
         index=topics.ALERTS_INDEX,
         size=limit,
         # Open opportunities (pipelines/lifecycle.py); documents from before it have no status.
-        query={"term": {"status": "open"}},
+        query={"term": {"status": OPEN}},
         sort=[{"profit_eur_cents": "desc"}, {"alert_id": "asc"}],
         track_total_hits=True,
     )

@@ -877,12 +877,7 @@ def detect(
     for hit in hits.itertuples(index=False):
         alerts.append(_alert(products[hit.row], hit, config, detected_at, rules))
         rows.append(int(hit.row))
-    return Detection(
-        alerts, filtered_counts(screened.reason), rows, routes[_ROUTE_KEY], screened.reason
-    )
-
-
-_ROUTE_KEY = ["row", "buy_market", "sell_market"]
+    return Detection(alerts, filtered_counts(screened.reason), rows, routes, screened.reason)
 
 
 def detect_alerts(

@@ -52,7 +52,6 @@ class EnrichmentBatch:
 @dataclass
 class ArbitrageBatch:
     products: list[tuple[SourceRecord, EnrichedProduct]]
-    alerts: list[tuple[SourceRecord, Alert]]  # unique by alert id within the batch
     rejected: list[Rejected]
     # Routes the rules removed, per reason (pipelines/route_filters.py, REASONS).
     filtered: dict[str, int] = field(default_factory=dict)
@@ -116,7 +115,7 @@ def arbitrage_records(
 ) -> ArbitrageBatch:
     """Parse enriched products and detect alerts under the rules, unique by alert id within
     the batch, counting the routes the rules removed."""
-    batch = ArbitrageBatch([], [], [])
+    batch = ArbitrageBatch([], [])
     for record in records:
         try:
             product = parse_enriched_product(record.value)
@@ -135,11 +134,6 @@ def arbitrage_records(
     except Exception:
         return _arbitrage_one_by_one(batch, config, rules, detected_at)
     batch.add_filtered(detection.filtered)
-    seen: set[str] = set()
-    for row, alert in zip(detection.rows, detection.alerts, strict=True):
-        if alert["alert_id"] not in seen:
-            seen.add(alert["alert_id"])
-            batch.alerts.append((batch.products[row][0], alert))
     batch.routes = routes_seen(products, detection)
     return batch
 
@@ -200,7 +194,6 @@ def _arbitrage_one_by_one(
     batch: ArbitrageBatch, config: FeeConfig, rules: RulesConfig, detected_at: str
 ) -> ArbitrageBatch:
     kept: list[tuple[SourceRecord, EnrichedProduct]] = []
-    seen: set[str] = set()
     detect = _fee_model()
     for record, product in batch.products:
         try:
@@ -210,19 +203,6 @@ def _arbitrage_one_by_one(
             continue
         kept.append((record, product))
         batch.add_filtered(detection.filtered)
-        for alert in detection.alerts:
-            if alert["alert_id"] not in seen:
-                seen.add(alert["alert_id"])
-                batch.alerts.append((record, alert))
-        alerts = {(a["buy_market"], a["sell_market"]): a for a in detection.alerts}
-        reasons = detection.reasons_of_rows([0])[0]
-        batch.routes.append(
-            ProductRoutes(
-                product["asin"],
-                product["source_timestamp_ms"],
-                alerts,
-                lambda route, reasons=reasons: reasons.get(route, ""),
-            )
-        )
+        batch.routes += routes_seen([product], detection)
     batch.products = kept
     return batch

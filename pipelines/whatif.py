@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipelines.lifecycle import is_open
 from pipelines.messages.types import EnrichedProduct
 
 ChangeKind = Literal["opened", "closed", "profit changed"]
@@ -67,7 +68,7 @@ def live_of(
     """The live opportunities of these products: the open ones (pipelines/lifecycle.py: what
     the live pipeline holds open now). Documents from before the lifecycle have no status."""
     asins = {p["asin"] for p in products}
-    return [a for a in alerts if a.get("status") == "open" and a["asin"] in asins]
+    return [a for a in alerts if is_open(a) and a["asin"] in asins]
 
 
 def _by_opportunity(alerts: Iterable[Mapping[str, Any]]) -> dict[OpportunityKey, Mapping[str, Any]]:

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from elasticsearch import NotFoundError
 
 from pipelines import topics
+from pipelines.lifecycle import is_open
 from pipelines.markets import MARKETPLACES
 from resources.elasticsearch import ElasticsearchResource
 
@@ -151,11 +152,6 @@ def alerts_search(filters: AlertFilters, asins: Sequence[str] | None = None) -> 
         "size": MAX_ALERTS,
         "track_total_hits": True,
     }
-
-
-def is_open(alert: Mapping[str, Any]) -> bool:
-    """The opportunity is open (the lifecycle's status, pipelines/lifecycle.py)."""
-    return alert.get("status") == "open"
 
 
 @dataclass

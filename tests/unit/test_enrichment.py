@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pipelines.fee_config import load_fee_config
+from pipelines.lifecycle import apply_batch
 from pipelines.messages.codec import encode
 from pipelines.messages.timestamps import epoch_ms
 from pipelines.messages.types import SchemaError
@@ -70,7 +71,7 @@ def test_poison_records_are_rejected_and_the_rest_goes_on() -> None:
     }
 
 
-def test_arbitrage_batch_deduplicates_alert_ids() -> None:
+def test_the_same_product_twice_in_a_batch_opens_its_opportunity_once() -> None:
     product = enriched(CONFIG)
     value = encode(product)
     records = [
@@ -79,8 +80,9 @@ def test_arbitrage_batch_deduplicates_alert_ids() -> None:
         SourceRecord("products.enriched", 0, 2, b"B000TEST01", b"null", 0),
     ]
     batch = arbitrage_records(records, CONFIG, NO_RULES, "2026-11-26T10:00:05.000Z")
-    assert len(batch.alerts) == 1
-    assert batch.alerts[0][1]["buy_market"] == "DE"
+    events = apply_batch(batch.routes, {}, NO_RULES.lifecycle).events
+    assert len(events) == 1
+    assert events[0]["event"] == "opened" and events[0]["buy_market"] == "DE"
     assert [r.record.offset for r in batch.rejected] == [2]
 
 
