@@ -8,7 +8,6 @@ services fee, read into ``FeesV2`` (README "Fee model", docs/decisions.md 30).
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -16,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
+from pipelines.config_files import read_toml
 from pipelines.markets import MARKETPLACES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -183,14 +183,7 @@ def _int(section: dict[str, Any], key: str, where: str) -> int:
 def load_fee_config(path: str | os.PathLike[str] = DEFAULT_FEES_FILE) -> FeeConfig:
     """Read and check a fee file (by default the bundled v1)."""
     fees_path = Path(path)
-    try:
-        data = tomllib.loads(fees_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FeeConfigError(
-            f"fee configuration {fees_path} does not exist; set {FEES_FILE_ENV} to a valid file"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FeeConfigError(f"fee configuration {fees_path} is not valid TOML: {exc}") from None
+    data = read_toml(fees_path, "fee configuration", FEES_FILE_ENV, FeeConfigError)
     try:
         return _build(data, str(fees_path))
     except KeyError as exc:

@@ -15,13 +15,13 @@ import json
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from pipelines.config_files import read_toml
 from pipelines.fee_config import REPO_ROOT
 from pipelines.markets import MARKETPLACES
 from pipelines.redaction import secure_endpoint_problem
@@ -125,17 +125,13 @@ def load_notifications_config(
 ) -> NotificationsConfig:
     """Read and check a channels file (by default config/notifications.toml)."""
     file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotificationsConfigError(
-            f"notifications file {file} does not exist; set {NOTIFICATIONS_FILE_ENV} to a valid "
-            "file (config/notifications.toml has no channels enabled)"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise NotificationsConfigError(
-            f"notifications file {file} is not valid TOML: {exc}"
-        ) from None
+    data = read_toml(
+        file,
+        "notifications file",
+        NOTIFICATIONS_FILE_ENV,
+        NotificationsConfigError,
+        " (config/notifications.toml has no channels enabled)",
+    )
     return parse_notifications_config(data, str(file))
 
 

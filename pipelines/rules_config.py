@@ -9,11 +9,11 @@ no statistics for that rule gets, chosen in the file and never by accident.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipelines.config_files import read_toml
 from pipelines.fee_config import REPO_ROOT
 from pipelines.lifecycle import LifecycleRules
 
@@ -105,14 +105,7 @@ NO_RULES = RulesConfig(
 def load_rules_config(path: str | os.PathLike[str] = DEFAULT_RULES_FILE) -> RulesConfig:
     """Read and check a rules file (by default config/rules_v1.toml)."""
     rules_path = Path(path)
-    try:
-        data = tomllib.loads(rules_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RulesConfigError(
-            f"rules file {rules_path} does not exist; set {RULES_FILE_ENV} to a valid file"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesConfigError(f"rules file {rules_path} is not valid TOML: {exc}") from None
+    data = read_toml(rules_path, "rules file", RULES_FILE_ENV, RulesConfigError)
     return _build(data, str(rules_path))
 
 
