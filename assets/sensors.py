@@ -89,14 +89,24 @@ def _last_finished_run(instance: dg.DagsterInstance, tag_value: str) -> Finished
     return FinishedRun(run.run_id, run.status == dg.DagsterRunStatus.SUCCESS, records[0].end_time)
 
 
-def _has_run_in_flight(instance: dg.DagsterInstance, spec: StageSpec) -> bool:
-    """Whether a run of ``spec``'s stage is queued or running: with lag, records are on their
-    way (lag alone may be a stage backing off after failures)."""
-    return bool(
-        instance.get_run_records(
-            dg.RunsFilter(statuses=IN_FLIGHT, tags={STAGE_TAG: spec.name}), limit=1
-        )
+def _upstream_running(
+    instance: dg.DagsterInstance, spec: StageSpec, failed_within_s: float
+) -> bool:
+    """Whether ``spec``'s stage has a run queued or running, or is about to get one: its
+    newest finished run did not fail within ``failed_within_s`` (with lag, its sensor launches
+    on this very tick). A stage whose runs keep failing has lag too, but nothing is on its way
+    from it: downstream runs started for it would only idle out and start again."""
+    if instance.get_run_records(
+        dg.RunsFilter(statuses=IN_FLIGHT, tags={STAGE_TAG: spec.name}), limit=1
+    ):
+        return True
+    finished = instance.get_run_records(
+        dg.RunsFilter(statuses=FINISHED, tags={STAGE_TAG: spec.name}), limit=1
     )
+    if not finished or finished[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        return True
+    ended = finished[0].end_time
+    return ended is not None and time.time() - ended > failed_within_s
 
 
 def _has_lag(kafka: KafkaResource, spec: StageSpec) -> bool:
@@ -148,7 +158,8 @@ def build_stage_sensor(
 ) -> dg.SensorDefinition:
     """A sensor requesting one ``job`` run per lagging partition of the stage's source topic;
     with ``upstream`` (the stage writing that topic), also one per idle partition while the
-    upstream stage has lag and a run working on it."""
+    upstream stage has lag and a run working on it or about to start (on the same tick as
+    the upstream's own run: both run starts overlap instead of following one another)."""
     group, topic = spec.live_group, spec.source_topic
     source_key = topic_asset_key(topic)
     stage_keys = set(stage_assets.keys)
@@ -183,8 +194,8 @@ def build_stage_sensor(
             in_flight=lambda: _busy_partitions(context.instance, job.name, stage_keys),
             last_finished=lambda tag: _last_finished_run(context.instance, tag),
             upstream_busy=upstream is not None
-            and _has_run_in_flight(context.instance, upstream)
-            and _has_lag(kafka, upstream),
+            and _has_lag(kafka, upstream)
+            and _upstream_running(context.instance, upstream, backoff_cap_s),
         )
         events = [_lag_observation(source_key, group, topic, lags)] if decision.observe_lag else []
         if decision.waiting:

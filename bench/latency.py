@@ -40,7 +40,7 @@ import sqlalchemy as db  # Dagster's own dependency: counts rows of its event_lo
 from confluent_kafka import Consumer, TopicPartition
 
 from assets.sensors import IN_FLIGHT
-from assets.stage_assets import PARTITION_TAG
+from assets.stage_assets import PARTITION_TAG, STAGE_TAG
 from bench import data
 from bench.common import Row, Services, connect, log, parser, report, reset_pipeline
 from devservices.dagster_instance import fresh_storage
@@ -125,6 +125,7 @@ class Seen:
     produced_ms: int  # its Kafka timestamp
     read_at_ms: int | None  # when the stage read the batch it came from
     visible_ms: float  # when the reader got it (after the stage's commit)
+    partition: int = -1
 
 
 @dataclass
@@ -165,7 +166,12 @@ class Reader:
                     read_at = headers.get(READ_AT_HEADER)
                     self.seen[message.topic()].setdefault(
                         message.key(),
-                        Seen(message.timestamp()[1], int(read_at) if read_at else None, now),
+                        Seen(
+                            message.timestamp()[1],
+                            int(read_at) if read_at else None,
+                            now,
+                            message.partition(),
+                        ),
                     )
         finally:
             consumer.close()
@@ -341,6 +347,52 @@ def stage_runs_in_flight(instance: dg.DagsterInstance) -> int:
     )
 
 
+# The phases of a cold start, in order: each run's create time, launch (RUN_STARTING), start
+# (RUN_START: its process has loaded the code) and the first record its stage read.
+COLD_PHASES = (
+    "produced → run created (sensor tick)",
+    "created → launched (run queue)",
+    "launched → started (process start, code load)",
+    "started → first record read (resources, consumer)",
+)
+
+
+def cold_phases(
+    instance: dg.DagsterInstance, reader: Reader, since_s: float, keys: set[bytes]
+) -> dict[tuple[str, str], float]:
+    """Seconds per (stage, phase) of the slowest run each stage started after ``since_s``
+    for the burst ``keys``: where a cold start's time goes."""
+    first_read: dict[tuple[str, int], float] = {}
+    for topic, stage in ((PRODUCTS_ENRICHED, "enrichment"), (ARBITRAGE_ALERTS, "arbitrage")):
+        for key in keys:
+            seen = reader.seen[topic].get(key)
+            if seen is not None and seen.read_at_ms is not None:
+                slot = (stage, seen.partition)
+                first_read[slot] = min(first_read.get(slot, 1e18), seen.read_at_ms / 1000)
+    phases: dict[tuple[str, str], float] = {}
+    records = instance.get_run_records(dg.RunsFilter(created_after=_utc(since_s)))
+    for record in records:
+        run = record.dagster_run
+        stage = run.tags.get(STAGE_TAG)
+        partition = run.tags.get(PARTITION_TAG, "").rpartition("-")[2]
+        if stage is None or not partition.isdigit():
+            continue
+        read_s = first_read.get((stage, int(partition)))
+        launched = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_STARTING)
+        if read_s is None or not launched or record.start_time is None:
+            continue
+        marks = (
+            since_s,
+            record.create_timestamp.timestamp(),
+            launched[0].timestamp,
+            record.start_time,
+            read_s,
+        )
+        for phase, start, end in zip(COLD_PHASES, marks, marks[1:], strict=False):
+            phases[(stage, phase)] = max(phases.get((stage, phase), 0.0), end - start)
+    return phases
+
+
 def cold_rounds(
     services: Services,
     reader: Reader,
@@ -349,6 +401,7 @@ def cold_rounds(
     idle_s: float,
 ) -> list[Row]:
     latencies: dict[str, list[float]] = {PRODUCTS_ENRICHED: [], ARBITRAGE_ALERTS: []}
+    phases: dict[tuple[str, str], list[float]] = {}
     for index, burst in enumerate(bursts, start=1):
         deadline = time.monotonic() + idle_s * 4 + 60
         while stage_runs_in_flight(instance) and time.monotonic() < deadline:
@@ -356,6 +409,7 @@ def cold_rounds(
         if stage_runs_in_flight(instance):
             raise RuntimeError(f"cold round {index}: stage runs did not end when idle")
         keys = expected_alert_keys(burst)
+        burst_start = time.time()
         produced = stream(services, burst, rate=1000.0)
         if not reader.wait_for(ARBITRAGE_ALERTS, keys, COLD_TIMEOUT_S):
             raise RuntimeError(f"cold round {index}: alerts missing after {COLD_TIMEOUT_S:.0f}s")
@@ -364,6 +418,8 @@ def cold_rounds(
             latencies[topic] += [
                 (seen[k].visible_ms - produced[k]) / 1000 for k in wanted if k in seen
             ]
+        for slot, seconds in cold_phases(instance, reader, burst_start, set(produced)).items():
+            phases.setdefault(slot, []).append(seconds)
         log(f"latency: cold round {index} of {len(bursts)} done")
     rows = []
     for topic, what in (
@@ -385,6 +441,21 @@ def cold_rounds(
                 met=p95 <= 15.0 if judged else None,
                 note=f"p95 {p95:.1f} s, max {worst:.1f} s over {len(bursts)} bursts of "
                 f"{COLD_BURST}: sensor tick, run queue, run start, then the warm path",
+            )
+        )
+    for (stage, phase), values in sorted(
+        phases.items(), key=lambda i: (i[0][0], COLD_PHASES.index(i[0][1]))
+    ):
+        p50, _, worst = percentiles(values)
+        rows.append(
+            Row(
+                BENCHMARK,
+                f"cold start p50, {stage}: {phase}",
+                len(values),
+                p50,
+                rate=False,
+                note=f"max {worst:.1f} s; the slowest of the stage's runs in each of "
+                f"{len(values)} bursts (produced: the burst's first message)",
             )
         )
     return rows

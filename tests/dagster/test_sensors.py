@@ -182,3 +182,28 @@ def test_a_failed_range_is_requested_again_after_a_growing_backoff(kafka: KafkaR
         assert ranges(served) == {2: (3, 4)}
         assert SensorCursor.parse(served.cursor).partitions[2].failures == 0
         assert json.loads(served.cursor)["partitions"]["2"]["requests"] == 4
+
+
+def test_downstream_runs_start_on_the_upstream_tick_unless_the_upstream_keeps_failing(
+    kafka: KafkaResource,
+) -> None:
+    """Raw updates waiting for enrichment: the arbitrage sensor starts its runs on the same
+    tick as enrichment's (both run starts overlap), but not while enrichment's newest run has
+    just failed (its runs would only idle out and start again)."""
+    produce_raw(kafka, {0: 2}, "SU")
+    sensor = defs.resolve_sensor_def("arbitrage_sensor")
+    with temp_instance() as instance:
+        started = tick(sensor, instance, kafka)
+        assert sorted(r.tags[PARTITION_TAG] for r in started.run_requests or []) == [
+            f"{topics.PRODUCTS_ENRICHED}-{partition}" for partition in range(3)
+        ]
+
+        run = instance.create_run_for_job(
+            job_def=defs.resolve_job_def("enrichment"),
+            tags={STAGE_TAG: ENRICHMENT.name},
+            status=dg.DagsterRunStatus.STARTED,
+        )
+        instance.report_run_failed(run)
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        waiting = tick(sensor, instance, kafka)
+        assert not waiting.run_requests

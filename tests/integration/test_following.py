@@ -50,11 +50,26 @@ class FollowingRun:
     """A following enrichment run of one partition, in a thread."""
 
     def __init__(
-        self, kafka: KafkaResource, es: ElasticsearchResource, partition: int, idle_s: float
+        self,
+        kafka: KafkaResource,
+        es: ElasticsearchResource,
+        partition: int,
+        idle_s: float,
+        stop_after_commits: int | None = None,
     ) -> None:
+        """``stop_after_commits``: the stop is requested once that many batches committed
+        (from the run's own commit callback: a test polling for it saw the run reach the
+        partition's end first)."""
         self.stop = threading.Event()
         self.stats: StageStats | None = None
-        runner = StageRunner(ENRICHMENT, kafka, es, load_fee_config(), batch_size=100)
+
+        def on_batch(stats: StageStats) -> None:
+            if stop_after_commits is not None and stats.batches >= stop_after_commits:
+                self.stop.set()
+
+        runner = StageRunner(
+            ENRICHMENT, kafka, es, load_fee_config(), batch_size=100, on_batch=on_batch
+        )
         span = PartitionRange(partition, 0, kafka.watermarks(topics.RAW_UPDATES)[partition][1])
 
         def work() -> None:
@@ -101,12 +116,7 @@ def test_a_stop_request_ends_the_run_after_its_batch_and_the_next_run_goes_on(
 ) -> None:
     updates = good_updates(3000)
     produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in updates])
-    run = FollowingRun(kafka, es, 0, idle_s=30.0)
-    wait_for(
-        lambda: kafka.committed_offsets(ENRICHMENT.live_group, topics.RAW_UPDATES).get(0),
-        "a first commit",
-    )
-    run.stop.set()
+    run = FollowingRun(kafka, es, 0, idle_s=30.0, stop_after_commits=1)
     run.thread.join(timeout=30)
     assert not run.thread.is_alive(), "the run stopped on request, not when idle"
     assert run.stats is not None

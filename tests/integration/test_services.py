@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaException
 
 from pipelines import topics
-from resources.elasticsearch import BulkOp, ElasticsearchResource
+from pipelines.fee_config import load_fee_config
+from pipelines.messages.codec import encode
+from pipelines.messages.signals import SIGNAL_FIELDS
+from resources.elasticsearch import (
+    INDEX_TEMPLATES_BODIES,
+    PRODUCTS_MAPPING,
+    BulkOp,
+    ElasticsearchResource,
+)
 from resources.kafka import KafkaResource
+from tests.factories import enriched, offer, steady_signals
 from tests.integration.kafka_io import produce, read_all
 
 pytestmark = pytest.mark.integration
@@ -207,3 +218,65 @@ def test_a_state_of_an_older_run_is_refused_and_the_same_run_may_write_again(
     assert write(3_000, 3) == []  # a newer run
     assert write(2_000, 4) == [0]  # the older run, thawed: refused
     assert client.get(index=index, id=doc_id)["_source"]["profit_eur_cents"] == 3
+
+
+# How the release before issue 11 mapped a market's signals: every one indexed.
+_EARLIER_SIGNAL_TYPES = {"price": "long", "count": "integer", "pct": "byte", "bool": "boolean"}
+
+
+def _earlier_products_mapping() -> dict[str, Any]:
+    """The products mapping as the earlier release created it: every market field indexed,
+    the signals searchable; and without ``spread_eur_cents`` (a field added since)."""
+    mapping = copy.deepcopy(PRODUCTS_MAPPING)
+    del mapping["properties"]["spread_eur_cents"]
+    for market in mapping["properties"]["markets"]["properties"].values():
+        fields = market["properties"]
+        for name, spec in fields.items():
+            fields[name] = {"type": spec["type"]}
+        fields["signals"] = {
+            "properties": {name: {"type": _EARLIER_SIGNAL_TYPES[k]} for name, k in SIGNAL_FIELDS}
+        }
+    return mapping
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_an_index_an_earlier_release_created_keeps_its_mapping_and_takes_documents(
+    es: ElasticsearchResource,
+) -> None:
+    """Elasticsearch only adds fields to an existing index: ensuring the indices adds what is
+    missing and leaves the fields it cannot change (the signals stay searchable there), so an
+    upgrade never stops a stage; the template, edited by hand, is put back."""
+    client, index = es.client(), topics.PRODUCTS_INDEX
+    client.indices.delete(index=index)
+    client.indices.create(index=index, mappings=_earlier_products_mapping())
+    template = f"arbitrage-{index}"
+    client.indices.put_index_template(
+        name=template, index_patterns=[index], priority=500, template={"settings": {}}
+    )
+
+    assert es.ensure_indices()[index] == "exists"
+
+    mapped = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert mapped["spread_eur_cents"] == {"type": "long"}
+    germany = mapped["markets"]["properties"]["DE"]["properties"]
+    assert germany["signals"]["properties"]["sales_rank_drops30"] == {"type": "integer"}
+    assert germany["fba_fee_source"] == {"type": "keyword"}
+    ours = client.indices.get_index_template(name=template)["index_templates"][0]
+    assert ours["index_template"]["_meta"] == INDEX_TEMPLATES_BODIES[index]["_meta"]
+    assert (
+        ours["index_template"]["template"]["mappings"]["properties"]["markets"]
+        == (PRODUCTS_MAPPING["properties"]["markets"])
+    )
+
+    markets = {
+        "DE": offer("DE", new=4500, signals=steady_signals(4500)),
+        "FR": offer("FR", buy_box=8000),
+    }
+    product = enriched(load_fee_config(), asin="B0EARLIER1", markets=markets)
+    op = BulkOp("index", index, "B0EARLIER1", encode(product), product["source_timestamp_ms"])
+    assert es.bulk_write([op]).written == 1
+    client.indices.refresh(index=index)
+    found = client.search(
+        index=index, query={"range": {"markets.DE.signals.sales_rank_drops30": {"gte": 30}}}
+    )
+    assert [hit["_id"] for hit in found["hits"]["hits"]] == ["B0EARLIER1"]
