@@ -68,16 +68,46 @@ class Checkpoint:
         self.committed = span.start  # where this run took the partition over
         self._logged_at = time.monotonic()
         self._logged_offset = span.start
+        # The batch whose transaction is being committed, and the offset it commits.
+        self._committing: tuple[Future[DeliveryReport], int] | None = None
 
-    def commit(self, batch: InFlight) -> None:
-        """Commit the batch's messages together with the partition's offset past it."""
+    def commit(self, batch: InFlight, *, background: bool = False) -> None:
+        """Commit the batch's messages together with the partition's offset past it.
+
+        With ``background`` the transaction's round trips (deliver, add the offsets, commit)
+        run on the producer's committing thread while the runner reads and prepares the next
+        batch; the producer admits nothing of the next batch before this transaction has ended,
+        and the batch counts as committed here only once it has (``settle``, or the next
+        commit). Only for a stage whose writes of the next batch need nothing of this one to be
+        committed (enrichment: versioned documents); the arbitrage stage's opportunity states
+        keep one uncommitted predecessor (``base``), so it commits in line.
+        """
         # Only this batch's messages are in the transaction: the next one has produced nothing.
-        self._commit_at(batch.next_offset)
+        self.settle()
+        if not background:
+            self._commit_at(batch.next_offset)
+            return
+        self._reach("after_produce")
+        committing = self._producer.commit_in_background(
+            self._consumer,
+            [TopicPartition(self._topic, self._span.partition, batch.next_offset)],
+            on_step=self._reach,
+        )
+        self._committing = (committing, batch.next_offset)
+
+    def settle(self) -> None:
+        """Wait for the batch being committed, if any, and count it (raises its failure)."""
+        if self._committing is None:
+            return
+        committing, next_offset = self._committing
+        self._committing = None
+        self._committed(committing.result(), next_offset)
 
     def commit_position(self, *, bounded: bool = True) -> None:
         """Move the offset over what the consumer skipped after the last record (transaction
         markers, aborted records), so the lag reaches 0: at the end of a range (``bounded``:
         never past it), or whenever a following run finds nothing new."""
+        self.settle()
         position = self._consumer.position([TopicPartition(self._topic, self._span.partition)])
         offset = position[0].offset
         if bounded:
@@ -101,17 +131,18 @@ class Checkpoint:
         self._logged_at, self._logged_offset = now, self.committed
 
     def _commit_at(self, next_offset: int) -> None:
-        span = self._span
         self._reach("after_produce")
-        self._producer.commit(
+        delivered = self._producer.commit(
             self._consumer,
-            [TopicPartition(self._topic, span.partition, next_offset)],
+            [TopicPartition(self._topic, self._span.partition, next_offset)],
             on_step=self._reach,
         )
-        self._reach("after_commit")
+        self._committed(delivered, next_offset)
+
+    def _committed(self, delivered: DeliveryReport, next_offset: int) -> None:
+        span = self._span
         self.committed = next_offset
-        self._stats.deliveries.merge(self._producer.report)
-        self._producer.report = DeliveryReport()
+        self._stats.deliveries.merge(delivered)
         first = self.first_seen if self.first_seen is not None else span.start
         self._stats.ranges[span.partition] = (first, next_offset)
         self._stats.batches += 1

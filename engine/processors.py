@@ -56,6 +56,9 @@ class BatchProcessor(ABC):
     """One stage's writes for one partition range; the runner drives every stage's the same."""
 
     pipelined: ClassVar[bool] = False
+    # Whether the next batch may be prepared while this one's transaction commits
+    # (engine/checkpoint.py, ``Checkpoint.commit``).
+    commits_in_background: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -132,6 +135,7 @@ class EnrichmentProcessor(BatchProcessor):
     """
 
     pipelined = True
+    commits_in_background = True
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -206,8 +210,7 @@ class EnrichmentProcessor(BatchProcessor):
         # Validation rejects first, then Elasticsearch's, each in record order.
         rejected = batch.rejected + es_rejected
         check_reject_rate(self.spec, rejected, batch.records, self.max_reject_ratio)
-        for asin, value in accepted:
-            self.producer.produce(self.spec.output_topic, asin, value, batch.headers)
+        self.producer.produce_many(self.spec.output_topic, accepted, batch.headers)
         produce_dead_letters(self.producer, self.spec, rejected, stats)
 
     def close(self) -> None:

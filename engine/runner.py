@@ -240,7 +240,7 @@ class StageRunner:
                     if not records:
                         if pending is not None:
                             processor.finish(pending, stats)
-                            checkpoint.commit(pending)
+                            checkpoint.commit(pending, background=processor.commits_in_background)
                             pending = None
                         checkpoint.commit_position(bounded=False)
                         continue
@@ -249,14 +249,14 @@ class StageRunner:
                     batch = processor.start(records, stats, pending)
                     if processor.pipelined:
                         if pending is not None:
-                            checkpoint.commit(pending)
+                            checkpoint.commit(pending, background=processor.commits_in_background)
                         pending = batch
                         continue
                     processor.finish(batch, stats)
                     checkpoint.commit(batch)
                 if pending is not None:
                     processor.finish(pending, stats)
-                    checkpoint.commit(pending)
+                    checkpoint.commit(pending, background=processor.commits_in_background)
                 checkpoint.commit_position(bounded=following is None)
             finally:
                 processor.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +80,10 @@ class DeliveryReport:
             self.offsets[slot] = (min(low, old_low), max(high, old_high))
 
 
+# How many messages produce_many hands over between two services of delivery callbacks.
+_POLL_EVERY = 1000
+
+
 class CheckedProducer:
     """An idempotent producer whose every delivery report is checked before ``flush`` returns."""
 
@@ -105,6 +109,32 @@ class CheckedProducer:
             except BufferError:
                 # The local queue is full: serve delivery callbacks to make room, then retry.
                 self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def produce_many(
+        self,
+        topic: str,
+        messages: Iterable[tuple[str | bytes | None, bytes]],
+        headers: dict[str, bytes] | None = None,
+    ) -> None:
+        """``produce`` for each (key, value), with the same delivery checks.
+
+        A stage hands over thousands of messages at once: the client's queue is served every
+        ``_POLL_EVERY`` messages instead of after each, and nothing is looked up per message
+        that the loop can hold.
+        """
+        send = self._producer.produce
+        on_delivery = self._on_delivery
+        for sent, (key, value) in enumerate(messages, start=1):
+            while True:
+                try:
+                    send(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)  # the local queue is full: make room, retry
+            self._pending += 1
+            if sent % _POLL_EVERY == 0:
+                self._producer.poll(0)
         self._producer.poll(0)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from typing import Any, NoReturn
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from resources.kafka import CheckedProducer, DeliveryError
+from resources.kafka import CheckedProducer, DeliveryError, DeliveryReport
 
 # Answers that mean another producer with our transactional.id has taken over.
 _FENCED = {
@@ -80,6 +81,9 @@ class TransactionalProducer(CheckedProducer):
         self._open = False
         # Set when a call never returned: the client is stuck in it, so nothing more is asked.
         self._stuck: str | None = None
+        # A transaction being committed by commit_in_background; nothing else may use the
+        # producer until it has ended.
+        self._committing: Future[DeliveryReport] | None = None
         # Fences any older producer with this id and aborts what it left open.
         self._call(lambda: self._producer.init_transactions(timeout_s), "start transactions")
 
@@ -94,21 +98,41 @@ class TransactionalProducer(CheckedProducer):
         with self._kafka_errors("produce"):
             super().produce(topic, key, value, headers)
 
+    def produce_many(
+        self,
+        topic: str,
+        messages: Iterable[tuple[str | bytes | None, bytes]],
+        headers: dict[str, bytes] | None = None,
+    ) -> None:
+        self._begin()
+        with self._kafka_errors("produce"):
+            super().produce_many(topic, messages, headers)
+
     def commit(
         self,
         consumer: Consumer,
         offsets: list[TopicPartition],
         on_step: Callable[[str], None] = lambda step: None,
-    ) -> None:
+    ) -> DeliveryReport:
         """Deliver the open transaction's messages and commit them with ``offsets`` for
-        ``consumer``'s group, atomically. Raises (after aborting) if that cannot be done.
-        ``on_step`` hears "after_flush" and "before_commit" (the fault suite's kill points)."""
-        self._begin()
+        ``consumer``'s group, atomically; returns what the transaction delivered. Raises (after
+        aborting) if that cannot be done. ``on_step`` hears "after_flush", "before_commit" and
+        "after_commit" (the fault suite's kill points)."""
+        self._wait_for_commit()
+        return self._commit(consumer, offsets, on_step)
+
+    def _commit(
+        self,
+        consumer: Consumer,
+        offsets: list[TopicPartition],
+        on_step: Callable[[str], None],
+    ) -> DeliveryReport:
+        self._begin_now()
         try:
             with self._kafka_errors("deliver the batch"):
                 self.flush(self.timeout_s)  # every delivery report checked: failures raise
         except DeliveryError:
-            self.abort()
+            self._abort_now()
             raise
         on_step("after_flush")
         group = consumer.consumer_group_metadata()
@@ -119,9 +143,47 @@ class TransactionalProducer(CheckedProducer):
         on_step("before_commit")
         self._call(lambda: self._producer.commit_transaction(self.timeout_s), "commit")
         self._open = False
+        # Every delivery report of the transaction was served by the flush above.
+        delivered, self.report = self.report, DeliveryReport()
+        on_step("after_commit")
+        return delivered
+
+    def commit_in_background(
+        self,
+        consumer: Consumer,
+        offsets: list[TopicPartition],
+        on_step: Callable[[str], None] = lambda step: None,
+    ) -> Future[DeliveryReport]:
+        """``commit`` on a thread of its own, so the caller can go on preparing the next batch
+        (enriching, indexing) during the round trips. The producer's next use (``produce``,
+        ``commit``, ``abort``) waits for it to end and raises its failure; the future says the
+        same to whoever counts the batch as committed."""
+        self._wait_for_commit()
+        future: Future[DeliveryReport] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._commit(consumer, offsets, on_step))
+            except BaseException as exc:  # handed to the waiting thread as it is
+                future.set_exception(exc)
+
+        self._committing = future
+        threading.Thread(target=run, name="kafka-txn-commit", daemon=True).start()
+        return future
+
+    def _wait_for_commit(self) -> None:
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            committing.result()
 
     def abort(self) -> None:
         """Abort the open transaction, if any (best effort: a fenced producer cannot)."""
+        with contextlib.suppress(Exception):
+            self._wait_for_commit()  # its failure was (or will be) raised to its caller
+        self._abort_now()
+
+    def _abort_now(self) -> None:
+        # Also called on the committing thread, which must not wait for itself.
         if not self._open or self._stuck is not None:
             return
         self._open = False
@@ -130,6 +192,10 @@ class TransactionalProducer(CheckedProducer):
             self._bounded(lambda: self._producer.abort_transaction(self.timeout_s), "abort")
 
     def _begin(self) -> None:
+        self._wait_for_commit()
+        self._begin_now()
+
+    def _begin_now(self) -> None:
         if not self._open:
             self._call(self._producer.begin_transaction, "begin a transaction")
             self._open = True
@@ -211,7 +277,7 @@ class TransactionalProducer(CheckedProducer):
                 "nothing of its current batch (the newer run carries on)"
             ) from None
         if error.txn_requires_abort():
-            self.abort()
+            self._abort_now()
         raise TransactionFailedError(
             f"could not {what} for transactional id {self.txn_id!r}: {error.str()}; "
             "nothing of the batch was committed"
