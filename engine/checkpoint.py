@@ -55,7 +55,11 @@ class Checkpoint:
         log: logging.Logger | Any,
         on_commit: Callable[[StageStats], None] | None = None,
         faults: FaultInjector | None = None,
+        background: bool = False,
     ) -> None:
+        """``background``: each transaction commits while the next batch is prepared (see
+        ``commit``)."""
+        self._background = background
         self._consumer = consumer
         self._producer = producer
         self._topic = topic
@@ -71,10 +75,10 @@ class Checkpoint:
         # The batch whose transaction is being committed, and the offset it commits.
         self._committing: tuple[Future[DeliveryReport], int] | None = None
 
-    def commit(self, batch: InFlight, *, background: bool = False) -> None:
+    def commit(self, batch: InFlight) -> None:
         """Commit the batch's messages together with the partition's offset past it.
 
-        With ``background`` the transaction's round trips (deliver, add the offsets, commit)
+        In the background, the transaction's round trips (deliver, add the offsets, commit)
         run on the producer's committing thread while the runner reads and prepares the next
         batch; the producer admits nothing of the next batch before this transaction has ended,
         and the batch counts as committed here only once it has (``settle``, or the next
@@ -84,16 +88,7 @@ class Checkpoint:
         """
         # Only this batch's messages are in the transaction: the next one has produced nothing.
         self.settle()
-        if not background:
-            self._commit_at(batch.next_offset)
-            return
-        self._reach("after_produce")
-        committing = self._producer.commit_in_background(
-            self._consumer,
-            [TopicPartition(self._topic, self._span.partition, batch.next_offset)],
-            on_step=self._reach,
-        )
-        self._committing = (committing, batch.next_offset)
+        self._commit_at(batch.next_offset, background=self._background)
 
     def settle(self) -> None:
         """Wait for the batch being committed, if any, and count it (raises its failure)."""
@@ -130,14 +125,17 @@ class Checkpoint:
         )
         self._logged_at, self._logged_offset = now, self.committed
 
-    def _commit_at(self, next_offset: int) -> None:
+    def _commit_at(self, next_offset: int, *, background: bool = False) -> None:
         self._reach("after_produce")
-        delivered = self._producer.commit(
-            self._consumer,
-            [TopicPartition(self._topic, self._span.partition, next_offset)],
-            on_step=self._reach,
-        )
-        self._committed(delivered, next_offset)
+        offsets = [TopicPartition(self._topic, self._span.partition, next_offset)]
+        if background:
+            committing = self._producer.commit_in_background(
+                self._consumer, offsets, on_step=self._reach
+            )
+            self._committing = (committing, next_offset)
+        else:
+            delivered = self._producer.commit(self._consumer, offsets, on_step=self._reach)
+            self._committed(delivered, next_offset)
 
     def _committed(self, delivered: DeliveryReport, next_offset: int) -> None:
         span = self._span

@@ -229,6 +229,7 @@ class StageRunner:
             self.log,
             self.on_batch,
             self.faults,
+            background=processor.commits_in_background,
         )
         # A pipelined processor's batch is finished and committed during the next one, or as
         # soon as nothing more is there (a following run must not hold an update back).
@@ -240,7 +241,7 @@ class StageRunner:
                     if not records:
                         if pending is not None:
                             processor.finish(pending, stats)
-                            checkpoint.commit(pending, background=processor.commits_in_background)
+                            checkpoint.commit(pending)
                             pending = None
                         checkpoint.commit_position(bounded=False)
                         continue
@@ -249,14 +250,14 @@ class StageRunner:
                     batch = processor.start(records, stats, pending)
                     if processor.pipelined:
                         if pending is not None:
-                            checkpoint.commit(pending, background=processor.commits_in_background)
+                            checkpoint.commit(pending)
                         pending = batch
                         continue
                     processor.finish(batch, stats)
                     checkpoint.commit(batch)
                 if pending is not None:
                     processor.finish(pending, stats)
-                    checkpoint.commit(pending, background=processor.commits_in_background)
+                    checkpoint.commit(pending)
                 checkpoint.commit_position(bounded=following is None)
             finally:
                 processor.close()
