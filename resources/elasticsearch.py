@@ -431,7 +431,7 @@ class ElasticsearchResource(dg.ConfigurableResource):
         current = {
             found["name"]: found["index_template"].get("_meta", {}).get(TEMPLATE_FINGERPRINT)
             for found in es.options(ignore_status=404)
-            .indices.get_index_template(name="arbitrage-*")
+            .indices.get_index_template(name=_template_name("*"))
             .get("index_templates", [])
         }
         existing = es.options(ignore_status=404).indices.get_mapping(

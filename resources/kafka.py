@@ -99,17 +99,7 @@ class CheckedProducer:
         value: bytes,
         headers: dict[str, bytes] | None = None,
     ) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    topic, key=key, value=value, headers=headers, on_delivery=self._on_delivery
-                )
-                self._pending += 1
-                break
-            except BufferError:
-                # The local queue is full: serve delivery callbacks to make room, then retry.
-                self._producer.poll(0.1)
-        self._producer.poll(0)
+        self.produce_many(topic, [(key, value)], headers)
 
     def produce_many(
         self,
@@ -117,11 +107,11 @@ class CheckedProducer:
         messages: Iterable[tuple[str | bytes | None, bytes]],
         headers: dict[str, bytes] | None = None,
     ) -> None:
-        """``produce`` for each (key, value), with the same delivery checks.
+        """Hand each (key, value) to the client, every delivery report checked at ``flush``.
 
         A stage hands over thousands of messages at once: the client's queue is served every
-        ``_POLL_EVERY`` messages instead of after each, and nothing is looked up per message
-        that the loop can hold.
+        ``_POLL_EVERY`` messages (and after the last) instead of after each, and nothing is
+        looked up per message that the loop can hold.
         """
         send = self._producer.produce
         on_delivery = self._on_delivery
@@ -131,7 +121,8 @@ class CheckedProducer:
                     send(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
                     break
                 except BufferError:
-                    self._producer.poll(0.1)  # the local queue is full: make room, retry
+                    # The local queue is full: serve delivery callbacks to make room, retry.
+                    self._producer.poll(0.1)
             self._pending += 1
             if sent % _POLL_EVERY == 0:
                 self._producer.poll(0)

@@ -87,23 +87,13 @@ class TransactionalProducer(CheckedProducer):
         # Fences any older producer with this id and aborts what it left open.
         self._call(lambda: self._producer.init_transactions(timeout_s), "start transactions")
 
-    def produce(
-        self,
-        topic: str,
-        key: str | bytes | None,
-        value: bytes,
-        headers: dict[str, bytes] | None = None,
-    ) -> None:
-        self._begin()
-        with self._kafka_errors("produce"):
-            super().produce(topic, key, value, headers)
-
     def produce_many(
         self,
         topic: str,
         messages: Iterable[tuple[str | bytes | None, bytes]],
         headers: dict[str, bytes] | None = None,
     ) -> None:
+        # ``produce`` comes here too (CheckedProducer): the first message opens a transaction.
         self._begin()
         with self._kafka_errors("produce"):
             super().produce_many(topic, messages, headers)
