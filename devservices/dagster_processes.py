@@ -27,6 +27,7 @@ BIN = Path(sys.executable).parent
 # and schedule start, backfills) address the same location, so their state applies here.
 LOCATION = "arbitrage"
 DEFINITIONS_MODULE = "pipelines.definitions"
+CODE_SERVER_MODULE = "pipelines.code_server"
 CODE_SERVER = "code server"
 WEBSERVER = "webserver"
 DAEMON = "daemon"
@@ -135,10 +136,11 @@ class DagsterProcesses:
         self._session = requests.Session()
 
     def _code_server_argv(self) -> tuple[str, ...]:
+        # Dagster's `dagster api grpc`, with run processes forked from a preloaded interpreter.
         return (
-            str(BIN / "dagster"),
-            "api",
-            "grpc",
+            sys.executable,
+            "-m",
+            CODE_SERVER_MODULE,
             "--module-name",
             DEFINITIONS_MODULE,
             "--working-directory",

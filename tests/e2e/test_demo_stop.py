@@ -27,8 +27,9 @@ from devservices.process import port_open
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-# A run worker: the code server starts each run in a multiprocessing (spawn) child.
-RUN_WORKER = b"multiprocessing.spawn"
+# The code server forks each run from its multiprocessing forkserver (pipelines/code_server.py):
+# a run worker is a child of the forkserver, with the same command line.
+FORKSERVER = b"multiprocessing.forkserver"
 
 
 def processes_of(home: Path) -> dict[int, bytes]:
@@ -139,8 +140,18 @@ def run_statuses(home: Path, storage: Mapping[str, str]) -> tuple[Counter[str], 
             return Counter(run.status.value for run in runs), "\n".join(why)
 
 
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # it has ended
+        return None
+    return int(stat.rpartition(")")[2].split()[1])  # after the name: state, then the parent
+
+
 def run_worker_running(home: Path) -> bool:
-    return any(RUN_WORKER in command for command in processes_of(home).values())
+    processes = processes_of(home)
+    forkservers = {pid for pid, command in processes.items() if FORKSERVER in command}
+    return any(parent_of(pid) in forkservers for pid in forkservers)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import yaml
 
 from devservices import versions
 from devservices.dagster_instance import POSTGRES_ENV
-from devservices.dagster_processes import DEFINITIONS_MODULE, LOCATION
+from devservices.dagster_processes import CODE_SERVER_MODULE, DEFINITIONS_MODULE, LOCATION
 from pipelines import topics
 from resources.elasticsearch import DEFAULT_URL
 from resources.kafka import DEFAULT_BOOTSTRAP
@@ -117,7 +117,7 @@ def test_compose_runs_the_three_dagster_processes_as_locally() -> None:
     assert grpc["port"] == {"env": "DAGSTER_GRPC_PORT"}
     code = services["dagster-code"]
     command = code["command"]
-    assert command[:3] == ["dagster", "api", "grpc"]
+    assert command[:3] == ["python", "-m", CODE_SERVER_MODULE]
     flags = dict(zip(command[3::2], command[4::2], strict=True))
     assert flags["--module-name"] == DEFINITIONS_MODULE
     assert flags["--location-name"] == grpc["location_name"] == LOCATION
