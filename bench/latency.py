@@ -38,6 +38,7 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as db  # Dagster's own dependency: counts rows of its event_logs table
 from confluent_kafka import Consumer, TopicPartition
+from dagster._core.storage.tags import TICK_ID_TAG  # the sensor tick that requested a run
 
 from assets.sensors import IN_FLIGHT
 from assets.stage_assets import PARTITION_TAG, STAGE_TAG
@@ -347,10 +348,12 @@ def stage_runs_in_flight(instance: dg.DagsterInstance) -> int:
     )
 
 
-# The phases of a cold start, in order: each run's create time, launch (RUN_STARTING), start
-# (RUN_START: its process has loaded the code) and the first record its stage read.
+# The phases of a cold start, in order: the start of the sensor tick that requested each run,
+# the run's create time, launch (RUN_STARTING), start (RUN_START: its process has loaded the
+# code) and the first record its stage read.
 COLD_PHASES = (
-    "produced → run created (sensor tick)",
+    "produced → sensor tick started (daemon loop)",
+    "tick started → run created (sensor evaluation)",
     "created → launched (run queue)",
     "launched → started (process start, code load)",
     "started → first record read (resources, consumer)",
@@ -379,10 +382,14 @@ def cold_phases(
             continue
         read_s = first_read.get((stage, int(partition)))
         launched = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_STARTING)
-        if read_s is None or not launched or record.start_time is None:
+        tick_id = run.tags.get(TICK_ID_TAG)
+        storage = instance.schedule_storage
+        ticks = storage.get_ticks_by_ids([int(tick_id)]) if storage and tick_id else []
+        if read_s is None or not launched or record.start_time is None or not ticks:
             continue
         marks = (
             since_s,
+            ticks[0].timestamp,
             record.create_timestamp.timestamp(),
             launched[0].timestamp,
             record.start_time,
