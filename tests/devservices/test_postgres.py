@@ -70,7 +70,7 @@ def test_instance_storage_choice(tmp_path: Path) -> None:
     given = {name: f"v-{name}" for name in POSTGRES_ENV}
     assert write_instance(tmp_path / "pg", given) == {"DAGSTER_STORAGE": "postgres", **given}
     written = yaml.safe_load((tmp_path / "pg" / "dagster.yaml").read_text())
-    assert written["storage"]["postgres"]["postgres_db"]["password"] == {
+    assert written["storage"]["custom"]["config"]["postgres_db"]["password"] == {
         "env": "DAGSTER_POSTGRES_PASSWORD"
     }
     with pytest.raises(DevServicesError, match="DAGSTER_STORAGE"):

@@ -66,7 +66,7 @@ def test_docker_dagster_instance_matches_the_local_one() -> None:
 
 def test_instance_storage_is_postgres_from_the_environment_only() -> None:
     storage = yaml.safe_load((ROOT / "dagster.yaml").read_text())["storage"]
-    fields = dict(storage["postgres"]["postgres_db"])
+    fields = dict(storage["custom"]["config"]["postgres_db"])
     # The driver dagster-postgres installs (SQLAlchemy 2.1 would pick psycopg 3 otherwise).
     assert fields.pop("scheme") == "postgresql+psycopg2"
     assert set(fields) == {"hostname", "port", "username", "password", "db_name"}
