@@ -132,7 +132,11 @@ def test_freshness_threshold_is_twice_the_pull_interval() -> None:
 def test_dagster_yaml_is_valid_and_limits_one_run_per_topic_partition() -> None:
     settings = yaml.safe_load(DAGSTER_YAML.read_text())
     # The PostgreSQL storage needs the server: tests/integration/test_dagster_postgres.py.
-    assert "postgres" in settings.pop("storage")
+    storage = settings.pop("storage")["custom"]
+    assert (storage["module"], storage["class"]) == (
+        "pipelines.instance_storage",
+        "PooledPostgresStorage",
+    )
     with dg.instance_for_test(overrides=settings) as instance:
         queue = instance.get_concurrency_config().run_queue_config
         assert queue is not None

@@ -39,8 +39,8 @@ def pull() -> None:
 def kill_and_await_restart(dev: Dagster, victim: str) -> tuple[float, Restarted]:
     """SIGKILL the victim; return when the supervisor restarted it and a sensor run was
     launched after that for a pull made after it: (seconds from the kill to that run, the
-    restart). The pull again, because the runs already live may have finished the first one
-    by then, leaving no lag for a sensor to act on."""
+    restart). The pull again once the live runs have ended (idle), because the runs may have
+    finished the first pull by then, and live runs would take the second without a new run."""
     pid = dev.supervisor.pid(victim)
     assert pid is not None
     seen = len(dev.supervisor.events)
@@ -55,6 +55,12 @@ def kill_and_await_restart(dev: Dagster, victim: str) -> tuple[float, Restarted]
     assert (exited.program, exited.pid, exited.returncode) == (victim, pid, -signal.SIGKILL)
     assert restart.program == victim and restart.pid != pid
     assert dev.supervisor.alive(victim)
+    wait_for(
+        lambda: all(run.finished for run in dev.sensor_runs(*SENSORS)),
+        120,
+        "the live runs ending when idle",
+        poll_s=0.5,
+    )
     pull()  # the same products again: new offsets, no new opportunity
     # The sensors tick again: a run is launched after the restart (by the new daemon, or by the
     # old one through the new code server).

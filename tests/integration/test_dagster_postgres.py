@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from devservices.dagster_instance import fresh_storage, write_instance
 from devservices.postgres import Postgres, dagster_cursor
@@ -36,9 +37,10 @@ def test_a_run_is_a_row_in_postgres(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         for name, value in write_instance(tmp_path, env).items():
             monkeypatch.setenv(name, value)
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-            assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+            # dagster-postgres's storages, keeping their connections (pipelines/instance_storage.py)
+            assert isinstance(instance.run_storage, PostgresRunStorage)
+            assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+            assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
             result = dg.materialize([answer], instance=instance)
             assert result.success
             run_id = result.run_id
