@@ -55,43 +55,40 @@ def keep_connections(storage: Any) -> None:
     )
 
 
-def close_connections(storage: Any) -> None:
-    storage._engine.dispose()
+class KeepsConnections:
+    """A dagster-postgres storage with a pool (put first among the bases)."""
 
+    _engine: Any
 
-class PooledRunStorage(PostgresRunStorage):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         keep_connections(self)
         # Storages whose connections close with this one's: DagsterInstance.dispose disposes
         # the run and event log storages but not the schedule storage.
-        self.closes_with: list[Any] = []
+        self.closes_with: list[KeepsConnections] = []
 
     def dispose(self) -> None:
-        super().dispose()
-        close_connections(self)
-        for storage in self.closes_with:
-            close_connections(storage)
+        super().dispose()  # type: ignore[misc]
+        for storage in (self, *self.closes_with):
+            storage._engine.dispose()
+
+    def optimize_for_webserver(
+        self, statement_timeout: int, pool_recycle: int, max_overflow: int
+    ) -> None:
+        self._engine.dispose()  # the webserver's own pool replaces this one: close its connection
+        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)  # type: ignore[misc]
 
 
-class PooledEventLogStorage(PostgresEventLogStorage):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        keep_connections(self)
-
-    def dispose(self) -> None:
-        super().dispose()
-        close_connections(self)
+class PooledRunStorage(KeepsConnections, PostgresRunStorage):
+    pass
 
 
-class PooledScheduleStorage(PostgresScheduleStorage):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        keep_connections(self)
+class PooledEventLogStorage(KeepsConnections, PostgresEventLogStorage):
+    pass
 
-    def dispose(self) -> None:
-        super().dispose()
-        close_connections(self)
+
+class PooledScheduleStorage(KeepsConnections, PostgresScheduleStorage):
+    pass
 
 
 class PooledPostgresStorage(DagsterStorage, ConfigurableClass):
