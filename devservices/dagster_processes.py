@@ -222,19 +222,26 @@ class DagsterProcesses:
     def end_runs(self, timeout_s: float) -> int:
         """Terminate every run in flight through the webserver and wait until none is left or
         ``timeout_s`` has passed; returns how many were asked to end. A webserver that does not
-        answer ends nothing: the processes are stopped anyway."""
+        answer yet (a stop during start-up, when the daemon may have launched runs already) is
+        waited for while its process lives; without one the processes are stopped anyway."""
         deadline = time.monotonic() + timeout_s
         # Asked again on every poll: the sensors and the daemon are still on, so a run can be
         # requested or dequeued while the others finish their batch; one left out would be
         # killed with its code server below and end FAILURE.
         asked: set[str] = set()
-        with contextlib.suppress(requests.RequestException, ValueError, DagsterStartError):
-            while (in_flight := self._in_flight()) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            try:
+                in_flight = self._in_flight()
+                if not in_flight:
+                    break
                 for run in in_flight:
                     if run["runId"] not in asked:
                         self.graphql(TERMINATE_MUTATION, {"runId": run["runId"]})
                         asked.add(run["runId"])
-                time.sleep(0.5)
+            except (requests.RequestException, ValueError, DagsterStartError):
+                if not self.supervisor.alive(WEBSERVER):
+                    break
+            time.sleep(0.5)
         return len(asked)
 
     def _in_flight(self) -> list[dict[str, str]]:

@@ -22,7 +22,7 @@ import dagster as dg
 import pytest
 
 from devservices.dagster_instance import fresh_storage, postgres_env
-from devservices.dagster_processes import free_port, url_answers
+from devservices.dagster_processes import CODE_SERVER_MODULE, free_port, url_answers
 from devservices.process import port_open
 
 pytestmark = pytest.mark.integration
@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 # The code server forks each run from its multiprocessing forkserver (pipelines/code_server.py):
 # a run worker is a child of the forkserver, with the same command line.
 FORKSERVER = b"multiprocessing.forkserver"
+# The code server's own command line (`python -m pipelines.code_server ...`), not its forkserver's.
+CODE_SERVER_ARG = b"\0" + CODE_SERVER_MODULE.encode() + b"\0"
 
 
 def processes_of(home: Path) -> dict[int, bytes]:
@@ -118,7 +120,7 @@ def three_processes(home: Path) -> bool:
     commands = processes_of(home).values()
     return all(
         any(name in command for command in commands)
-        for name in (b"dagster-webserver", b"dagster-daemon", b"grpc")
+        for name in (b"dagster-webserver", b"dagster-daemon", CODE_SERVER_ARG)
     )
 
 
@@ -209,7 +211,7 @@ def test_the_demo_says_when_a_process_died_and_came_back(tmp_path: Path) -> None
     demo = Demo(tmp_path / "dagster_home")
     demo.wait_until("the UI", lambda: url_answers(demo.url))
     (code_server,) = [
-        pid for pid, command in processes_of(demo.home).items() if b"\0grpc\0" in command
+        pid for pid, command in processes_of(demo.home).items() if CODE_SERVER_ARG in command
     ]
     os.kill(code_server, signal.SIGKILL)
     restarted = re.compile(
