@@ -187,6 +187,11 @@ class DagsterProcesses:
             if self.web_port is not None:
                 port = self.web_port
                 self._wait(lambda: port_open("127.0.0.1", port), deadline, "the opportunities page")
+        except KeyboardInterrupt:
+            # Stopped while starting (Ctrl-C before the UI is up): the daemon may have launched
+            # runs already; they end as on any stop (CANCELED), not killed mid-launch (FAILURE).
+            self.stop(end_runs_s=END_RUNS_S)
+            raise
         except BaseException:
             self.stop()
             raise

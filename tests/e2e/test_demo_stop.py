@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +25,9 @@ import pytest
 from devservices.dagster_instance import fresh_storage, postgres_env
 from devservices.dagster_processes import CODE_SERVER_MODULE, free_port, url_answers
 from devservices.process import port_open
+from pipelines import topics
+from resources.kafka import KafkaResource
+from tests.dagster.helpers import opportunity, produce_updates
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -204,6 +208,30 @@ def test_make_demo_stopped_while_runs_are_working_leaves_nothing_running(
             assert statuses and not statuses.keys() - {"SUCCESS", "CANCELED"}, (
                 f"{statuses}\n{why}\n{demo.text()[-3000:]}"
             )
+
+
+def demo_runs(home: Path, storage: Mapping[str, str]) -> int:
+    if not (home / "dagster.yaml").exists():  # the demo has not written its instance yet
+        return 0
+    return sum(run_statuses(home, storage)[0].values())
+
+
+def test_make_demo_stopped_before_the_ui_is_up_ends_the_runs_the_daemon_launched(
+    tmp_path: Path, kafka: KafkaResource
+) -> None:
+    """Ctrl-C while the demo waits for the UI: the daemon may be launching runs already (lag
+    from before the demo), and they must end as on any stop, not be killed mid-launch."""
+    updates = [opportunity(f"B0STARTUP{n:03d}", at=datetime.now(UTC)) for n in range(9)]
+    produce_updates(kafka, topics.RAW_UPDATES, updates, [n % 3 for n in range(9)])
+    with fresh_storage(os.environ) as storage:
+        demo = Demo(tmp_path / "dagster_home", extra=storage)
+        demo.wait_until("a run", lambda: demo_runs(demo.home, storage) > 0, timeout_s=240.0)
+        demo.ctrl_c()
+        # Still in DagsterProcesses.start (waiting for the UI to load the code location).
+        assert "== launching one Keepa pull" not in demo.text(), "started before the first run"
+        demo.assert_nothing_left(within_s=60.0)
+        statuses, why = run_statuses(demo.home, storage)
+        assert not statuses.keys() - {"SUCCESS", "CANCELED"}, f"{statuses}\n{why}"
 
 
 @pytest.mark.slow
