@@ -8,17 +8,18 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from cli.redrive import LEDGER_INDEX
 from pipelines import topics
+from pipelines.redaction import remote_hosts
 from pipelines.stage_specs import PIPELINE_GROUPS, STAGES
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.retention_losses import LOSS_INDEX
+from resources.run_config import resolved
 
 
 def delete_groups(kafka: KafkaResource, groups: Sequence[str]) -> None:
@@ -52,19 +53,8 @@ def _delete_topics(kafka: KafkaResource, names: Sequence[str], deadline: float) 
         time.sleep(0.2)
 
 
-_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
 class ResetRefusedError(RuntimeError):
     """The reset would empty a cluster that is not on this machine."""
-
-
-def _hosts(addresses: str) -> set[str]:
-    """Host names in a bootstrap list ("h1:9092,h2:9092") or a URL (credentials ignored)."""
-    return {
-        urlsplit(address if "//" in address else f"//{address.strip()}").hostname or ""
-        for address in addresses.split(",")
-    }
 
 
 def check_reset_allowed(kafka: KafkaResource, es: ElasticsearchResource, anywhere: bool) -> None:
@@ -76,7 +66,7 @@ def check_reset_allowed(kafka: KafkaResource, es: ElasticsearchResource, anywher
             f"benchmarks reset only their namespace. Set {topics.NAMESPACE_VARIABLE} (the tests "
             "use 'test', the benchmarks 'bench')"
         )
-    remote = sorted((_hosts(kafka.bootstrap_servers) | _hosts(es.url)) - _LOOPBACK_HOSTS)
+    remote = sorted({*remote_hosts(kafka.bootstrap_servers), *remote_hosts(resolved(es.url) or "")})
     if remote and not anywhere:
         raise ResetRefusedError(
             f"refusing to delete the pipeline's topics, groups and indices on {', '.join(remote)}: "

@@ -21,11 +21,9 @@ from assets.sensors import build_stage_sensor
 from assets.stage_assets import build_stage_assets, build_stage_job
 from engine.faults import FaultInjector
 from engine.runner import Following
-from pipelines.redaction import has_credentials
 from pipelines.stage_specs import STAGES
-from resources.elasticsearch import ElasticsearchResource
 from resources.keepa import KeepaResource
-from resources.settings import ELASTICSEARCH_URL_ENV, KEEPA_KEY_ENV, Settings
+from resources.settings import KEEPA_KEY_ENV, Settings
 
 # How long past ARBITRAGE_RUN_MAX_S a following run may take before run monitoring cancels it.
 RUN_MAX_GRACE_S = 300
@@ -42,14 +40,6 @@ def keepa_resource(settings: Settings) -> KeepaResource:
         sample_path=str(settings.keepa_sample_file),
         history_days=settings.keepa_history_days,
     )
-
-
-def elasticsearch_resource(settings: Settings) -> ElasticsearchResource:
-    if has_credentials(settings.elasticsearch_url):
-        # A URL with a password in it is wired by name, like the Keepa key: the UI shows
-        # ELASTICSEARCH_URL, and Dagster resolves the value when a run or sensor starts.
-        return settings.elasticsearch(url=dg.EnvVar(ELASTICSEARCH_URL_ENV))
-    return settings.elasticsearch()
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -102,7 +92,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources={
             "keepa": keepa_resource(settings),
             "kafka": settings.kafka(),
-            "elasticsearch": elasticsearch_resource(settings),
+            "elasticsearch": settings.elasticsearch(),
             "fee_model": settings.fee_model(),
             "notifications": settings.notifications(),
         },

@@ -70,6 +70,28 @@ def scrub_url(text: str, url: str) -> str:
     return text
 
 
+def remote_hosts(addresses: str) -> list[str]:
+    """The hosts off this machine in a bootstrap list ("h1:9092,h2:9092") or a list of URLs
+    (credentials ignored)."""
+    found = {
+        urlsplit(address if "//" in address else f"//{address.strip()}").hostname or ""
+        for address in addresses.split(",")
+    }
+    return sorted(found - LOOPBACK_HOSTS)
+
+
+def cleartext_login_problem(addresses: str, what: str) -> str | None:
+    """Why a password may not be sent in the clear to ``addresses``, or None if it may:
+    only loopback hosts (nothing crosses a network) may receive one without TLS."""
+    remote = remote_hosts(addresses)
+    if not remote:
+        return None
+    return (
+        f"would send {what} without TLS to {', '.join(remote)}; use TLS "
+        "(in the clear only to 127.0.0.1, ::1 or localhost)"
+    )
+
+
 def secure_endpoint_problem(url: str) -> str | None:
     """Why a secret may not be sent to ``url``, or None if it may.
 

@@ -23,8 +23,17 @@ from pipelines.topics import (
     PRICE_OBSERVATIONS_INDEX,
     PRODUCTS_INDEX,
 )
+from resources.run_config import refuse_changed_fields, resolved
 
 DEFAULT_URL = "http://127.0.0.1:9200"
+# Where the cluster is and who the client is: from the environment only (resources/run_config.py).
+ENVIRONMENT_FIELDS = {
+    "url": "ELASTICSEARCH_URL",
+    "api_key": "ELASTICSEARCH_API_KEY",
+    "username": "ELASTICSEARCH_USERNAME",
+    "password": "ELASTICSEARCH_PASSWORD",
+    "ca_certs": "ELASTICSEARCH_CA_CERTS",
+}
 SERVICES_HINT = (
     "start the local services with `make services-up` (or `docker compose up -d elasticsearch`)"
 )
@@ -34,14 +43,6 @@ log = logging.getLogger(__name__)
 
 class ElasticsearchUnavailableError(RuntimeError):
     """Elasticsearch did not answer or kept refusing writes; nothing was committed."""
-
-
-def _resolved(secret: str | None) -> str | None:
-    """A secret field's value: inside a run Dagster has resolved the EnvVar; outside one (CLI,
-    tests, benchmarks) it is still the variable's name, read here when the client is made."""
-    if isinstance(secret, dg.EnvVar):
-        return secret.get_value()
-    return secret
 
 
 def _source_only(field_type: str) -> dict[str, Any]:
@@ -384,15 +385,22 @@ class ElasticsearchResource(dg.ConfigurableResource):
 
     _client: Elasticsearch | None = PrivateAttr(default=None)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Settings builds this resource, so it is imported here, when a run or sensor starts.
+        from resources.settings import Settings
+
+        expected = Settings.from_env().elasticsearch()
+        refuse_changed_fields("elasticsearch", self, expected, ENVIRONMENT_FIELDS)
+
     @property
     def shown_url(self) -> str:
         """The URL as messages show it: credentials redacted."""
-        return redact_url(self.url)
+        return redact_url(resolved(self.url) or "")
 
     def client_options(self) -> dict[str, Any]:
         """Authentication and trust for the client: an API key wins over user and password."""
         options: dict[str, Any] = {}
-        api_key, password = _resolved(self.api_key), _resolved(self.password)
+        api_key, password = resolved(self.api_key), resolved(self.password)
         if api_key:
             options["api_key"] = api_key
         elif self.username:
@@ -404,7 +412,7 @@ class ElasticsearchResource(dg.ConfigurableResource):
     def client(self) -> Elasticsearch:
         if self._client is None:
             self._client = Elasticsearch(
-                (_resolved(self.url) or "").strip(),
+                (resolved(self.url) or "").strip(),
                 request_timeout=self.request_timeout_s,
                 **self.client_options(),
             )

@@ -8,6 +8,11 @@ from pydantic import Field
 
 from pipelines.fee_config import DEFAULT_FEES_FILE, FeeConfig, load_fee_config
 from pipelines.rules_config import DEFAULT_RULES_FILE, RulesConfig, load_rules_config
+from resources.run_config import refuse_changed_fields
+
+# Which fees and rules apply: from the environment only (a run config naming
+# config/rules_none.toml would switch the rules off; resources/run_config.py).
+ENVIRONMENT_FIELDS = {"fees_file": "ARBITRAGE_FEES_FILE", "rules_file": "ARBITRAGE_RULES_FILE"}
 
 
 class FeeModelResource(dg.ConfigurableResource):
@@ -29,6 +34,13 @@ class FeeModelResource(dg.ConfigurableResource):
             "offers, out of stock; config/rules_none.toml turns them all off."
         ),
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Settings builds this resource, so it is imported here, when a run starts.
+        from resources.settings import Settings
+
+        expected = Settings.from_env().fee_model()
+        refuse_changed_fields("fee_model", self, expected, ENVIRONMENT_FIELDS)
 
     def load(self) -> FeeConfig:
         return load_fee_config(self.fees_file)

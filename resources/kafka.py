@@ -32,9 +32,30 @@ from resources.kafka_offsets import (
     read_lag,
     topic_partitions,
 )
-from resources.kafka_security import KafkaSecurity
+from resources.kafka_security import (
+    CA_ENV,
+    CERT_ENV,
+    KEY_ENV,
+    MECHANISM_ENV,
+    PASSWORD_ENV,
+    PROTOCOL_ENV,
+    USERNAME_ENV,
+    KafkaSecurity,
+)
+from resources.run_config import refuse_changed_fields, resolved
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+# Where the cluster is and who the client is: from the environment only (resources/run_config.py).
+ENVIRONMENT_FIELDS = {
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "security_protocol": PROTOCOL_ENV,
+    "sasl_mechanism": MECHANISM_ENV,
+    "sasl_username": USERNAME_ENV,
+    "sasl_password": PASSWORD_ENV,
+    "ssl_ca_location": CA_ENV,
+    "ssl_certificate_location": CERT_ENV,
+    "ssl_key_location": KEY_ENV,
+}
 
 
 class DeliveryError(RuntimeError):
@@ -223,6 +244,12 @@ class KafkaResource(dg.ConfigurableResource):
     # One admin client per resource: futures fail if their client is garbage-collected early.
     _admin: AdminClient | None = PrivateAttr(default=None)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Settings builds this resource, so it is imported here, when a run or sensor starts.
+        from resources.settings import Settings
+
+        refuse_changed_fields("kafka", self, Settings.from_env().kafka(), ENVIRONMENT_FIELDS)
+
     # ------------------------------------------------------------------ clients
 
     def security(self) -> KafkaSecurity:
@@ -238,9 +265,7 @@ class KafkaResource(dg.ConfigurableResource):
     def _password(self) -> str | None:
         # Inside a run Dagster has resolved the EnvVar already; outside one (CLI, tests,
         # benchmarks) it is still the variable's name, read here at the last moment.
-        if isinstance(self.sasl_password, dg.EnvVar):
-            return self.sasl_password.get_value()
-        return self.sasl_password
+        return resolved(self.sasl_password)
 
     def client_config(self) -> dict[str, Any]:
         """What every client of this cluster shares: where it is, who is asking, and how it

@@ -18,7 +18,8 @@ from resources.keepa_sources import (
     KeepaSampleSource,
     KeepaSource,
 )
-from resources.settings import DATA_DIR, REPO_ROOT, Settings
+from resources.run_config import RunConfigRefusedError, resolved
+from resources.settings import DATA_DIR, KEEPA_KEY_ENV, REPO_ROOT, Settings
 
 
 def allowed_file(chosen: str | None, from_env: Path, field: str, env_name: str) -> Path:
@@ -94,6 +95,7 @@ class KeepaResource(dg.ConfigurableResource):
         self.asins_path()
         if self.source == "api":
             self.api_url()
+            self.key()
         else:
             self.sample_file()
 
@@ -119,6 +121,19 @@ class KeepaResource(dg.ConfigurableResource):
                 "base_url cannot be changed in run config: the Keepa key is sent only to "
                 f"KEEPA_API_URL ({redact_url(from_env)}); remove base_url from the run config, "
                 "or set KEEPA_API_URL where the code location runs"
+            )
+        return from_env
+
+    def key(self) -> str:
+        """KEEPA_API_KEY; a run config that names another value (``{env: OTHER_SECRET}`` would
+        send that secret to Keepa) is refused. Unset (None): the environment's key."""
+        from_env = (dg.EnvVar(KEEPA_KEY_ENV).get_value() or "").strip()
+        chosen = resolved(self.api_key)
+        if chosen is not None and chosen.strip() != from_env:
+            raise RunConfigRefusedError(
+                f"api_key cannot be changed in run config: the key comes from {KEEPA_KEY_ENV} "
+                "only; remove api_key from the run config, or set the variable where the code "
+                "location runs"
             )
         return from_env
 
@@ -149,7 +164,7 @@ class KeepaResource(dg.ConfigurableResource):
         if self.source == "sample":
             return KeepaSampleSource(self.sample_file())
         base_url = self.api_url()
-        key = (self.api_key or "").strip()
+        key = self.key()
         if not key:
             raise KeepaError(
                 "KEEPA_SOURCE=api needs a Keepa API key in KEEPA_API_KEY; set it, or set "

@@ -261,8 +261,12 @@ class KeepaHttpClient(KeepaSource):
             response: requests.Response | None = None
             try:
                 self._logger.debug("Keepa GET %s for the %s", path, what)
+                # Never followed: a redirect would carry the key (in the query) elsewhere.
                 response = self._session.get(
-                    self.base_url + path, params=params, timeout=self.timeout_s
+                    self.base_url + path,
+                    params=params,
+                    timeout=self.timeout_s,
+                    allow_redirects=False,
                 )
             except requests.Timeout:
                 problem = f"no answer within {self.timeout_s:g} s"
@@ -281,6 +285,11 @@ class KeepaHttpClient(KeepaSource):
                     token_waits += 1
                     self._wait_for_tokens(response, what, token_waits)
                     continue
+                if 300 <= status < 400:
+                    raise KeepaError(
+                        f"Keepa answered HTTP {status}, a redirect; it is not followed, since "
+                        "the key is sent only to KEEPA_API_URL. Check KEEPA_API_URL"
+                    )
                 if status < 500:
                     raise KeepaError(self._refusal(response))
                 problem = f"HTTP {status}"

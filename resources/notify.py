@@ -39,6 +39,7 @@ from pipelines.notifications import (
     DEFAULT_NOTIFICATIONS_FILE,
     EVENT_HEADER,
     IDEMPOTENCY_HEADER,
+    NOTIFICATIONS_FILE_ENV,
     RETRYABLE_STATUSES,
     SIGNATURE_HEADER,
     AlertEvent,
@@ -55,6 +56,7 @@ from pipelines.notifications import (
     webhook_body,
 )
 from pipelines.redaction import secure_endpoint_problem
+from resources.run_config import refuse_changed_fields
 
 # Longest error text kept on a delivery document or a dead letter.
 ERROR_CHARS = 500
@@ -388,6 +390,15 @@ class NotificationsResource(dg.ConfigurableResource):
         default=str(DEFAULT_NOTIFICATIONS_FILE),
         description="Channels TOML (config/notifications.example.toml shows every setting).",
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Settings builds this resource, so it is imported here, when a run starts.
+        from resources.settings import Settings
+
+        expected = Settings.from_env().notifications()
+        refuse_changed_fields(
+            "notifications", self, expected, {"config_file": NOTIFICATIONS_FILE_ENV}
+        )
 
     def load(self) -> NotificationsConfig:
         return load_notifications_config(self.config_file)

@@ -17,7 +17,12 @@ from typing import Literal, cast
 import dagster as dg
 
 from pipelines.notifications import NOTIFICATIONS_FILE_ENV
-from pipelines.redaction import redact_url, secure_endpoint_problem
+from pipelines.redaction import (
+    cleartext_login_problem,
+    has_credentials,
+    redact_url,
+    secure_endpoint_problem,
+)
 from resources.elasticsearch import ElasticsearchResource
 from resources.fees import FeeModelResource
 from resources.kafka import KafkaResource
@@ -78,6 +83,32 @@ def _file(env: Mapping[str, str], name: str) -> str:
     if value and not Path(value).is_file():
         raise SettingsError(f"{name}={value!r} is not a readable file")
     return value
+
+
+def _refuse_cleartext_logins(
+    env: Mapping[str, str], elasticsearch_url: str, bootstrap: str, kafka: KafkaSecurity
+) -> None:
+    """A password or API key never crosses a network unencrypted: plain-http Elasticsearch and
+    Kafka's SASL/PLAIN without TLS are for loopback hosts only."""
+    es_secret = any(
+        env.get(name, "").strip()
+        for name in (ELASTICSEARCH_API_KEY_ENV, ELASTICSEARCH_PASSWORD_ENV)
+    )
+    plain_http = ",".join(
+        url for url in elasticsearch_url.split(",") if url.strip().lower().startswith("http://")
+    )
+    if plain_http and (es_secret or has_credentials(elasticsearch_url)):
+        problem = cleartext_login_problem(plain_http, "Elasticsearch's credentials")
+        if problem is not None:
+            shown = redact_url(elasticsearch_url)
+            raise SettingsError(f"ELASTICSEARCH_URL={shown!r} is plain http and {problem}")
+    if kafka.protocol == "SASL_PLAINTEXT" and kafka.sasl_mechanism == "PLAIN":
+        problem = cleartext_login_problem(bootstrap, "the SASL/PLAIN password")
+        if problem is not None:
+            raise SettingsError(
+                "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT with KAFKA_SASL_MECHANISM=PLAIN "
+                f"{problem}: use SASL_SSL"
+            )
 
 
 @dataclass(frozen=True)
@@ -153,8 +184,10 @@ class Settings:
             kafka_security = KafkaSecurity.from_env(env)
         except KafkaSecurityError as exc:
             raise SettingsError(str(exc)) from None
+        bootstrap = _text(env, "KAFKA_BOOTSTRAP_SERVERS", _local_bootstrap(env))
+        _refuse_cleartext_logins(env, elasticsearch_url, bootstrap, kafka_security)
         return cls(
-            kafka_bootstrap_servers=_text(env, "KAFKA_BOOTSTRAP_SERVERS", _local_bootstrap(env)),
+            kafka_bootstrap_servers=bootstrap,
             kafka_security=kafka_security,
             kafka_sasl_password_set=bool(env.get(KAFKA_PASSWORD_ENV, "")),
             kafka_replication_factor=_optional_int(env, "KAFKA_REPLICATION_FACTOR"),
@@ -225,7 +258,11 @@ class Settings:
             else None,
         }
         fields = {
-            "url": self.elasticsearch_url,
+            # A URL with a password in it is wired by name, like the Keepa key: the UI shows
+            # ELASTICSEARCH_URL, and Dagster resolves the value when a run or sensor starts.
+            "url": dg.EnvVar(ELASTICSEARCH_URL_ENV)
+            if has_credentials(self.elasticsearch_url)
+            else self.elasticsearch_url,
             "username": self.elasticsearch_username,
             "ca_certs": self.elasticsearch_ca_certs,
             **secrets,

@@ -36,6 +36,7 @@ class ScriptedResponse:
     body: bytes
     content_type: str = "application/json;charset=UTF-8"
     delay_s: float = 0.0  # sleep before answering, to provoke client timeouts
+    location: str | None = None  # a redirect's Location header
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,11 @@ def payment_required() -> ScriptedResponse:
 
 def refused(status: int, message: str = "rejected") -> ScriptedResponse:
     return json_response(status, {"error": {"type": "REQUEST_REJECTED", "message": message}})
+
+
+def redirect(location: str, status: int = 302) -> ScriptedResponse:
+    """A redirect elsewhere, as a hijacked proxy or a misconfigured gateway would answer."""
+    return ScriptedResponse(status, b"", content_type="text/plain", location=location)
 
 
 def not_json(text: str = "<html><body>502 Bad Gateway</body></html>") -> ScriptedResponse:
@@ -319,6 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(response.body)))
+            if response.location is not None:
+                self.send_header("Location", response.location)
             self.end_headers()
             self.wfile.write(response.body)
         except (BrokenPipeError, ConnectionResetError):

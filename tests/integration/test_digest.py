@@ -8,7 +8,6 @@ import io
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -104,7 +103,14 @@ def channels_file(tmp_path: Path, hook_url: str) -> Path:
 
 
 def run_digest(path: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    defs = build_definitions(replace(Settings.from_env(), notifications_file=path))
+    # The channels file comes from the environment only (resources/run_config.py).
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ARBITRAGE_NOTIFICATIONS_FILE", str(path))
+        return _run_digest(instance)
+
+
+def _run_digest(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    defs = build_definitions(Settings.from_env())
     return defs.resolve_job_def("daily_digest").execute_in_process(
         partition_key=DAY.isoformat(), instance=instance, raise_on_error=False
     )

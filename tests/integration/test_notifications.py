@@ -280,9 +280,8 @@ def test_the_job_reports_counts_per_channel_on_the_deliveries_index(
         path = tmp_path / "notifications.toml"
         path.write_text(FAST_RETRY + hook("hook", receiver.url))
         monkeypatch.setenv(SECRET_ENV, SECRET.decode())  # read when the run starts
-        defs = build_definitions(
-            replace(Settings.from_env(), keepa_source="sample", notifications_file=path)
-        )
+        monkeypatch.setenv("ARBITRAGE_NOTIFICATIONS_FILE", str(path))
+        defs = build_definitions(replace(Settings.from_env(), keepa_source="sample"))
         result = defs.resolve_job_def("notifications").execute_in_process(
             instance=dg.DagsterInstance.ephemeral()
         )

@@ -102,3 +102,68 @@ def test_transactional_ids_of_every_stage_fall_under_a_grant() -> None:
     for group in PIPELINE_GROUPS:
         txn_id = transactional_id(group, "raw.keepa_updates", 2)
         assert any(txn_id.startswith(prefix) for prefix in prefixes), txn_id
+
+
+@pytest.mark.parametrize(
+    ("env", "sentence"),
+    [
+        (
+            {"ELASTICSEARCH_URL": "http://es.prod:9200", "ELASTICSEARCH_PASSWORD": "pw"},
+            "ELASTICSEARCH_URL='http://es.prod:9200' is plain http and would send "
+            "Elasticsearch's credentials without TLS to es.prod",
+        ),
+        (
+            {"ELASTICSEARCH_URL": "http://es.prod:9200", "ELASTICSEARCH_API_KEY": "a2V5"},
+            "would send Elasticsearch's credentials without TLS to es.prod",
+        ),
+        (
+            {"ELASTICSEARCH_URL": "http://user:pw@10.0.0.5:9200"},
+            "would send Elasticsearch's credentials without TLS to 10.0.0.5",
+        ),
+        (
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092,kafka-2.prod:9092",
+                "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "KAFKA_SASL_MECHANISM": "PLAIN",
+                "KAFKA_SASL_USERNAME": "arbitrage",
+                "KAFKA_SASL_PASSWORD": "pw",
+            },
+            "SASL_PLAINTEXT with KAFKA_SASL_MECHANISM=PLAIN would send the SASL/PLAIN password "
+            "without TLS to kafka-2.prod",
+        ),
+    ],
+)
+def test_credentials_in_the_clear_to_another_host_are_refused(
+    env: dict[str, str], sentence: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    assert sentence in str(refused.value)
+    assert "pw" not in str(refused.value).replace("plain http", "")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ELASTICSEARCH_URL": "http://127.0.0.1:9200", "ELASTICSEARCH_PASSWORD": "pw"},
+        {"ELASTICSEARCH_URL": "http://localhost:9200", "ELASTICSEARCH_API_KEY": "a2V5"},
+        {"ELASTICSEARCH_URL": "https://es.prod:9200", "ELASTICSEARCH_PASSWORD": "pw"},
+        {"ELASTICSEARCH_URL": "http://es.prod:9200"},  # no credentials: nothing to protect
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092,[::1]:9093",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": "PLAIN",
+            "KAFKA_SASL_USERNAME": "arbitrage",
+            "KAFKA_SASL_PASSWORD": "pw",
+        },
+        {  # SCRAM proves the password without sending it
+            "KAFKA_BOOTSTRAP_SERVERS": "kafka.prod:9092",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USERNAME": "arbitrage",
+            "KAFKA_SASL_PASSWORD": "pw",
+        },
+    ],
+)
+def test_credentials_in_the_clear_on_loopback_or_over_tls_are_allowed(env: dict[str, str]) -> None:
+    Settings.from_env(env)

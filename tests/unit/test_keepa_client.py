@@ -26,6 +26,7 @@ from tests.keepa_server import (
     json_response,
     not_json,
     payment_required,
+    redirect,
     refused,
     server_error,
     slow,
@@ -416,3 +417,17 @@ def test_server_serves_generated_products_directly(sleeps: list[float]) -> None:
         batch = make_client(server, sleeps).fetch_batch("DE", asins)
         assert set(batch.products) <= set(asins)
         assert batch.not_found == [a for a in asins if a not in batch.products]
+
+
+def test_a_redirect_is_not_followed_with_the_key(
+    server: KeepaTestServer, sleeps: list[float], sample_document: dict[str, Any]
+) -> None:
+    """A 3xx would carry ``key=`` in the query to wherever it points: refused, not followed."""
+    with KeepaTestServer(bodies=sample_document["markets"]) as elsewhere:
+        server.script([redirect(f"{elsewhere.url}/product?collect=1")])
+        client = make_client(server, sleeps)
+        with pytest.raises(KeepaError, match="HTTP 302, a redirect; it is not followed") as caught:
+            pull_products(client, first_asins(sample_document, 3), ("DE",), PULLED_AT, LOGGER)
+        assert elsewhere.requests == []
+    assert API_KEY not in str(caught.value)
+    assert len(server.requests) == 1
