@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,6 +103,20 @@ Promise.all(Object.entries(attempts).map(
 </script>
 </body></html>
 """.replace("JOB", JOB)
+
+
+def low_port() -> int:
+    """A free 127.0.0.1 port below 32768 (the project's rule for ports tests choose), for a
+    server started by another process."""
+    for _ in range(200):
+        port = random.randint(20000, 32767)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port between 20000 and 32767")
 
 
 def low_port_server(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:

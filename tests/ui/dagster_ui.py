@@ -45,6 +45,21 @@ CHROMIUM_FLAGS = (
 )
 VIEWPORT = {"width": 1600, "height": 1000}
 
+
+def resolving_to_loopback(*names: str) -> tuple[str, ...]:
+    """Chromium switches under which ``names`` resolve to 127.0.0.1, as a DNS-rebinding name
+    does once rebound. Chromium's own Private (Local) Network Access would also stop a rebound
+    page's fetch (an http page from the public address space asking loopback); Firefox and
+    Safari have no such check, so it is off: the tests see what the server does."""
+    rules = ", ".join(f"MAP {name} 127.0.0.1" for name in names)
+    return (
+        f"--host-resolver-rules={rules}",
+        "--disable-features=BlockInsecurePrivateNetworkRequests,"
+        "PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,"
+        "LocalNetworkAccessChecks",
+    )
+
+
 # localStorage keys the Dagster UI (1.13) reads through useStateWithStorage (JSON values):
 # "communityNux" set means the "Join the Dagster community" dialog was already dismissed;
 # "dagster-nav-collapsed" shrinks the left navigation to icons so the graph gets the width.

@@ -30,6 +30,7 @@ from tests.ui.dagster_ui import (
     CODE_LOCATION_MODULE,
     UIError,
     chromium_page,
+    resolving_to_loopback,
     running_webserver,
 )
 
@@ -38,15 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 # `-m pipelines.definitions`: the code location is named after the module.
 LOCATION = CODE_LOCATION_MODULE
 REBOUND_NAME = "evil.example"
-# The rebound name resolves to 127.0.0.1 in this browser. Chromium's own Private (Local)
-# Network Access would also stop the rebound page's fetch (an http page from the public
-# address space asking loopback); Firefox and Safari have no such check, and Chromium only
-# since recently, so it is off here: the test sees what the server does.
-REBINDING_ARGS = (
-    f"--host-resolver-rules=MAP {REBOUND_NAME} 127.0.0.1",
-    "--disable-features=BlockInsecurePrivateNetworkRequests,PrivateNetworkAccessSendPreflights,"
-    "PrivateNetworkAccessRespectPreflightResults,LocalNetworkAccessChecks",
-)
+REBINDING_ARGS = resolving_to_loopback(REBOUND_NAME)
 # A same-origin fetch from the page, as a rebound page or the UI's own code would send it:
 # JSON, which only a page of the UI's origin (or one whose name now resolves to it) can send.
 SAME_ORIGIN_LAUNCH = """async ([query, variables]) => {
