@@ -156,7 +156,9 @@ def attack_site() -> Iterator[str]:
         server.server_close()
 
 
-def visit(page: Page, site: str, target: str, location: str, timeout_s: float = 30.0) -> dict:
+def visit(
+    page: Page, site: str, target: str, location: str, timeout_s: float = 30.0
+) -> dict[str, str]:
     """Load the attack page aimed at ``target``; returns what each attempt saw, once all ended."""
     from urllib.parse import urlencode
 
