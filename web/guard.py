@@ -24,6 +24,7 @@ webserver's own process rather than a proxy in front of it: docs/decisions.md, 4
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
@@ -42,6 +43,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 GRAPHQL_MEDIA_TYPES = frozenset({"application/json", "application/graphql"})
 GRAPHQL_SEGMENT = "graphql"  # /graphql, or <path prefix>/graphql
 LOG = logging.getLogger("arbitrage.ui_guard")
+HOST_NAME = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")  # a DNS name, an IPv4 or [IPv6] address
 
 
 class GuardConfigError(ValueError):
@@ -62,7 +64,7 @@ class GuardPolicy:
             name = entry.strip().lower().rstrip(".")
             if not name:
                 continue
-            if host_name(name) != name or "/" in name or "@" in name:
+            if host_name(name) != name or not HOST_NAME.fullmatch(name):
                 raise GuardConfigError(
                     f"{ALLOWED_HOSTS_ENV}: {entry.strip()!r} is not a host name (names only, "
                     "comma-separated, without scheme or port: dagster.example.com)"

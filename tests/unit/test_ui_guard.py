@@ -7,7 +7,15 @@ from urllib.parse import urlencode
 
 import pytest
 
-from web.guard import GuardConfigError, GuardPolicy, has_mutation, host_name, media_type, refusal
+from web.guard import (
+    GuardConfigError,
+    GuardPolicy,
+    allowed_hosts_from_env,
+    has_mutation,
+    host_name,
+    media_type,
+    refusal,
+)
 
 DAGSTER = GuardPolicy.with_names(["dagster.example.com"], graphql=True)
 PAGE = GuardPolicy.with_names([])
@@ -52,10 +60,14 @@ def test_other_hosts_are_refused_on_every_path(host: str) -> None:
 
 
 def test_configured_names_must_be_names() -> None:
-    for bad in ("dagster.example.com:3000", "http://dagster.example.com", "a/b", "u@host"):
+    for bad in ("dagster.example.com:3000", "http://dagster.example.com", "a/b", "u@host", "a b"):
         with pytest.raises(GuardConfigError, match="ARBITRAGE_UI_ALLOWED_HOSTS"):
             GuardPolicy.with_names([bad])
-    assert "ops.example" in GuardPolicy.with_names([" OPS.example. ", ""]).names
+    extra = allowed_hosts_from_env({"ARBITRAGE_UI_ALLOWED_HOSTS": "a.example, b.example,"})
+    assert {"a.example", "b.example"} <= GuardPolicy.with_names(extra).names
+    assert allowed_hosts_from_env({}) == []
+    names = GuardPolicy.with_names([" OPS.example. ", "", "192.168.1.5", "[fd00::5]"]).names
+    assert {"ops.example", "192.168.1.5", "[fd00::5]"} <= names
 
 
 def test_state_changes_need_the_ui_own_origin() -> None:
