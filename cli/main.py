@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -357,10 +358,16 @@ def cmd_web(_: KafkaResource, es: ElasticsearchResource, args: argparse.Namespac
     import uvicorn
 
     from web.app import create_app
+    from web.guard import GuardConfigError, allowed_hosts_from_env
 
     port = args.port or args.settings.web_port
+    try:
+        app = create_app(es, poll_s=args.poll_s, allowed_hosts=allowed_hosts_from_env(os.environ))
+    except GuardConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"opportunities page at http://{args.host}:{port} (Elasticsearch {es.shown_url})")
-    uvicorn.run(create_app(es, poll_s=args.poll_s), host=args.host, port=port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=port, log_level="warning")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Dagster as it runs in production, on one machine: the code location's gRPC server,
-`dagster-webserver` and `dagster-daemon run`, three supervised processes (devservices.supervisor)
-with a log each in DAGSTER_HOME, always stopped.
+`dagster-webserver` (behind the Host/Origin guard of web/guard.py, `python -m web.dagster_ui`)
+and `dagster-daemon run`, three supervised processes (devservices.supervisor) with a log each in
+DAGSTER_HOME, always stopped.
 
 Shared by `make demo`, the latency benchmark and the end-to-end tests.
 """
@@ -28,6 +29,8 @@ BIN = Path(sys.executable).parent
 LOCATION = "arbitrage"
 DEFINITIONS_MODULE = "pipelines.definitions"
 CODE_SERVER_MODULE = "pipelines.code_server"
+# dagster-webserver behind the Host/Origin guard, in one process (docs/decisions.md, 40).
+WEBSERVER_MODULE = "web.dagster_ui"
 CODE_SERVER = "code server"
 WEBSERVER = "webserver"
 DAEMON = "daemon"
@@ -157,7 +160,9 @@ class DagsterProcesses:
 
     def _webserver_argv(self) -> tuple[str, ...]:
         return (
-            str(BIN / "dagster-webserver"),
+            sys.executable,
+            "-m",
+            WEBSERVER_MODULE,
             "--workspace",
             str(REPO / "workspace.yaml"),
             "--host",

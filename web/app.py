@@ -1,13 +1,16 @@
 """The opportunities page as a Starlette app: server-rendered Jinja2 templates, local static
-files, a small JSON endpoint the list polls for new alerts. Elasticsearch is the only store."""
+files, a small JSON endpoint the list polls for new alerts. Elasticsearch is the only store.
+Read-only (GET routes only), behind the same Host allowlist as the Dagster UI (web/guard.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import elastic_transport
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -18,6 +21,7 @@ from pipelines.markets import MARKETPLACES
 from pipelines.money import format_minor
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
 from web.chart import build_chart
+from web.guard import GuardPolicy, HostOriginGuard
 from web.queries import (
     SORTS,
     FilterError,
@@ -56,9 +60,14 @@ def _templates() -> Jinja2Templates:
     return templates
 
 
-def create_app(es: ElasticsearchResource, poll_s: float = 5.0) -> Starlette:
-    """The page reading ``es``; the list asks for news every ``poll_s`` seconds."""
+def create_app(
+    es: ElasticsearchResource, poll_s: float = 5.0, allowed_hosts: Iterable[str] = ()
+) -> Starlette:
+    """The page reading ``es``; the list asks for news every ``poll_s`` seconds. It answers to
+    127.0.0.1, localhost and ``allowed_hosts`` only (a DNS-rebinding page would otherwise read
+    the alerts); GuardConfigError for a name that is not one."""
     templates = _templates()
+    policy = GuardPolicy.with_names(allowed_hosts)
 
     def unavailable(request: Request, exc: Exception) -> Response:
         # The resource's messages redact the URL's credentials; nothing else is shown.
@@ -152,6 +161,7 @@ def create_app(es: ElasticsearchResource, poll_s: float = 5.0) -> Starlette:
             Route("/healthz", health),
             Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
+        middleware=[Middleware(HostOriginGuard, policy=policy)],
         exception_handlers={
             ElasticsearchUnavailableError: unavailable,
             elastic_transport.ConnectionError: unavailable,

@@ -23,7 +23,12 @@ import dagster as dg
 import pytest
 
 from devservices.dagster_instance import fresh_storage, postgres_env
-from devservices.dagster_processes import CODE_SERVER_MODULE, free_port, url_answers
+from devservices.dagster_processes import (
+    CODE_SERVER_MODULE,
+    WEBSERVER_MODULE,
+    free_port,
+    url_answers,
+)
 from devservices.process import port_open
 from pipelines import topics
 from resources.kafka import KafkaResource
@@ -36,6 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 FORKSERVER = b"multiprocessing.forkserver"
 # The code server's own command line (`python -m pipelines.code_server ...`), not its forkserver's.
 CODE_SERVER_ARG = b"\0" + CODE_SERVER_MODULE.encode() + b"\0"
+WEBSERVER_ARG = b"\0" + WEBSERVER_MODULE.encode() + b"\0"
 
 
 def processes_of(home: Path) -> dict[int, bytes]:
@@ -124,7 +130,7 @@ def three_processes(home: Path) -> bool:
     commands = processes_of(home).values()
     return all(
         any(name in command for command in commands)
-        for name in (b"dagster-webserver", b"dagster-daemon", CODE_SERVER_ARG)
+        for name in (WEBSERVER_ARG, b"dagster-daemon", CODE_SERVER_ARG)
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devservices.dagster_instance import write_instance
+from devservices.dagster_processes import WEBSERVER_MODULE
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
@@ -43,6 +44,21 @@ CHROMIUM_FLAGS = (
     "--disable-quic",
 )
 VIEWPORT = {"width": 1600, "height": 1000}
+
+
+def resolving_to_loopback(*names: str) -> tuple[str, ...]:
+    """Chromium switches under which ``names`` resolve to 127.0.0.1, as a DNS-rebinding name
+    does once rebound. Chromium's own Private (Local) Network Access would also stop a rebound
+    page's fetch (an http page from the public address space asking loopback); Firefox and
+    Safari have no such check, so it is off: the tests see what the server does."""
+    rules = ", ".join(f"MAP {name} 127.0.0.1" for name in names)
+    return (
+        f"--host-resolver-rules={rules}",
+        "--disable-features=BlockInsecurePrivateNetworkRequests,"
+        "PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,"
+        "LocalNetworkAccessChecks",
+    )
+
 
 # localStorage keys the Dagster UI (1.13) reads through useStateWithStorage (JSON values):
 # "communityNux" set means the "Join the Dagster community" dialog was already dismissed;
@@ -83,8 +99,12 @@ def _server_info_ok(base_url: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_webserver(port: int | None = None, timeout_s: float = 90.0) -> Iterator[str]:
-    """Start dagster-webserver for the code location with a throwaway DAGSTER_HOME.
+def running_webserver(
+    port: int | None = None, timeout_s: float = 90.0, guarded: bool = True
+) -> Iterator[str]:
+    """Start dagster-webserver for the code location with a throwaway DAGSTER_HOME, behind the
+    UI guard as make demo and docker-compose run it (``guarded=False``: plain dagster-webserver,
+    as it ran before the guard).
 
     Yields its base URL once /server_info answers 200; stops it (and the code server it spawned)
     afterwards. Raises UIError with the log tail if it exits or does not come up in time.
@@ -101,7 +121,8 @@ def running_webserver(port: int | None = None, timeout_s: float = 90.0) -> Itera
         # The webserver only reads the instance: SQLite in the throwaway home is enough.
         env = {**os.environ, "DAGSTER_STORAGE": "sqlite"}
         env = {**env, **write_instance(home, env), "DAGSTER_HOME": str(home)}
-        command = [sys.executable, "-m", "dagster_webserver", "-m", CODE_LOCATION_MODULE]
+        module = WEBSERVER_MODULE if guarded else "dagster_webserver"
+        command = [sys.executable, "-m", module, "-m", CODE_LOCATION_MODULE]
         command += ["-h", "127.0.0.1", "-p", str(port)]
         with log_path.open("wb") as log:
             # Own session so teardown can signal the webserver and its code-server child together.
@@ -146,8 +167,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def _graphql(base_url: str, query: str) -> dict[str, Any]:
-    body = json.dumps({"query": query}).encode()
+def graphql(base_url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A query as a program sends it: JSON, no Origin (the guard lets it through)."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(
         f"{base_url}/graphql", data=body, headers={"Content-Type": "application/json"}
     )
@@ -165,7 +187,7 @@ _LOCATIONS_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
 def _check_code_location(base_url: str, log_path: Path) -> None:
     # The webserver also serves when the code location fails to import; the graph would then
     # just be empty, so surface the import error here instead.
-    data = _graphql(base_url, _LOCATIONS_QUERY)
+    data = graphql(base_url, _LOCATIONS_QUERY)
     for entry in data["workspaceOrError"].get("locationEntries", []):
         loaded = entry["locationOrLoadError"] or {}
         if loaded.get("__typename") == "PythonError":
@@ -177,13 +199,14 @@ def _check_code_location(base_url: str, log_path: Path) -> None:
 
 def asset_names(base_url: str) -> list[str]:
     """Node labels the graph will show: the last path segment of every asset key, deduplicated."""
-    data = _graphql(base_url, "{ assetNodes { assetKey { path } } }")
+    data = graphql(base_url, "{ assetNodes { assetKey { path } } }")
     return sorted({node["assetKey"]["path"][-1] for node in data["assetNodes"]})
 
 
 @contextlib.contextmanager
-def chromium_page() -> Iterator[Page]:
-    """A page in a fresh headless Chromium profile with the Dagster UI's first-run dialogs off."""
+def chromium_page(extra_args: Iterable[str] = ()) -> Iterator[Page]:
+    """A page in a fresh headless Chromium profile with the Dagster UI's first-run dialogs off;
+    ``extra_args``: more Chromium switches."""
     if not CHROMIUM.exists():
         raise ChromiumMissingError(f"{CHROMIUM} not found. {CHROMIUM_HINT}")
     try:
@@ -201,7 +224,7 @@ def chromium_page() -> Iterator[Page]:
             profile,
             executable_path=str(CHROMIUM),
             headless=True,
-            args=list(CHROMIUM_FLAGS),
+            args=[*CHROMIUM_FLAGS, *extra_args],
             viewport=VIEWPORT,
         )
         try:

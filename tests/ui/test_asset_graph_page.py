@@ -1,7 +1,8 @@
 """The Dagster UI renders the asset lineage with every pipeline topic as a named node.
 
-Starts its own dagster-webserver (throwaway DAGSTER_HOME, free port) and drives the system
-Chromium headless; needs neither Kafka nor Elasticsearch. Fails, never skips, without Chromium.
+Starts its own dagster-webserver behind the UI guard, as make demo does (throwaway DAGSTER_HOME,
+free port), and drives the system Chromium headless; needs neither Kafka nor Elasticsearch.
+Fails, never skips, without Chromium.
 """
 
 from __future__ import annotations

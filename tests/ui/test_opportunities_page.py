@@ -12,9 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
+import requests
 
 from pipelines import topics
 from pipelines.messages.codec import encode
@@ -23,7 +25,7 @@ from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from tests.integration.kafka_io import produce
 from tests.integration.test_stages import good_updates, run_job
-from tests.ui.dagster_ui import CHROMIUM, CHROMIUM_HINT, chromium_page
+from tests.ui.dagster_ui import CHROMIUM, CHROMIUM_HINT, chromium_page, resolving_to_loopback
 from tests.ui.opportunities import open_detail, open_list
 from web.app import create_app
 from web.server import serving
@@ -91,3 +93,27 @@ def test_opportunities_list_filter_detail_chart_and_live_update(
         assert run_job("arbitrage").success
         page.wait_for_selector("tbody#rows tr[data-asin='B0LIVE0001']", timeout=30_000)
         assert page.evaluate("window.__notReloaded === true")
+
+
+def test_the_page_answers_to_its_own_names_only(es: ElasticsearchResource) -> None:
+    """A DNS-rebinding page (evil.example, rebound to 127.0.0.1) would read the alerts; the
+    page answers to 127.0.0.1, localhost and the names it is given only (web/guard.py)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"The UI tests need Chromium at {CHROMIUM}. {CHROMIUM_HINT}", pytrace=False)
+    with serving(create_app(es, allowed_hosts=["opportunities.example"])) as url:
+        port = urlsplit(url).port
+        with chromium_page(resolving_to_loopback("evil.example", "opportunities.example")) as page:
+            statuses = {}
+            for base in (url, f"http://localhost:{port}", f"http://opportunities.example:{port}"):
+                response = page.goto(f"{base}/api/opportunities")
+                assert response is not None
+                statuses[base] = response.status
+            rebound = page.goto(f"http://evil.example:{port}/api/opportunities")
+            assert rebound is not None
+            refused = (rebound.status, rebound.text())
+        # The page changes nothing, so it has no unsafe method; one from another origin is
+        # refused before routing all the same.
+        posted = requests.post(f"{url}/", headers={"Origin": "http://evil.example"}, timeout=10)
+    assert set(statuses.values()) == {200}, statuses
+    assert refused[0] == 403 and "does not answer to the host 'evil.example:" in refused[1], refused
+    assert (posted.status_code, posted.text.startswith("Refused by the UI guard")) == (403, True)

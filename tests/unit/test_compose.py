@@ -9,7 +9,12 @@ import yaml
 
 from devservices import versions
 from devservices.dagster_instance import POSTGRES_ENV
-from devservices.dagster_processes import CODE_SERVER_MODULE, DEFINITIONS_MODULE, LOCATION
+from devservices.dagster_processes import (
+    CODE_SERVER_MODULE,
+    DEFINITIONS_MODULE,
+    LOCATION,
+    WEBSERVER_MODULE,
+)
 from pipelines import topics
 from resources.elasticsearch import DEFAULT_URL
 from resources.kafka import DEFAULT_BOOTSTRAP
@@ -126,7 +131,13 @@ def test_compose_runs_the_three_dagster_processes_as_locally() -> None:
         assert env["DAGSTER_GRPC_HOST"] == "dagster-code", name
         assert env["DAGSTER_GRPC_PORT"] == flags["--port"], name
         assert services[name]["restart"] == "unless-stopped", name
-    assert services["dagster-webserver"]["command"][0] == "dagster-webserver"
+    # The webserver behind the UI guard, as DagsterProcesses runs it; the only Dagster port
+    # published, and on loopback.
+    assert services["dagster-webserver"]["command"][:3] == ["python", "-m", WEBSERVER_MODULE]
+    assert services["dagster-webserver"]["ports"] == ["127.0.0.1:3000:3000"]
+    assert "ports" not in services["dagster-code"] and "ports" not in services["dagster-daemon"]
+    allowed = services["dagster-webserver"]["environment"]["ARBITRAGE_UI_ALLOWED_HOSTS"]
+    assert allowed == "${ARBITRAGE_UI_ALLOWED_HOSTS:-}"
     assert services["dagster-daemon"]["command"][:2] == ["dagster-daemon", "run"]
     for name in ("dagster-webserver", "dagster-daemon"):
         assert "workspace.yaml" in services[name]["command"], name
