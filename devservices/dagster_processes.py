@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 LOCATION = "arbitrage"
 DEFINITIONS_MODULE = "pipelines.definitions"
 CODE_SERVER_MODULE = "pipelines.code_server"
-# dagster-webserver behind the Host/Origin guard, in one process (docs/decisions.md, 40).
+# dagster-webserver behind the Host/Origin guard, in one process (docs/decisions.md, 41).
 WEBSERVER_MODULE = "web.dagster_ui"
 CODE_SERVER = "code server"
 WEBSERVER = "webserver"
