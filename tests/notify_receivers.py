@@ -17,7 +17,12 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from pipelines.notifications import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signature_valid
+from pipelines.notifications import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    signature_valid,
+)
 
 
 @dataclass
@@ -67,8 +72,15 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                         "key": key,
                         "body": body,
                         "status": status,
+                        # As a receiver verifies (docs/security.md): the timestamp within
+                        # the replay window, the HMAC over timestamp, key and body.
                         "signed": signature_valid(
-                            receiver.secret, body, self.headers.get(SIGNATURE_HEADER, "")
+                            receiver.secret,
+                            body,
+                            key,
+                            self.headers.get(TIMESTAMP_HEADER, ""),
+                            self.headers.get(SIGNATURE_HEADER, ""),
+                            time.time(),
                         ),
                         "at": time.monotonic(),
                     }
