@@ -396,7 +396,8 @@ class EmailSender(_GuardedSender):
                 return False, f"SMTP {exc.smtp_code}", None, 400 <= exc.smtp_code < 500
             except ssl.SSLCertVerificationError as exc:
                 # Not the server's mood: its certificate will not verify on the next try either.
-                return False, f"TLS: {exc.verify_message or exc}", None, False
+                why = exc.verify_message or exc
+                return False, f"the certificate of {target.host} did not verify: {why}", None, False
             except TimeoutError:
                 return False, f"no answer within {timeout_s:.1f}s", None, True
             except (smtplib.SMTPException, OSError) as exc:
