@@ -434,9 +434,12 @@ class NotificationsProcessor(BatchProcessor):
     it succeeds, not at the batch's end. So a run killed mid-batch resends at most the one
     delivery that was in flight (sent, not yet recorded); the webhook's Idempotency-Key and the
     e-mail's Message-ID let receivers drop that one. A delivery that still fails after its
-    retries is recorded ``failed`` and dead-lettered with the reason; the stage goes on. The
-    dead letters are produced at the batch's end, so the Kafka transaction stays open only for
-    the commit, however long the deliveries took.
+    retries, or that its event made throw, is recorded ``failed`` and dead-lettered with the
+    reason; so is an event whose delivery record Elasticsearch refused. A message that breaks
+    the event rule (``alert_event``) is dead-lettered before anything of the batch is sent. The
+    stage goes on; only Kafka or Elasticsearch failing stops it. The dead letters are produced
+    at the batch's end, so the Kafka transaction stays open only for the commit, however long
+    the deliveries took.
     """
 
     def start(
