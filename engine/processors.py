@@ -434,9 +434,12 @@ class NotificationsProcessor(BatchProcessor):
     it succeeds, not at the batch's end. So a run killed mid-batch resends at most the one
     delivery that was in flight (sent, not yet recorded); the webhook's Idempotency-Key and the
     e-mail's Message-ID let receivers drop that one. A delivery that still fails after its
-    retries is recorded ``failed`` and dead-lettered with the reason; the stage goes on. The
-    dead letters are produced at the batch's end, so the Kafka transaction stays open only for
-    the commit, however long the deliveries took.
+    retries, or that its event made throw, is recorded ``failed`` and dead-lettered with the
+    reason; so is an event whose delivery record Elasticsearch refused. A message that breaks
+    the event rule (``alert_event``) is dead-lettered before anything of the batch is sent. The
+    stage goes on; only Kafka or Elasticsearch failing stops it. The dead letters are produced
+    at the batch's end, so the Kafka transaction stays open only for the commit, however long
+    the deliveries took.
     """
 
     def start(
@@ -480,16 +483,22 @@ class NotificationsProcessor(BatchProcessor):
                     "batch",
                 )
             else:
-                result = sender.send(event)
+                result = sender.send(event)  # never raises: a failure is a result (notify.py)
             if result.delivered:
                 reach(self.faults, self.spec.name, "after_send_before_record")
                 failed_in_a_row[name] = 0
                 done.add(doc_id)  # the same event twice in a batch is delivered once
             else:
                 failed_in_a_row[name] = failed_in_a_row.get(name, 0) + 1
-                reason = f"channel {name} ({sender.channel.type}): {result.error}"
-                rejected.append(Rejected(record, reason))
-            self._record(doc_id, sender.channel.name, sender.channel.type, record, event, result)
+            refused = self._record(doc_id, name, sender.channel.type, record, event, result)
+            if not result.delivered or refused:
+                # One dead letter per (event, channel), with every reason it has.
+                reasons = [] if result.delivered else [result.error]
+                if refused:
+                    sent = "delivered, but " if result.delivered else ""
+                    reasons.append(f"{sent}its delivery record was refused: {refused}")
+                why = "; ".join(reasons)
+                rejected.append(Rejected(record, f"channel {name} ({sender.channel.type}): {why}"))
             stats.count(f"{'delivered' if result.delivered else 'failed'}:{name}", 1)
         produce_dead_letters(self.producer, self.spec, rejected, stats)
         return InFlight(records[-1].offset + 1, len(records))
@@ -502,7 +511,8 @@ class NotificationsProcessor(BatchProcessor):
         record: SourceRecord,
         event: AlertEvent,
         result: DeliveryResult,
-    ) -> None:
+    ) -> str | None:
+        """Record the delivery; the reason when Elasticsearch refused the document."""
         now = utc_now_iso()
         opportunity = event.message.get("opportunity_id")
         document = {
@@ -525,12 +535,10 @@ class NotificationsProcessor(BatchProcessor):
                 "offset": record.offset,
             },
         }
+        # Elasticsearch being down raises (the run fails, nothing commits); a refusal of this
+        # one document is this event's (→ its dead letter says so), never the batch's.
         outcome = self.es.bulk_write([BulkOp("index", self.spec.index, doc_id, document)])
-        if outcome.rejected:
-            # Never the event's fault (the document is ours): stop before anything commits.
-            raise RuntimeError(
-                f"{self.spec.index} refused delivery document {doc_id}: {outcome.rejected[0]}"
-            )
+        return outcome.rejected[0] if outcome.rejected else None
 
 
 _PROCESSORS: dict[str, type[BatchProcessor]] = {

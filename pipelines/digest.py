@@ -23,6 +23,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from pipelines.notifications import one_line
+
 DEFAULT_TOP_N = 20
 MAX_TOP_N = 200
 DIGEST_EVENT = "digest"
@@ -214,7 +216,7 @@ def _cells(row: DigestRow) -> tuple[str, ...]:
         _roi(row.roi),
         row.opened_at[:16].replace("T", " "),
         row.detected_at[:16].replace("T", " "),
-        row.title[:40],
+        one_line(row.title, 40),  # Keepa's text: a line break would break the table
     )
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -38,10 +40,22 @@ CHANNEL_TYPES: tuple[str, ...] = ("webhook", "apprise", "email")
 _CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ROUTE = re.compile(r"([A-Z]{2})->([A-Z]{2})")
+# An event's ASIN: fullmatch, never ``$`` (which also matches before a trailing newline).
+ASIN = re.compile(r"[A-Z0-9]{10}")
+# Event, alert and opportunity ids: visible ASCII, spaces only inside. Each is part of a document
+# id, an HTTP header and an e-mail header, which refuse line breaks; ASCII keeps bytes = chars.
+MAX_ID_CHARS = 200
+EVENT_ID = re.compile(rf"[!-~](?:[ -~]{{0,{MAX_ID_CHARS - 2}}}[!-~])?")
+# Elasticsearch refuses longer document ids.
+MAX_DOCUMENT_ID_BYTES = 512
 
 SIGNATURE_HEADER = "X-Arbitrage-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 EVENT_HEADER = "X-Arbitrage-Event"
+TIMESTAMP_HEADER = "X-Arbitrage-Timestamp"  # Unix seconds when the request was signed
+# How far from its own clock a receiver should accept a signed timestamp; it keeps the keys it
+# has seen at least this long, so a replay is either too old or a known key.
+REPLAY_WINDOW_S = 300
 # HTTP answers worth another attempt: the receiver is busy or briefly broken, not refusing.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -89,6 +103,7 @@ class Channel:
     secret_env: str = ""  # webhook: the variable holding the HMAC secret
     url_env: str = ""  # … the variable holding the URL (apprise, email: always; it has secrets)
     digest: bool = True  # gets the daily digest (pipelines/digest.py) besides its events
+    ca_file: str = ""  # email: a PEM file of CAs to verify the server by (default: the system's)
 
 
 @dataclass(frozen=True)
@@ -170,6 +185,7 @@ _CHANNEL_KEYS = {
     "filter",
     "retry",
     "digest",
+    "ca_file",
 }
 
 
@@ -197,7 +213,11 @@ def _channel(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Chann
         )
     if not enabled:
         return None
-    url, secret_env, url_env = "", "", ""
+    url, secret_env, url_env, ca_file = "", "", "", ""
+    if kind == "email" and "ca_file" in raw:
+        ca_file = _str(raw, "ca_file", where)
+    else:
+        _absent(raw, "ca_file", where, "only e-mail channels take a CA file")
     if kind == "webhook":
         # The address in the file, or (when its path holds a token) in a variable it names.
         if ("url" in raw) == ("url_env" in raw):
@@ -216,7 +236,7 @@ def _channel(raw: dict[str, Any], defaults: dict[str, Any], where: str) -> Chann
         url_env = _env_name(raw, "url_env", where)
     retry = _retry({**defaults.get("retry", {}), **raw.get("retry", {})}, f"{where} retry")
     filter_ = _filter({**defaults.get("filter", {}), **raw.get("filter", {})}, f"{where} filter")
-    return Channel(name, kind, filter_, retry, url, secret_env, url_env, digest)
+    return Channel(name, kind, filter_, retry, url, secret_env, url_env, digest, ca_file)
 
 
 def _filter(raw: dict[str, Any], where: str) -> ChannelFilter:
@@ -343,22 +363,69 @@ def _markets(raw: dict[str, Any], key: str, where: str) -> frozenset[str]:
 def alert_event(message: dict[str, Any]) -> AlertEvent:
     """The one owner of the event rule: a message without ``event`` is an ``opened`` event (the
     alerts from before the opportunity lifecycle), one without ``event_id`` is identified by its
-    ``alert_id`` (each alert id is raised once, so it is unique per event too)."""
-    alert_id = message.get("alert_id")
+    ``alert_id`` (each alert id is raised once, so it is unique per event too).
+
+    Strict, because every field read here ends up somewhere that refuses or misreads hostile
+    text: ids in document ids (512 bytes), HTTP and e-mail headers (no line breaks), the ASIN
+    and the route in a subject line. A message that breaks the rule is dead-lettered with the
+    reason before anything of its batch is delivered.
+    """
+    alert_id = _id_field(message, "alert_id", "the message")
+    where = f"alert {alert_id}"
     asin = message.get("asin")
-    if not isinstance(alert_id, str) or not alert_id:
-        raise NotAnEventError("the message has no alert_id")
-    if not isinstance(asin, str) or not asin:
-        raise NotAnEventError(f"alert {alert_id} has no asin")
+    if asin is None or asin == "":
+        raise NotAnEventError(f"{where} has no asin")
+    if not isinstance(asin, str) or not ASIN.fullmatch(asin):
+        raise NotAnEventError(f"{where}: asin must be 10 characters A-Z, 0-9 (got {_shown(asin)})")
     event = message.get("event", "opened")
     if event not in EVENT_KINDS:
-        raise NotAnEventError(f"alert {alert_id}: unknown event {event!r}")
-    event_id = message.get("event_id", alert_id)
-    if not isinstance(event_id, str) or not event_id or len(event_id) > 200:
-        raise NotAnEventError(f"alert {alert_id}: event_id must be a string of 1-200 characters")
+        raise NotAnEventError(f"{where}: unknown event {_shown(event)}")
+    event_id = _id_field(message, "event_id", where) if "event_id" in message else alert_id
+    if message.get("opportunity_id") is not None:
+        _id_field(message, "opportunity_id", where)
+    for key in ("buy_market", "sell_market"):
+        market = message.get(key)
+        if not isinstance(market, str) or market not in MARKETPLACES:
+            raise NotAnEventError(
+                f"{where}: {key} must be one of {', '.join(sorted(MARKETPLACES))} "
+                f"(got {_shown(market)})"
+            )
+    for key, types in _OPTIONAL_TYPES.items():
+        value = message.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            raise NotAnEventError(f"{where}: {key} has the wrong type ({type(value).__name__})")
     return AlertEvent(
         event, event_id, alert_id, asin, {**message, "event": event, "event_id": event_id}
     )
+
+
+# Fields the messages are made of, when present: anything else is refused, not guessed at.
+_OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
+    "title": str,
+    "profit_eur_cents": int,
+    "roi": (int, float),
+    "detected_at": str,
+    "buy_price": dict,
+    "sell_price": dict,
+}
+
+
+def _id_field(message: dict[str, Any], key: str, where: str) -> str:
+    value = message.get(key)
+    if value is None or value == "":
+        raise NotAnEventError(f"{where} has no {key}")
+    if not isinstance(value, str) or not EVENT_ID.fullmatch(value):
+        raise NotAnEventError(
+            f"{where}: {key} must be a string of 1-{MAX_ID_CHARS} visible ASCII characters "
+            f"(spaces inside allowed), got {_shown(value)}"
+        )
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A hostile value as a reason shows it: its repr, cut (a reason is no place for 256 KiB)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}... ({len(text)} characters)"
 
 
 def filtered_out(channel_filter: ChannelFilter, event: AlertEvent) -> str | None:
@@ -387,8 +454,16 @@ def filtered_out(channel_filter: ChannelFilter, event: AlertEvent) -> str | None
 
 
 def delivery_id(channel: str, event_id: str) -> str:
-    """The delivery's document id in ``alert-deliveries``: one per (channel, event)."""
-    return f"{channel}:{event_id}"
+    """The delivery's document id in ``alert-deliveries``: one per (channel, event).
+
+    ``<channel>:<event_id>``, which the event rule keeps within 241 bytes; an id Elasticsearch
+    would refuse (over 512 bytes) becomes ``<channel>:sha256:<hex>`` instead, so no event can
+    make its delivery unrecordable (such an id was never stored, so no earlier record is lost).
+    """
+    plain = f"{channel}:{event_id}"
+    if len(plain.encode()) <= MAX_DOCUMENT_ID_BYTES:
+        return plain
+    return f"{channel}:sha256:{hashlib.sha256(event_id.encode()).hexdigest()}"
 
 
 # --- what is sent ----------------------------------------------------------------------------
@@ -399,14 +474,37 @@ def webhook_body(event: AlertEvent) -> bytes:
     return json.dumps(event.message, sort_keys=True, separators=(",", ":")).encode()
 
 
-def signature(secret: bytes, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256 of the body>``: the X-Arbitrage-Signature header's value."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def signed_bytes(timestamp: int, key: str, body: bytes) -> bytes:
+    """What the signature covers: ``<timestamp>.<Idempotency-Key>.<body>``. The timestamp lets
+    a receiver refuse a replayed request after its window; the key binds the body to the id
+    the receiver deduplicates by, so neither can be swapped under a valid signature."""
+    return f"{timestamp}.{key}.".encode() + body
 
 
-def signature_valid(secret: bytes, body: bytes, header: str) -> bool:
-    """What a receiver does (constant-time compare); the tests' receivers use it."""
-    return hmac.compare_digest(signature(secret, body), header)
+def signature(secret: bytes, timestamp: int, key: str, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256 of signed_bytes>``: the X-Arbitrage-Signature header's value."""
+    return (
+        "sha256=" + hmac.new(secret, signed_bytes(timestamp, key, body), hashlib.sha256).hexdigest()
+    )
+
+
+def signature_valid(
+    secret: bytes,
+    body: bytes,
+    key: str,
+    timestamp_header: str,
+    signature_header: str,
+    now: float,
+    window_s: int = REPLAY_WINDOW_S,
+) -> bool:
+    """What a receiver does (docs/security.md, *Notifications*): the timestamp within
+    ``window_s`` of its own clock, then a constant-time compare. The tests' receivers use it."""
+    if not timestamp_header.isascii() or not timestamp_header.isdigit():
+        return False
+    timestamp = int(timestamp_header)
+    if abs(now - timestamp) > window_s:
+        return False
+    return hmac.compare_digest(signature(secret, timestamp, key, body), signature_header)
 
 
 def _money(price: Any) -> str:
@@ -415,32 +513,89 @@ def _money(price: Any) -> str:
     return "?"
 
 
-def message_text(event: AlertEvent) -> tuple[str, str]:
-    """Title and body of a chat message or e-mail (plain text)."""
+def message_text(event: AlertEvent, chat: bool = False) -> tuple[str, str]:
+    """Title and body of a chat message or e-mail (plain text). The event's free text (the
+    product title, ids, a currency, a date) is put on one line (``one_line``) and, for a chat
+    message, made inert (``chat_safe``)."""
     m = event.message
-    route = f"{m.get('buy_market', '?')}→{m.get('sell_market', '?')}"
+
+    def outside(value: object, limit: int) -> str:
+        text = one_line(value, limit)
+        return chat_safe(text) if chat else text
+
+    route = f"{m['buy_market']}→{m['sell_market']}"
     profit = m.get("profit_eur_cents")
     profit_text = f"{profit / 100:.2f} EUR" if isinstance(profit, int) else "?"
     roi = m.get("roi")
     roi_text = f"{roi:.0%}" if isinstance(roi, int | float) else "?"
     title = f"[{event.event}] {event.asin} {route}: +{profit_text} ({roi_text})"
+    event_id, alert_id = (outside(i, MAX_ID_CHARS) for i in (event.event_id, event.alert_id))
     body = "\n".join(
         [
-            f"{m.get('title') or event.asin}",
+            outside(m.get("title") or event.asin, TITLE_CHARS),
             f"ASIN {event.asin}, route {route} ({event.event})",
-            f"buy {_money(m.get('buy_price'))}, sell {_money(m.get('sell_price'))}",
+            f"buy {outside(_money(m.get('buy_price')), 40)}, "
+            f"sell {outside(_money(m.get('sell_price')), 40)}",
             f"profit {profit_text}, ROI {roi_text}",
-            f"detected {m.get('detected_at', '?')}",
-            f"event {event.event_id} (alert {event.alert_id})",
+            f"detected {outside(m.get('detected_at', '?'), 40)}",
+            f"event {event_id} (alert {alert_id})",
         ]
     )
     return title, body
+
+
+# Longest product title shown in a message (Keepa's are up to a few hundred characters).
+TITLE_CHARS = 300
+# Control and format characters: line breaks, bidi overrides, zero-width joiners and spaces.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def one_line(value: object, limit: int) -> str:
+    """Text from outside, safe on one line: control and format characters become spaces (a
+    line break must not start a new line of the message, nor a bidi override reverse it), runs
+    of spaces one, at most ``limit`` characters."""
+    text = "".join(" " if unicodedata.category(c) in _INVISIBLE else c for c in str(value))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# What chat services read as markup with an effect beyond looks: mentions (@everyone, @here,
+# Slack's <!channel>, Discord's <@id>), links and images whose shown text hides their target
+# ([text](url), ![alt](url), <url|text>), HTML tags. Each becomes a look-alike that is only text.
+_CHAT_INERT = str.maketrans({"@": "＠", "<": "‹", ">": "›", "[": "［", "]": "］"})
+
+
+def chat_safe(text: str) -> str:
+    """A chat message's text with no mention, link or tag left in it (``_CHAT_INERT``)."""
+    return text.translate(_CHAT_INERT)
 
 
 def email_message_id(event_id: str, domain: str = "arbitrage.invalid") -> str:
     """A Message-ID fixed by the event: a resent e-mail is recognisably the same message."""
     digest = hashlib.sha256(event_id.encode()).hexdigest()[:32]
     return f"<alert-{digest}@{domain}>"
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves the
+    machine, the only place a password may cross without TLS."""
+    name = host.strip().rstrip(".").lower().strip("[]")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_login_problem(host: str, tls: bool) -> str | None:
+    """Why logging in to ``host`` must not happen (a password in the clear), or None."""
+    if tls or is_loopback(host):
+        return None
+    return (
+        f"refused to log in to {host} without TLS (the server offered no STARTTLS): use "
+        "smtps:// or a server that offers STARTTLS; only a loopback host may go without"
+    )
 
 
 # --- retries ---------------------------------------------------------------------------------

@@ -42,16 +42,19 @@ from pipelines.notifications import (
     NOTIFICATIONS_FILE_ENV,
     RETRYABLE_STATUSES,
     SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     AlertEvent,
     Channel,
     NotificationsConfig,
     NotificationsConfigError,
     RetryPolicy,
+    chat_safe,
     email_message_id,
     load_notifications_config,
     message_text,
     next_wait_s,
     parse_retry_after,
+    plaintext_login_problem,
     signature,
     webhook_body,
 )
@@ -132,8 +135,29 @@ class _Attempts:
             self.sleep(wait)
 
 
-class WebhookSender:
-    """A JSON POST of the event, signed with HMAC-SHA256 and keyed by the event id."""
+class _GuardedSender:
+    """``send`` never raises: whatever one event makes a sender throw (a header the e-mail
+    library refuses, text a codec cannot encode) is that delivery's failure, not retried, with
+    the redacted reason, so the stage dead-letters the event and goes on (a sender touches no
+    Kafka and no Elasticsearch: nothing here is an infrastructure fault of the stage)."""
+
+    channel: Channel
+    _redact: Redactor
+
+    def send(self, event: AlertEvent) -> DeliveryResult:
+        try:
+            return self._send(event)
+        except Exception as exc:  # any exception here is this event's failure
+            reason = f"could not send the event: {type(exc).__name__}: {exc} (not retried)"
+            return DeliveryResult(False, 0, self._redact(reason))
+
+    def _send(self, event: AlertEvent) -> DeliveryResult:
+        raise NotImplementedError
+
+
+class WebhookSender(_GuardedSender):
+    """A JSON POST of the event, signed with HMAC-SHA256 over a timestamp, the idempotency key
+    and the body, keyed by the event id."""
 
     def __init__(self, channel: Channel, secret: str, url: str = "") -> None:
         self.channel = channel
@@ -152,7 +176,7 @@ class WebhookSender:
         self._redact = Redactor(secrets)
         self._loop = _Attempts(channel.retry, self._redact)
 
-    def send(self, event: AlertEvent) -> DeliveryResult:
+    def _send(self, event: AlertEvent) -> DeliveryResult:
         return self._post(webhook_body(event), event.event_id, event.event)
 
     def send_digest(self, digest: Digest, png: bytes) -> DeliveryResult:
@@ -161,14 +185,16 @@ class WebhookSender:
         return self._post(digest_webhook_body(digest, png), key, DIGEST_EVENT)
 
     def _post(self, body: bytes, key: str, event: str) -> DeliveryResult:
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: signature(self._secret, body),
-            IDEMPOTENCY_HEADER: key,
-            EVENT_HEADER: event,
-        }
-
         def attempt(timeout_s: float) -> tuple[bool, str, float | None, bool]:
+            # Signed anew per attempt: a retry after a long backoff is still fresh.
+            timestamp = int(time.time())
+            headers = {
+                "Content-Type": "application/json",
+                TIMESTAMP_HEADER: str(timestamp),
+                SIGNATURE_HEADER: signature(self._secret, timestamp, key, body),
+                IDEMPOTENCY_HEADER: key,
+                EVENT_HEADER: event,
+            }
             try:
                 response = self._session.post(
                     self._url,
@@ -191,8 +217,10 @@ class WebhookSender:
         return self._loop.run(attempt)
 
 
-class AppriseSender:
-    """A chat message (or anything apprise speaks) with the event's title and text."""
+class AppriseSender(_GuardedSender):
+    """A chat message (or anything apprise speaks) with the event's title and text, inert:
+    no mention, link or tag of the product's title gets through (``chat_safe``), and apprise
+    is told it is plain text, so it escapes it for services that read Markdown or HTML."""
 
     def __init__(self, channel: Channel, url: str) -> None:
         import apprise  # here: only a configured apprise channel needs it loaded
@@ -208,8 +236,8 @@ class AppriseSender:
             )
         self._loop = _Attempts(channel.retry, self._redact)
 
-    def send(self, event: AlertEvent) -> DeliveryResult:
-        title, body = message_text(event)
+    def _send(self, event: AlertEvent) -> DeliveryResult:
+        title, body = message_text(event, chat=True)
         return self._notify(title, body)
 
     def send_digest(self, digest: Digest, png: bytes) -> DeliveryResult:
@@ -219,7 +247,8 @@ class AppriseSender:
         chart = AttachMemory(
             content=png, name=f"digest-{digest.day.isoformat()}.png", mimetype="image/png"
         )
-        return self._notify(digest.title, table_text(digest), attach=chart)
+        # The table is ours but its titles are Keepa's: the whole text made inert.
+        return self._notify(digest.title, chat_safe(table_text(digest)), attach=chart)
 
     def _notify(self, title: str, body: str, attach: object = None) -> DeliveryResult:
         def attempt(_timeout_s: float) -> tuple[bool, str, float | None, bool]:
@@ -227,7 +256,14 @@ class AppriseSender:
             with self._apprise.LogCapture(
                 level=self._apprise.logging.WARNING, fmt="%(message)s"
             ) as captured:
-                delivered = bool(self._target.notify(title=title, body=body, attach=attach))
+                delivered = bool(
+                    self._target.notify(
+                        title=title,
+                        body=body,
+                        attach=attach,
+                        body_format=self._apprise.NotifyFormat.TEXT,
+                    )
+                )
             lines = [line for line in captured.getvalue().splitlines() if line.strip()]
             return delivered, lines[-1] if lines else "apprise reported a failure", None, True
 
@@ -274,15 +310,25 @@ class SmtpTarget:
         )
 
 
-class EmailSender:
+class EmailSender(_GuardedSender):
     """Plain-text e-mail over SMTP (STARTTLS when the server offers it, or smtps), with a
-    Message-ID fixed by the event id: a resend after a crash is recognisably the same mail."""
+    Message-ID fixed by the event id: a resend after a crash is recognisably the same mail.
+
+    TLS verifies the server's certificate and name (the system's CAs, or the channel's
+    ``ca_file``); a password is sent only over TLS, or to a loopback host."""
 
     def __init__(self, channel: Channel, url: str) -> None:
         self.channel = channel
         self._target = SmtpTarget.parse(url, f"channel {channel.name}: ${channel.url_env}")
         self._redact = Redactor({channel.url_env: url, "password": self._target.password})
         self._loop = _Attempts(channel.retry, self._redact)
+        try:
+            self._tls = ssl.create_default_context(cafile=channel.ca_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise NotificationsConfigError(
+                f"channel {channel.name}: ca_file {channel.ca_file!r} is not a readable PEM file "
+                f"of CA certificates ({exc})"
+            ) from None
 
     def message(self, event: AlertEvent) -> EmailMessage:
         title, body = message_text(event)
@@ -316,7 +362,7 @@ class EmailSender:
         )
         return message
 
-    def send(self, event: AlertEvent) -> DeliveryResult:
+    def _send(self, event: AlertEvent) -> DeliveryResult:
         return self._deliver(self.message(event))
 
     def send_digest(self, digest: Digest, png: bytes) -> DeliveryResult:
@@ -327,19 +373,33 @@ class EmailSender:
 
         def attempt(timeout_s: float) -> tuple[bool, str, float | None, bool]:
             try:
-                smtp_class = smtplib.SMTP_SSL if target.tls else smtplib.SMTP
-                with smtp_class(target.host, target.port, timeout=timeout_s) as smtp:
+                if target.tls:
+                    smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                        target.host, target.port, timeout=timeout_s, context=self._tls
+                    )
+                else:
+                    smtp = smtplib.SMTP(target.host, target.port, timeout=timeout_s)
+                with smtp:
+                    encrypted = target.tls
                     if not target.tls:
                         smtp.ehlo()
                         if smtp.has_extn("starttls"):
-                            smtp.starttls(context=ssl.create_default_context())
+                            smtp.starttls(context=self._tls)
                             smtp.ehlo()
+                            encrypted = True
                     if target.username:
+                        problem = plaintext_login_problem(target.host, encrypted)
+                        if problem:
+                            return False, problem, None, False
                         smtp.login(target.username, target.password)
                     smtp.send_message(message)
             except smtplib.SMTPResponseException as exc:
                 # 4xx: try again later; 5xx: the server refuses this mail.
                 return False, f"SMTP {exc.smtp_code}", None, 400 <= exc.smtp_code < 500
+            except ssl.SSLCertVerificationError as exc:
+                # Not the server's mood: its certificate will not verify on the next try either.
+                why = exc.verify_message or exc
+                return False, f"the certificate of {target.host} did not verify: {why}", None, False
             except TimeoutError:
                 return False, f"no answer within {timeout_s:.1f}s", None, True
             except (smtplib.SMTPException, OSError) as exc:

@@ -4,6 +4,8 @@ server (aiosmtpd), each recording what reached it."""
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -13,11 +15,18 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
-from pipelines.notifications import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signature_valid
+from pipelines.notifications import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    signature_valid,
+)
 
 
 @dataclass
@@ -67,8 +76,15 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                         "key": key,
                         "body": body,
                         "status": status,
+                        # As a receiver verifies (docs/security.md): the timestamp within
+                        # the replay window, the HMAC over timestamp, key and body.
                         "signed": signature_valid(
-                            receiver.secret, body, self.headers.get(SIGNATURE_HEADER, "")
+                            receiver.secret,
+                            body,
+                            key,
+                            self.headers.get(TIMESTAMP_HEADER, ""),
+                            self.headers.get(SIGNATURE_HEADER, ""),
+                            time.time(),
                         ),
                         "at": time.monotonic(),
                     }
@@ -107,13 +123,38 @@ def webhook_receiver(secret: bytes, **behaviour: Any) -> Iterator[WebhookReceive
 class MailReceiver:
     messages: list[Message] = field(default_factory=list)
     port: int = 0
+    # Each login: (user, password, whether the session was encrypted by then).
+    logins: list[tuple[str, str, bool]] = field(default_factory=list)
+    # Each message: whether its session was encrypted.
+    encrypted: list[bool] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.original_content))
+        self.encrypted.append(_encrypted(server, session))
         return "250 OK"
 
-    def url(self, to: str = "buyer@example.com") -> str:
-        return f"smtp://127.0.0.1:{self.port}/?from=alerts@example.com&to={to}"
+    def authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        user, password = auth_data.login.decode(), auth_data.password.decode()
+        self.logins.append((user, password, _encrypted(server, session)))
+        return AuthResult(success=True)
+
+    def url(
+        self,
+        to: str = "buyer@example.com",
+        scheme: str = "smtp",
+        host: str = "127.0.0.1",
+        credentials: str = "",
+    ) -> str:
+        user = f"{credentials}@" if credentials else ""
+        return f"{scheme}://{user}{host}:{self.port}/?from=alerts@example.com&to={to}"
+
+
+def _encrypted(server: Any, session: Any) -> bool:
+    """STARTTLS sets the session's ``ssl``; smtps (TLS from the first byte) shows on the
+    transport."""
+    return session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
 
 
 def free_port() -> int:
@@ -123,11 +164,80 @@ def free_port() -> int:
 
 
 @contextmanager
-def mail_receiver() -> Iterator[MailReceiver]:
+def mail_receiver(
+    tls: Literal["none", "starttls", "implicit"] = "none",
+    certificate: tuple[Path, Path] | None = None,
+    login: bool = False,
+) -> Iterator[MailReceiver]:
+    """An SMTP server on 127.0.0.1: plain, offering STARTTLS, or TLS from the first byte
+    (smtps), with ``certificate`` (cert, key); with ``login``, AUTH is offered (and allowed
+    without TLS: whether the client sends a password in the clear is what is tested)."""
     receiver = MailReceiver(port=free_port())
-    controller = Controller(receiver, hostname="127.0.0.1", port=receiver.port)
+    options: dict[str, Any] = {}
+    if tls != "none":
+        assert certificate is not None, "TLS needs a certificate (tls_files)"
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*certificate)
+        options["ssl_context" if tls == "implicit" else "tls_context"] = context
+    if login:
+        options.update(authenticator=receiver.authenticate, auth_require_tls=False)
+    controller = Controller(receiver, hostname="127.0.0.1", port=receiver.port, **options)
     controller.start()
     try:
         yield receiver
     finally:
         controller.stop()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA and a server certificate it signed (127.0.0.1, localhost), and a
+    self-signed certificate for the same names that no CA vouches for."""
+
+    ca: Path
+    server: tuple[Path, Path]  # (certificate, key)
+    self_signed: tuple[Path, Path]
+    other_name: tuple[Path, Path]  # signed by the CA, for mail.example.com only
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def tls_files(folder: Path) -> TlsFiles:
+    """Made with the openssl command (Debian's openssl package): EC keys, valid for a day."""
+    names = "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ca, ca_key = folder / "ca.pem", folder / "ca.key"
+    _openssl(
+        "req", "-x509", *key, "-keyout", str(ca_key), "-out", str(ca), "-days", "1",
+        "-subj", "/CN=arbitrage test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    server = _signed(folder, "server", names, ca, ca_key, key)
+    other = _signed(folder, "other", "subjectAltName=DNS:mail.example.com", ca, ca_key, key)
+    rogue, rogue_key = folder / "self-signed.pem", folder / "self-signed.key"
+    _openssl("req", "-x509", *key, "-keyout", str(rogue_key), "-out", str(rogue), "-days", "1",
+             "-subj", "/CN=127.0.0.1", "-addext", names)  # fmt: skip
+    return TlsFiles(ca, server, (rogue, rogue_key), other)
+
+
+def _signed(
+    folder: Path, name: str, names: str, ca: Path, ca_key: Path, key: list[str]
+) -> tuple[Path, Path]:
+    """A server certificate for ``names`` signed by the CA: (certificate, key)."""
+    cert, cert_key, request = folder / f"{name}.pem", folder / f"{name}.key", folder / "req.pem"
+    _openssl("req", "-new", *key, "-keyout", str(cert_key), "-out", str(request),
+             "-subj", f"/CN={name}")  # fmt: skip
+    extensions = folder / f"{name}.ext"
+    extensions.write_text(
+        f"{names}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(extensions),
+    )  # fmt: skip
+    return cert, cert_key

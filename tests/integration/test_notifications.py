@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,11 @@ from engine.runner import StageRunner
 from engine.stats import StageStats
 from pipelines import topics
 from pipelines.definitions import build_definitions
-from pipelines.notifications import email_message_id, load_notifications_config
+from pipelines.notifications import (
+    IDEMPOTENCY_HEADER,
+    email_message_id,
+    load_notifications_config,
+)
 from pipelines.stage_specs import NOTIFICATIONS
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
@@ -29,7 +34,7 @@ from tests.dagster.test_sensors import ranges, tick
 from tests.definitions import SAMPLE_DEFS
 from tests.integration.kafka_io import produce, read_all
 from tests.integration.test_stages import CONFIG, run_job
-from tests.notify_receivers import mail_receiver, webhook_receiver
+from tests.notify_receivers import MailReceiver, mail_receiver, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +69,70 @@ def alert(n: int, **fields: object) -> dict:
     }
 
 
+# Hostile alert records (issue 24, 3): each must be dead-lettered before any delivery of its
+# batch, with a reason, and never stall the partition. The oracle is this construction.
+HOSTILE_KINDS = 10
+
+
+def hostile_alert(n: int, rng: random.Random) -> tuple[str, bytes, str]:
+    """The n-th hostile record: (key, value, what is wrong with it)."""
+    good = alert(n, asin=f"B0HX{n:06d}", alert_id=f"hostile-{n}")
+    kind = n % HOSTILE_KINDS
+    if kind == 0:
+        where = rng.randint(0, 10)
+        asin = good["asin"][:where] + rng.choice(["\n", "\r\n", "\r"]) + good["asin"][where:]
+        message, why = {**good, "asin": asin}, "line break in asin"
+    elif kind == 1:
+        field = rng.choice(["event_id", "alert_id", "opportunity_id"])
+        text = f"ev-{n}" + rng.choice(["\n", "\r", "\r\nBcc: x@example.com", "\x00", "\x1b[2J"])
+        message, why = {**good, field: text}, f"control character in {field}"
+    elif kind == 2:
+        # 200 four-byte characters: 800 bytes, over Elasticsearch's 512-byte id limit.
+        field = rng.choice(["event_id", "alert_id"])
+        message, why = {**good, field: "\U0001f4a3" * 200}, f"200 emoji as {field}"
+    elif kind == 3:
+        size = rng.choice([201, 513, 5_000, 100_000])
+        field = rng.choice(["event_id", "alert_id", "opportunity_id"])
+        message, why = {**good, field: "x" * size}, f"{field} of {size} characters"
+    elif kind == 4:
+        field, value = rng.choice(
+            [
+                ("alert_id", 7),
+                ("asin", ["B0HX000001"]),
+                ("event_id", {"id": 1}),
+                ("roi", "high"),
+                ("roi", True),
+                ("profit_eur_cents", "500"),
+                ("profit_eur_cents", 5.5),
+                ("title", 42),
+                ("buy_price", "45 EUR"),
+                ("detected_at", 1764410400000),
+                ("event", 1),
+            ]
+        )
+        message, why = {**good, field: value}, f"{field} of the wrong type"
+    elif kind == 5:
+        field = rng.choice(["alert_id", "asin", "buy_market", "sell_market"])
+        message = {k: v for k, v in good.items() if k != field}
+        why = f"no {field}"
+    elif kind == 6:
+        asin = rng.choice(["b0hx000001", "B0HX00001", "B0HX0000001", "B0HX-00001", "Ｂ0HX000001"])
+        message, why = {**good, "asin": asin}, f"bad ASIN {asin!r}"
+    elif kind == 7:
+        field, value = rng.choice(
+            [("event", "reopened"), ("buy_market", "US"), ("sell_market", "de"), ("event", "")]
+        )
+        message, why = {**good, field: value}, f"{field} {value!r}"
+    elif kind == 8:
+        raw = rng.choice(
+            [b"", b"null", b"[]", b'"text"', b"{", b"\xc3\x28", b'{"alert_id": 1e400}', b"{}"]
+        )
+        return good["asin"], raw, f"not an alert object: {raw!r}"
+    else:
+        message, why = {**good, "event_id": " padded-id "}, "event_id with spaces at its ends"
+    return good["asin"], json.dumps(message).encode(), why
+
+
 def publish(kafka: KafkaResource, alerts: list[dict], raw: list[tuple[str, bytes]] = ()) -> None:
     produce(kafka, topics.ARBITRAGE_ALERTS, [(a["asin"], json.dumps(a).encode()) for a in alerts])
     if raw:
@@ -89,6 +158,8 @@ def run_stage(
     es: ElasticsearchResource,
     chans: Channels,
     group: str = NOTIFICATIONS.live_group,
+    batch_size: int = 50,
+    max_reject_ratio: float = 0.5,
 ) -> StageStats:
     if group == NOTIFICATIONS.live_group:
         ranges = plan_ranges(kafka.lag(group, topics.ARBITRAGE_ALERTS))
@@ -97,14 +168,22 @@ def run_stage(
             PartitionRange(p, low, high)
             for p, (low, high) in kafka.watermarks(topics.ARBITRAGE_ALERTS).items()
         ]
-    runner = StageRunner(NOTIFICATIONS, kafka, es, CONFIG, batch_size=50, channels=chans)
+    runner = StageRunner(
+        NOTIFICATIONS,
+        kafka,
+        es,
+        CONFIG,
+        batch_size=batch_size,
+        max_reject_ratio=max_reject_ratio,
+        channels=chans,
+    )
     return runner.run(group, ranges)
 
 
-def deliveries(es: ElasticsearchResource) -> dict[str, dict]:
+def deliveries(es: ElasticsearchResource, size: int = 1000) -> dict[str, dict]:
     client = es.client()
     client.indices.refresh(index=topics.DELIVERIES_INDEX)
-    hits = client.search(index=topics.DELIVERIES_INDEX, size=1000)["hits"]["hits"]
+    hits = client.search(index=topics.DELIVERIES_INDEX, size=size)["hits"]["hits"]
     return {hit["_id"]: hit["_source"] for hit in hits}
 
 
@@ -317,3 +396,88 @@ def test_the_sensor_requests_a_following_run_per_lagging_partition_of_the_alerts
         assert request.run_config["ops"]["notifications_stage"]["config"]["follow"] is True
         assert request.tags[STAGE_TAG] == "notifications"
         assert request.tags[PARTITION_TAG].startswith(topics.ARBITRAGE_ALERTS)
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_hostile_alerts_are_dead_lettered_before_any_delivery_and_never_stall(
+    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+) -> None:
+    """One hostile record of each kind among good ones, to a webhook and an e-mail channel (the
+    e-mail library refuses line breaks in headers: before, the run failed on the first one and
+    every rerun the same way)."""
+    rng = random.Random(24)
+    good = [alert(n) for n in range(6)]
+    hostile = [hostile_alert(n, rng) for n in range(2 * HOSTILE_KINDS)]
+    publish(kafka, good, raw=[(key, value) for key, value, _ in hostile])
+    text = hook("hook", "URL") + '[[channel]]\nname = "mail"\ntype = "email"\nurl_env = "MAIL"\n'
+    with webhook_receiver(SECRET) as receiver, mail_receiver() as mail:
+        env = {SECRET_ENV: SECRET.decode(), "MAIL": mail.url()}
+        chans = channels(tmp_path, text.replace("URL", receiver.url), env)
+        stats = run_stage(kafka, es, chans, max_reject_ratio=0.9)
+        wait_for_mail(mail, len(good))
+    wanted = sorted(a["alert_id"] for a in good)
+    assert sorted(receiver.keys()) == wanted  # the good ones, each once; no hostile one
+    assert sorted(m[IDEMPOTENCY_HEADER] for m in mail.messages) == wanted
+    assert stats.counters["delivered:hook"] == stats.counters["delivered:mail"] == len(good)
+    dead = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS_DLQ)]
+    assert len(dead) == len(hostile)
+    sources = {base64.b64decode(d["value"]): d["error"] for d in dead}
+    for _, value, why in hostile:
+        assert sources.get(value), f"{why}: not dead-lettered"
+    assert {d["stage"] for d in dead} == {"notifications"}
+    assert set(deliveries(es)) == {f"{c}:{a}" for c in ("hook", "mail") for a in wanted}
+    committed_at_end(kafka)
+
+
+def wait_for_mail(mail: MailReceiver, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(mail.messages) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_a_refused_delivery_record_dead_letters_the_event_and_the_offset_moves(
+    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+) -> None:
+    """The delivery is sent, then its record refused (here: an index whose `asin` is a number).
+    Before, the run failed after the send, so every rerun sent it again."""
+    client = es.client()
+    client.options(ignore_status=404).indices.delete(index=topics.DELIVERIES_INDEX)
+    client.indices.create(
+        index=topics.DELIVERIES_INDEX, mappings={"properties": {"asin": {"type": "long"}}}
+    )
+    publish(kafka, [alert(1)])
+    with webhook_receiver(SECRET) as receiver:
+        chans = channels(tmp_path, hook("hook", receiver.url), {SECRET_ENV: SECRET.decode()})
+        stats = run_stage(kafka, es, chans)
+        run_stage(kafka, es, chans)  # the rerun: nothing left to do
+    assert receiver.keys() == {"alert-0001": 1}
+    assert stats.counters["delivered:hook"] == 1
+    (dead,) = [m.json() for m in read_all(kafka, topics.ARBITRAGE_ALERTS_DLQ)]
+    assert dead["error"].startswith(
+        "channel hook (webhook): delivered, but its delivery record was refused:"
+    ), dead["error"]
+    committed_at_end(kafka)
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_chat_messages_carry_no_mention_link_or_tag_from_the_title(
+    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+) -> None:
+    title = (
+        "@everyone <@123456789> <!channel> [Refund here](https://evil.example/x) "
+        "![x](https://evil.example/p.png) <a href='https://evil.example'>Deal</a>\nline two"
+    )
+    publish(kafka, [alert(1, title=title)])
+    text = '[[channel]]\nname = "chat"\ntype = "apprise"\nurl_env = "TEST_CHAT_URL"\n'
+    with webhook_receiver(SECRET) as chat:
+        chans = channels(tmp_path, text, {"TEST_CHAT_URL": f"json://127.0.0.1:{chat.port}/hook"})
+        stats = run_stage(kafka, es, chans)
+    assert stats.counters["delivered:chat"] == 1
+    sent = json.loads(chat.requests[0]["body"])
+    assert sent["title"].startswith("[opened] B0NOTE0001")  # our own brackets stay
+    for markup in ("@", "<", ">", "[", "]"):
+        assert markup not in sent["message"], (markup, sent["message"])
+    first_line = sent["message"].splitlines()[0]
+    assert first_line.startswith("＠everyone ‹＠123456789› ‹!channel› ［Refund here］(https")
+    assert first_line.endswith("line two")  # the title's line break is a space

@@ -13,20 +13,24 @@ import pytest
 
 from pipelines.notifications import (
     DEFAULT_NOTIFICATIONS_FILE,
+    REPLAY_WINDOW_S,
     AlertEvent,
     NotAnEventError,
     NotificationsConfigError,
     RetryPolicy,
     alert_event,
     backoff_s,
+    chat_safe,
     delivery_id,
     email_message_id,
     filtered_out,
     load_notifications_config,
     message_text,
     next_wait_s,
+    one_line,
     parse_notifications_config,
     parse_retry_after,
+    plaintext_login_problem,
     signature,
     signature_valid,
     webhook_body,
@@ -230,6 +234,58 @@ def test_filters(fields: dict, message: dict, reason: str | None) -> None:
     assert filtered_out(channel_filter(**fields), alert_event(message)) == reason
 
 
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        # Issue 24, 3: each of these jammed the stage or could.
+        ({"asin": "B0TEST0001\n"}, "asin must be 10 characters"),
+        ({"asin": "B0TE\nST0001"}, "asin must be 10 characters"),
+        ({"asin": "b0test0001"}, "asin must be 10 characters"),
+        ({"asin": ["B0TEST0001"]}, "asin must be 10 characters"),
+        ({"event_id": "ev-1\n"}, "event_id must be a string of 1-200 visible ASCII"),
+        ({"event_id": "ev-1\r\nBcc: x@example.com"}, "event_id must be"),
+        ({"event_id": "\U0001f4a3" * 200}, "event_id must be"),
+        ({"event_id": "x" * 201}, "event_id must be"),
+        ({"event_id": " ev-1"}, "event_id must be"),
+        ({"event_id": None}, "has no event_id"),
+        ({"alert_id": "a\x00b"}, "alert_id must be"),
+        ({"alert_id": "a\u202eb"}, "alert_id must be"),
+        ({"alert_id": 17}, "alert_id must be"),
+        ({"opportunity_id": "o" * 40_000}, "opportunity_id must be"),
+        ({"buy_market": "US"}, "buy_market must be one of"),
+        ({"sell_market": "fr\n"}, "sell_market must be one of"),
+        ({"sell_market": None}, "sell_market must be one of"),
+        ({"event": ["opened"]}, "unknown event"),
+        ({"profit_eur_cents": "1500"}, "profit_eur_cents has the wrong type"),
+        ({"profit_eur_cents": True}, "profit_eur_cents has the wrong type"),
+        ({"roi": "0.3"}, "roi has the wrong type"),
+        ({"title": {"text": "x"}}, "title has the wrong type"),
+        ({"buy_price": 4500}, "buy_price has the wrong type"),
+    ],
+)
+def test_hostile_messages_are_not_events(fields: dict, reason: str) -> None:
+    with pytest.raises(NotAnEventError, match=reason) as error:
+        alert_event(alert(**fields))
+    assert len(str(error.value)) < 300  # a reason shows the value cut, never 40 kB of it
+    assert "\n" not in str(error.value)
+
+
+def test_ids_may_be_any_visible_ascii_up_to_200_characters() -> None:
+    long_id = "B0TEST0001-DE-FR-fees_v2-rules_v1 (beta)-v12" + "x" * 156
+    assert len(long_id) == 200
+    assert alert_event(alert(event_id=long_id, opportunity_id=None)).event_id == long_id
+
+
+def test_a_delivery_id_always_fits_elasticsearch() -> None:
+    assert delivery_id("hook", "ev-1") == "hook:ev-1"
+    # Within the event rule it is always <channel>:<event_id> (at most 241 bytes) ...
+    assert len(delivery_id("c" * 40, "e" * 200).encode()) == 241
+    # ... and an id past it could never make a record Elasticsearch refuses.
+    hashed = delivery_id("hook", "\U0001f4a3" * 200)
+    assert hashed.startswith("hook:sha256:") and len(hashed.encode()) < 512
+    assert hashed == delivery_id("hook", "\U0001f4a3" * 200)
+
+
 def test_delivery_ids_and_message_ids_are_stable() -> None:
     assert delivery_id("hook", "ev-1") == "hook:ev-1"
     assert email_message_id("ev-1", "example.com") == email_message_id("ev-1", "example.com")
@@ -243,16 +299,125 @@ def test_message_text() -> None:
     assert "buy 45.00 EUR, sell 90.00 EUR" in body
 
 
+def test_a_hostile_title_stays_on_its_line() -> None:
+    """A product title is Keepa's text: line breaks, a bidi override and a zero-width space
+    cannot add lines to the message nor reverse it; a very long one is cut."""
+    title = "Good\r\nASIN B0FAKE0000, route GB→DE\u202e\u200b " + "y" * 1000
+    _, body = message_text(alert_event(alert(title=title)))
+    first, second = body.splitlines()[:2]
+    assert first.startswith("Good ASIN B0FAKE0000, route GB→DE yyy") and len(first) == 300
+    assert second == "ASIN B0TEST0001, route DE→FR (opened)"
+    assert len(body.splitlines()) == 6
+
+
+def test_one_line() -> None:
+    assert one_line("a\n\tb\x00c\u2028d  e", 80) == "a b c d e"
+    assert one_line("abcdef", 4) == "abc…"
+    assert one_line(None, 10) == "None"
+
+
+@pytest.mark.parametrize(
+    ("title", "inert"),
+    [
+        ("@everyone buy now", "＠everyone buy now"),
+        ("@here", "＠here"),
+        ("ping <@123456789> and <@&987>", "ping ‹＠123456789› and ‹＠&987›"),
+        ("<!channel> <!here>", "‹!channel› ‹!here›"),
+        ("[Refund](https://evil.example)", "［Refund］(https://evil.example)"),
+        ("![x](https://evil.example/p.png)", "!［x］(https://evil.example/p.png)"),
+        ("<https://evil.example|Amazon>", "‹https://evil.example|Amazon›"),
+        ("<a href='x'>Deal</a>", "‹a href='x'›Deal‹/a›"),
+        ("Plain title, 2 x 100 ml (50%)", "Plain title, 2 x 100 ml (50%)"),
+    ],
+)
+def test_chat_text_has_no_mention_link_or_tag(title: str, inert: str) -> None:
+    assert chat_safe(title) == inert
+    _, body = message_text(alert_event(alert(title=title)), chat=True)
+    assert body.splitlines()[0] == inert
+
+
+def test_chat_text_neutralises_ids_too_but_mail_keeps_them() -> None:
+    event = alert_event(alert(event_id="ev@<x>[1]"))
+    assert "event ev＠‹x›［1］" in message_text(event, chat=True)[1]
+    assert "event ev@<x>[1]" in message_text(event)[1]
+
+
+# --- e-mail: when a password may go without TLS -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "tls", "allowed"),
+    [
+        ("smtp.example.com", False, False),
+        ("192.168.1.10", False, False),
+        ("10.0.0.1", False, False),
+        ("::2", False, False),
+        ("127.0.0.1.example.com", False, False),
+        ("localhost.example.com", False, False),
+        ("smtp.example.com", True, True),
+        ("127.0.0.1", False, True),
+        ("127.8.9.10", False, True),
+        ("::1", False, True),
+        ("[::1]", False, True),
+        ("localhost", False, True),
+        ("LOCALHOST.", False, True),
+    ],
+)
+def test_a_password_goes_in_the_clear_only_to_a_loopback_host(
+    host: str, tls: bool, allowed: bool
+) -> None:
+    problem = plaintext_login_problem(host, tls)
+    assert (problem is None) is allowed, problem
+    if problem:
+        assert "without TLS" in problem
+
+
+def test_an_email_channel_may_name_a_ca_file_and_nothing_else_may(tmp_path: Path) -> None:
+    mail = {"name": "mail", "type": "email", "url_env": "MAIL_URL", "ca_file": "/etc/ca.pem"}
+    (channel,) = parse_notifications_config({"channel": [mail]}, "n.toml").channels
+    assert channel.ca_file == "/etc/ca.pem"
+    with pytest.raises(NotificationsConfigError, match="ca_file does not apply"):
+        parse_notifications_config({"channel": [webhook(ca_file="/etc/ca.pem")]}, "n.toml")
+    missing = {**mail, "ca_file": str(tmp_path / "none.pem")}
+    config = parse_notifications_config({"channel": [missing]}, "n.toml")
+    with pytest.raises(NotificationsConfigError, match=r"ca_file .* is not a readable PEM"):
+        build_senders(config, {"MAIL_URL": "smtps://mail.example.com/?from=a@x&to=b@y"})
+
+
 # --- signature --------------------------------------------------------------------------------
 
 
-def test_the_signature_is_the_hmac_of_the_exact_body() -> None:
+def test_the_signature_covers_the_timestamp_the_key_and_the_exact_body() -> None:
     body = webhook_body(alert_event(alert()))
-    expected = hmac.new(b"k", body, hashlib.sha256).hexdigest()
-    assert signature(b"k", body) == f"sha256={expected}"
-    assert signature_valid(b"k", body, f"sha256={expected}")
-    assert not signature_valid(b"k", body + b" ", f"sha256={expected}")
-    assert not signature_valid(b"other", body, f"sha256={expected}")
+    signed = b"1764410400.a1b2c3." + body
+    expected = "sha256=" + hmac.new(b"k", signed, hashlib.sha256).hexdigest()
+    assert signature(b"k", 1764410400, "a1b2c3", body) == expected
+    now = 1764410400 + 10
+    assert signature_valid(b"k", body, "a1b2c3", "1764410400", expected, now)
+    assert not signature_valid(b"k", body + b" ", "a1b2c3", "1764410400", expected, now)
+    assert not signature_valid(b"other", body, "a1b2c3", "1764410400", expected, now)
+    # The same body under another key, or another time, is not what was signed.
+    assert not signature_valid(b"k", body, "a1b2c4", "1764410400", expected, now)
+    assert not signature_valid(b"k", body, "a1b2c3", "1764410401", expected, now)
+
+
+@pytest.mark.parametrize(
+    ("offset_s", "valid"), [(0, True), (300, True), (-300, True), (301, False), (-301, False)]
+)
+def test_a_receiver_refuses_a_timestamp_outside_its_replay_window(
+    offset_s: int, valid: bool
+) -> None:
+    """A captured request replayed later (or one from a clock far ahead) fails verification."""
+    body, stamp = b"{}", 1764410400
+    header = signature(b"k", stamp, "key", body)
+    assert REPLAY_WINDOW_S == 300
+    assert signature_valid(b"k", body, "key", str(stamp), header, stamp + offset_s) is valid
+
+
+@pytest.mark.parametrize("stamp", ["", "soon", "-5", "1e9", " 1764410400", "１７６４"])
+def test_an_unreadable_timestamp_is_refused(stamp: str) -> None:
+    header = signature(b"k", 1764410400, "key", b"{}")
+    assert not signature_valid(b"k", b"{}", "key", stamp, header, 1764410400)
 
 
 def test_the_body_is_the_event_with_its_rule_applied() -> None:
