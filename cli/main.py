@@ -13,6 +13,7 @@ from typing import Any
 
 from cli.redrive import redrive
 from pipelines import topics
+from pipelines.access import PROVISION
 from pipelines.digest import DEFAULT_TOP_N, MAX_TOP_N, DigestDayError, parse_day
 from pipelines.fee_config import FeeConfigError, load_fee_config
 from pipelines.lifecycle import OPEN
@@ -23,6 +24,7 @@ from pipelines.redaction import scrub_url
 from pipelines.rules_config import RulesConfigError, load_rules_config
 from pipelines.stage_specs import STAGES
 from pipelines.whatif import KIND_ORDER, Change, to_csv
+from resources.accounts import elasticsearch_as, kafka_as
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
 from resources.kafka import KafkaResource, KafkaUnavailableError
 from resources.retention_losses import acknowledge_losses
@@ -42,6 +44,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def cmd_provision(kafka: KafkaResource, es: ElasticsearchResource, _: argparse.Namespace) -> int:
+    # As the provisioning account when the environment names one (resources/accounts.py).
+    kafka, es = kafka_as(kafka, PROVISION), elasticsearch_as(es, PROVISION)
     for name, state in kafka.ensure_topics().items():
         print(f"topic  {name:<24} {state}")
     for name, state in es.ensure_indices().items():
