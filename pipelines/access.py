@@ -138,7 +138,8 @@ def stage_account(spec: StageSpec, prefix: str = topics.NAMESPACE_PREFIX) -> Acc
         kafka=tuple(grants),
         es_cluster=("monitor",),
         es_indices=(
-            IndexGrant(indices, ("read", "index", "view_index_metadata")),
+            # maintenance: a stage refreshes its index before it reads its own writes back.
+            IndexGrant(indices, ("read", "index", "maintenance", "view_index_metadata")),
             IndexGrant((_in(prefix, topics.RETENTION_LOSS_INDEX),), _LOSSES_PRIVILEGES),
         ),
     )
@@ -209,7 +210,8 @@ def operator_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
         kafka=tuple(grants),
         es_cluster=("monitor",),
         es_indices=(
-            IndexGrant(_stage_indices(prefix), ("read", "view_index_metadata")),
+            # maintenance: the digest and the counters refresh before they count.
+            IndexGrant(_stage_indices(prefix), ("read", "maintenance", "view_index_metadata")),
             IndexGrant(ledgers, ("read", "index", "create_index", "view_index_metadata")),
         ),
     )
