@@ -1,6 +1,6 @@
 """Who may touch what: the pipeline's accounts and their grants, stated once from its names.
 
-One account per job to be done (docs/decisions.md, 45), each with the operations that job
+One account per job to be done (docs/decisions.md, 40), each with the operations that job
 performs and nothing more:
 
 * ``provision``: creates the topics, the index templates and the indices (`arbitrage
