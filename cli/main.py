@@ -13,7 +13,7 @@ from typing import Any
 
 from cli.redrive import redrive
 from pipelines import topics
-from pipelines.access import PROVISION
+from pipelines.access import DIGEST, PROVISION
 from pipelines.digest import DEFAULT_TOP_N, MAX_TOP_N, DigestDayError, parse_day
 from pipelines.fee_config import FeeConfigError, load_fee_config
 from pipelines.lifecycle import OPEN
@@ -382,7 +382,10 @@ def cmd_digest(_: KafkaResource, es: ElasticsearchResource, args: argparse.Names
     except NotificationsConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    es.ensure_indices()
+    own = elasticsearch_as(es, DIGEST)  # as the digest's own account, like the asset
+    if own is es:
+        es.ensure_indices()
+    es = own
     digest = read_digest(es, args.day, args.top)
     png = chart_png(digest)
     out = Path(args.out or f"digest-{args.day.isoformat()}.png")

@@ -191,7 +191,7 @@ def kafka_users(settings: Settings) -> dict[str, str]:
     from pipelines.access import local_accounts
 
     creds = credentials(settings)
-    users = {a.user: creds[password_key("kafka", a.key)] for a in local_accounts()}
+    users = {a.user: creds[password_key("kafka", a.key)] for a in local_accounts() if a.kafka}
     users[UNPRIVILEGED_USER] = creds["kafka_unprivileged"]
     return users
 
@@ -219,10 +219,11 @@ def client_env(settings: Settings) -> dict[str, str]:
     for account in local_accounts():
         if account.user == PIPELINE_USER:
             continue
-        env[account_variable("KAFKA_SASL_USERNAME", account.key)] = account.user
-        env[account_variable("KAFKA_SASL_PASSWORD", account.key)] = creds[
-            password_key("kafka", account.key)
-        ]
+        if account.kafka:
+            env[account_variable("KAFKA_SASL_USERNAME", account.key)] = account.user
+            env[account_variable("KAFKA_SASL_PASSWORD", account.key)] = creds[
+                password_key("kafka", account.key)
+            ]
         if account.es_cluster or account.es_indices:
             env[account_variable("ELASTICSEARCH_USERNAME", account.key)] = account.user
             env[account_variable("ELASTICSEARCH_PASSWORD", account.key)] = creds[

@@ -9,7 +9,9 @@ performs and nothing more:
   source topic under its own groups, writes its output topic and its DLQ, uses its own
   transactional ids, writes its own indices; may see that the other topics exist (a run checks
   they do) but not read or write them.
-* ``operator``: the CLI, the sensors, the checks, the digest and the web page: reads every topic
+* ``digest``: the daily digest (asset and `arbitrage digest`): reads the alerts, records its
+  deliveries beside the notifications stage's.
+* ``operator``: the CLI, the sensors, the checks and the web page: reads every topic
   and index, describes and commits the stages' groups (lag, `arbitrage offsets`), writes the
   stages' source topics (DLQ redrive) and its own ledgers; creates nothing it does not own.
 
@@ -79,6 +81,7 @@ class Account:
 PROVISION = "provision"
 OPERATOR = "operator"
 KEEPA_PULL = "keepa_pull"
+DIGEST = "digest"
 OPERATOR_USER = "arbitrage"  # the account `client.env` names without a suffix
 
 # The namespaces the local services grant besides the plain names: the tests' ("test", and
@@ -157,6 +160,22 @@ def keepa_pull_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
     )
 
 
+def digest_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
+    """Reads the day's alerts, records each digest it sent (resources/digest.py); no Kafka."""
+    alerts = (_in(prefix, topics.ALERTS_INDEX),)
+    deliveries = (_in(prefix, topics.DELIVERIES_INDEX),)
+    return Account(
+        key=DIGEST,
+        user="arbitrage-digest",
+        kafka=(),
+        es_cluster=("monitor",),
+        es_indices=(
+            IndexGrant(alerts, ("read", "maintenance", "view_index_metadata")),
+            IndexGrant(deliveries, ("read", "index", "view_index_metadata")),
+        ),
+    )
+
+
 def provision_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
     """Creates topics, index templates and indices; reads and alters topic settings."""
     operations: tuple[KafkaOperation, ...] = (
@@ -224,12 +243,13 @@ def accounts(prefix: str = topics.NAMESPACE_PREFIX) -> tuple[Account, ...]:
         provision_account(prefix),
         keepa_pull_account(prefix),
         *stages,
+        digest_account(prefix),
         operator_account(prefix),
     )
 
 
 def runtime_account_keys() -> tuple[str, ...]:
-    return (KEEPA_PULL, *(spec.name for spec in STAGES))
+    return (KEEPA_PULL, *(spec.name for spec in STAGES), DIGEST)
 
 
 def _scratch_operator() -> Account:

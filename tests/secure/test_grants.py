@@ -211,3 +211,20 @@ def test_only_the_provisioning_account_may_create_indices_and_templates(
     plain = topics.plain_name(topics.PRODUCTS_INDEX)
     assert es_status(lambda: operator.indices.create(index=plain + "-grant-probe")) == 403
     assert es_status(lambda: operator.index(index=plain, document=PROBE)) == 403
+
+
+def test_the_digest_account_reads_alerts_and_records_deliveries_only(
+    es: ElasticsearchResource,
+) -> None:
+    client = es_account(access.DIGEST).client()
+    assert es_status(lambda: client.count(index=topics.ALERTS_INDEX)) == 200
+    assert es_status(lambda: client.indices.refresh(index=topics.ALERTS_INDEX)) == 200
+    # Its deliveries pass the authorizer (the probe's unknown field then gets 400) ...
+    assert es_status(lambda: client.index(index=topics.DELIVERIES_INDEX, document=PROBE)) == 400
+    # ... nothing else: not the alerts themselves, not the products, no index of its own.
+    for call in (
+        lambda: client.index(index=topics.ALERTS_INDEX, document=PROBE),
+        lambda: client.count(index=topics.PRODUCTS_INDEX),
+        lambda: client.indices.create(index=topics.tool_name(f"digest-{uuid.uuid4().hex[:6]}")),
+    ):
+        assert es_status(call) == 403
