@@ -8,6 +8,7 @@ distribution, so the ES user can read it even when the cache sits under a privat
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -198,15 +199,26 @@ class Elasticsearch(Service):
         users = self.file_realm_users()
         users_file = self.config_dir / "users"
         known = users_file.read_text() if users_file.is_file() else ""
+        # The tool starts a JVM per user (~4 s): a user already set to its current password
+        # (a digest of both, kept beside the users file) is left alone.
+        stamps_file = self.config_dir / "users.devservices"
+        stamps = set(stamps_file.read_text().split()) if stamps_file.is_file() else set()
+        done: list[str] = []
         for name, (password, _role) in users.items():
-            # Re-set each time: the credentials file may have been made anew.
-            command = "passwd" if f"\n{name}:" in f"\n{known}" else "useradd"
+            stamp = hashlib.sha256(f"{name}\0{password}".encode()).hexdigest()
+            present = f"\n{name}:" in f"\n{known}"
+            if present and stamp in stamps:
+                done.append(stamp)
+                continue
+            command = "passwd" if present else "useradd"
             proc = self._users_tool(jdk, command, name, password=password)
             if proc.returncode != 0:
                 raise DevServicesError(
                     f"elasticsearch-users could not set up user {name} (exit {proc.returncode})",
                     details=(proc.stdout + proc.stderr).replace(password, "***").strip(),
                 )
+            done.append(stamp)
+        secure.private_write(stamps_file, "\n".join(done) + "\n")
         # Who has which role, written whole: a user's role changes with devservices (no
         # secret here; the tool would only ever add roles).
         members: dict[str, list[str]] = {}

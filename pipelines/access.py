@@ -229,7 +229,7 @@ def operator_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
         kafka=tuple(grants),
         es_cluster=("monitor",),
         es_indices=(
-            # maintenance: the digest and the counters refresh before they count.
+            # maintenance: the CLI's counters refresh before they count.
             IndexGrant(_stage_indices(prefix), ("read", "maintenance", "view_index_metadata")),
             IndexGrant(ledgers, ("read", "index", "create_index", "view_index_metadata")),
         ),
@@ -271,7 +271,7 @@ def local_accounts() -> tuple[Account, ...]:
     """What the local secure services grant: every account in the plain names and in each
     local namespace, one Account per user with the grants of all of them."""
     merged: dict[str, Account] = {}
-    every = [*(a for prefix in LOCAL_NAMESPACES for a in accounts(prefix + "." if prefix else ""))]
+    every = [a for prefix in LOCAL_NAMESPACES for a in accounts(prefix + "." if prefix else "")]
     every.append(_scratch_operator())
     for account in every:
         found = merged.get(account.user)
