@@ -10,7 +10,9 @@ from pydantic import Field
 
 from assets.keys import DIGEST_KEY, ES_ALERTS_KEY, GROUP_NOTIFICATIONS
 from assets.partitions import DAILY
+from pipelines.access import DIGEST
 from pipelines.digest import DEFAULT_TOP_N, MAX_TOP_N, chart_png, table_text
+from resources.accounts import elasticsearch_as
 from resources.digest import FAILED, read_digest, send_digest
 from resources.elasticsearch import ElasticsearchResource
 from resources.notify import NotificationsResource
@@ -48,7 +50,12 @@ def daily_digest(
     """The day's top open opportunities (table + chart) sent once to every digest channel."""
     day = date.fromisoformat(context.partition_key)
     channels = notifications.channels()
-    elasticsearch.ensure_indices()
+    # Its own account when the environment names one (resources/accounts.py); that account
+    # may not create indices, so only the shared one provisions here.
+    own = elasticsearch_as(elasticsearch, DIGEST)
+    if own is elasticsearch:
+        elasticsearch.ensure_indices()
+    elasticsearch = own
     digest = read_digest(elasticsearch, day, config.top_n)
     png = chart_png(digest)
     path = digest_png_path(context.instance.storage_directory(), day)

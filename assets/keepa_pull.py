@@ -8,7 +8,9 @@ from pydantic import Field
 
 from assets.keys import GROUP_INGEST, KEEPA_PRODUCTS_KEY, RAW_UPDATES_KEY
 from pipelines import topics
+from pipelines.access import KEEPA_PULL
 from pipelines.messages.codec import encode
+from resources.accounts import kafka_as
 from resources.kafka import KafkaResource
 from resources.keepa import KeepaResource
 from resources.keepa_pull import PullProgress, PullTotals, iter_pull
@@ -72,6 +74,7 @@ def raw_keepa_updates(
 ) -> dg.MaterializeResult:
     """One raw update per tracked ASIN per pull on raw.keepa_updates, keyed by ASIN."""
     started = time.perf_counter()
+    kafka = kafka_as(kafka, KEEPA_PULL)  # its own account when the environment names one
     kafka.ensure_topics()
     asins, problems = keepa.tracked_asins()
     # Each problem names its line and a redacted preview; a file that is no ASIN list at all

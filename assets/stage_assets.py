@@ -41,6 +41,7 @@ from engine.stats import StageStats
 from pipelines import topics
 from pipelines.messages.timestamps import utc_now_iso
 from pipelines.stage_specs import ARBITRAGE, NOTIFICATIONS, StageSpec
+from resources.accounts import elasticsearch_as, kafka_as
 from resources.elasticsearch import ElasticsearchResource
 from resources.fees import FeeModelResource
 from resources.kafka import KafkaResource
@@ -391,8 +392,13 @@ def build_stage_assets(
         fee_model: FeeModelResource,
         notifications: NotificationsResource,
     ) -> Iterator[dg.MaterializeResult]:
-        kafka.ensure_topics()
-        elasticsearch.ensure_indices()
+        # The stage's own accounts when the environment names them (resources/accounts.py).
+        kafka = kafka_as(kafka, spec.name)
+        own_es = elasticsearch_as(elasticsearch, spec.name)
+        kafka.ensure_topics()  # only looks when every topic exists (its account may not create)
+        if own_es is elasticsearch:
+            elasticsearch.ensure_indices()  # the shared account provisions as it goes
+        elasticsearch = own_es
         try:
             group, planned, lost = _ranges_for_run(context, spec, config, kafka)
         except OffsetAheadOfLogError as exc:

@@ -14,6 +14,7 @@ from typing import Any
 
 from cli.redrive import redrive
 from pipelines import topics
+from pipelines.access import DIGEST, PROVISION
 from pipelines.digest import DEFAULT_TOP_N, MAX_TOP_N, DigestDayError, parse_day
 from pipelines.fee_config import FeeConfigError, load_fee_config
 from pipelines.lifecycle import OPEN
@@ -24,6 +25,7 @@ from pipelines.redaction import scrub_url
 from pipelines.rules_config import RulesConfigError, load_rules_config
 from pipelines.stage_specs import STAGES
 from pipelines.whatif import KIND_ORDER, Change, to_csv
+from resources.accounts import elasticsearch_as, kafka_as
 from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
 from resources.kafka import KafkaResource, KafkaUnavailableError
 from resources.retention_losses import acknowledge_losses
@@ -43,6 +45,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def cmd_provision(kafka: KafkaResource, es: ElasticsearchResource, _: argparse.Namespace) -> int:
+    # As the provisioning account when the environment names one (resources/accounts.py).
+    kafka, es = kafka_as(kafka, PROVISION), elasticsearch_as(es, PROVISION)
     for name, state in kafka.ensure_topics().items():
         print(f"topic  {name:<24} {state}")
     for name, state in es.ensure_indices().items():
@@ -385,7 +389,10 @@ def cmd_digest(_: KafkaResource, es: ElasticsearchResource, args: argparse.Names
     except NotificationsConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    es.ensure_indices()
+    own = elasticsearch_as(es, DIGEST)  # as the digest's own account, like the asset
+    if own is es:
+        es.ensure_indices()
+    es = own
     digest = read_digest(es, args.day, args.top)
     png = chart_png(digest)
     out = Path(args.out or f"digest-{args.day.isoformat()}.png")

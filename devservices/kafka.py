@@ -103,17 +103,22 @@ class Kafka(Service):
 
     @property
     def address(self) -> str:
-        return f"{self.settings.host}:{self.port}"
+        """The client listener: PLAINTEXT, or SASL_SSL in secure mode."""
+        port = self.secure_port if self.settings.secure else self.port
+        return f"{self.settings.host}:{port}"
 
     def ports(self) -> list[tuple[int, str]]:
         offset = f"+{self.node}" if self.node else ""
-        ports = [
+        # Secure mode has no PLAINTEXT listener: KAFKA_PORT stays free.
+        if self.settings.secure:
+            return [
+                (self.secure_port, f"KAFKA_SECURE_PORT{offset}"),
+                (self.controller_port, f"KAFKA_CONTROLLER_PORT{offset}"),
+            ]
+        return [
             (self.port, f"KAFKA_PORT{offset}"),
             (self.controller_port, f"KAFKA_CONTROLLER_PORT{offset}"),
         ]
-        if self.settings.secure:
-            ports.append((self.secure_port, f"KAFKA_SECURE_PORT{offset}"))
-        return ports
 
     @property
     def secure_address(self) -> str:
@@ -183,9 +188,9 @@ class Kafka(Service):
     def _secure_properties(self) -> dict[str, str | int]:
         """SASL_SSL (SCRAM-SHA-512) for clients and between brokers, the StandardAuthorizer.
 
-        The PLAINTEXT listener stays, for anonymous clients only, who are refused everything
-        (no ACL names User:ANONYMOUS). The controller listener takes SASL/PLAIN on loopback:
-        SCRAM cannot authenticate controllers (its credentials live in the metadata they serve).
+        No PLAINTEXT listener: nothing listens on KAFKA_PORT, so no client is anonymous. The
+        controller listener takes SASL/PLAIN on loopback: SCRAM cannot authenticate controllers
+        (its credentials live in the metadata they serve).
         """
         s = self.settings
         host = s.host
@@ -195,12 +200,10 @@ class Kafka(Service):
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
         controller_pw = creds["kafka_controller"]
         return {
-            "listeners": f"PLAINTEXT://{host}:{self.port},SASL_SSL://{host}:"
-            f"{self.secure_port},CONTROLLER://{host}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{self.port},SASL_SSL://{host}:"
-            f"{self.secure_port}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,"
-            "CONTROLLER:SASL_PLAINTEXT",
+            "listeners": f"SASL_SSL://{host}:{self.secure_port},CONTROLLER://{host}:"
+            f"{self.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{host}:{self.secure_port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
             "inter.broker.listener.name": "SASL_SSL",
             "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
             "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
@@ -227,16 +230,11 @@ class Kafka(Service):
         secure.private_write(self.config_dir / "broker-keystore.pem", keystore)
 
     def _scram_arguments(self) -> list[str]:
-        creds = secure.credentials(self.settings)
-        users = {
-            secure.KAFKA_ADMIN: creds["kafka_admin"],
-            secure.PIPELINE_USER: creds["kafka_pipeline"],
-            secure.UNPRIVILEGED_USER: creds["kafka_unprivileged"],
-        }
-        arguments: list[str] = []
-        for name, password in users.items():
-            arguments += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
-        return arguments
+        """The super user only, which the brokers need before they can talk to each other; the
+        other accounts are set through the admin API once the broker is up (``after_ready``),
+        so their passwords never appear on a command line."""
+        password = secure.credentials(self.settings)["kafka_admin"]
+        return ["--add-scram", f"SCRAM-SHA-512=[name={secure.KAFKA_ADMIN},password={password}]"]
 
     def log4j2_properties(self) -> str:
         # Paths are absolute; log4j2's properties format takes them verbatim.
@@ -331,7 +329,7 @@ class Kafka(Service):
         """How devservices itself talks to the broker: anonymously on PLAINTEXT, or in secure
         mode as the super user over SASL_SSL (the config built by resources/kafka_security.py)."""
         config: dict[str, Any] = {
-            "bootstrap.servers": self.address,
+            "bootstrap.servers": f"{self.settings.host}:{self.port}",
             "socket.connection.setup.timeout.ms": 2000,
             "logger": _quiet,
         }
@@ -365,7 +363,9 @@ class Kafka(Service):
 
     def after_ready(self) -> None:
         if self.settings.secure:
-            grant_pipeline_acls(_admin_client_class()(self.admin_config()))
+            admin = _admin_client_class()(self.admin_config())
+            set_scram_users(admin, secure.kafka_users(self.settings))
+            grant_pipeline_acls(admin)
 
     def hint(self) -> str:
         if self.settings.kafka_brokers == 1:
@@ -420,10 +420,27 @@ def kafka_classpath(cache_dir: Path) -> str:
     return classpath(fetch.kafka_libs(cache_dir))
 
 
-def grant_pipeline_acls(admin: Any) -> None:
-    """Allow the pipeline's user everything on its own topics, groups and transactional ids
-    (pipelines/access.py), and idempotent writes; nothing else. Creating an existing ACL is a
-    no-op, so this runs on every `up`."""
+def set_scram_users(admin: Any, users: dict[str, str]) -> None:
+    """Create or update each account's SCRAM-SHA-512 credential (an upsert: runs on every `up`,
+    so accounts added later, or passwords made anew, reach an existing cluster)."""
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    upserts = [
+        UserScramCredentialUpsertion(user, info, password.encode())
+        for user, password in users.items()
+    ]
+    for future in admin.alter_user_scram_credentials(upserts, request_timeout=10).values():
+        future.result()
+    log.info("kafka: SCRAM credentials of %d accounts in place", len(upserts))
+
+
+def acl_bindings() -> list[Any]:
+    """Every local account's grants (pipelines/access.py) as Kafka ACL bindings."""
     from confluent_kafka.admin import (
         AclBinding,
         AclOperation,
@@ -432,38 +449,82 @@ def grant_pipeline_acls(admin: Any) -> None:
         ResourceType,
     )
 
-    from pipelines.access import local_kafka_grants
+    from pipelines.access import local_accounts
 
     kinds = {
         "topic": ResourceType.TOPIC,
         "group": ResourceType.GROUP,
         "transactional_id": ResourceType.TRANSACTIONAL_ID,
+        "cluster": ResourceType.BROKER,
     }
-    principal = f"User:{secure.PIPELINE_USER}"
-    allow = AclPermissionType.ALLOW
-    bindings = [
-        AclBinding(
-            kinds[grant.kind],
-            grant.name,
-            ResourcePatternType.PREFIXED if grant.prefixed else ResourcePatternType.LITERAL,
-            principal,
-            "*",
-            AclOperation.ALL,
-            allow,
-        )
-        for grant in local_kafka_grants()
-    ]
-    bindings.append(
-        AclBinding(
-            ResourceType.BROKER,
-            "kafka-cluster",
-            ResourcePatternType.LITERAL,
-            principal,
-            "*",
-            AclOperation.IDEMPOTENT_WRITE,
-            allow,
-        )
+    # One binding per (account, resource, operation): grants overlap (a source topic is READ
+    # and DESCRIBE, and every topic DESCRIBE), and the admin API refuses duplicates.
+    unique = dict.fromkeys(
+        (account.user, grant.kind, grant.name, grant.prefixed, operation)
+        for account in local_accounts()
+        for grant in account.kafka
+        for operation in grant.operations
     )
-    for future in admin.create_acls(bindings, request_timeout=10).values():
+    return [
+        AclBinding(
+            kinds[kind],
+            name,
+            ResourcePatternType.PREFIXED if prefixed else ResourcePatternType.LITERAL,
+            f"User:{user}",
+            "*",
+            AclOperation[operation],
+            AclPermissionType.ALLOW,
+        )
+        for user, kind, name, prefixed, operation in unique
+    ]
+
+
+def grant_pipeline_acls(admin: Any) -> None:
+    """Each account exactly its grants (pipelines/access.py), and drop any ALLOW binding of
+    those accounts that is not one of them (left by an older devservices, e.g. ALL on every
+    topic). Creating an existing ACL is a no-op, so this runs on every `up`."""
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    wanted = acl_bindings()
+    for future in admin.create_acls(wanted, request_timeout=10).values():
         future.result()
-    log.info("kafka: %d ACLs for User:%s in place", len(bindings), secure.PIPELINE_USER)
+    principals = {binding.principal for binding in wanted}
+    everything = AclBindingFilter(
+        ResourceType.ANY,
+        None,
+        ResourcePatternType.ANY,
+        None,
+        None,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
+    present = admin.describe_acls(everything, request_timeout=10).result()
+    keep = set(wanted)
+    stale = [b for b in present if b.principal in principals and b not in keep]
+    if stale:
+        filters = [
+            AclBindingFilter(
+                b.restype,
+                b.name,
+                b.resource_pattern_type,
+                b.principal,
+                b.host,
+                b.operation,
+                b.permission_type,
+            )
+            for b in stale
+        ]
+        for future in admin.delete_acls(filters, request_timeout=10).values():
+            future.result()
+    log.info(
+        "kafka: %d ACLs for %d accounts in place (%d stale removed)",
+        len(wanted),
+        len(principals),
+        len(stale),
+    )

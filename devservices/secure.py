@@ -25,12 +25,38 @@ from devservices.settings import Settings
 # ``controller`` authenticates the broker to its controller listener (SASL/PLAIN on loopback).
 KAFKA_ADMIN = "admin"
 KAFKA_CONTROLLER = "controller"
+# The pipeline's accounts (pipelines/access.py): the operator (``arbitrage``, the one
+# client.env names without a suffix), provisioning, and one per stage; each has a password per
+# service, ``kafka_<key>`` and ``es_<key>`` (the operator's keep their first name, ``pipeline``).
 PIPELINE_USER = "arbitrage"
 UNPRIVILEGED_USER = "arbitrage-unprivileged"
 ES_ADMIN = "arbitrage-admin"
-ACCOUNTS = ("kafka_admin", "kafka_controller", "kafka_pipeline", "kafka_unprivileged")
-ES_ACCOUNTS = ("es_admin", "es_pipeline", "es_unprivileged")
 CERT_DAYS = 825
+
+
+def _pipeline_keys() -> tuple[str, ...]:
+    from pipelines.access import PROVISION, runtime_account_keys
+
+    return ("pipeline", PROVISION, *runtime_account_keys())
+
+
+def password_key(service: str, account_key: str) -> str:
+    """``("kafka", "operator")`` → ``"kafka_pipeline"``; ``("es", "enrichment")`` →
+    ``"es_enrichment"``."""
+    from pipelines.access import OPERATOR
+
+    return f"{service}_{'pipeline' if account_key == OPERATOR else account_key}"
+
+
+def account_names() -> tuple[str, ...]:
+    keys = (*_pipeline_keys(), "unprivileged")
+    return (
+        "kafka_admin",
+        "kafka_controller",
+        *(f"kafka_{key}" for key in keys),
+        "es_admin",
+        *(f"es_{key}" for key in keys),
+    )
 
 
 def private_write(path: Path, text: str) -> None:
@@ -50,7 +76,7 @@ def credentials(settings: Settings) -> dict[str, str]:
     """Every account's password, generated once (hex: safe in JAAS, YAML and Kafka's tools)."""
     path = credentials_path(settings)
     stored: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
-    missing = [name for name in (*ACCOUNTS, *ES_ACCOUNTS) if name not in stored]
+    missing = [name for name in account_names() if name not in stored]
     if missing:
         stored.update({name: secrets.token_hex(16) for name in missing})
         private_write(path, json.dumps(stored, indent=2) + "\n")
@@ -159,11 +185,26 @@ def client_env_path(settings: Settings) -> Path:
     return settings.state_dir / "client.env"
 
 
+def kafka_users(settings: Settings) -> dict[str, str]:
+    """Every SCRAM account but the super user (set when the storage is formatted): the
+    pipeline's accounts and the unprivileged one, user name → password."""
+    from pipelines.access import local_accounts
+
+    creds = credentials(settings)
+    users = {a.user: creds[password_key("kafka", a.key)] for a in local_accounts() if a.kafka}
+    users[UNPRIVILEGED_USER] = creds["kafka_unprivileged"]
+    return users
+
+
 def client_env(settings: Settings) -> dict[str, str]:
-    """What a client of the secured services needs, as the pipeline's user."""
+    """What a client of the secured services needs: the operator's account as the shared one,
+    and each job's own account under its suffix (resources/accounts.py)."""
+    from pipelines.access import local_accounts
+    from resources.accounts import account_variable
+
     creds = credentials(settings)
     ca = str(pki(settings).ca_cert)
-    return {
+    env = {
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
@@ -175,13 +216,28 @@ def client_env(settings: Settings) -> dict[str, str]:
         "ELASTICSEARCH_PASSWORD": creds["es_pipeline"],
         "ELASTICSEARCH_CA_CERTS": ca,
     }
+    for account in local_accounts():
+        if account.user == PIPELINE_USER:
+            continue
+        if account.kafka:
+            env[account_variable("KAFKA_SASL_USERNAME", account.key)] = account.user
+            env[account_variable("KAFKA_SASL_PASSWORD", account.key)] = creds[
+                password_key("kafka", account.key)
+            ]
+        if account.es_cluster or account.es_indices:
+            env[account_variable("ELASTICSEARCH_USERNAME", account.key)] = account.user
+            env[account_variable("ELASTICSEARCH_PASSWORD", account.key)] = creds[
+                password_key("es", account.key)
+            ]
+    return env
 
 
 def write_client_env(settings: Settings) -> Path:
     path = client_env_path(settings)
     lines = [
         "# Written by `ARBITRAGE_SECURE=1 python -m devservices up`: the secured local services",
-        "# as the pipeline's user. Holds passwords: mode 0600, git-ignored. `. " + path.name + "`",
+        "# as the operator, each job as its own account (suffixed variables). Holds passwords:",
+        "# mode 0600, git-ignored. `. " + path.name + "`",
     ]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in client_env(settings).items()]
     private_write(path, "\n".join(lines) + "\n")

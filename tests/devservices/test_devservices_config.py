@@ -116,7 +116,15 @@ def test_secure_mode_configures_sasl_ssl_acls_and_a_private_client_env(tmp_path:
     props = dict(
         line.split("=", 1) for line in kafka.server_properties().splitlines() if "=" in line
     )
-    assert "SASL_SSL://127.0.0.1:19094" in props["listeners"]
+    # No PLAINTEXT listener: nothing answers on KAFKA_PORT in secure mode.
+    assert props["listeners"] == "SASL_SSL://127.0.0.1:19094,CONTROLLER://127.0.0.1:9093"
+    assert props["advertised.listeners"] == "SASL_SSL://127.0.0.1:19094"
+    assert "PLAINTEXT:" not in props["listener.security.protocol.map"].replace("SASL_", "")
+    assert [port for port, _name in kafka.ports()] == [19094, 9093]
+    # Only the super user is formatted into the storage (a command line `ps` shows); the
+    # other accounts are set through the admin API.
+    scram = " ".join(kafka._scram_arguments())
+    assert scram.count("name=") == 1 and f"name={secure.KAFKA_ADMIN}," in scram
     assert props["inter.broker.listener.name"] == "SASL_SSL"
     assert props["authorizer.class.name"].endswith("StandardAuthorizer")
     assert props["allow.everyone.if.no.acl.found"] == "false"
@@ -133,6 +141,16 @@ def test_secure_mode_configures_sasl_ssl_acls_and_a_private_client_env(tmp_path:
     for name in ("KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION", "ELASTICSEARCH_CA_CERTS"):
         assert f"export {name}=" in text
     assert "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19094" in text
+    # Each job's own account beside the shared (operator) one.
+    for suffix in ("PROVISION", "KEEPA_PULL", "ENRICHMENT", "ARBITRAGE", "NOTIFICATIONS"):
+        assert f"export KAFKA_SASL_USERNAME_{suffix}=" in text
+        assert f"export KAFKA_SASL_PASSWORD_{suffix}=" in text
+    assert "export ELASTICSEARCH_USERNAME_ENRICHMENT=arbitrage-enrichment" in text
+    assert "ELASTICSEARCH_USERNAME_KEEPA_PULL" not in text  # it writes nothing to ES
+    roles = Elasticsearch(s).roles_yml()
+    for role in ("arbitrage_provision", "arbitrage_enrichment", "arbitrage_operator"):
+        assert f"\n{role}:\n" in roles
+    assert "manage_own_api_key" not in roles and '"all"' in roles  # all: scratch namespaces only
 
 
 def _props(kafka: Kafka) -> dict[str, str]:
@@ -204,9 +222,7 @@ def test_a_secure_cluster_lists_every_sasl_ssl_listener(tmp_path: Path) -> None:
         {"DEVSERVICES_HOME": str(tmp_path), "ARBITRAGE_SECURE": "1", "KAFKA_BROKERS": "3"}
     )
     props = _props(Kafka(s, 2))
-    assert props["listeners"] == (
-        "PLAINTEXT://127.0.0.1:9094,SASL_SSL://127.0.0.1:9294,CONTROLLER://127.0.0.1:9194"
-    )
+    assert props["listeners"] == ("SASL_SSL://127.0.0.1:9294,CONTROLLER://127.0.0.1:9194")
     assert props["inter.broker.listener.name"] == "SASL_SSL"
     bootstrap = secure.client_env(s)["KAFKA_BOOTSTRAP_SERVERS"]
     assert bootstrap == "127.0.0.1:9292,127.0.0.1:9293,127.0.0.1:9294"

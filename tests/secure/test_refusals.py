@@ -1,8 +1,9 @@
 """Who the secured services refuse, with the errors they really answer.
 
-Kafka: an anonymous client on the PLAINTEXT port, a client without (or with wrong) credentials
-on the SASL_SSL port, and the unprivileged user are refused the pipeline's topics, groups and
-transactional ids; the pipeline's own user is refused everything outside its grants.
+Kafka: there is no PLAINTEXT port to be anonymous on; a client without (or with wrong)
+credentials on the SASL_SSL port, and the unprivileged user, are refused the pipeline's topics,
+groups and transactional ids; the operator (the shared account) is refused everything outside
+its grants (each job's own account: test_grants.py).
 Elasticsearch: no credentials (401), wrong ones (401), an unknown API key (401), plain http on the
 TLS port, a client that does not trust the local CA, the unprivileged user (403), and the
 pipeline's user outside its indices (403).
@@ -10,91 +11,53 @@ pipeline's user outside its indices (403).
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from typing import Any
 
 import elastic_transport
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from elasticsearch import AuthenticationException, AuthorizationException
 
 from devservices import secure
 from devservices.settings import Settings as ServiceSettings
 from pipelines import topics
+from pipelines.stage_specs import ENRICHMENT
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
+from resources.kafka_transactions import transactional_id
 from resources.settings import Settings
+from tests.secure.kafka_probes import (
+    TIMEOUT_S,
+    consume_error,
+    delivery_error,
+    init_transactions_error,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.secure]
-
-TIMEOUT_S = 10.0
-
-
-def plaintext_anonymous(services: ServiceSettings) -> KafkaResource:
-    return KafkaResource(bootstrap_servers=f"{services.host}:{services.kafka_port}")
 
 
 def as_user(name: str, password: str, **overrides: Any) -> KafkaResource:
     return Settings.from_env().kafka(sasl_username=name, sasl_password=password, **overrides)
 
 
-def delivery_error(config: dict[str, Any], topic: str) -> KafkaError:
-    """Produce one message without idempotence (so only the topic ACL is asked) and return the
-    broker's answer in the delivery report."""
-    errors: list[KafkaError | None] = []
-    producer = Producer({**config, "enable.idempotence": False, "message.timeout.ms": 8000})
-    producer.produce(topic, b"x", on_delivery=lambda err, _msg: errors.append(err))
-    producer.flush(TIMEOUT_S)
-    assert len(errors) == 1, "no delivery report within the timeout"
-    assert errors[0] is not None, f"{topic}: the write was accepted"
-    return errors[0]
+# A transactional id as the enrichment stage uses it: <group>:<topic>:<partition>.
+PIPELINE_TXN_ID = transactional_id(ENRICHMENT.live_group, ENRICHMENT.source_topic, 0)
 
 
-def group_join_error(config: dict[str, Any], group: str) -> KafkaError:
-    """Join ``group`` as a stage's consumer would and return the broker's refusal (a commit
-    alone only reports "waiting for coordinator": the refusal comes with the join)."""
-    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
-    consumer.subscribe([topics.RAW_UPDATES])
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is not None:
-                return message.error()
-    finally:
-        consumer.close()
-    raise AssertionError(f"group {group!r} was not refused within {TIMEOUT_S:.0f}s")
-
-
-def init_transactions_error(config: dict[str, Any], txn_id: str) -> KafkaError:
-    producer = Producer({**config, "transactional.id": txn_id})
-    with pytest.raises(KafkaException) as refused:
-        producer.init_transactions(TIMEOUT_S)
-    return refused.value.args[0]
-
-
-# A transactional id as a stage would use it: <group>:<topic>:<partition>.
-PIPELINE_TXN_ID = f"enrichment:{topics.RAW_UPDATES}:0"
-
-
-def test_an_anonymous_client_on_the_plaintext_port_is_refused_everything(
-    services: ServiceSettings,
-) -> None:
-    config = plaintext_anonymous(services).client_config()
-    error = delivery_error(config, topics.RAW_UPDATES)
-    assert error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
-    assert group_join_error(config, "enrichment").code() == KafkaError.GROUP_AUTHORIZATION_FAILED
-    # Idempotence (every transactional producer) needs a cluster grant first; either refusal
-    # stops it before any transaction.
-    assert init_transactions_error(config, PIPELINE_TXN_ID).code() in (
-        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    )
-    # It cannot even see that the pipeline's topics exist.
-    metadata = AdminClient(config).list_topics(timeout=TIMEOUT_S)
-    assert not set(metadata.topics) & {spec.name for spec in topics.TOPICS}
+def test_there_is_no_plaintext_listener(services: ServiceSettings) -> None:
+    """Secure mode listens on SASL_SSL and its loopback controller port only: KAFKA_PORT,
+    where plain mode serves anonymous clients, refuses the TCP connection itself."""
+    for node in range(services.kafka_brokers):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((services.host, services.kafka_port + node), timeout=5)
+    anonymous = KafkaResource(bootstrap_servers=f"{services.host}:{services.kafka_port}")
+    with pytest.raises(KafkaException) as dropped:
+        AdminClient(anonymous.client_config()).list_topics(timeout=5)
+    assert dropped.value.args[0].code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
 
 
 def test_the_sasl_ssl_port_refuses_wrong_or_missing_credentials(
@@ -131,7 +94,8 @@ def test_the_unprivileged_user_is_refused_topics_groups_and_transactional_ids(
     assert delivery_error(config, topics.RAW_UPDATES).code() == (
         KafkaError.TOPIC_AUTHORIZATION_FAILED
     )
-    assert group_join_error(config, "enrichment").code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+    refused = consume_error(config, ENRICHMENT.live_group)
+    assert refused is not None and refused.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
     assert init_transactions_error(config, PIPELINE_TXN_ID).code() in (
         KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
@@ -144,24 +108,27 @@ def test_the_unprivileged_user_is_refused_topics_groups_and_transactional_ids(
         assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
-def test_the_pipeline_user_has_its_grants_and_nothing_more(kafka: KafkaResource) -> None:
+def test_the_operator_has_its_grants_and_nothing_more(kafka: KafkaResource) -> None:
+    """The shared account (CLI, sensors, checks, tests): transactions and groups in the tests'
+    namespace (its scratch space), no stage's transactional id, no foreign group or topic."""
     config = kafka.client_config()
     assert config["security.protocol"] == "SASL_SSL"
-    # Its own transactional id works (and so IdempotentWrite on the cluster) ...
-    producer = Producer({**config, "transactional.id": PIPELINE_TXN_ID})
+    # A transactional id under its tool prefix works (and so IdempotentWrite on the cluster) ...
+    producer = Producer({**config, "transactional.id": topics.tool_name("grant-probe:0")})
     producer.init_transactions(TIMEOUT_S)
-    # ... one outside its prefixes does not; nor a group or a topic that is not the pipeline's.
-    assert init_transactions_error(config, f"other:{topics.RAW_UPDATES}:0").code() == (
-        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-    )
-    assert group_join_error(config, "someone-else").code() == (
-        KafkaError.GROUP_AUTHORIZATION_FAILED
-    )
+    # ... a stage's does not, nor one outside every prefix; nor a group or a topic that is not
+    # the pipeline's.
+    for txn_id in (transactional_id("enrichment", "raw.keepa_updates", 0), "other:x:0"):
+        assert init_transactions_error(config, txn_id).code() == (
+            KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        ), txn_id
+    refused = consume_error(config, "someone-else")
+    assert refused is not None and refused.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
     outside = f"not-the-pipelines-{uuid.uuid4().hex[:6]}"
     for future in kafka.admin().create_topics([NewTopic(outside, 1, 1)]).values():
-        with pytest.raises(KafkaException) as refused:
+        with pytest.raises(KafkaException) as refused_topic:
             future.result()
-        assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        assert refused_topic.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
 def test_kafka_tools_properties_carry_the_same_settings(kafka: KafkaResource) -> None:

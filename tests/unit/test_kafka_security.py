@@ -7,7 +7,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.access import kafka_grants
 from resources.kafka_security import KafkaSecurity, KafkaSecurityError
 from resources.settings import Settings, SettingsError
 
@@ -92,16 +91,6 @@ def test_elasticsearch_credentials_are_wired_by_name(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ELASTICSEARCH_API_KEY", "a2V5")
     keyed = Settings.from_env({**env, "ELASTICSEARCH_API_KEY": "a2V5"}).elasticsearch()
     assert keyed.client_options() == {"api_key": "a2V5"}  # an API key wins
-
-
-def test_transactional_ids_of_every_stage_fall_under_a_grant() -> None:
-    from pipelines.stage_specs import PIPELINE_GROUPS
-    from resources.kafka_transactions import transactional_id
-
-    prefixes = [g.name for g in kafka_grants() if g.kind == "transactional_id" and g.prefixed]
-    for group in PIPELINE_GROUPS:
-        txn_id = transactional_id(group, "raw.keepa_updates", 2)
-        assert any(txn_id.startswith(prefix) for prefix in prefixes), txn_id
 
 
 @pytest.mark.parametrize(
