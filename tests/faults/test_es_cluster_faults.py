@@ -9,8 +9,10 @@ committing and a rerun completes; the cluster is green again afterwards; the opp
 answers throughout with the alerts it had; the audit finds every source record once.
 
 The cluster is the suite's Elasticsearch when that is one (ES_NODES=3), else three nodes this
-module starts in a temporary DEVSERVICES_HOME on free ports below 32768, in the suite's mode
-(plain or secure), and stops at the end: `make faults` runs these cases whatever ES_NODES is.
+module starts in DEVSERVICES_HOME/faults-es-cluster (where the user Elasticsearch runs as can
+reach it; its data deleted first, so each run bootstraps a new cluster) on free ports below
+32768, in the suite's mode (plain or secure), and stops at the end: `make faults` runs these
+cases whatever ES_NODES is.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import threading
@@ -98,6 +101,8 @@ def _free_ranges() -> tuple[int, int]:
 
 
 def _own_cluster(home: Path) -> tuple[DevSettings, list[EsNode]]:
+    for data in home.glob("elasticsearch-*/data"):
+        shutil.rmtree(data)
     http, transport = _free_ranges()
     env = {
         **os.environ,
@@ -116,12 +121,12 @@ def _stop_all(nodes: list[EsNode]) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster() -> Iterator[Cluster]:
     suite = DevSettings.from_env()
     if suite.es_nodes >= NODES:
         yield Cluster(elasticsearch_nodes(suite), lambda: Settings.from_env().elasticsearch())
         return
-    settings, nodes = _own_cluster(tmp_path_factory.mktemp("es-cluster"))
+    settings, nodes = _own_cluster(suite.state_dir / "faults-es-cluster")
     try:
         service.up(nodes, timeout=max(settings.timeout, 300))
         env = {"ELASTICSEARCH_URL": settings.elasticsearch_urls}
