@@ -354,8 +354,8 @@ class Elasticsearch(Service):
         )
 
     def is_healthy(self) -> bool:
-        # Asked of this node: it answers only once it is part of a cluster with a master
-        # (a node still looking for the others answers 503).
+        # Asked of this node: it answers only once it is part of a cluster with an elected master
+        # (a node still looking for the others does not, within the probe's 3 s).
         url = f"{self.address}/_cluster/health?wait_for_status=yellow&timeout=1s"
         request = urllib.request.Request(url, headers=self._auth_header())
         try:
