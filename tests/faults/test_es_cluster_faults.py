@@ -294,6 +294,7 @@ def break_a_node_mid_bulk(
         try:
             committed = wait_for_first_commit(kafka)
             victim = cluster.node(victim_of(es))
+            assert run.poll() is None, "the run finished before the fault"
             print(f"{case}: {victim.name} at committed offsets {committed}")
             broken_at = time.monotonic()
             fault(victim)
