@@ -15,30 +15,37 @@ from pathlib import Path
 
 from devservices import report, secure, service
 from devservices.dagster_instance import workspace_env, write_instance
-from devservices.elasticsearch import Elasticsearch
+from devservices.elasticsearch import Elasticsearch, elasticsearch_nodes
+from devservices.elasticsearch import node_name as es_node_name
 from devservices.errors import DevServicesError
 from devservices.kafka import Kafka, kafka_classpath, kafka_nodes, node_name
 from devservices.postgres import Postgres
 from devservices.process import PidState, tail
 from devservices.settings import REPO_ROOT, Settings
 
-# Each name stands for the processes it runs: Kafka is KAFKA_BROKERS nodes.
+# Each name stands for the processes it runs: Kafka is KAFKA_BROKERS nodes, Elasticsearch
+# ES_NODES nodes.
 SERVICES: dict[str, Callable[[Settings], list[service.Service]]] = {
     "kafka": lambda settings: list(kafka_nodes(settings)),
-    "elasticsearch": lambda settings: [Elasticsearch(settings)],
+    "elasticsearch": lambda settings: list(elasticsearch_nodes(settings)),
     "postgres": lambda settings: [Postgres(settings)],
 }
 ALIASES = {"es": "elasticsearch", "pg": "postgres", "postgresql": "postgres"}
 # One node of a Kafka cluster by name (kafka-1 is node id 1, on KAFKA_PORT).
 KAFKA_NODE = re.compile(r"kafka-([1-9][0-9]*)")
+# One node of an Elasticsearch cluster (elasticsearch-1 on ES_PORT; es-2 for short).
+ES_NODE = re.compile(r"(?:elasticsearch|es)-([1-9][0-9]*)")
 
 
 def _service_name(value: str) -> str:
     name = ALIASES.get(value, value)
+    es_node = ES_NODE.fullmatch(name)
+    if es_node:
+        return f"elasticsearch-{es_node.group(1)}"
     if name not in SERVICES and not KAFKA_NODE.fullmatch(name):
         raise argparse.ArgumentTypeError(
-            f"unknown service {value!r} (choose from {', '.join(SERVICES)}, or kafka-N for one "
-            "node of a Kafka cluster)"
+            f"unknown service {value!r} (choose from {', '.join(SERVICES)}, or kafka-N / "
+            "elasticsearch-N for one node of a cluster)"
         )
     return name
 
@@ -48,8 +55,11 @@ def _selected(settings: Settings, names: Sequence[str]) -> list[service.Service]
     selected: list[service.Service] = []
     for name in chosen:
         node = KAFKA_NODE.fullmatch(name)
+        es_node = ES_NODE.fullmatch(name)
         if node:
             selected.append(Kafka(settings, int(node.group(1)) - 1))
+        elif es_node:
+            selected.append(Elasticsearch(settings, int(es_node.group(1)) - 1))
         else:
             selected += SERVICES[name](settings)
     return selected
@@ -75,22 +85,58 @@ def stray_kafka_nodes(settings: Settings) -> list[Kafka]:
     return stray
 
 
-def _check_kafka_layout(settings: Settings, selected: Sequence[service.Service]) -> None:
-    if not any(isinstance(svc, Kafka) for svc in selected):
-        return
-    stray = stray_kafka_nodes(settings)
-    if stray:
-        raise DevServicesError(
-            f"Kafka is running as {', '.join(node.name for node in stray)}, which "
-            f"KAFKA_BROKERS={settings.kafka_brokers} does not include; stop it first "
-            "(`python -m devservices down kafka` stops every Kafka node)."
-        )
+def stray_elasticsearch_nodes(settings: Settings) -> list[Elasticsearch]:
+    """Elasticsearch nodes running from DEVSERVICES_HOME that ES_NODES does not name (as
+    ``stray_kafka_nodes``)."""
+    wanted = {es_node_name(settings, node) for node in range(settings.es_nodes)}
+    stray: list[Elasticsearch] = []
+    if not settings.state_dir.is_dir():
+        return stray
+    for home in sorted(settings.state_dir.iterdir()):
+        match = re.fullmatch(r"elasticsearch-([1-9][0-9]*)", home.name)
+        if home.name in wanted or not (home.name == "elasticsearch" or match):
+            continue
+        number = int(match.group(1)) if match else 1
+        layout = replace(settings, es_nodes=max(number, 2) if match else 1)
+        node = Elasticsearch(layout, number - 1)
+        if node.check_pid(cleanup=False)[0] is PidState.RUNNING:
+            stray.append(node)
+    return stray
+
+
+def _strays(settings: Settings, selected: Sequence[service.Service]) -> list[service.Service]:
+    """The running nodes of another KAFKA_BROKERS / ES_NODES layout than the selected ones'."""
+    stray: list[service.Service] = []
+    if any(isinstance(svc, Kafka) for svc in selected):
+        stray += stray_kafka_nodes(settings)
+    if any(isinstance(svc, Elasticsearch) for svc in selected):
+        stray += stray_elasticsearch_nodes(settings)
+    return stray
+
+
+def _check_layout(settings: Settings, selected: Sequence[service.Service]) -> None:
+    if any(isinstance(svc, Kafka) for svc in selected):
+        stray = stray_kafka_nodes(settings)
+        if stray:
+            raise DevServicesError(
+                f"Kafka is running as {', '.join(node.name for node in stray)}, which "
+                f"KAFKA_BROKERS={settings.kafka_brokers} does not include; stop it first "
+                "(`python -m devservices down kafka` stops every Kafka node)."
+            )
+    if any(isinstance(svc, Elasticsearch) for svc in selected):
+        es_stray = stray_elasticsearch_nodes(settings)
+        if es_stray:
+            raise DevServicesError(
+                f"Elasticsearch is running as {', '.join(node.name for node in es_stray)}, "
+                f"which ES_NODES={settings.es_nodes} does not include; stop it first "
+                "(`python -m devservices down elasticsearch` stops every node)."
+            )
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     started = time.monotonic()
     selected = _selected(settings, args.services)
-    _check_kafka_layout(settings, selected)
+    _check_layout(settings, selected)
     service.up(selected, settings.timeout)
     report.log.info("all up in %.1fs", time.monotonic() - started)
     if settings.secure:
@@ -104,34 +150,43 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     if not args.services or "kafka" in args.services:
         # Every Kafka node, also those of another KAFKA_BROKERS: `down` leaves none behind.
         selected += stray_kafka_nodes(settings)
+    if not args.services or "elasticsearch" in args.services:
+        selected += stray_elasticsearch_nodes(settings)
     nodes = [svc for svc in selected if isinstance(svc, Kafka)]
+    es_nodes = [svc for svc in selected if isinstance(svc, Elasticsearch)]
     # Reverse order: whatever was started last is stopped first (Kafka, started first, last).
-    for svc in reversed([svc for svc in selected if not isinstance(svc, Kafka)]):
+    for svc in reversed([svc for svc in selected if not isinstance(svc, (Kafka, Elasticsearch))]):
         service.down(svc)
     # A cluster's nodes together: a node stopped after the others waits out its controlled
-    # shutdown (30 s, then SIGKILL) for a controller quorum that has already gone.
-    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-        list(pool.map(service.down, nodes))
+    # shutdown (30 s, then SIGKILL) for a controller quorum that has already gone; and an
+    # Elasticsearch node stopped alone makes the others move its shards' copies around.
+    for group in (es_nodes, nodes):
+        with ThreadPoolExecutor(max_workers=max(1, len(group))) as pool:
+            list(pool.map(service.down, group))
     return 0
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     all_healthy = True
     selected = _selected(settings, args.services)
-    stray = stray_kafka_nodes(settings) if any(isinstance(s, Kafka) for s in selected) else []
+    stray = _strays(settings, selected)
     for svc in selected:
         health, pid = service.health(svc)
         all_healthy &= health == "healthy"
-        print(f"{svc.name:<14} {svc.address:<24} pid {pid or '-':<8} {health}")
+        print(f"{svc.name:<16} {svc.address:<24} pid {pid or '-':<8} {health}")
         hint = svc.status_hint()
         if hint and health == "healthy":
-            print(f"{'':<14} {hint}")
+            print(f"{'':<16} {hint}")
     for node in stray:
         all_healthy = False
         _, pid = node.check_pid(cleanup=False)
-        print(
-            f"{node.name:<14} {node.address:<24} pid {pid or '-':<8} running, not part of "
+        layout = (
             f"KAFKA_BROKERS={settings.kafka_brokers} (`down kafka` stops it)"
+            if isinstance(node, Kafka)
+            else f"ES_NODES={settings.es_nodes} (`down elasticsearch` stops it)"
+        )
+        print(
+            f"{node.name:<16} {node.address:<24} pid {pid or '-':<8} running, not part of {layout}"
         )
     return 0 if all_healthy else 1
 
@@ -212,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
             nargs="*",
             type=_service_name,
             metavar="SERVICE",
-            help="kafka (every node), kafka-N (one node of a cluster), elasticsearch (es), "
-            "postgres (pg)",
+            help="kafka (every node), kafka-N (one node of a cluster), elasticsearch (es; every "
+            "node), elasticsearch-N (es-N), postgres (pg)",
         )
         p.set_defaults(func=func)
     p = sub.add_parser("logs", help="print the tail of a service's log")

@@ -1,8 +1,10 @@
-"""Single-node Elasticsearch from the cached integ-test-zip distribution.
+"""Elasticsearch from the cached integ-test-zip distribution: one node, or a cluster of ES_NODES
+nodes on consecutive ports (docs/decisions.md, 43).
 
-Layout under .devservices/elasticsearch/: `home/` is a hard-link (or copy) tree of the cached
-distribution, so the ES user can read it even when the cache sits under a private ~ (root's
-/root is 0700); `config/`, `data/`, `logs/`, `tmp/` are owned by the user ES runs as.
+Layout under .devservices/elasticsearch/ (a cluster: .devservices/elasticsearch-<n>/ per node):
+`home/` is a hard-link (or copy) tree of the cached distribution, so the ES user can read it even
+when the cache sits under a private ~ (root's /root is 0700); `config/`, `data/`, `logs/`,
+`tmp/` are owned by the user ES runs as.
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ from devservices.java import find_jdk
 from devservices.process import RunAs
 from devservices.report import log
 from devservices.service import LaunchSpec, Service
+from devservices.settings import Settings
 from devservices.users import check_reachable as check_reachable_by
 from devservices.users import chown_tree, ensure_system_user
 
 ES_USER = "arbitrage-es"
 DEFAULT_ES_JAVA_OPTS = "-Xms512m -Xmx512m"
+# Per node of a cluster (ES_NODES>1): three of them fit beside a Kafka cluster on a laptop.
+CLUSTER_NODE_JAVA_OPTS = "-Xms384m -Xmx384m"
+CLUSTER_NAME = "arbitrage-local"
 # Inherited variables the ES launcher would warn about or obey against our wishes.
 _DROP_ENV = ("JAVA_HOME", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JAVA_OPTS", "ES_HOME")
 
@@ -56,18 +62,55 @@ def check_reachable(path: Path, run_as: RunAs, user: str = ES_USER) -> None:
 
 
 class Elasticsearch(Service):
+    """One Elasticsearch node.
+
+    ES_NODES=1 (the default) is the single node ``elasticsearch`` in ``.devservices/
+    elasticsearch`` (discovery.type single-node); with more, node i (0-based) is
+    ``elasticsearch-<i+1>`` in ``.devservices/elasticsearch-<i+1>``, on the settings' ports + i,
+    every node master-eligible and a data node, finding the others on their transport ports.
+    """
+
     name = "elasticsearch"
+
+    def __init__(self, settings: Settings, node: int = 0) -> None:
+        if not 0 <= node < settings.es_nodes:
+            raise DevServicesError(
+                f"there is no Elasticsearch node {node + 1} with ES_NODES={settings.es_nodes}"
+            )
+        self.node = node
+        # An instance attribute: Service.__init__ derives the home and pid file from it.
+        self.name = node_name(settings, node)
+        super().__init__(settings)
+
+    @property
+    def clustered(self) -> bool:
+        return self.settings.es_nodes > 1
+
+    @property
+    def port(self) -> int:
+        return self.settings.es_port + self.node
+
+    @property
+    def transport_port(self) -> int:
+        return self.settings.es_transport_port + self.node
 
     @property
     def address(self) -> str:
         scheme = "https" if self.settings.secure else "http"
-        return f"{scheme}://{self.settings.host}:{self.settings.es_port}"
+        return f"{scheme}://{self.settings.host}:{self.port}"
 
     def ports(self) -> list[tuple[int, str]]:
+        offset = f"+{self.node}" if self.node else ""
         return [
-            (self.settings.es_port, "ES_PORT"),
-            (self.settings.es_transport_port, "ES_TRANSPORT_PORT"),
+            (self.port, f"ES_PORT{offset}"),
+            (self.transport_port, f"ES_TRANSPORT_PORT{offset}"),
         ]
+
+    @property
+    def joined_stamp(self) -> Path:
+        """Written once this node has been part of a healthy cluster: from then on it must not
+        be given cluster.initial_master_nodes (a bootstrap setting for the very first start)."""
+        return self.home / "cluster-joined"
 
     @property
     def es_home(self) -> Path:
@@ -91,26 +134,36 @@ class Elasticsearch(Service):
 
     @property
     def main_log(self) -> Path:
-        return self.logs_dir / "arbitrage-local.log"  # <cluster.name>.log, plain text
+        return self.logs_dir / f"{CLUSTER_NAME}.log"  # <cluster.name>.log, plain text
 
     def failure_log_files(self) -> list[Path]:
         return [self.console_log]  # ES logs everything to stdout as well as to main_log
 
     def elasticsearch_yml(self) -> str:
         s = self.settings
-        settings: dict[str, str | int | bool] = {
-            "cluster.name": "arbitrage-local",
-            "node.name": "local",
+        settings: dict[str, str | int | bool | list[str]] = {
+            "cluster.name": CLUSTER_NAME,
+            "node.name": self.name if self.clustered else "local",
             "discovery.type": "single-node",
             "network.host": s.host,
-            "http.port": s.es_port,
-            "transport.port": s.es_transport_port,
+            "http.port": self.port,
+            "transport.port": self.transport_port,
             "path.data": str(self.data_dir),
             "path.logs": str(self.logs_dir),
             "xpack.security.enabled": False,
             "cluster.routing.allocation.disk.threshold_enabled": False,
             "action.destructive_requires_name": False,
         }
+        if self.clustered:
+            del settings["discovery.type"]
+            settings["discovery.seed_hosts"] = [
+                f"{s.host}:{port}" for port in s.es_ports(s.es_transport_port)
+            ]
+            if not self.joined_stamp.is_file():
+                # The first start of a new cluster: these nodes vote for its first master.
+                settings["cluster.initial_master_nodes"] = [
+                    node_name(s, node) for node in range(s.es_nodes)
+                ]
         if s.secure:
             # The integ-test-zip ships x-pack-core and x-pack-security: TLS on HTTP, the file
             # realm (users written with bin/elasticsearch-users), file roles and API keys, all
@@ -127,6 +180,17 @@ class Elasticsearch(Service):
                     "xpack.security.authc.anonymous.roles": "",
                 }
             )
+            if self.clustered:
+                settings.update(
+                    {
+                        "xpack.security.transport.ssl.enabled": True,
+                        "xpack.security.transport.ssl.verification_mode": "full",
+                        "xpack.security.transport.ssl.client_authentication": "required",
+                        "xpack.security.transport.ssl.key": "tls/server.key",
+                        "xpack.security.transport.ssl.certificate": "tls/server.pem",
+                        "xpack.security.transport.ssl.certificate_authorities": "tls/ca.pem",
+                    }
+                )
         lines = ["# Generated by devservices on every `up`; edit devservices/elasticsearch.py."]
         # JSON scalars are valid YAML and quote paths safely.
         lines += [f"{key}: {json.dumps(value)}" for key, value in settings.items()]
@@ -289,6 +353,9 @@ class Elasticsearch(Service):
         run_as = ensure_es_user()
         self.home.mkdir(parents=True, exist_ok=True)
         self._install_home(dist)
+        if not self.data_dir.is_dir() or not any(self.data_dir.iterdir()):
+            # No data (new, or deleted): a node that has never joined its cluster.
+            self.joined_stamp.unlink(missing_ok=True)
         (self.config_dir / "elasticsearch.yml").write_text(self.elasticsearch_yml())
         options_d = self.config_dir / "jvm.options.d"
         options_d.mkdir(exist_ok=True)
@@ -303,7 +370,9 @@ class Elasticsearch(Service):
             ES_JAVA_HOME=str(jdk),
             ES_PATH_CONF=str(self.config_dir),
             ES_TMPDIR=str(self.tmp_dir),
-            ES_JAVA_OPTS=os.environ.get("ES_JAVA_OPTS", DEFAULT_ES_JAVA_OPTS),
+            ES_JAVA_OPTS=os.environ.get(
+                "ES_JAVA_OPTS", CLUSTER_NODE_JAVA_OPTS if self.clustered else DEFAULT_ES_JAVA_OPTS
+            ),
         )
         if run_as is not None:
             for directory in writable:
@@ -322,6 +391,8 @@ class Elasticsearch(Service):
         )
 
     def is_healthy(self) -> bool:
+        # Asked of this node: it answers only once it is part of a cluster with an elected master
+        # (a node still looking for the others does not, within the probe's 3 s).
         url = f"{self.address}/_cluster/health?wait_for_status=yellow&timeout=1s"
         request = urllib.request.Request(url, headers=self._auth_header())
         try:
@@ -331,8 +402,29 @@ class Elasticsearch(Service):
             return False  # includes HTTP 408 (not yellow yet) and connection refused
         return body.get("status") in ("yellow", "green")
 
+    def after_ready(self) -> None:
+        if self.clustered:
+            self.joined_stamp.write_text(CLUSTER_NAME + "\n")
+
     def hint(self) -> str:
+        if not self.clustered:
+            return (
+                "see `python -m devservices logs elasticsearch`; to reset its data run "
+                f"`python -m devservices down elasticsearch` and delete {self.data_dir}."
+            )
         return (
-            "see `python -m devservices logs elasticsearch`; to reset its data run "
-            f"`python -m devservices down elasticsearch` and delete {self.data_dir}."
+            f"see `python -m devservices logs {self.name}` (a node waits for a majority of the "
+            f"{self.settings.es_nodes} master-eligible nodes); to reset the cluster run "
+            "`python -m devservices down elasticsearch` and delete every "
+            f"{self.settings.state_dir}/elasticsearch-*/data."
         )
+
+
+def node_name(settings: Settings, node: int) -> str:
+    """``elasticsearch`` for the single node (its directory as it always was),
+    ``elasticsearch-1``… else (also each node's node.name)."""
+    return "elasticsearch" if settings.es_nodes == 1 else f"elasticsearch-{node + 1}"
+
+
+def elasticsearch_nodes(settings: Settings) -> list[Elasticsearch]:
+    return [Elasticsearch(settings, node) for node in range(settings.es_nodes)]

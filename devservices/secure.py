@@ -211,7 +211,7 @@ def client_env(settings: Settings) -> dict[str, str]:
         "KAFKA_SASL_USERNAME": PIPELINE_USER,
         "KAFKA_SASL_PASSWORD": creds["kafka_pipeline"],
         "KAFKA_SSL_CA_LOCATION": ca,
-        "ELASTICSEARCH_URL": f"https://{settings.host}:{settings.es_port}",
+        "ELASTICSEARCH_URL": settings.elasticsearch_urls,
         "ELASTICSEARCH_USERNAME": PIPELINE_USER,
         "ELASTICSEARCH_PASSWORD": creds["es_pipeline"],
         "ELASTICSEARCH_CA_CERTS": ca,

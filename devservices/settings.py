@@ -11,6 +11,8 @@ from devservices.errors import DevServicesError
 
 HOST = "127.0.0.1"
 MAX_KAFKA_BROKERS = 9
+# Five master-eligible nodes outlive two failures; more is not a laptop cluster.
+MAX_ES_NODES = 5
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -57,6 +59,20 @@ class Settings:
     # KAFKA_BROKERS: combined broker+controller KRaft nodes; node i (0-based) listens on
     # kafka_port + i, kafka_controller_port + i and kafka_secure_port + i.
     kafka_brokers: int = 1
+    # ES_NODES: Elasticsearch nodes (each master-eligible and a data node); node i (0-based)
+    # listens on es_port + i (HTTP) and es_transport_port + i (between the nodes).
+    es_nodes: int = 1
+
+    def es_ports(self, base: int) -> list[int]:
+        """One port per Elasticsearch node, from ``base`` upward."""
+        return [base + node for node in range(self.es_nodes)]
+
+    @property
+    def elasticsearch_urls(self) -> str:
+        """Every node's HTTP address, comma-separated (ELASTICSEARCH_URL): the client then goes
+        on with the others while one node is down."""
+        scheme = "https" if self.secure else "http"
+        return ",".join(f"{scheme}://{self.host}:{port}" for port in self.es_ports(self.es_port))
 
     def kafka_ports(self, base: int) -> list[int]:
         """One port per Kafka node, from ``base`` upward."""
@@ -80,6 +96,12 @@ class Settings:
                 f"KAFKA_BROKERS={brokers} is more nodes than a laptop cluster needs; "
                 f"use 1 to {MAX_KAFKA_BROKERS}."
             )
+        es_nodes = _int_env(env, "ES_NODES", 1, port=False)
+        if es_nodes > MAX_ES_NODES:
+            raise DevServicesError(
+                f"ES_NODES={es_nodes} is more nodes than a laptop cluster needs; "
+                f"use 1 to {MAX_ES_NODES} (3 outlives the loss of any one node)."
+            )
         kafka_port = _int_env(env, "KAFKA_PORT", 9092)
         # One node keeps the historical 9093/9094; a cluster's node ranges would run into each
         # other from there, so its controller and secure ports start 100 and 200 higher.
@@ -97,9 +119,28 @@ class Settings:
             secure=env.get("ARBITRAGE_SECURE", "").strip().lower() in ("1", "on", "true", "yes"),
             kafka_secure_port=_int_env(env, "KAFKA_SECURE_PORT", kafka_port + 2 * spread),
             kafka_brokers=brokers,
+            es_nodes=es_nodes,
         )
         settings.check_kafka_ports()
+        settings.check_es_ports()
         return settings
+
+    def check_es_ports(self) -> None:
+        """Node i takes ES_PORT + i and ES_TRANSPORT_PORT + i: both ranges must fit and not meet."""
+        http = self.es_ports(self.es_port)
+        transport = self.es_ports(self.es_transport_port)
+        for name, ports in (("ES_PORT", http), ("ES_TRANSPORT_PORT", transport)):
+            if ports[-1] >= 65536:
+                raise DevServicesError(
+                    f"{name}={ports[0]} leaves no room for {self.es_nodes} nodes below 65536."
+                )
+        shared = sorted(set(http) & set(transport))
+        if shared:
+            raise DevServicesError(
+                f"ES_PORT and ES_TRANSPORT_PORT overlap at port {shared[0]} with "
+                f"ES_NODES={self.es_nodes} (node i takes each port + i); set them at least "
+                f"{self.es_nodes} apart."
+            )
 
     def check_kafka_ports(self) -> None:
         """Each node takes one port of each range: the three ranges must not overlap."""

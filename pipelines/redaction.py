@@ -41,8 +41,11 @@ def redact_url(url: str) -> str:
 
     A password is replaced and the user name kept (it says which account); a user name alone may
     itself be a token, so it is replaced. A URL that does not parse is shown as ``***``: it cannot
-    be told apart from a secret.
+    be told apart from a secret. Several comma-separated URLs (a cluster's nodes) are each
+    redacted.
     """
+    if "," in url:
+        return ",".join(redact_url(part) for part in url.split(","))
     parts = _split(url)
     if parts is None:
         return "***"
@@ -55,14 +58,20 @@ def redact_url(url: str) -> str:
 
 def has_credentials(url: str) -> bool:
     """Whether the URL carries a user name or password (or does not parse, so might)."""
+    if "," in url:
+        return any(has_credentials(part) for part in url.split(","))
     parts = _split(url)
     return parts is None or parts.username is not None or parts.password is not None
 
 
 def scrub_url(text: str, url: str) -> str:
     """``text`` with ``url`` shown redacted and its password, if any, replaced anywhere else."""
-    parts = _split(url)
     text = text.replace(url.strip(), redact_url(url))
+    if "," in url:
+        for part in url.split(","):
+            text = scrub_url(text, part)
+        return text
+    parts = _split(url)
     if parts is not None:
         for secret in (parts.password, parts.username if parts.password is None else None):
             if secret:

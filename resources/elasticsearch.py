@@ -259,7 +259,11 @@ def _template_body(index: str, mapping: dict[str, Any]) -> dict[str, Any]:
             # index is searched and skips refreshes after 30 s without searches (a search then
             # waits for one). Nothing searches `products` while the stage writes it, and the
             # refreshes cost the stage ~7 % (bench.enrichment, 0.67× → 0.75× of the floor).
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+            # One replica wherever there is a second data node to hold it, none on a single node
+            # (where a replica could never be assigned and the health would stay yellow): the
+            # cluster sets the count from its data nodes, also as they come and go
+            # (docs/decisions.md, 43).
+            "settings": {"number_of_shards": 1, "auto_expand_replicas": "0-1"},
             "mappings": mapping,
         },
     }
@@ -329,6 +333,13 @@ def _cluster_unwell(status: int, error_type: str | None) -> bool:
     return status in _RETRYABLE or status in (403, 404) or error_type in _CLUSTER_UNWELL_TYPES
 
 
+def elasticsearch_hosts(url: str) -> list[str]:
+    """The node URLs in ELASTICSEARCH_URL: one, or several comma-separated (the nodes of a
+    cluster: the client sends each request to one of them and another when one does not
+    answer)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 class RequestRefusedError(RuntimeError):
     """Elasticsearch refused a whole bulk request as invalid (HTTP 400): some document in it."""
 
@@ -364,8 +375,8 @@ class ElasticsearchResource(dg.ConfigurableResource):
     url: str = Field(
         default=DEFAULT_URL,
         repr=False,
-        description="Base URL of Elasticsearch (env ELASTICSEARCH_URL; credentials in it are "
-        "wired by name, never shown).",
+        description="Base URL of Elasticsearch, or of each node comma-separated (env "
+        "ELASTICSEARCH_URL; credentials in it are wired by name, never shown).",
     )
     # Secrets wired as dg.EnvVar (repr=False): the UI and every message show the variable's name.
     api_key: str | None = Field(
@@ -411,9 +422,14 @@ class ElasticsearchResource(dg.ConfigurableResource):
 
     def client(self) -> Elasticsearch:
         if self._client is None:
+            hosts = elasticsearch_hosts(resolved(self.url) or "")
             self._client = Elasticsearch(
-                (resolved(self.url) or "").strip(),
+                hosts,
                 request_timeout=self.request_timeout_s,
+                # With several nodes a request that timed out goes to another one (every write
+                # is idempotent: document ids and versions); with one, to the same node again
+                # would only make a failing run wait longer.
+                retry_on_timeout=len(hosts) > 1,
                 **self.client_options(),
             )
         return self._client

@@ -23,7 +23,7 @@ from pipelines.redaction import (
     redact_url,
     secure_endpoint_problem,
 )
-from resources.elasticsearch import ElasticsearchResource
+from resources.elasticsearch import ElasticsearchResource, elasticsearch_hosts
 from resources.fees import FeeModelResource
 from resources.kafka import KafkaResource
 from resources.kafka_security import PASSWORD_ENV as KAFKA_PASSWORD_ENV
@@ -71,6 +71,14 @@ def _local_bootstrap(env: Mapping[str, str]) -> str:
     port = _int(env, "KAFKA_PORT", 9092)
     brokers = _int(env, "KAFKA_BROKERS", 1)
     return ",".join(f"127.0.0.1:{port + node}" for node in range(brokers))
+
+
+def _local_elasticsearch(env: Mapping[str, str]) -> str:
+    """Where the local services' Elasticsearch listens (python -m devservices): ES_NODES nodes
+    on consecutive ports from ES_PORT, every one listed (as for Kafka)."""
+    port = _int(env, "ES_PORT", 9200)
+    nodes = _int(env, "ES_NODES", 1)
+    return ",".join(f"http://127.0.0.1:{port + node}" for node in range(nodes))
 
 
 def _optional_int(env: Mapping[str, str], name: str) -> int | None:
@@ -173,8 +181,11 @@ class Settings:
         problem = secure_endpoint_problem(keepa_api_url)
         if problem is not None:
             raise SettingsError(f"KEEPA_API_URL={redact_url(keepa_api_url)!r} {problem}")
-        elasticsearch_url = _text(env, ELASTICSEARCH_URL_ENV, default.elasticsearch_url)
-        if _text(env, "ELASTICSEARCH_CA_CERTS", "") and not elasticsearch_url.startswith("https:"):
+        elasticsearch_url = _text(env, ELASTICSEARCH_URL_ENV, _local_elasticsearch(env))
+        hosts = elasticsearch_hosts(elasticsearch_url)
+        if _text(env, "ELASTICSEARCH_CA_CERTS", "") and not all(
+            host.startswith("https:") for host in hosts
+        ):
             shown = redact_url(elasticsearch_url)
             raise SettingsError(
                 f"ELASTICSEARCH_CA_CERTS is set but ELASTICSEARCH_URL={shown!r} is not https; "

@@ -95,6 +95,7 @@ def test_cli_logs_without_logs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DEVSERVICES_HOME", str(tmp_path))
+    monkeypatch.setenv("ES_NODES", "1")  # the single node's name, also under ES_NODES=3
     assert main(["logs", "es"]) == 1
     assert "no logs for elasticsearch yet" in capsys.readouterr().err
 
@@ -266,6 +267,138 @@ def test_nodes_of_another_layout_block_up_and_are_stopped_by_down(
         assert main(["status", "kafka"]) == 1
         assert "kafka-2" in capsys.readouterr().out
         assert main(["down", "kafka"]) == 0
+        stand_in.wait(timeout=10)
+        assert not pid_alive(stand_in.pid)
+    finally:
+        if stand_in.poll() is None:
+            stand_in.kill()
+
+
+def _yml(node: Elasticsearch) -> dict[str, str]:
+    lines = node.elasticsearch_yml().splitlines()
+    return dict(line.split(": ", 1) for line in lines if ": " in line and not line.startswith("#"))
+
+
+def test_an_elasticsearch_cluster_of_three_nodes_on_consecutive_ports(tmp_path: Path) -> None:
+    from devservices.elasticsearch import elasticsearch_nodes
+
+    s = Settings.from_env({"DEVSERVICES_HOME": str(tmp_path), "ES_NODES": "3", "ES_PORT": "12200"})
+    nodes = elasticsearch_nodes(s)
+    assert [(n.name, n.address, n.home) for n in nodes] == [
+        (f"elasticsearch-{i}", f"http://127.0.0.1:{12199 + i}", tmp_path / f"elasticsearch-{i}")
+        for i in (1, 2, 3)
+    ]
+    assert nodes[2].ports() == [(12202, "ES_PORT+2"), (9302, "ES_TRANSPORT_PORT+2")]
+    assert s.elasticsearch_urls == (
+        "http://127.0.0.1:12200,http://127.0.0.1:12201,http://127.0.0.1:12202"
+    )
+    yml = _yml(nodes[1])
+    assert "discovery.type" not in yml
+    assert (yml["node.name"], yml["http.port"], yml["transport.port"]) == (
+        '"elasticsearch-2"',
+        "12201",
+        "9301",
+    )
+    assert yml["discovery.seed_hosts"] == '["127.0.0.1:9300", "127.0.0.1:9301", "127.0.0.1:9302"]'
+    assert yml["path.data"] == f'"{tmp_path / "elasticsearch-2" / "data"}"'
+    # The bootstrap list only until the node has been part of the cluster: given again on a
+    # later start it could bootstrap a second cluster.
+    assert yml["cluster.initial_master_nodes"] == (
+        '["elasticsearch-1", "elasticsearch-2", "elasticsearch-3"]'
+    )
+    nodes[1].home.mkdir(parents=True)
+    nodes[1].after_ready()
+    assert "cluster.initial_master_nodes" not in _yml(nodes[1])
+    with pytest.raises(DevServicesError, match="no Elasticsearch node 4 with ES_NODES=3"):
+        Elasticsearch(s, 3)
+
+
+def test_one_elasticsearch_node_keeps_its_name_directory_and_discovery(tmp_path: Path) -> None:
+    from devservices.elasticsearch import elasticsearch_nodes
+
+    s = Settings.from_env({"DEVSERVICES_HOME": str(tmp_path)})
+    (node,) = elasticsearch_nodes(s)
+    assert (node.name, node.home, node.ports()) == (
+        "elasticsearch",
+        tmp_path / "elasticsearch",
+        [(9200, "ES_PORT"), (9300, "ES_TRANSPORT_PORT")],
+    )
+    yml = _yml(node)
+    assert yml["discovery.type"] == '"single-node"' and yml["node.name"] == '"local"'
+    assert "discovery.seed_hosts" not in yml and "cluster.initial_master_nodes" not in yml
+    assert s.elasticsearch_urls == "http://127.0.0.1:9200"
+
+
+def test_a_secure_elasticsearch_cluster_talks_mutual_tls_between_its_nodes(tmp_path: Path) -> None:
+    from devservices import secure
+
+    env = {"DEVSERVICES_HOME": str(tmp_path), "ARBITRAGE_SECURE": "1"}
+    single = _yml(Elasticsearch(Settings.from_env(env)))
+    assert single["xpack.security.transport.ssl.enabled"] == "false"
+    s = Settings.from_env({**env, "ES_NODES": "3"})
+    yml = _yml(Elasticsearch(s, 1))
+    assert yml["xpack.security.enabled"] == "true"
+    assert yml["xpack.security.transport.ssl.enabled"] == "true"
+    assert yml["xpack.security.transport.ssl.verification_mode"] == '"full"'
+    assert yml["xpack.security.transport.ssl.client_authentication"] == '"required"'
+    assert yml["xpack.security.transport.ssl.certificate"] == '"tls/server.pem"'
+    assert secure.client_env(s)["ELASTICSEARCH_URL"] == (
+        "https://127.0.0.1:9200,https://127.0.0.1:9201,https://127.0.0.1:9202"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ES_NODES": "0"}, "ES_NODES=0 must be positive"),
+        ({"ES_NODES": "6"}, "use 1 to 5"),
+        ({"ES_NODES": "three"}, "ES_NODES='three' is not an integer"),
+        ({"ES_NODES": "3", "ES_TRANSPORT_PORT": "9202"}, "ES_PORT and ES_TRANSPORT_PORT overlap"),
+        ({"ES_NODES": "3", "ES_PORT": "65534"}, "ES_PORT=65534 leaves no room for 3 nodes"),
+    ],
+)
+def test_bad_es_nodes_are_refused_with_a_sentence(env: dict[str, str], message: str) -> None:
+    with pytest.raises(DevServicesError, match=message):
+        Settings.from_env(env)
+
+
+def test_cli_status_lists_each_elasticsearch_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEVSERVICES_HOME", str(tmp_path))
+    monkeypatch.setenv("ES_NODES", "3")
+    monkeypatch.setenv("ES_PORT", "12200")
+    monkeypatch.delenv("ARBITRAGE_SECURE", raising=False)
+    assert main(["status", "es"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        [f"elasticsearch-{i}", f"http://127.0.0.1:{12199 + i}"] for i in (1, 2, 3)
+    ]
+    assert main(["status", "es-2"]) == 1
+    assert capsys.readouterr().out.split()[0] == "elasticsearch-2"
+    assert main(["status", "elasticsearch-4"]) == 1
+    assert "no Elasticsearch node 4 with ES_NODES=3" in capsys.readouterr().err
+
+
+def test_elasticsearch_nodes_of_another_layout_block_up_and_are_stopped_by_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cluster left running when ES_NODES went back to 1: `up` says so, `status` shows it,
+    `down elasticsearch` stops it (a stand-in process holds its pid file)."""
+    import subprocess
+
+    from devservices.process import PidFile, pid_alive
+
+    monkeypatch.setenv("DEVSERVICES_HOME", str(tmp_path))
+    monkeypatch.setenv("ES_NODES", "1")
+    stand_in = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        PidFile(tmp_path / "elasticsearch-3" / "elasticsearch-3.pid").write(stand_in.pid)
+        assert main(["up", "es"]) == 1
+        assert "Elasticsearch is running as elasticsearch-3" in capsys.readouterr().err
+        assert main(["status", "es"]) == 1
+        assert "elasticsearch-3" in capsys.readouterr().out
+        assert main(["down", "elasticsearch"]) == 0
         stand_in.wait(timeout=10)
         assert not pid_alive(stand_in.pid)
     finally:

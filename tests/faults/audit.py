@@ -37,8 +37,10 @@ def stage_process(
     fault_point: str = "",
     dagster_home: Path | None = None,
     stage_config: dict[str, Any] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
-    """``dagster job execute`` of one stage, as an operator would run it from the CLI."""
+    """``dagster job execute`` of one stage, as an operator would run it from the CLI
+    (``extra_env``: variables over this process's, e.g. another Elasticsearch's)."""
     op_config = {"batch_size": batch_size, **(stage_config or {})}
     config = {"ops": {f"{stage}_stage": {"config": op_config}}}
     config_file = Path(tempfile.mkdtemp(prefix="faults-")) / "run.json"
@@ -48,6 +50,7 @@ def stage_process(
         "ARBITRAGE_FAULT_POINT": fault_point,
         "KEEPA_SOURCE": "sample",
         "DAGSTER_HOME": str(dagster_home or config_file.parent),
+        **(extra_env or {}),
     }
     argv = [str(DAGSTER), "job", "execute", "-m", "pipelines.definitions", "-j", stage]
     return subprocess.Popen(
