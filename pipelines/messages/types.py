@@ -39,7 +39,8 @@ DLQ_KEY_KEPT_BYTES = 1024
 PRICE_NONE = -1  # Keepa: no offer
 PRICE_NOT_SET = -2  # Keepa: value not set / not tracked
 
-ASIN_PATTERN = re.compile(r"^[A-Z0-9]{10}$")
+# \Z, not $: "$" also matches before a trailing newline, and "B000TEST01\n" is no ASIN.
+ASIN_PATTERN = re.compile(r"^[A-Z0-9]{10}\Z")
 SOURCES = ("keepa", "sample")
 
 

@@ -49,6 +49,7 @@ def test_a_valid_raw_update_round_trips() -> None:
     [
         (lambda m: m.update(asin="b000test01"), "field 'asin' must be an ASIN"),
         (lambda m: m.update(asin="B000TEST0"), "field 'asin' must be an ASIN"),
+        (lambda m: m.update(asin="B000TEST01\n"), "field 'asin' must be an ASIN"),
         (lambda m: m.pop("asin"), "field 'asin' is missing"),
         (lambda m: m.update(schema_version=2), "schema_version 2, but this stage reads version 1"),
         (lambda m: m.pop("schema_version"), "field 'schema_version' is missing"),
