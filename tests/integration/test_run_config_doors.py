@@ -73,19 +73,23 @@ def scaffold(resource: dg.ConfigurableResource) -> dict[str, Any]:
     return config
 
 
+def current_resource(resource: str) -> dg.ConfigurableResource:
+    """The resource as the definitions build it from the environment."""
+    settings = Settings.from_env()
+    return {
+        "kafka": settings.kafka,
+        "elasticsearch": settings.elasticsearch,
+        "fee_model": settings.fee_model,
+        "notifications": settings.notifications,
+    }[resource]()
+
+
 def launch(
     job: str, resource: str, changes: dict[str, Any], instance: dg.DagsterInstance
 ) -> dg.ExecuteInProcessResult:
-    settings = Settings.from_env()
-    current = {
-        "kafka": settings.kafka(),
-        "elasticsearch": settings.elasticsearch(),
-        "fee_model": settings.fee_model(),
-        "notifications": settings.notifications(),
-    }[resource]
-    config = {**scaffold(current), **changes}
+    config = {**scaffold(current_resource(resource)), **changes}
     return (
-        build_definitions(settings)
+        build_definitions(Settings.from_env())
         .resolve_job_def(job)
         .execute_in_process(
             run_config={"resources": {resource: {"config": config}}},
