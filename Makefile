@@ -12,13 +12,14 @@ export DAGSTER_HOME
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(PY): pyproject.toml requirements-dev.lock
+$(PY): pyproject.toml requirements-dev.lock requirements-bootstrap.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# Every dependency pinned and hash-checked; then the project itself, without resolving again.
+	# Every package pinned and hash-checked: pip and the build backend first, then the rest.
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-bootstrap.lock
 	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
-	$(PY) -m pip install --quiet --no-deps -e .
+	# The project itself, built by that setuptools (no isolated build fetching an unpinned one).
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(PY)
 
 venv: $(PY) ## create .venv and install the project with its dev tools
@@ -66,6 +67,9 @@ LOCK := $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --no-em
 lock: $(PY) ## re-resolve every dependency to its newest allowed version (requirements*.lock)
 	$(LOCK) --upgrade --extra dev -o requirements-dev.lock pyproject.toml
 	$(LOCK) -c requirements-dev.lock -o requirements.lock pyproject.toml
+	printf '%s\n' pip setuptools wheel | $(VENV)/bin/pip-compile --quiet --generate-hashes \
+	  --allow-unsafe --no-emit-find-links --strip-extras -c requirements-dev.lock \
+	  -o requirements-bootstrap.lock -
 
 lint: $(PY) ## ruff: lint and format check
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.redrive import redrive
+from cli.terminal import printable, printable_lines
 from pipelines import topics
 from pipelines.access import DIGEST, PROVISION
 from pipelines.digest import DEFAULT_TOP_N, MAX_TOP_N, DigestDayError, parse_day
@@ -37,7 +38,7 @@ READER_GROUP = topics.tool_name("cli-tail")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    cells = [list(map(printable, headers))] + [[printable(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
@@ -115,7 +116,8 @@ def _decode(value: bytes | None) -> str:
 def cmd_tail(kafka: KafkaResource, _: ElasticsearchResource, args: argparse.Namespace) -> int:
     for message in kafka.newest_messages(args.topic, args.n, READER_GROUP):
         key = message.key().decode("utf-8", "replace") if message.key() else None
-        print(f"[{message.partition()}:{message.offset()}] {key}  {_decode(message.value())}")
+        shown = f"{printable(key)}  {printable(_decode(message.value()))}"
+        print(f"[{message.partition()}:{message.offset()}] {shown}")
     return 0
 
 
@@ -353,7 +355,7 @@ def cmd_dlq_redrive(
         f"{verb} {report.redriven}, already redriven before {report.already_redriven}"
     )
     for problem in report.problems:
-        print(f"  not redriven: {problem}")
+        print(f"  not redriven: {printable(problem)}")
     return 1 if report.problems else 0
 
 
@@ -398,7 +400,7 @@ def cmd_digest(_: KafkaResource, es: ElasticsearchResource, args: argparse.Names
     out = Path(args.out or f"digest-{args.day.isoformat()}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(png)
-    print(table_text(digest))
+    print(printable_lines(table_text(digest)))
     print(f"\nchart: {out}")
     if args.dry_run:
         takers = [c.name for c in config.channels if c.digest]
@@ -407,7 +409,7 @@ def cmd_digest(_: KafkaResource, es: ElasticsearchResource, args: argparse.Names
     deliveries = send_digest(es, senders, digest, png)
     for delivery in deliveries:
         error = f": {delivery.error}" if delivery.error else ""
-        print(f"{delivery.channel} ({delivery.channel_type}): {delivery.status}{error}")
+        print(printable(f"{delivery.channel} ({delivery.channel_type}): {delivery.status}{error}"))
     if not deliveries:
         print(f"no channel takes the digest ({config.path})")
     return 1 if any(d.status == FAILED for d in deliveries) else 0

@@ -1,16 +1,24 @@
 """Redrive dead letters: re-produce their originals to the source topic after a fix.
 
+A letter goes back only to the source topic of the stage whose DLQ it is in
+(pipelines/stage_specs.py), whatever its envelope says: anyone who can write to a DLQ topic could
+otherwise have a redrive inject records into any topic the CLI may write. A letter naming another
+source topic, or whose value no longer matches the SHA-256 of the original, is refused and
+reported, not sent.
+
 Each redriven dead letter is recorded in the Elasticsearch index ``dlq-redrives`` (doc id
 ``<dlq>:<partition>:<offset>``, written with ``create``), so running the same redrive twice
 redrives nothing twice. The originals are produced and flushed before the ledger is written:
 a crash in between can redrive a letter again on the next run (the stages are idempotent
 downstream), never lose one. An original cut in its envelope (over 4 MiB) is read back from
-the source topic while it is retained, and checked against its SHA-256.
+the source topic while it is retained; kept whole or read back, the value is checked against the
+envelope's SHA-256 and length.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -20,7 +28,7 @@ from confluent_kafka import TopicPartition
 
 from pipelines import topics
 from pipelines.messages.timestamps import utc_now_iso
-from pipelines.stage_specs import STAGES
+from pipelines.stage_specs import STAGES, StageSpec
 from resources.elasticsearch import BulkOp, ElasticsearchResource
 from resources.kafka import KafkaResource
 
@@ -67,21 +75,27 @@ def redrive(
     reason_contains: str | None = None,
     dry_run: bool = False,
 ) -> RedriveReport:
-    if dlq_topic not in dlq_topics():
+    spec = next((spec for spec in STAGES if spec.dlq_topic == dlq_topic), None)
+    if spec is None:
         raise ValueError(f"{dlq_topic} is not a DLQ topic; use one of {', '.join(dlq_topics())}")
     report = RedriveReport()
     letters = []
     for partition, offset, value in _read(kafka, dlq_topic, since_ms):
         report.examined += 1
-        try:
-            envelope = json.loads(value)
-            envelope["source_topic"], envelope["error"]
-        except (TypeError, ValueError, KeyError):
-            report.problems.append(f"{dlq_topic}[{partition}]@{offset} is not a DLQ envelope")
+        where = f"{dlq_topic}[{partition}]@{offset}"
+        envelope = _envelope(value)
+        if envelope is None:
+            report.problems.append(f"{where} is not a DLQ envelope")
             continue
         if reason_contains and reason_contains not in envelope["error"]:
             continue
         report.matched += 1
+        if envelope["source_topic"] != spec.source_topic:
+            report.problems.append(
+                f"{where} names the source topic {envelope['source_topic']!r}, but {dlq_topic} "
+                f"holds the letters of {spec.source_topic} only: refused"
+            )
+            continue
         letters.append(_Letter(f"{dlq_topic}:{partition}:{offset}", envelope))
     _ensure_ledger(es)
     done = es.existing_ids(LEDGER_INDEX, [letter.ledger_id for letter in letters])
@@ -89,7 +103,7 @@ def redrive(
     report.already_redriven = len(letters) - len(fresh)
     originals = []
     for letter in fresh:
-        original = _original(kafka, letter.envelope)
+        original = _original(kafka, spec, letter.envelope)
         if isinstance(original, str):
             report.problems.append(f"{letter.ledger_id}: {original}")
         else:
@@ -102,7 +116,7 @@ def redrive(
             envelope = letter.envelope
             key = envelope["key"].encode() if envelope.get("key") is not None else None
             producer.produce(
-                envelope["source_topic"],
+                spec.source_topic,
                 key,
                 original,
                 headers={REDRIVEN_FROM_HEADER: letter.ledger_id.encode()},
@@ -116,7 +130,7 @@ def redrive(
                 letter.ledger_id,
                 {
                     "dlq_topic": dlq_topic,
-                    "source_topic": letter.envelope["source_topic"],
+                    "source_topic": spec.source_topic,
                     "source_partition": letter.envelope["partition"],
                     "source_offset": letter.envelope["offset"],
                     "redriven_at": redriven_at,
@@ -137,17 +151,61 @@ def _read(kafka: KafkaResource, topic: str, since_ms: int | None) -> list[tuple[
     ]
 
 
-def _original(kafka: KafkaResource, envelope: dict[str, Any]) -> bytes | str:
-    """The original bytes, or a sentence saying why they cannot be had any more."""
-    if not envelope.get("value_truncated"):
-        return base64.b64decode(envelope["value"])
-    topic, partition, offset = envelope["source_topic"], envelope["partition"], envelope["offset"]
+# What redrive reads from an envelope (pipelines/messages/dlq.py), with its type.
+_ENVELOPE_FIELDS: dict[str, type] = {
+    "source_topic": str,
+    "partition": int,
+    "offset": int,
+    "value": str,
+    "value_bytes": int,
+    "value_sha256": str,
+    "error": str,
+}
+
+
+def _envelope(value: bytes | None) -> dict[str, Any] | None:
+    """The envelope, or None when value is not one redrive can act on."""
+    try:
+        envelope = json.loads(value or b"")
+    except ValueError:
+        return None
+    if not isinstance(envelope, dict) or not all(
+        isinstance(envelope.get(name), kind) and not isinstance(envelope.get(name), bool)
+        for name, kind in _ENVELOPE_FIELDS.items()
+    ):
+        return None
+    if envelope.get("key") is not None and not isinstance(envelope["key"], str):
+        return None
+    return envelope
+
+
+def _original(kafka: KafkaResource, spec: StageSpec, envelope: dict[str, Any]) -> bytes | str:
+    """The original bytes, checked against the envelope's SHA-256 and length, or a sentence
+    saying why they cannot be had."""
+    if envelope.get("value_truncated"):
+        value = _read_back(kafka, spec.source_topic, envelope["partition"], envelope["offset"])
+        if isinstance(value, str):
+            return f"the original ({envelope['value_bytes']} bytes, cut in the envelope) {value}"
+        where = f"{spec.source_topic}[{envelope['partition']}]@{envelope['offset']}"
+        altered = f"{where} no longer holds the original (SHA-256 differs)"
+    else:
+        try:
+            value = base64.b64decode(envelope["value"], validate=True)
+        except (binascii.Error, ValueError):
+            return "its value is not base64: refused"
+        altered = "its value does not match the original's SHA-256 and length: refused"
+    if (
+        hashlib.sha256(value).hexdigest() != envelope["value_sha256"]
+        or len(value) != envelope["value_bytes"]
+    ):
+        return altered
+    return value
+
+
+def _read_back(kafka: KafkaResource, topic: str, partition: int, offset: int) -> bytes | str:
     low, high = kafka.watermarks(topic).get(partition, (0, 0))
     if not low <= offset < high:
-        return (
-            f"the original ({envelope['value_bytes']} bytes, cut in the envelope) is no longer "
-            f"retained in {topic}[{partition}] (offsets {low}-{high})"
-        )
+        return f"is no longer retained in {topic}[{partition}] (offsets {low}-{high})"
     consumer = kafka.consumer(READER_GROUP)
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
@@ -155,11 +213,8 @@ def _original(kafka: KafkaResource, envelope: dict[str, Any]) -> bytes | str:
     finally:
         consumer.close()
     if not messages or messages[0].error() is not None or messages[0].offset() != offset:
-        return f"could not read the original back from {topic}[{partition}]@{offset}"
-    value = messages[0].value() or b""
-    if hashlib.sha256(value).hexdigest() != envelope.get("value_sha256"):
-        return f"{topic}[{partition}]@{offset} no longer holds the original (SHA-256 differs)"
-    return value
+        return f"could not be read back from {topic}[{partition}]@{offset}"
+    return messages[0].value() or b""
 
 
 def _ensure_ledger(es: ElasticsearchResource) -> None:

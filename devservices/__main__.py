@@ -1,4 +1,4 @@
-"""CLI: python -m devservices up|down|status|logs|classpath."""
+"""CLI: python -m devservices up|down|status|logs|classpath|instance|pins."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from devservices import report, secure, service
+from devservices import fetch, report, secure, service
 from devservices.dagster_instance import workspace_env, write_instance
 from devservices.elasticsearch import Elasticsearch, elasticsearch_nodes
 from devservices.elasticsearch import node_name as es_node_name
@@ -237,6 +237,19 @@ def cmd_classpath(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pins(settings: Settings, args: argparse.Namespace) -> int:
+    """Check the cached downloads against devservices/pins.sha256, or (--update, maintainers
+    after a version bump) rewrite it from fresh downloads."""
+    if args.update:
+        pins = fetch.update_pins(args.maven_repo)
+        print(f"wrote {len(pins)} pins to {fetch.PINS_FILE}; review the diff before committing")
+        return 0
+    kafka = fetch.kafka_libs(settings.cache_dir)
+    es = fetch.elasticsearch_dist(settings.cache_dir)
+    print(f"every file matches its pin: {kafka}, {es}")
+    return 0
+
+
 def cmd_instance(settings: Settings, args: argparse.Namespace) -> int:
     """Write $DAGSTER_HOME/dagster.yaml; print the exports its storage block and workspace.yaml
     need, for `eval "$(python -m devservices instance)"` before running Dagster's CLI by hand."""
@@ -283,6 +296,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_instance)
     p = sub.add_parser("classpath", help="print the Kafka jar classpath (fetching if needed)")
     p.set_defaults(func=cmd_classpath)
+    p = sub.add_parser(
+        "pins", help="check the cached downloads against their pinned SHA-256 (fetching if needed)"
+    )
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="maintainers: fetch everything afresh and rewrite devservices/pins.sha256",
+    )
+    p.add_argument(
+        "--maven-repo",
+        type=Path,
+        help="with --update: this Maven repository instead of a fresh, empty one",
+    )
+    p.set_defaults(func=cmd_pins)
     return parser
 
 

@@ -1,10 +1,10 @@
-"""Cache detection, checksum verification, mvn error reporting, zip extraction."""
+"""Cache detection, pinned SHA-256 of every fetched file, mvn error reporting, zip extraction."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 
 from devservices import fetch, versions
+from devservices.__main__ import main as devservices_main
 from devservices.errors import DevServicesError
-
-
-def test_verify_checksum(tmp_path: Path) -> None:
-    blob = tmp_path / "a.zip"
-    blob.write_bytes(b"hello")
-    fetch.verify_checksum(blob, "sha512", hashlib.sha512(b"hello").hexdigest())
-    with pytest.raises(DevServicesError, match=r"checksum mismatch for a\.zip"):
-        fetch.verify_checksum(blob, "sha512", "0" * 128)
+from devservices.settings import Settings
 
 
 def no_mvn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -28,16 +22,140 @@ def no_mvn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
 
 
-def test_cached_entries_do_not_call_mvn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _link(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
+
+
+@pytest.fixture(scope="module")
+def shared_cache() -> Path:
+    """The machine's download cache (fetched and checked once here if it is not yet)."""
+    cache_dir = Settings.from_env().cache_dir
+    fetch.kafka_libs(cache_dir)
+    fetch.elasticsearch_dist(cache_dir)
+    return cache_dir
+
+
+@pytest.fixture
+def cache_copy(shared_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the cache in ARBITRAGE_CACHE_DIR: hard links, so a test replaces a file
+    (`_tamper`) rather than writing into one, which would change the shared cache too."""
+    copy = tmp_path / "cache"
+    for name in (fetch.kafka_entry_name(), fetch.elasticsearch_entry_name()):
+        shutil.copytree(shared_cache / name, copy / name, symlinks=True, copy_function=_link)
+    monkeypatch.setenv("ARBITRAGE_CACHE_DIR", str(copy))
     no_mvn(monkeypatch, tmp_path)
-    kafka = tmp_path / f"kafka-{versions.KAFKA_VERSION}"
-    (kafka / "libs").mkdir(parents=True)
-    (kafka / fetch.MARKER).write_text("{}")
-    es = tmp_path / f"elasticsearch-{versions.ELASTICSEARCH_VERSION}"
-    es.mkdir()
-    (es / fetch.MARKER).write_text("{}")
-    assert fetch.kafka_libs(tmp_path) == kafka / "libs"
-    assert fetch.elasticsearch_dist(tmp_path).parent == es
+    return copy
+
+
+def _tamper(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.unlink()  # a new inode: the shared cache keeps its own
+    path.write_bytes(bytes(data))
+
+
+def _refusal(capsys: pytest.CaptureFixture[str]) -> str:
+    assert devservices_main(["pins"]) == 1
+    return capsys.readouterr().err
+
+
+def test_pins_cover_every_artifact() -> None:
+    pins = fetch.load_pins()
+    kafka = f"{fetch.kafka_entry_name()}/libs/"
+    for coordinate in versions.KAFKA_ARTIFACTS:
+        _group, artifact, version = coordinate.split(":")
+        assert f"{kafka}{artifact}-{version}.jar" in pins
+    # Transitive dependencies too, the ones carrying native libraries among them.
+    for stem in ("zstd-jni-", "snappy-java-", "lz4-java-", "scala-library-"):
+        assert any(name.startswith(kafka + stem) for name in pins), stem
+    assert versions.ELASTICSEARCH_ZIP_NAME in pins
+    es = f"{fetch.elasticsearch_entry_name()}/elasticsearch-{versions.ELASTICSEARCH_VERSION}/"
+    assert f"{es}bin/elasticsearch" in pins
+    assert any(name.startswith(f"{es}lib/platform/") for name in pins)  # native libraries
+
+
+def test_cached_entries_are_checked_not_refetched(
+    cache_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert devservices_main(["pins"]) == 0  # no mvn on PATH: checked, not fetched again
+    out = capsys.readouterr().out
+    assert f"every file matches its pin: {cache_copy / fetch.kafka_entry_name() / 'libs'}" in out
+    assert str(cache_copy / fetch.elasticsearch_entry_name()) in out
+
+
+def test_a_tampered_jar_is_refused(cache_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    libs = cache_copy / fetch.kafka_entry_name() / "libs"
+    (jar,) = libs.glob("zstd-jni-*.jar")  # a jar with native libraries inside
+    _tamper(jar)
+    with pytest.raises(DevServicesError, match=rf"refused kafka-.*/libs/{jar.name}: its SHA-256"):
+        fetch.kafka_libs(cache_copy)
+    error = _refusal(capsys)
+    assert f"refused {fetch.kafka_entry_name()}/libs/{jar.name}" in error
+    assert f"delete {cache_copy / fetch.kafka_entry_name()}" in error
+
+
+def test_an_unpinned_jar_on_the_classpath_is_refused(
+    cache_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    libs = cache_copy / fetch.kafka_entry_name() / "libs"
+    shutil.copy(next(libs.glob("kafka-clients-*.jar")), libs / "zz-extra.jar")
+    error = _refusal(capsys)
+    assert f"refused {fetch.kafka_entry_name()}/libs/zz-extra.jar: it has no pin" in error
+
+
+def test_a_missing_or_linked_jar_is_refused(cache_copy: Path) -> None:
+    libs = cache_copy / fetch.kafka_entry_name() / "libs"
+    jar = next(libs.glob("kafka-clients-*.jar"))
+    jar.unlink()
+    with pytest.raises(
+        DevServicesError, match=rf"1 pinned file\(s\) missing, the first .*{jar.name}"
+    ):
+        fetch.kafka_libs(cache_copy)
+    jar.symlink_to(cache_copy / "elsewhere.jar")
+    with pytest.raises(DevServicesError, match="not a regular file"):
+        fetch.kafka_libs(cache_copy)
+
+
+def test_a_tampered_or_added_elasticsearch_file_is_refused(
+    cache_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dist = fetch.elasticsearch_dist(cache_copy)
+    native = next(path for path in sorted((dist / "lib" / "platform").rglob("*")) if path.is_file())
+    original = native.read_bytes()
+    _tamper(native)
+    assert f"refused {native.relative_to(cache_copy).as_posix()}: its SHA-256" in _refusal(capsys)
+    native.unlink()
+    native.write_bytes(original)
+    plugin = dist / "plugins" / "extra" / "extra.jar"
+    plugin.parent.mkdir()
+    plugin.write_bytes(b"PK")
+    assert f"refused {plugin.relative_to(cache_copy).as_posix()}: it has no pin" in _refusal(capsys)
+
+
+def test_a_fetch_that_brings_other_jars_is_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mvn resolving something else than the pinned jars (a changed POM, a hijacked mirror):
+    refused before the entry is published, so the next run does not use it either."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    mvn = bin_dir / "mvn"
+    mvn.write_text(
+        "#!/bin/sh\n"
+        'for arg; do case "$arg" in -DoutputDirectory=*) out="${arg#*=}";; esac; done\n'
+        'mkdir -p "$out" && echo not-kafka > "$out/kafka-clients-'
+        + versions.KAFKA_VERSION
+        + '.jar"\n'
+    )
+    mvn.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    cache = tmp_path / "cache"
+    with pytest.raises(DevServicesError, match=r"refused kafka-.*/libs/kafka-clients-.*SHA-256"):
+        fetch.kafka_libs(cache)
+    assert not (cache / fetch.kafka_entry_name()).exists()
 
 
 def test_missing_mvn_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

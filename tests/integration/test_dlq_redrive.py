@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import dagster as dg
@@ -11,6 +12,8 @@ from confluent_kafka import TopicPartition
 from cli.main import main as arbitrage_cli
 from cli.redrive import REDRIVEN_FROM_HEADER, redrive
 from pipelines import topics
+from pipelines.messages.codec import encode
+from pipelines.messages.dlq import dlq_envelope
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from tests.definitions import SAMPLE_DEFS
@@ -86,3 +89,42 @@ def test_redrive_refuses_a_topic_that_is_not_a_dlq(
 ) -> None:
     with pytest.raises(ValueError, match="is not a DLQ topic"):
         redrive(kafka, es, topics.RAW_UPDATES)
+
+
+def test_redrive_sends_only_to_the_stages_source_and_only_unaltered_values(
+    kafka: KafkaResource, es: ElasticsearchResource, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Letters written straight into the DLQ by someone who may write there: one naming another
+    topic (it would inject there), one whose value was swapped after its hash was taken; both
+    refused and reported, the genuine one beside them redriven."""
+
+    def letter(source_topic: str, value: bytes, offset: int) -> bytes:
+        envelope = dlq_envelope(
+            source_topic=source_topic,
+            partition=0,
+            offset=offset,
+            key=b"B0FORGED01",
+            value=value,
+            stage="enrichment",
+            error="forged",
+        )
+        return encode(envelope)
+
+    altered = json.loads(letter(topics.RAW_UPDATES, b'{"genuine": true}', 1))
+    altered["value"] = base64.b64encode(b'{"evil": true}').decode()
+    produce(
+        kafka,
+        topics.RAW_UPDATES_DLQ,
+        [
+            ("B0FORGED01", letter(topics.PRODUCTS_ENRICHED, b'{"injected": true}', 0)),
+            ("B0FORGED01", json.dumps(altered).encode()),
+            ("B0FORGED01", letter(topics.RAW_UPDATES, b'{"genuine": true}', 2)),
+        ],
+    )
+    assert arbitrage_cli(["dlq", "redrive", "--topic", topics.RAW_UPDATES_DLQ]) == 1
+    out = capsys.readouterr().out
+    assert "matched 3" in out and "redrove 1" in out
+    assert f"names the source topic '{topics.PRODUCTS_ENRICHED}'" in out
+    assert "does not match the original's SHA-256 and length: refused" in out
+    assert read_all(kafka, topics.PRODUCTS_ENRICHED) == []
+    assert [m.value for m in read_all(kafka, topics.RAW_UPDATES)] == [b'{"genuine": true}']

@@ -42,3 +42,24 @@ def test_make_and_docker_install_from_the_locks() -> None:
     for package in PYPROJECT["tool"]["setuptools"]["packages"]:
         top = package.split(".")[0]
         assert f"COPY {top} {top}" in dockerfile, package
+
+
+def _pip_installs(text: str) -> list[str]:
+    joined = text.replace("\\\n", " ")  # a command continued over lines is one
+    return [re.sub(r"\s+", " ", match) for match in re.findall(r"pip install[^\n&]*", joined)]
+
+
+def test_no_install_fetches_an_unpinned_package() -> None:
+    """pip itself and the build backend included: no `--upgrade pip`, and the project is built
+    by the hash-checked setuptools, not by one an isolated build would fetch."""
+    bootstrap = pins("requirements-bootstrap.lock")
+    assert {"pip", "setuptools", "wheel"} <= set(bootstrap)
+    dev = pins("requirements-dev.lock")
+    assert {name: dev[name] for name in bootstrap} == bootstrap
+    for name in ("Makefile", "docker/Dockerfile"):
+        installs = _pip_installs((REPO / name).read_text())
+        assert any("requirements-bootstrap.lock" in line for line in installs), name
+        for line in installs:
+            from_lock = "--require-hashes" in line and " -r requirements" in line
+            project = "--no-deps" in line and "--no-build-isolation" in line
+            assert from_lock or project, f"{name}: {line}"
