@@ -17,7 +17,8 @@ from bench.common import Row, Services, markdown_table
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 
-pytestmark = pytest.mark.integration
+# The benchmarks' smoke runs take half a minute: make test-slow (CI runs it).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", autouse=True)

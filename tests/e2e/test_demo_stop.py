@@ -34,7 +34,8 @@ from pipelines import topics
 from resources.kafka import KafkaResource
 from tests.dagster.helpers import opportunity, produce_updates
 
-pytestmark = pytest.mark.integration
+# Each case starts the whole demo: make test-slow (CI runs it).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 # The code server forks each run from its multiprocessing forkserver (pipelines/code_server.py):
 # a run worker is a child of the forkserver, with the same command line.

@@ -26,7 +26,8 @@ from tests.e2e.test_daemon import (
     wait_until_settled,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
+# Minutes of supervised restarts: make test-slow (CI runs it).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("clean_pipeline")]
 
 
 def pull() -> None:

@@ -25,7 +25,7 @@ from tests.faults.audit import audit_enrichment, stage_process
 from tests.integration.kafka_io import produce
 from tests.integration.test_stages import good_updates, run_job
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
 def wait_until_frozen(pid: int, timeout_s: float = 120.0) -> None:

@@ -65,6 +65,7 @@ def _create_topic(kafka: KafkaResource) -> None:
         future.result()
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_offsets_read_on_a_brand_new_cluster_without_crashing(
     fresh_kafka: tuple[Kafka, KafkaResource],
 ) -> None:
@@ -86,6 +87,7 @@ def test_offsets_read_on_a_brand_new_cluster_without_crashing(
     ]
 
 
+@pytest.mark.slow  # starts a broker of its own
 def test_offsets_survive_a_coordinator_restart(
     fresh_kafka: tuple[Kafka, KafkaResource],
 ) -> None:
