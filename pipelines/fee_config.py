@@ -429,8 +429,9 @@ def _category_tables(
             root = int(text)
             if any_store.setdefault(root, key) != key:
                 raise FeeConfigError(
-                    f"{where}: category id {root} is {any_store[root]!r} in one store and "
-                    f"{key!r} in {code}"
+                    f"{where}: category id {root} has two keys, {any_store[root]!r} and "
+                    f"{key!r} (categories.{code}); Amazon's ids are per store, but one id may "
+                    "name one category only"
                 )
             roots[root] = key
         per_market[code] = roots
