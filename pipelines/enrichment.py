@@ -40,16 +40,17 @@ def sell_price(offer: MarketOffer) -> int | None:
 
 
 def resolve_referral_pct_x100(
-    offer: MarketOffer, product_root_category: int | None, config: FeeConfig
+    offer: MarketOffer,
+    product_root_category: int | None,
+    config: FeeConfig,
+    market: str | None = None,
 ) -> tuple[int, str]:
-    """Keepa's referral % for the market when positive, else the category default, else fallback."""
+    """Keepa's referral % for the market when positive, else the category default (of the
+    market's root category, else the product's), else fallback."""
     pct = offer["referral_fee_pct"]
     if pct is not None and pct > 0:
         return _pct_x100(pct), "product"
-    category = (
-        offer["root_category"] if offer["root_category"] is not None else product_root_category
-    )
-    return config.referral_default_pct_x100(category)
+    return config.referral_default_pct_x100(offer["root_category"], product_root_category, market)
 
 
 def resolve_fba_fee(offer: MarketOffer, weight_g: int | None, config: FeeConfig) -> tuple[int, str]:
@@ -102,7 +103,7 @@ def enrich_market(
     buy = buy_price(offer)
     sell = sell_price(offer)
     referral_x100, referral_source = resolve_referral_pct_x100(
-        offer, raw["category"]["root_id"], config
+        offer, raw["category"]["root_id"], config, code
     )
     fba_fee, fba_source = resolve_fba_fee(offer, raw["package"]["weight_g"], config)
     if "history" in offer:

@@ -1,8 +1,9 @@
 """Loading and checking the fee model's configuration file (config/fees_v1.toml, fees_v2.toml).
 
 A v1 file gives a ``FeeConfig`` with ``v2=None``; a v2 file (``version = "v2"``) has the same
-sections plus the seller, referral schedules, size tiers, EFN surcharges and the digital
-services fee, read into ``FeesV2`` (README "Fee model", docs/decisions.md 30).
+sections plus the seller, each store's category keys (root category id → key), referral
+schedules and category defaults by key, size tiers, EFN surcharges and the digital services
+fee, read into ``FeesV2`` (README "Fee model", docs/decisions.md 31).
 """
 
 from __future__ import annotations
@@ -68,8 +69,23 @@ class FeeConfig:
                 return tier.fee_minor[currency]
         return self.fba_weight_tiers[-1].fee_minor[currency]
 
-    def referral_default_pct_x100(self, root_category: int | None) -> tuple[int, str]:
-        """Referral percentage in hundredths of a percent, and where it came from."""
+    def referral_default_pct_x100(
+        self,
+        market_root: int | None,
+        product_root: int | None = None,
+        market: str | None = None,
+    ) -> tuple[int, str]:
+        """Referral percentage in hundredths of a percent, and where it came from.
+
+        The market's root category, else the product's: v1 looks the id up as it is (amazon.de
+        ids); v2 through the market's category key (``FeesV2.category_key``).
+        """
+        if self.v2 is not None:
+            key = self.v2.category_key(market, market_root, product_root)
+            if key is not None and key in self.v2.category_default_pct_x100:
+                return self.v2.category_default_pct_x100[key], "category_default"
+            return self.referral_fallback_pct_x100, "fallback"
+        root_category = market_root if market_root is not None else product_root
         if root_category is not None and root_category in self.referral_category_pct_x100:
             return self.referral_category_pct_x100[root_category], "category_default"
         return self.referral_fallback_pct_x100, "fallback"
@@ -89,7 +105,7 @@ class ReferralSchedule:
     """
 
     name: str
-    categories: tuple[int, ...]
+    categories: tuple[str, ...]  # category keys ([categories] of the fee file)
     basis: Literal["total", "portion"]
     pct_x100: tuple[int, ...]
     up_to_minor: dict[str, tuple[int, ...]]
@@ -114,6 +130,11 @@ class FeesV2:
     seller_vat_pct: Fraction
     referral_min_fee_minor: dict[str, int]  # products without a schedule
     schedules: tuple[ReferralSchedule, ...]
+    # market → {root category id → category key}; any_store: the union of the tables (an id
+    # never has two keys), for a product root whose store is not known.
+    category_keys: dict[str, dict[int, str]]
+    any_store_keys: dict[int, str]
+    category_default_pct_x100: dict[str, int]  # category key → pct × 100
     size_tiers: tuple[SizeTier, ...]
     unknown_dimensions_tier: int  # index into size_tiers
     efn_surcharge_minor: dict[str, tuple[int, ...]]  # destination → per size tier
@@ -121,10 +142,20 @@ class FeesV2:
     # this seller's country; no entry: no digital services fee.
     dst: dict[tuple[str, str], tuple[tuple[int, int], ...]]
 
-    def schedule_for(self, category: int | None) -> int:
-        """Index of the schedule of a root category, -1 if it has none."""
+    def category_key(
+        self, market: str | None, market_root: int | None, product_root: int | None
+    ) -> str | None:
+        """The category key of a sale: the market's root category in the market's table, else
+        the product's root category in any table; None where neither is mapped."""
+        if market_root is not None:
+            table = self.any_store_keys if market is None else self.category_keys[market]
+            return table.get(market_root)
+        return None if product_root is None else self.any_store_keys.get(product_root)
+
+    def schedule_for(self, key: str | None) -> int:
+        """Index of the schedule of a category key, -1 if it has none."""
         for index, schedule in enumerate(self.schedules):
-            if category in schedule.categories:
+            if key in schedule.categories:
                 return index
         return -1
 
@@ -209,6 +240,7 @@ def _build(data: dict[str, Any], where: str) -> FeeConfig:
     if missing_vat:
         raise FeeConfigError(f"{where}: vat_pct lacks {', '.join(sorted(missing_vat))}")
     referral = data["referral"]
+    is_v2 = str(data.get("version", "v1")) == "v2"
     tiers = []
     for index, tier in enumerate(data["fba"]["weight_tiers"]):
         fees = {c: _int(tier, c, f"fba.weight_tiers[{index}]") for c in sorted(needed_currencies)}
@@ -225,7 +257,10 @@ def _build(data: dict[str, Any], where: str) -> FeeConfig:
         eur_per_unit=eur_per_unit,
         vat_pct=vat,
         referral_fallback_pct_x100=pct_to_x100(referral["fallback_pct"], "referral.fallback_pct"),
-        referral_category_pct_x100={
+        # v1: by amazon.de root id; v2 keys its defaults by category key (FeesV2).
+        referral_category_pct_x100={}
+        if is_v2
+        else {
             int(category): pct_to_x100(pct, f"referral.category_default_pct.{category}")
             for category, pct in referral.get("category_default_pct", {}).items()
         },
@@ -237,7 +272,7 @@ def _build(data: dict[str, Any], where: str) -> FeeConfig:
         min_roi=Fraction(_decimal(thresholds["min_roi"], "thresholds.min_roi", 4)),
         max_sales_rank=_int(thresholds, "max_sales_rank", "thresholds"),
         path=where,
-        v2=_build_v2(data, where, vat) if str(data.get("version", "v1")) == "v2" else None,
+        v2=_build_v2(data, where, vat) if is_v2 else None,
     )
 
 
@@ -272,8 +307,10 @@ def _build_v2(data: dict[str, Any], where: str, vat: dict[str, Fraction]) -> Fee
     if type(registered) is not bool:
         raise FeeConfigError(f"{where}: seller.vat_registered must be true or false")
     referral = data["referral"]
+    category_keys, any_store_keys = _category_tables(data.get("categories", {}), where)
+    known_keys = set(any_store_keys.values())
     schedules = []
-    seen: set[int] = set()
+    seen: set[str] = set()
     for index, entry in enumerate(data.get("referral_schedule", [])):
         at = f"referral_schedule[{index}]"
         basis = entry["basis"]
@@ -296,7 +333,13 @@ def _build_v2(data: dict[str, Any], where: str, vat: dict[str, Fraction]) -> Fee
                     "amounts in minor units (one fewer than pct)"
                 )
             up_to[code] = bounds
-        categories = tuple(int(c) for c in entry["categories"])
+        categories = tuple(str(c) for c in entry["categories"])
+        unknown = [c for c in categories if c not in known_keys]
+        if unknown:
+            raise FeeConfigError(
+                f"{where}: {at}.categories names {', '.join(unknown)}, which no [categories] "
+                "table maps a root category to"
+            )
         if seen & set(categories):
             raise FeeConfigError(f"{where}: {at} repeats a category of an earlier schedule")
         seen |= set(categories)
@@ -350,11 +393,60 @@ def _build_v2(data: dict[str, Any], where: str, vat: dict[str, Fraction]) -> Fee
         seller_vat_pct=vat[country],
         referral_min_fee_minor=_markets_ints(referral["min_fee"], "referral.min_fee"),
         schedules=tuple(schedules),
+        category_keys=category_keys,
+        any_store_keys=any_store_keys,
+        category_default_pct_x100=_category_defaults(
+            referral.get("category_default_pct", {}), known_keys, where
+        ),
         size_tiers=tuple(tiers),
         unknown_dimensions_tier=names.index(sizes["unknown_dimensions_tier"]),
         efn_surcharge_minor=surcharge,
         dst=_dst_for_seller(data.get("dst", {}).get("rates", []), country, where),
     )
+
+
+def _category_tables(
+    tables: dict[str, Any], where: str
+) -> tuple[dict[str, dict[int, str]], dict[int, str]]:
+    """[categories.<market>] roots → (market → {root id → key}, the union of the tables)."""
+    if not isinstance(tables, dict) or set(tables) != set(MARKETPLACES):
+        raise FeeConfigError(
+            f"{where}: [categories] needs a table for each market: {', '.join(MARKETPLACES)}"
+        )
+    per_market: dict[str, dict[int, str]] = {}
+    any_store: dict[int, str] = {}
+    for code in MARKETPLACES:
+        table = tables[code]
+        at = f"categories.{code}"
+        if not str(table.get("source", "")).strip():
+            raise FeeConfigError(f"{where}: {at} must name its source")
+        roots: dict[int, str] = {}
+        for text, key in dict(table.get("roots", {})).items():
+            if not text.isdigit() or int(text) <= 0:
+                raise FeeConfigError(f"{where}: {at}.roots: {text!r} is not a category id")
+            if not isinstance(key, str) or not key.strip():
+                raise FeeConfigError(f"{where}: {at}.roots.{text} must be a category key")
+            root = int(text)
+            if any_store.setdefault(root, key) != key:
+                raise FeeConfigError(
+                    f"{where}: category id {root} has two keys, {any_store[root]!r} and "
+                    f"{key!r} (categories.{code}); Amazon's ids are per store, but one id may "
+                    "name one category only"
+                )
+            roots[root] = key
+        per_market[code] = roots
+    return per_market, any_store
+
+
+def _category_defaults(pcts: dict[str, Any], known_keys: set[str], where: str) -> dict[str, int]:
+    defaults = {}
+    for key, pct in pcts.items():
+        if key not in known_keys:
+            raise FeeConfigError(
+                f"{where}: referral.category_default_pct.{key} is no category key of [categories]"
+            )
+        defaults[key] = pct_to_x100(pct, f"referral.category_default_pct.{key}")
+    return defaults
 
 
 def _dst_for_seller(

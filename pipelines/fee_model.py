@@ -176,29 +176,51 @@ def market_matrix(products: Sequence[EnrichedProduct], config: FeeConfig) -> Mar
     )
     if v2 is None:
         return matrix
-    category = np.stack(categories, axis=1)
-    # The market's own root category, else the product's (as enrichment resolves it).
     product_root = _ints(_field(_field(inputs, "category"), "root_id"), -1)
-    category = np.where(category >= 0, category, product_root[:, None])
     sides = ("length_mm", "width_mm", "height_mm")
     sides_mm = np.stack([_ints(_field(package, side), -1) for side in sides], axis=1)
     return dataclasses.replace(
         matrix,
-        schedule=schedule_of(category, v2),
+        schedule=schedule_of(np.stack(categories, axis=1), product_root, v2),
         size_tier=size_tiers_of(weight_g, sides_mm, v2),
         timestamp_ms=_field(inputs, "source_timestamp_ms").to_numpy(zero_copy_only=False),
     )
 
 
-def schedule_of(category: npt.NDArray[np.int64], v2: FeesV2) -> npt.NDArray[np.int64]:
-    """Root category ids → index of their referral schedule, -1 where none has them."""
-    pairs = sorted((c, i) for i, schedule in enumerate(v2.schedules) for c in schedule.categories)
+def schedule_of(
+    market_root: npt.NDArray[np.int64], product_root: npt.NDArray[np.int64], v2: FeesV2
+) -> npt.NDArray[np.int64]:
+    """Each (product, market)'s referral schedule index, -1 where none applies.
+
+    ``FeesV2.category_key`` then ``schedule_for`` on arrays: a market's root category (column
+    of ``market_root``, -1 unknown) is looked up in that market's table, an unknown one falls
+    back to the product's root category in the union of the tables.
+    """
+    fallback = _schedule_lookup(v2.any_store_keys, v2, product_root)
+    columns = [
+        np.where(
+            market_root[:, index] >= 0,
+            _schedule_lookup(v2.category_keys[code], v2, market_root[:, index]),
+            fallback,
+        )
+        for index, code in enumerate(MARKET_CODES)
+    ]
+    return np.stack(columns, axis=1)
+
+
+def _schedule_lookup(
+    table: dict[int, str], v2: FeesV2, roots: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Root category ids → schedule index through one id → key table (-1: none)."""
+    pairs = sorted(
+        (root, index) for root, key in table.items() if (index := v2.schedule_for(key)) >= 0
+    )
     if not pairs:
-        return np.full(category.shape, -1, dtype=np.int64)
-    keys = np.array([c for c, _ in pairs], dtype=np.int64)
-    values = np.array([i for _, i in pairs], dtype=np.int64)
-    position = np.minimum(np.searchsorted(keys, category), len(keys) - 1)
-    return np.where(keys[position] == category, values[position], -1)
+        return np.full(roots.shape, -1, dtype=np.int64)
+    ids = np.array([root for root, _ in pairs], dtype=np.int64)
+    indexes = np.array([index for _, index in pairs], dtype=np.int64)
+    position = np.minimum(np.searchsorted(ids, roots), len(ids) - 1)
+    return np.where(ids[position] == roots, indexes[position], -1)
 
 
 def size_tiers_of(
@@ -1044,9 +1066,10 @@ def _evaluate_route_v2(
     sell_net = round_fraction(sell * fx_sell / (1 + config.vat_pct[sell_market] / 100))
     # Referral (sell currency): the category's schedule, else the enriched flat percentage;
     # never below the per-item minimum. Closing fee where the category has one.
-    root = sell_side["root_category"]
-    category = root if root is not None else product["category"].get("root_id")
-    index = v2.schedule_for(category)
+    key = v2.category_key(
+        sell_market, sell_side["root_category"], product["category"].get("root_id")
+    )
+    index = v2.schedule_for(key)
     if index < 0:
         referral = Fraction(sell_side["referral_pct_x100"], 10_000) * sell
         minimum, closing = v2.referral_min_fee_minor[sell_market], 0

@@ -1,8 +1,9 @@
 """What the sample generator draws from: categories, brands, words of titles, and how often
 each edge case occurs.
 
-Category ids and names are illustrative, not Amazon's; referral percentages, price and weight
-ranges are typical of their category.
+Category ids are each store's Amazon root browse node (what Keepa reports as rootCategory) of
+the category, as config/fees_v2.toml [categories] maps them, with its sources; names are the
+stores' own. Referral percentages, price and weight ranges are typical of their category.
 
 What is in it: EUR prices 5–300 €, GB prices in pence (≈ EUR / 1.15), a few % of noise per
 market, sales ranks 1–500 000, referral fees 7–15 %, FBA fees 2–8 €; about 7 % deliberate
@@ -30,7 +31,7 @@ class Category:
     price_eur: tuple[int, int]  # typical range, whole euros
     weight_g: tuple[int, int]
     nouns: tuple[str, ...]
-    # Per market: (root category node id, localised name). Ids are illustrative, not Amazon's.
+    # Per market: (Amazon's root category node id there, the store's name for it).
     roots: dict[str, tuple[int, str]]
 
 
@@ -80,7 +81,7 @@ CATEGORIES: tuple[Category, ...] = (
             "FR": (57004031, "Cuisine & Maison"),
             "IT": (524015031, "Casa e cucina"),
             "ES": (599391031, "Hogar y cocina"),
-            "GB": (3147411, "Home & Kitchen"),
+            "GB": (11052681, "Home & Kitchen"),
         },
     ),
     Category(
@@ -110,7 +111,7 @@ CATEGORIES: tuple[Category, ...] = (
             "Insulated Bottle",
         ),
         {
-            "DE": (355007011, "Sport & Freizeit"),
+            "DE": (16435051, "Sport & Freizeit"),
             "FR": (325614031, "Sports et Loisirs"),
             "IT": (524012031, "Sport e tempo libero"),
             "ES": (2454136031, "Deportes y aire libre"),
@@ -130,10 +131,10 @@ CATEGORIES: tuple[Category, ...] = (
             "Curling Iron",
         ),
         {
-            "DE": (64187031, "Beauty"),
+            "DE": (64187031, "Drogerie & Körperpflege"),
             "FR": (197858031, "Beauté et Parfum"),
-            "IT": (6198083031, "Bellezza"),
-            "ES": (6198055031, "Belleza"),
+            "IT": (6198082031, "Bellezza"),
+            "ES": (6198054031, "Belleza"),
             "GB": (117332031, "Beauty"),
         },
     ),
@@ -160,7 +161,7 @@ CATEGORIES: tuple[Category, ...] = (
         {
             "DE": (192416031, "Bürobedarf & Schreibwaren"),
             "FR": (192419031, "Fournitures de bureau"),
-            "IT": (433842031, "Cancelleria e prodotti per ufficio"),
+            "IT": (3606310031, "Cancelleria e prodotti per ufficio"),
             "ES": (3628728031, "Oficina y papelería"),
             "GB": (192413031, "Stationery & Office Supplies"),
         },

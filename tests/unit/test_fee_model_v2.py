@@ -34,7 +34,14 @@ RULES: FeesV2 = V2.v2
 NOW = "2026-11-26T10:00:05.000Z"
 AFTER_MARCH_2026 = "2026-11-26T10:00:00.000Z"  # DST: 3 % in the France store
 BEFORE_MARCH_2026 = "2025-06-01T10:00:00.000Z"  # DST: 2 % in the France store
-BEAUTY, BOOKS, CAR = 64187031, 186606, 78191031
+# Each store's own root category ids (config/fees_v2.toml [categories] names the sources).
+BEAUTY = {"DE": 84230031, "FR": 197858031, "IT": 6198082031, "ES": 6198054031, "GB": 117332031}
+BOOKS = {"DE": 186606, "FR": 301061, "IT": 411663031, "ES": 599364031, "GB": 266239}
+CAR = {"DE": 78191031, "FR": 1571265031, "IT": 1571280031, "ES": 1951051031, "GB": 248877031}
+# Roots of every store, those of one store offered in another (found in the union only when
+# it is the product's root), and an id no table has.
+ROOT_IDS = sorted({*BEAUTY.values(), *BOOKS.values(), *CAR.values(), 562066, 560798, 12950651})
+UNMAPPED = 999_999_937
 
 
 def seller(**changes: Any) -> FeeConfig:
@@ -162,7 +169,7 @@ def test_rule_referral_by_total_price_band_with_minimum() -> None:
             V2,
             markets={
                 "DE": offer("DE", new=100, fba_fee=280),
-                "FR": offer("FR", buy_box=price, root_category=BEAUTY),
+                "FR": offer("FR", buy_box=price, root_category=BEAUTY["FR"]),
             },
             weight_g=50,
         )
@@ -179,8 +186,8 @@ def test_rule_referral_by_portion_above_a_threshold() -> None:
         V2,
         markets={
             "DE": offer("DE", new=4000, fba_fee=280),
-            "FR": offer("FR", buy_box=8000, root_category=CAR),
-            "GB": offer("GB", buy_box=10000, root_category=CAR),
+            "FR": offer("FR", buy_box=8000, root_category=CAR["FR"]),
+            "GB": offer("GB", buy_box=10000, root_category=CAR["GB"]),
         },
         weight_g=400,
     )
@@ -195,8 +202,8 @@ def test_rule_closing_fee_for_media() -> None:
         V2,
         markets={
             "DE": offer("DE", new=200, fba_fee=280),
-            "FR": offer("FR", buy_box=499, root_category=BOOKS),
-            "IT": offer("IT", buy_box=2000, root_category=BOOKS),
+            "FR": offer("FR", buy_box=499, root_category=BOOKS["FR"]),
+            "IT": offer("IT", buy_box=2000, root_category=BOOKS["IT"]),
         },
         weight_g=400,
     )
@@ -204,10 +211,13 @@ def test_rule_closing_fee_for_media() -> None:
     assert (cheap.referral_fee, cheap.closing_fee) == (25, 101)  # 5 % × 499 = 24.95
     dear = route(product, "DE", "IT", V2)
     assert (dear.referral_fee, dear.closing_fee) == (300, 101)
-    # The product's own root category stands in when the market has none.
+    # The product's own root category (here amazon.de's, its home store) stands in when the
+    # market has none; a market's root is looked up in that market's table only.
     product["markets"]["IT"]["root_category"] = None
-    product["category"]["root_id"] = BOOKS
+    product["category"]["root_id"] = BOOKS["DE"]
     assert route(product, "DE", "IT", V2).closing_fee == 101
+    product["markets"]["IT"]["root_category"] = BOOKS["DE"]
+    assert route(product, "DE", "IT", V2).closing_fee == 0
 
 
 def test_unknown_sides_size_as_a_standard_parcel() -> None:
@@ -231,7 +241,7 @@ def test_v2_alert_carries_the_v2_lines_and_v1_alert_does_not() -> None:
 # --------------------------------------------------------------------------- properties
 
 PRICE = st.one_of(st.just(-1), st.just(-2), st.integers(1, 500_000))
-CATEGORY = st.sampled_from([None, BEAUTY, BOOKS, CAR, 562066, 12950651])
+CATEGORY = st.sampled_from([None, UNMAPPED, *ROOT_IDS])
 SIDE = st.one_of(st.none(), st.integers(1, 2000))
 TIMESTAMP = st.sampled_from(
     [
@@ -345,7 +355,7 @@ def test_a_large_seeded_v2_batch_equals_the_plain_formulas() -> None:
                 sales_rank=rng.choice([-1, 1, rng.randint(1, 400_000)]),
                 referral_fee_pct=rng.choice([None, 7, 8.5, 15, 45]),
                 fba_fee=rng.choice([None, 0, 250, 9_999]),
-                root_category=rng.choice([None, BEAUTY, BOOKS, CAR, 3167641]),
+                root_category=rng.choice([None, UNMAPPED, *ROOT_IDS]),
             )
             for code in codes
         }
@@ -378,6 +388,9 @@ def v1_as_v2() -> FeeConfig:
         seller_vat_pct=Fraction(19),
         referral_min_fee_minor=dict.fromkeys(MARKETPLACES, 0),
         schedules=(),
+        category_keys={code: {} for code in MARKETPLACES},
+        any_store_keys={},
+        category_default_pct_x100={},
         size_tiers=RULES.size_tiers,
         unknown_dimensions_tier=RULES.unknown_dimensions_tier,
         efn_surcharge_minor=RULES.efn_surcharge_minor,
@@ -478,7 +491,7 @@ def test_levies_too_wide_for_int64_stay_exact() -> None:
                 sales_rank=rng.randint(1, 50_000),
                 referral_fee_pct=rng.choice([None, 7, 8.5, 15]),
                 fba_fee=rng.choice([None, 0, 250, 9_999]),
-                root_category=rng.choice([None, BEAUTY, BOOKS, CAR, 3167641]),
+                root_category=rng.choice([None, UNMAPPED, *ROOT_IDS]),
             )
             for code in codes
         }
