@@ -65,43 +65,51 @@ def _selected(settings: Settings, names: Sequence[str]) -> list[service.Service]
     return selected
 
 
-def stray_kafka_nodes(settings: Settings) -> list[Kafka]:
-    """Kafka nodes running from DEVSERVICES_HOME that KAFKA_BROKERS does not name: a cluster
-    left running when KAFKA_BROKERS changed (its ports are the ones the new layout needs)."""
+def _stray_nodes(
+    settings: Settings,
+    base: str,
+    wanted: set[str],
+    node: Callable[[Settings, int, int], service.Service],
+) -> list[service.Service]:
+    """Nodes of one kind running from DEVSERVICES_HOME that the layout does not name: ``base``
+    (one node) or ``base-N`` (a cluster), left running when the node count changed (their
+    ports are the ones the new layout needs). ``node(settings, count, number)`` describes node
+    ``number`` within a layout of ``count`` nodes, so its own directory and pid file are read."""
+    stray: list[service.Service] = []
+    if not settings.state_dir.is_dir():
+        return stray
+    numbered = re.compile(rf"{re.escape(base)}-([1-9][0-9]*)")
+    for home in sorted(settings.state_dir.iterdir()):
+        match = numbered.fullmatch(home.name)
+        if home.name in wanted or not (home.name == base or match):
+            continue
+        number = int(match.group(1)) if match else 1
+        found = node(settings, max(number, 2) if match else 1, number)
+        if found.check_pid(cleanup=False)[0] is PidState.RUNNING:
+            stray.append(found)
+    return stray
+
+
+def stray_kafka_nodes(settings: Settings) -> list[service.Service]:
+    """Kafka nodes running that KAFKA_BROKERS does not name (``_stray_nodes``)."""
     wanted = {node_name(settings, node) for node in range(settings.kafka_brokers)}
-    stray: list[Kafka] = []
-    if not settings.state_dir.is_dir():
-        return stray
-    for home in sorted(settings.state_dir.iterdir()):
-        match = KAFKA_NODE.fullmatch(home.name)
-        if home.name in wanted or not (home.name == "kafka" or match):
-            continue
-        # Described within a layout that has it, so its own directory and pid file are read.
-        number = int(match.group(1)) if match else 1
-        layout = replace(settings, kafka_brokers=max(number, 2) if match else 1)
-        node = Kafka(layout, number - 1)
-        if node.check_pid(cleanup=False)[0] is PidState.RUNNING:
-            stray.append(node)
-    return stray
+    return _stray_nodes(
+        settings,
+        "kafka",
+        wanted,
+        lambda s, count, number: Kafka(replace(s, kafka_brokers=count), number - 1),
+    )
 
 
-def stray_elasticsearch_nodes(settings: Settings) -> list[Elasticsearch]:
-    """Elasticsearch nodes running from DEVSERVICES_HOME that ES_NODES does not name (as
-    ``stray_kafka_nodes``)."""
+def stray_elasticsearch_nodes(settings: Settings) -> list[service.Service]:
+    """Elasticsearch nodes running that ES_NODES does not name (``_stray_nodes``)."""
     wanted = {es_node_name(settings, node) for node in range(settings.es_nodes)}
-    stray: list[Elasticsearch] = []
-    if not settings.state_dir.is_dir():
-        return stray
-    for home in sorted(settings.state_dir.iterdir()):
-        match = re.fullmatch(r"elasticsearch-([1-9][0-9]*)", home.name)
-        if home.name in wanted or not (home.name == "elasticsearch" or match):
-            continue
-        number = int(match.group(1)) if match else 1
-        layout = replace(settings, es_nodes=max(number, 2) if match else 1)
-        node = Elasticsearch(layout, number - 1)
-        if node.check_pid(cleanup=False)[0] is PidState.RUNNING:
-            stray.append(node)
-    return stray
+    return _stray_nodes(
+        settings,
+        "elasticsearch",
+        wanted,
+        lambda s, count, number: Elasticsearch(replace(s, es_nodes=count), number - 1),
+    )
 
 
 def _strays(settings: Settings, selected: Sequence[service.Service]) -> list[service.Service]:

@@ -47,16 +47,25 @@ def _set(name: str) -> bool:
     return bool(os.environ.get(name, "").strip())
 
 
-def kafka_as(resource: KafkaResource, key: str) -> KafkaResource:
-    """``resource`` connecting as account ``key`` if the environment names it, else itself."""
-    user_variable = account_variable(KAFKA_USERNAME_ENV, key)
-    password_variable = account_variable(KAFKA_PASSWORD_ENV, key)
+def _login(user_base: str, password_base: str, key: str) -> tuple[str, dg.EnvVar] | None:
+    """Account ``key``'s user and its password (by name), if the environment names the user."""
+    user_variable = account_variable(user_base, key)
+    password_variable = account_variable(password_base, key)
     user = os.environ.get(user_variable, "").strip()
     if not user:
-        return resource
+        return None
     if not _set(password_variable):
         raise AccountError(f"{user_variable} is set but {password_variable} is not; set both")
-    return _copy(resource, sasl_username=user, sasl_password=dg.EnvVar(password_variable))
+    return user, dg.EnvVar(password_variable)
+
+
+def kafka_as(resource: KafkaResource, key: str) -> KafkaResource:
+    """``resource`` connecting as account ``key`` if the environment names it, else itself."""
+    login = _login(KAFKA_USERNAME_ENV, KAFKA_PASSWORD_ENV, key)
+    if login is None:
+        return resource
+    user, password = login
+    return _copy(resource, sasl_username=user, sasl_password=password)
 
 
 def elasticsearch_as(resource: ElasticsearchResource, key: str) -> ElasticsearchResource:
@@ -64,11 +73,8 @@ def elasticsearch_as(resource: ElasticsearchResource, key: str) -> Elasticsearch
     api_key_variable = account_variable(ES_API_KEY_ENV, key)
     if _set(api_key_variable):
         return _copy(resource, api_key=dg.EnvVar(api_key_variable))
-    user_variable = account_variable(ES_USERNAME_ENV, key)
-    password_variable = account_variable(ES_PASSWORD_ENV, key)
-    user = os.environ.get(user_variable, "").strip()
-    if not user:
+    login = _login(ES_USERNAME_ENV, ES_PASSWORD_ENV, key)
+    if login is None:
         return resource
-    if not _set(password_variable):
-        raise AccountError(f"{user_variable} is set but {password_variable} is not; set both")
-    return _copy(resource, username=user, password=dg.EnvVar(password_variable), api_key=None)
+    user, password = login
+    return _copy(resource, username=user, password=password, api_key=None)
