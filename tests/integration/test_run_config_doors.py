@@ -211,10 +211,12 @@ def test_a_run_config_that_changes_a_connection_credential_or_file_field_is_refu
             assert value not in errors
 
 
-def test_a_run_config_that_copies_the_scaffold_unchanged_runs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The refusal is about changes: the scaffold's own values (secrets by name) still run."""
+@pytest.mark.usefixtures("clean_pipeline")
+def test_a_run_config_that_copies_the_scaffold_unchanged_runs() -> None:
+    """The refusal is about changes: the scaffold's own values (secrets by name) still run.
+
+    The topics come from ``clean_pipeline`` (provisioned): in secure mode the stage's own
+    account may not create them."""
     result = launch(
         "enrichment",
         "elasticsearch",
