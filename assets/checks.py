@@ -17,13 +17,14 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.clients.retention_losses import open_losses
+from arbitrage.domain import topics
+from arbitrage.domain.stage_specs import STAGES, StageSpec
+from arbitrage.engine.offset_anomalies import acknowledge_command, reset_command
 from assets.keys import topic_asset_key
-from engine.offset_anomalies import acknowledge_command, reset_command
-from pipelines import topics
-from pipelines.stage_specs import STAGES, StageSpec
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
-from resources.retention_losses import open_losses
 
 DEFAULT_MAX_LAG = 10_000
 NEWEST_REASONS = 5
@@ -50,9 +51,13 @@ def _lag_check(spec: StageSpec) -> dg.AssetChecksDefinition:
         metadata={"consumer_group": group, "threshold_max_lag": DEFAULT_MAX_LAG},
     )
     def _check(
-        config: LagCheckConfig, kafka: KafkaResource, elasticsearch: ElasticsearchResource
+        config: LagCheckConfig,
+        kafka: KafkaResource,
+        elasticsearch: ElasticsearchResource,
     ) -> dg.AssetCheckResult:
-        lags = kafka.lag(group, topic)
+        kafka_client = kafka.get_client()
+        elasticsearch_client = elasticsearch.get_client()
+        lags = kafka_client.lag(group, topic)
         total = sum(lag.lag for lag in lags)
         description = f"group '{group}' lags {total} messages (threshold {config.max_lag})"
         # Lag 0 is not "healthy" when the group sits past the end of the log (records below
@@ -67,7 +72,7 @@ def _lag_check(spec: StageSpec) -> dg.AssetChecksDefinition:
         if lost:
             description += f"; {lost} records deleted by retention before the group read them"
         # Losses a run already went past stay red until a person acknowledges them.
-        unseen = open_losses(elasticsearch, group, topic)
+        unseen = open_losses(elasticsearch_client, group, topic)
         if unseen:
             description += (
                 f"; {sum(loss['records'] for loss in unseen)} records lost to retention not yet "
@@ -114,7 +119,7 @@ def _previous_metadata(
     return None
 
 
-def _reasons_table(kafka: KafkaResource, dlq_topic: str) -> dg.MetadataValue:
+def _reasons_table(kafka: KafkaClient, dlq_topic: str) -> dg.MetadataValue:
     rows = ["| failed at | source | key | reason |", "|---|---|---|---|"]
     for message in reversed(kafka.newest_messages(dlq_topic, NEWEST_REASONS, DLQ_READER_GROUP)):
         try:
@@ -146,7 +151,8 @@ def _dlq_check(dlq_topic: str) -> dg.AssetChecksDefinition:
         metadata={"topic": dlq_topic, "threshold_new_messages": 0},
     )
     def _check(context: dg.AssetCheckExecutionContext, kafka: KafkaResource) -> dg.AssetCheckResult:
-        marks = kafka.watermarks(dlq_topic)
+        kafka_client = kafka.get_client()
+        marks = kafka_client.watermarks(dlq_topic)
         ends = {p: high for p, (_, high) in marks.items()}
         previous = _previous_metadata(context.instance, check_key, context.run.run_id)
         recorded = previous.get("end_offsets") if previous else None
@@ -158,7 +164,7 @@ def _dlq_check(dlq_topic: str) -> dg.AssetChecksDefinition:
                 before = int(baseline.get(str(partition), 0))
                 # An end offset that went back means the topic was recreated: all of it is new.
                 since[partition] = (max(low, before) if high >= before else low, high)
-            new = kafka.count_messages(dlq_topic, since)
+            new = kafka_client.count_messages(dlq_topic, since)
         metadata: dict[str, Any] = {
             "topic": dlq_topic,
             "end_offsets": dg.MetadataValue.json({str(p): high for p, high in ends.items()}),
@@ -167,12 +173,12 @@ def _dlq_check(dlq_topic: str) -> dg.AssetChecksDefinition:
         }
         retained_offsets = sum(high - low for low, high in marks.values())
         if retained_offsets <= COUNT_RETAINED_UP_TO:
-            retained = kafka.count_messages(dlq_topic, marks)
+            retained = kafka_client.count_messages(dlq_topic, marks)
             metadata["messages_retained"] = dg.MetadataValue.int(retained)
         else:  # too many to read on every evaluation: offsets, an upper bound on messages
             metadata["offsets_retained"] = dg.MetadataValue.int(retained_offsets)
         if any(high > low for low, high in marks.values()):
-            metadata["newest_reasons"] = _reasons_table(kafka, dlq_topic)
+            metadata["newest_reasons"] = _reasons_table(kafka_client, dlq_topic)
         if baseline is None:
             description = "first evaluation: end offsets recorded as the baseline"
         else:
@@ -222,8 +228,9 @@ def _freshness_check(pull_cron: str) -> dg.AssetChecksDefinition:
         metadata={"threshold_max_age_minutes": default_max_age, "pull_cron": pull_cron},
     )
     def _check(config: FreshnessCheckConfig, kafka: KafkaResource) -> dg.AssetCheckResult:
+        kafka_client = kafka.get_client()
         max_age = config.max_age_minutes or default_max_age
-        newest = kafka.newest_timestamp_ms(topics.RAW_UPDATES)
+        newest = kafka_client.newest_timestamp_ms(topics.RAW_UPDATES)
         metadata: dict[str, Any] = {
             "threshold_max_age_minutes": dg.MetadataValue.int(max_age),
             "pull_cron": pull_cron,

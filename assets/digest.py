@@ -8,12 +8,12 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from arbitrage.clients.accounts import elasticsearch_as
+from arbitrage.clients.digest import FAILED, read_digest, send_digest
+from arbitrage.domain.access import DIGEST
+from arbitrage.domain.digest import DEFAULT_TOP_N, MAX_TOP_N, chart_png, table_text
 from assets.keys import DIGEST_KEY, ES_ALERTS_KEY, GROUP_NOTIFICATIONS
 from assets.partitions import DAILY
-from pipelines.access import DIGEST
-from pipelines.digest import DEFAULT_TOP_N, MAX_TOP_N, chart_png, table_text
-from resources.accounts import elasticsearch_as
-from resources.digest import FAILED, read_digest, send_digest
 from resources.elasticsearch import ElasticsearchResource
 from resources.notify import NotificationsResource
 
@@ -48,21 +48,22 @@ def daily_digest(
     notifications: NotificationsResource,
 ) -> dg.MaterializeResult:
     """The day's top open opportunities (table + chart) sent once to every digest channel."""
+    elasticsearch_client = elasticsearch.get_client()
     day = date.fromisoformat(context.partition_key)
     channels = notifications.channels()
-    # Its own account when the environment names one (resources/accounts.py); that account
+    # Its own account when the environment names one (arbitrage/clients/accounts.py); that account
     # may not create indices, so only the shared one provisions here.
-    own = elasticsearch_as(elasticsearch, DIGEST)
-    if own is elasticsearch:
-        elasticsearch.ensure_indices()
-    elasticsearch = own
-    digest = read_digest(elasticsearch, day, config.top_n)
+    own = elasticsearch_as(elasticsearch_client, DIGEST)
+    if own is elasticsearch_client:
+        elasticsearch_client.ensure_indices()
+    elasticsearch_client = own
+    digest = read_digest(elasticsearch_client, day, config.top_n)
     png = chart_png(digest)
     path = digest_png_path(context.instance.storage_directory(), day)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
     context.log.info(f"{digest.title}; chart at {path}")
-    deliveries = send_digest(elasticsearch, channels.senders, digest, png)
+    deliveries = send_digest(elasticsearch_client, channels.senders, digest, png)
     for delivery in deliveries:
         context.log.info(
             f"digest {day} → {delivery.channel} ({delivery.channel_type}): {delivery.status}"

@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
+from arbitrage.clients.accounts import kafka_as
+from arbitrage.clients.keepa_pull import PullProgress, PullTotals, iter_pull
+from arbitrage.domain import topics
+from arbitrage.domain.access import KEEPA_PULL
+from arbitrage.domain.messages.codec import encode
 from assets.keys import GROUP_INGEST, KEEPA_PRODUCTS_KEY, RAW_UPDATES_KEY
-from pipelines import topics
-from pipelines.access import KEEPA_PULL
-from pipelines.messages.codec import encode
-from resources.accounts import kafka_as
 from resources.kafka import KafkaResource
 from resources.keepa import KeepaResource
-from resources.keepa_pull import PullProgress, PullTotals, iter_pull
 
 MAX_REPORTED_LINES = 20
 
@@ -74,8 +74,9 @@ def raw_keepa_updates(
 ) -> dg.MaterializeResult:
     """One raw update per tracked ASIN per pull on raw.keepa_updates, keyed by ASIN."""
     started = time.perf_counter()
-    kafka = kafka_as(kafka, KEEPA_PULL)  # its own account when the environment names one
-    kafka.ensure_topics()
+    # Its own account when the environment names one.
+    kafka_client = kafka_as(kafka.get_client(), KEEPA_PULL)
+    kafka_client.ensure_topics()
     asins, problems = keepa.tracked_asins()
     # Each problem names its line and a redacted preview; a file that is no ASIN list at all
     # would otherwise flood the run log.
@@ -103,7 +104,7 @@ def raw_keepa_updates(
 
     totals = PullTotals()
     pulled_at = datetime.now(UTC)
-    with kafka.producer() as producer:
+    with kafka_client.producer() as producer:
         for update in iter_pull(source, asins, markets, pulled_at, context.log, report, totals):
             producer.produce(topics.RAW_UPDATES, update["asin"], encode(update))
     delivered = producer.report

@@ -1,7 +1,7 @@
 """Asset keys and groups, by one rule: the prefix says where the data lives.
 
 A topic's key is ``kafka/<name with dots as underscores>``, an index's is
-``elasticsearch/<name with dashes as underscores>``; the names come from pipelines/topics.py,
+``elasticsearch/<name with dashes as underscores>``; the names come from arbitrage/domain/topics.py,
 without the namespace (ARBITRAGE_NAMESPACE): the asset graph is the same in every namespace.
 Constants end in ``_KEY`` so they never read like the topic names they are derived from.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines import topics
+from arbitrage.domain import topics
 
 GROUP_INGEST = "ingest"
 # The notifications stage's group (its spec's name); the daily digest sits in it too.

@@ -5,8 +5,8 @@ arrives, until the partition has been idle or the run is old; the sensor launche
 when lag returns and no run of that partition is in flight.
 
 Each tick is cheap and bounded: the group's committed offsets and the topic's watermarks (read
-in a child process, see resources/kafka_offsets.py) plus a few run-storage queries. What to
-request is decided by pipelines/sensor_decisions.py; this module gathers its inputs from the
+in a child process, see arbitrage/clients/kafka_offsets.py) plus a few run-storage queries. What to
+request is decided by arbitrage/domain/sensor_decisions.py; this module gathers its inputs from the
 Dagster instance and turns the decision into a ``SensorResult``. Requests are tagged with the
 topic-partition, so dagster.yaml's tag concurrency limit also allows one such run at a time.
 """
@@ -16,19 +16,24 @@ from typing import Any
 
 import dagster as dg
 
-from assets.keys import topic_asset_key
-from assets.stage_assets import PARTITION_TAG, STAGE_TAG, stage_run_config
-from engine.ranges import PartitionRange
-from pipelines.sensor_decisions import (
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.clients.kafka_offsets import (
+    KafkaUnavailableError,
+    LagReaderCrashedError,
+    PartitionLag,
+)
+from arbitrage.domain.sensor_decisions import (
     FinishedRun,
     SensorCursor,
     SensorPolicy,
     decide_tick,
     partition_tag_value,
 )
-from pipelines.stage_specs import StageSpec
+from arbitrage.domain.stage_specs import StageSpec
+from arbitrage.engine.ranges import PartitionRange
+from assets.keys import topic_asset_key
+from assets.stage_assets import PARTITION_TAG, STAGE_TAG, stage_run_config
 from resources.kafka import KafkaResource
-from resources.kafka_offsets import KafkaUnavailableError, LagReaderCrashedError, PartitionLag
 
 DEFAULT_BACKOFF_BASE_S = 15.0
 DEFAULT_BACKOFF_CAP_S = 600.0
@@ -109,7 +114,7 @@ def _upstream_running(
     return ended is not None and time.time() - ended > failed_within_s
 
 
-def _has_lag(kafka: KafkaResource, spec: StageSpec) -> bool:
+def _has_lag(kafka: KafkaClient, spec: StageSpec) -> bool:
     """Whether ``spec``'s live group has records to process (False when that cannot be read:
     this stage's own lag still starts its runs)."""
     try:
@@ -176,11 +181,12 @@ def build_stage_sensor(
         ),
     )
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource) -> dg.SensorResult:
+        kafka_client = kafka.get_client()
         cursor = SensorCursor.parse(context.cursor)
         try:
             # In a child process: a native crash in the Kafka client costs this tick only,
             # not the code server every sensor lives in.
-            lags = kafka.lag_in_child_process(group, topic)
+            lags = kafka_client.lag_in_child_process(group, topic)
         except (KafkaUnavailableError, LagReaderCrashedError) as exc:
             # A fresh cluster has no topics until the first run creates them: nothing to do yet.
             return dg.SensorResult(skip_reason=str(exc), cursor=cursor.dump())
@@ -194,7 +200,7 @@ def build_stage_sensor(
             in_flight=lambda: _busy_partitions(context.instance, job.name, stage_keys),
             last_finished=lambda tag: _last_finished_run(context.instance, tag),
             upstream_busy=upstream is not None
-            and _has_lag(kafka, upstream)
+            and _has_lag(kafka_client, upstream)
             and _upstream_running(context.instance, upstream, backoff_cap_s),
         )
         events = [_lag_observation(source_key, group, topic, lags)] if decision.observe_lag else []

@@ -7,10 +7,10 @@ A run without a partition key is a live run: it processes the offset ranges in i
 with no config, drains every partition from the group's committed offset to the high watermark
 seen at start, and records the hours it indexed as partition materializations. The sensors'
 runs *follow* their one partition: they stay on it past their range until it has been idle or
-the run is old (engine/runner.py, ``Following``), so an update is processed within a fraction of
-a second instead of waiting for a run to start. Materializations and progress lines are emitted
-per window of ``EVENT_WINDOW_S`` and at the end, never per batch, so a steady stream does not
-grow the event log with its throughput. SIGINT/SIGTERM (a run terminated from the UI or by run
+the run is old (arbitrage/engine/runner.py, ``Following``), so an update is processed within a
+fraction of a second instead of waiting for a run to start. Materializations and progress lines are
+emitted per window of ``EVENT_WINDOW_S`` and at the end, never per batch, so a steady stream does
+not grow the event log with its throughput. SIGINT/SIGTERM (a run terminated from the UI or by run
 monitoring, Ctrl-C on the CLI) stop a run after the batch it is working on is committed.
 
 A run with an hourly partition key is a replay (a backfill): it reads exactly the source
@@ -30,23 +30,33 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from arbitrage.clients.accounts import elasticsearch_as, kafka_as
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.clients.retention_losses import RetentionLoss, record_losses
+from arbitrage.domain import topics
+from arbitrage.domain.messages.timestamps import utc_now_iso
+from arbitrage.domain.stage_specs import ARBITRAGE, NOTIFICATIONS, StageSpec
+from arbitrage.engine.faults import FaultInjector
+from arbitrage.engine.offset_anomalies import (
+    OffsetAheadOfLogError,
+    acknowledge_command,
+    check_offsets,
+)
+from arbitrage.engine.processors import (
+    FILTERED_PREFIX,
+    OBSERVATIONS_INDEXED,
+    OBSERVATIONS_UNCHANGED,
+)
+from arbitrage.engine.ranges import PartitionRange, plan_ranges
+from arbitrage.engine.runner import Following, StageRunner
+from arbitrage.engine.stats import StageStats
 from assets.keys import index_asset_key, topic_asset_key
 from assets.partitions import HOURLY, hour_partition_key
-from engine.faults import FaultInjector
-from engine.offset_anomalies import OffsetAheadOfLogError, acknowledge_command, check_offsets
-from engine.processors import FILTERED_PREFIX, OBSERVATIONS_INDEXED, OBSERVATIONS_UNCHANGED
-from engine.ranges import PartitionRange, plan_ranges
-from engine.runner import Following, StageRunner
-from engine.stats import StageStats
-from pipelines import topics
-from pipelines.messages.timestamps import utc_now_iso
-from pipelines.stage_specs import ARBITRAGE, NOTIFICATIONS, StageSpec
-from resources.accounts import elasticsearch_as, kafka_as
 from resources.elasticsearch import ElasticsearchResource
 from resources.fees import FeeModelResource
 from resources.kafka import KafkaResource
 from resources.notify import NotificationsResource
-from resources.retention_losses import RetentionLoss, record_losses
 
 # Run tag naming the topic-partition a run works on; dagster.yaml limits it to one run per value.
 PARTITION_TAG = "arbitrage/topic_partition"
@@ -139,7 +149,7 @@ def _ranges_for_run(
     context: dg.AssetExecutionContext,
     spec: StageSpec,
     config: StageRunConfig,
-    kafka: KafkaResource,
+    kafka: KafkaClient,
 ) -> tuple[str, list[PartitionRange], list[RetentionLoss]]:
     """The consumer group to commit under, the ranges to process, and the records retention
     removed before the live group read them (per partition)."""
@@ -181,7 +191,7 @@ def _report_retention_loss(
     context: dg.AssetExecutionContext,
     spec: StageSpec,
     losses: list[RetentionLoss],
-    es: ElasticsearchResource,
+    es: ElasticsearchClient,
 ) -> None:
     """Log it, observe it on the source topic, and keep it until someone acknowledges it."""
     total = sum(loss.records for loss in losses)
@@ -320,7 +330,8 @@ def build_stage_assets(
 ) -> dg.AssetsDefinition:
     """The stage's multi-asset: its index, output topic and DLQ, all fed by its source topic.
     ``following`` bounds the runs that follow a partition (``follow`` in the run config);
-    ``fault_point`` arms a kill point for the fault suite (engine/faults.py); empty otherwise."""
+    ``fault_point`` arms a kill point for the fault suite (arbitrage/engine/faults.py); empty
+    otherwise."""
     following = following or Following()
     source_key = topic_asset_key(spec.source_topic)
     index_key = index_asset_key(spec.index)
@@ -392,19 +403,21 @@ def build_stage_assets(
         fee_model: FeeModelResource,
         notifications: NotificationsResource,
     ) -> Iterator[dg.MaterializeResult]:
-        # The stage's own accounts when the environment names them (resources/accounts.py).
-        kafka = kafka_as(kafka, spec.name)
-        own_es = elasticsearch_as(elasticsearch, spec.name)
-        kafka.ensure_topics()  # only looks when every topic exists (its account may not create)
-        if own_es is elasticsearch:
-            elasticsearch.ensure_indices()  # the shared account provisions as it goes
-        elasticsearch = own_es
+        # The stage's own accounts when the environment names them (arbitrage/clients/accounts.py).
+        kafka_client = kafka_as(kafka.get_client(), spec.name)
+        elasticsearch_client = elasticsearch.get_client()
+        own_es = elasticsearch_as(elasticsearch_client, spec.name)
+        # Only looks when every topic exists (its account may not create).
+        kafka_client.ensure_topics()
+        if own_es is elasticsearch_client:
+            elasticsearch_client.ensure_indices()  # the shared account provisions as it goes
+        elasticsearch_client = own_es
         try:
-            group, planned, lost = _ranges_for_run(context, spec, config, kafka)
+            group, planned, lost = _ranges_for_run(context, spec, config, kafka_client)
         except OffsetAheadOfLogError as exc:
             raise dg.Failure(str(exc)) from None
         if lost:
-            _report_retention_loss(context, spec, lost, elasticsearch)
+            _report_retention_loss(context, spec, lost, elasticsearch_client)
         context.log.info(
             f"{spec.name}: {sum(r.size for r in planned)} records in {len(planned)} partition "
             f"range(s) under group {group}"
@@ -417,8 +430,8 @@ def build_stage_assets(
         reporter = WindowReporter(context, spec, (index_key, output_key, dlq_key))
         runner = StageRunner(
             spec,
-            kafka,
-            elasticsearch,
+            kafka_client,
+            elasticsearch_client,
             fee_model.load(),
             batch_size=config.batch_size,
             logger=context.log,

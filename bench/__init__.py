@@ -1,5 +1,5 @@
-"""Benchmarks (``make bench``). They work in the namespace "bench" (pipelines/topics.py) unless
-ARBITRAGE_NAMESPACE says otherwise, so a measurement never resets or consumes a running
+"""Benchmarks (``make bench``). They work in the namespace "bench" (arbitrage/domain/topics.py)
+unless ARBITRAGE_NAMESPACE says otherwise, so a measurement never resets or consumes a running
 pipeline's topics, groups or indices. Set here, before any pipeline module reads it."""
 
 import os

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cli import reset
-from pipelines import topics
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.settings import Settings
+from arbitrage.cli import reset
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.settings import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -236,8 +236,8 @@ class PeakRss:
 
 @dataclass
 class Services:
-    kafka: KafkaResource
-    es: ElasticsearchResource
+    kafka: KafkaClient
+    es: ElasticsearchClient
 
     def describe(self) -> str:
         return f"Kafka {self.kafka.bootstrap_servers}, Elasticsearch {self.es.shown_url}"
@@ -259,7 +259,7 @@ def reset_pipeline(services: Services, extra_indices: Sequence[str] = ()) -> Non
 
 
 def produce_messages(
-    kafka: KafkaResource, topic: str, messages: Iterator[tuple[bytes, bytes]] | Sequence[Any]
+    kafka: KafkaClient, topic: str, messages: Iterator[tuple[bytes, bytes]] | Sequence[Any]
 ) -> int:
     """Produce (key, value) pairs with the pipeline's producer settings; returns the count."""
     count = 0

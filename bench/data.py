@@ -30,13 +30,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pipelines.enrichment import enrich
-from pipelines.fee_config import load_fee_config
-from pipelines.keepa_parsing import merge_market_products, parse_product_response
-from pipelines.messages.codec import encode
-from pipelines.messages.types import EnrichedProduct
-from pipelines.messages.validation import parse_raw_update
-from resources.settings import Settings
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.keepa_parsing import merge_market_products, parse_product_response
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.types import EnrichedProduct
+from arbitrage.domain.messages.validation import parse_raw_update
+from arbitrage.settings import Settings
 from tools.sample_generator import DEFAULT_PULLED_AT, DEFAULT_SEED, iter_sample_batches
 
 CHUNK = 25_000

@@ -27,6 +27,16 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from elasticsearch import helpers
 
+from arbitrage.cli.reset import delete_groups
+from arbitrage.domain import topics
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.fee_config import FeeConfig, load_fee_config
+from arbitrage.domain.messages.validation import validate_raw_update
+from arbitrage.domain.stage_specs import ENRICHMENT
+from arbitrage.domain.topics import PRODUCTS_ENRICHED, PRODUCTS_INDEX, RAW_UPDATES
+from arbitrage.engine.ranges import plan_ranges
+from arbitrage.engine.runner import StageRunner
+from arbitrage.settings import Settings
 from bench import data
 from bench.common import (
     PeakRss,
@@ -40,16 +50,6 @@ from bench.common import (
     reset_pipeline,
     unique_group,
 )
-from cli.reset import delete_groups
-from engine.ranges import plan_ranges
-from engine.runner import StageRunner
-from pipelines import topics
-from pipelines.enrichment import enrich
-from pipelines.fee_config import FeeConfig, load_fee_config
-from pipelines.messages.validation import validate_raw_update
-from pipelines.stage_specs import ENRICHMENT
-from pipelines.topics import PRODUCTS_ENRICHED, PRODUCTS_INDEX, RAW_UPDATES
-from resources.settings import Settings
 
 BENCHMARK = "enrichment"
 DEFAULT_N = 200_000

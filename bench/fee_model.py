@@ -30,20 +30,20 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data
-from bench.common import PeakRss, Row, log, parser, report
-from pipelines.fee_config import REPO_ROOT, FeeConfig, load_fee_config
-from pipelines.fee_model import (
+from arbitrage.domain.fee_config import REPO_ROOT, FeeConfig, load_fee_config
+from arbitrage.domain.fee_model import (
     MARKET_CODES,
     MarketMatrix,
     evaluate_route,
     evaluate_routes,
     market_matrix,
 )
-from pipelines.messages.types import EnrichedProduct
-from pipelines.route_filters import filtered_counts, screen_routes
-from pipelines.rules_config import RulesConfig, load_rules_config
-from resources.settings import Settings
+from arbitrage.domain.messages.types import EnrichedProduct
+from arbitrage.domain.route_filters import filtered_counts, screen_routes
+from arbitrage.domain.rules_config import RulesConfig, load_rules_config
+from arbitrage.settings import Settings
+from bench import data
+from bench.common import PeakRss, Row, log, parser, report
 
 BENCHMARK = "fee model"
 DEFAULT_N = 1_000_000

@@ -27,6 +27,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from arbitrage.clients.keepa_pull import iter_pull
+from arbitrage.clients.keepa_sources import KeepaSampleSource
+from arbitrage.domain.markets import parse_market_list
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.topics import RAW_UPDATES
+from arbitrage.settings import Settings
 from bench import data
 from bench.common import (
     PeakRss,
@@ -38,12 +44,6 @@ from bench.common import (
     report,
     reset_pipeline,
 )
-from pipelines.markets import parse_market_list
-from pipelines.messages.codec import encode
-from pipelines.topics import RAW_UPDATES
-from resources.keepa_pull import iter_pull
-from resources.keepa_sources import KeepaSampleSource
-from resources.settings import Settings
 from tools import sample_generator
 from tools.sample_generator import DEFAULT_PULLED_AT, TOKENS_PER_PRODUCT, build_sample_document
 

@@ -40,21 +40,21 @@ import sqlalchemy as db  # Dagster's own dependency: counts rows of its event_lo
 from confluent_kafka import Consumer, TopicPartition
 from dagster._core.storage.tags import TICK_ID_TAG  # the sensor tick that requested a run
 
+from arbitrage.domain import topics
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.fee_model import detect_alerts
+from arbitrage.domain.messages.validation import parse_raw_update
+from arbitrage.domain.rules_config import load_rules_config
+from arbitrage.domain.topics import ARBITRAGE_ALERTS, PRODUCTS_ENRICHED, RAW_UPDATES
+from arbitrage.engine.processors import READ_AT_HEADER
+from arbitrage.settings import Settings
 from assets.sensors import IN_FLIGHT
 from assets.stage_assets import PARTITION_TAG, STAGE_TAG
 from bench import data
 from bench.common import Row, Services, connect, log, parser, report, reset_pipeline
 from devservices.dagster_instance import fresh_storage
 from devservices.dagster_processes import DagsterProcesses
-from engine.processors import READ_AT_HEADER
-from pipelines import topics
-from pipelines.enrichment import enrich
-from pipelines.fee_config import load_fee_config
-from pipelines.fee_model import detect_alerts
-from pipelines.messages.validation import parse_raw_update
-from pipelines.rules_config import load_rules_config
-from pipelines.topics import ARBITRAGE_ALERTS, PRODUCTS_ENRICHED, RAW_UPDATES
-from resources.settings import Settings
 
 BENCHMARK = "latency"
 DEFAULT_RATE = 5.0

@@ -29,6 +29,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from arbitrage.cli.reset import delete_groups
+from arbitrage.domain import topics
+from arbitrage.domain.stage_specs import ENRICHMENT
+from arbitrage.domain.topics import RAW_UPDATES
 from bench import data
 from bench.common import (
     Row,
@@ -42,10 +46,6 @@ from bench.common import (
     reset_pipeline,
     unique_group,
 )
-from cli.reset import delete_groups
-from pipelines import topics
-from pipelines.stage_specs import ENRICHMENT
-from pipelines.topics import RAW_UPDATES
 
 BENCHMARK = "memory"
 DEFAULT_N = 100_000
@@ -69,10 +69,10 @@ def child(group: str, limits: dict[int, int], batch_size: int) -> int:
     """In the subprocess: one enrichment run; prints its stats and peak RSS as JSON."""
     import logging
 
-    from engine.ranges import PartitionRange, plan_ranges
-    from engine.runner import StageRunner
-    from pipelines.fee_config import load_fee_config
-    from resources.settings import Settings
+    from arbitrage.domain.fee_config import load_fee_config
+    from arbitrage.engine.ranges import PartitionRange, plan_ranges
+    from arbitrage.engine.runner import StageRunner
+    from arbitrage.settings import Settings
 
     kafka = Settings.from_env().kafka()
     es = Settings.from_env().elasticsearch(request_timeout_s=120.0)

@@ -1,7 +1,7 @@
 """Dagster as it runs in production, on one machine: the code location's gRPC server,
-`dagster-webserver` (behind the Host/Origin guard of web/guard.py, `python -m web.dagster_ui`)
-and `dagster-daemon run`, three supervised processes (devservices.supervisor) with a log each in
-DAGSTER_HOME, always stopped.
+`dagster-webserver` (behind the Host/Origin guard of arbitrage/web/guard.py, `python -m
+pipelines.webserver`) and `dagster-daemon run`, three supervised processes (devservices.supervisor)
+with a log each in DAGSTER_HOME, always stopped.
 
 Shared by `make demo`, the latency benchmark and the end-to-end tests.
 """
@@ -30,7 +30,7 @@ LOCATION = "arbitrage"
 DEFINITIONS_MODULE = "pipelines.definitions"
 CODE_SERVER_MODULE = "pipelines.code_server"
 # dagster-webserver behind the Host/Origin guard, in one process (docs/decisions.md, 41).
-WEBSERVER_MODULE = "web.dagster_ui"
+WEBSERVER_MODULE = "pipelines.webserver"
 CODE_SERVER = "code server"
 WEBSERVER = "webserver"
 DAEMON = "daemon"

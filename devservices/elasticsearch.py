@@ -53,7 +53,8 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def es_role(account_key: str) -> str:
-    """The file-realm role of an account of pipelines/access.py (``arbitrage_enrichment``)."""
+    """The file-realm role of an account of arbitrage/domain/access.py
+    (``arbitrage_enrichment``)."""
     return f"arbitrage_{account_key}"
 
 
@@ -197,9 +198,9 @@ class Elasticsearch(Service):
         return "\n".join(lines) + "\n"
 
     def roles_yml(self) -> str:
-        """A role per account of the pipeline (pipelines/access.py: its cluster privileges and
-        its index privileges), and one without index privileges for the unprivileged user."""
-        from pipelines.access import local_accounts
+        """A role per account of the pipeline (arbitrage/domain/access.py: its cluster privileges
+        and its index privileges), and one without index privileges for the unprivileged user."""
+        from arbitrage.domain.access import local_accounts
 
         # Block YAML by hand: the file realm reads each top-level line as a role's start, so
         # JSON's closing brace at column 0 would be taken for a role.
@@ -240,7 +241,7 @@ class Elasticsearch(Service):
 
     def file_realm_users(self) -> dict[str, tuple[str, str]]:
         """User name → (password, role) of every file-realm user."""
-        from pipelines.access import local_accounts
+        from arbitrage.domain.access import local_accounts
 
         creds = secure.credentials(self.settings)
         users = {secure.ES_ADMIN: (creds["es_admin"], "superuser")}

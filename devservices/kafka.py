@@ -327,14 +327,15 @@ class Kafka(Service):
 
     def admin_config(self) -> dict[str, Any]:
         """How devservices itself talks to the broker: anonymously on PLAINTEXT, or in secure
-        mode as the super user over SASL_SSL (the config built by resources/kafka_security.py)."""
+        mode as the super user over SASL_SSL (the config built by
+        arbitrage/clients/kafka_security.py)."""
         config: dict[str, Any] = {
             "bootstrap.servers": f"{self.settings.host}:{self.port}",
             "socket.connection.setup.timeout.ms": 2000,
             "logger": _quiet,
         }
         if self.settings.secure:
-            from resources.kafka_security import KafkaSecurity
+            from arbitrage.clients.kafka_security import KafkaSecurity
 
             security = KafkaSecurity(
                 protocol="SASL_SSL",
@@ -440,7 +441,7 @@ def set_scram_users(admin: Any, users: dict[str, str]) -> None:
 
 
 def acl_bindings() -> list[Any]:
-    """Every local account's grants (pipelines/access.py) as Kafka ACL bindings."""
+    """Every local account's grants (arbitrage/domain/access.py) as Kafka ACL bindings."""
     from confluent_kafka.admin import (
         AclBinding,
         AclOperation,
@@ -449,7 +450,7 @@ def acl_bindings() -> list[Any]:
         ResourceType,
     )
 
-    from pipelines.access import local_accounts
+    from arbitrage.domain.access import local_accounts
 
     kinds = {
         "topic": ResourceType.TOPIC,
@@ -480,7 +481,7 @@ def acl_bindings() -> list[Any]:
 
 
 def grant_pipeline_acls(admin: Any) -> None:
-    """Each account exactly its grants (pipelines/access.py), and drop any ALLOW binding of
+    """Each account exactly its grants (arbitrage/domain/access.py), and drop any ALLOW binding of
     those accounts that is not one of them (left by an older devservices, e.g. ALL on every
     topic). Creating an existing ACL is a no-op, so this runs on every `up`."""
     from confluent_kafka.admin import (

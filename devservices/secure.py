@@ -25,7 +25,7 @@ from devservices.settings import Settings
 # ``controller`` authenticates the broker to its controller listener (SASL/PLAIN on loopback).
 KAFKA_ADMIN = "admin"
 KAFKA_CONTROLLER = "controller"
-# The pipeline's accounts (pipelines/access.py): the operator (``arbitrage``, the one
+# The pipeline's accounts (arbitrage/domain/access.py): the operator (``arbitrage``, the one
 # client.env names without a suffix), provisioning, and one per stage; each has a password per
 # service, ``kafka_<key>`` and ``es_<key>`` (the operator's keep their first name, ``pipeline``).
 PIPELINE_USER = "arbitrage"
@@ -35,7 +35,7 @@ CERT_DAYS = 825
 
 
 def _pipeline_keys() -> tuple[str, ...]:
-    from pipelines.access import PROVISION, runtime_account_keys
+    from arbitrage.domain.access import PROVISION, runtime_account_keys
 
     return ("pipeline", PROVISION, *runtime_account_keys())
 
@@ -43,7 +43,7 @@ def _pipeline_keys() -> tuple[str, ...]:
 def password_key(service: str, account_key: str) -> str:
     """``("kafka", "operator")`` → ``"kafka_pipeline"``; ``("es", "enrichment")`` →
     ``"es_enrichment"``."""
-    from pipelines.access import OPERATOR
+    from arbitrage.domain.access import OPERATOR
 
     return f"{service}_{'pipeline' if account_key == OPERATOR else account_key}"
 
@@ -188,7 +188,7 @@ def client_env_path(settings: Settings) -> Path:
 def kafka_users(settings: Settings) -> dict[str, str]:
     """Every SCRAM account but the super user (set when the storage is formatted): the
     pipeline's accounts and the unprivileged one, user name → password."""
-    from pipelines.access import local_accounts
+    from arbitrage.domain.access import local_accounts
 
     creds = credentials(settings)
     users = {a.user: creds[password_key("kafka", a.key)] for a in local_accounts() if a.kafka}
@@ -198,9 +198,9 @@ def kafka_users(settings: Settings) -> dict[str, str]:
 
 def client_env(settings: Settings) -> dict[str, str]:
     """What a client of the secured services needs: the operator's account as the shared one,
-    and each job's own account under its suffix (resources/accounts.py)."""
-    from pipelines.access import local_accounts
-    from resources.accounts import account_variable
+    and each job's own account under its suffix (arbitrage/clients/accounts.py)."""
+    from arbitrage.clients.accounts import account_variable
+    from arbitrage.domain.access import local_accounts
 
     creds = credentials(settings)
     ca = str(pki(settings).ca_cert)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from arbitrage.domain.stage_specs import STAGES
+from arbitrage.engine.faults import FaultInjector
+from arbitrage.engine.runner import Following
+from arbitrage.settings import Settings
 from assets.checks import build_pipeline_checks
 from assets.digest import build_digest_schedule, daily_digest, daily_digest_job
 from assets.keepa_pull import (
@@ -19,27 +23,14 @@ from assets.keepa_pull import (
 )
 from assets.sensors import build_stage_sensor
 from assets.stage_assets import build_stage_assets, build_stage_job
-from engine.faults import FaultInjector
-from engine.runner import Following
-from pipelines.stage_specs import STAGES
-from resources.keepa import KeepaResource
-from resources.settings import KEEPA_KEY_ENV, Settings
+from resources.elasticsearch import elasticsearch_resource
+from resources.fees import fee_model_resource
+from resources.kafka import kafka_resource
+from resources.keepa import keepa_resource
+from resources.notify import notifications_resource
 
 # How long past ARBITRAGE_RUN_MAX_S a following run may take before run monitoring cancels it.
 RUN_MAX_GRACE_S = 300
-
-
-def keepa_resource(settings: Settings) -> KeepaResource:
-    return KeepaResource(
-        source=settings.keepa_source,
-        # Resolved by Dagster when a run starts; the UI shows the variable's name, not its value.
-        api_key=dg.EnvVar(KEEPA_KEY_ENV) if settings.keepa_api_key_set else None,
-        base_url=settings.keepa_api_url,
-        markets=settings.keepa_markets,
-        asins_file=str(settings.keepa_asins_file),
-        sample_path=str(settings.keepa_sample_file),
-        history_days=settings.keepa_history_days,
-    )
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -91,10 +82,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=sensors,
         resources={
             "keepa": keepa_resource(settings),
-            "kafka": settings.kafka(),
-            "elasticsearch": settings.elasticsearch(),
-            "fee_model": settings.fee_model(),
-            "notifications": settings.notifications(),
+            "kafka": kafka_resource(settings),
+            "elasticsearch": elasticsearch_resource(settings),
+            "fee_model": fee_model_resource(settings),
+            "notifications": notifications_resource(settings),
         },
         # Every job here is one step (or a few quick checks): running it in the run's own
         # process saves a subprocess start per run, seconds that count against the

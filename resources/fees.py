@@ -6,8 +6,9 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from pipelines.fee_config import DEFAULT_FEES_FILE, FeeConfig, load_fee_config
-from pipelines.rules_config import DEFAULT_RULES_FILE, RulesConfig, load_rules_config
+from arbitrage.domain.fee_config import DEFAULT_FEES_FILE, FeeConfig, load_fee_config
+from arbitrage.domain.rules_config import DEFAULT_RULES_FILE, RulesConfig, load_rules_config
+from arbitrage.settings import Settings
 from resources.run_config import refuse_changed_fields
 
 # Which fees and rules apply: from the environment only (a run config naming
@@ -36,10 +37,7 @@ class FeeModelResource(dg.ConfigurableResource):
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # Settings builds this resource, so it is imported here, when a run starts.
-        from resources.settings import Settings
-
-        expected = Settings.from_env().fee_model()
+        expected = fee_model_resource(Settings.from_env())
         refuse_changed_fields("fee_model", self, expected, ENVIRONMENT_FIELDS)
 
     def load(self) -> FeeConfig:
@@ -47,3 +45,7 @@ class FeeModelResource(dg.ConfigurableResource):
 
     def load_rules(self) -> RulesConfig:
         return load_rules_config(self.rules_file)
+
+
+def fee_model_resource(settings: Settings) -> FeeModelResource:
+    return FeeModelResource(fees_file=str(settings.fees_file), rules_file=str(settings.rules_file))

@@ -9,17 +9,17 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from pipelines.keepa_parsing import read_asin_list
-from pipelines.markets import DEFAULT_MARKETS, parse_market_list
-from pipelines.redaction import redact_url
-from resources.keepa_sources import (
+from arbitrage.clients.keepa_sources import (
     KeepaError,
     KeepaHttpClient,
     KeepaSampleSource,
     KeepaSource,
 )
+from arbitrage.domain.keepa_parsing import read_asin_list
+from arbitrage.domain.markets import DEFAULT_MARKETS, parse_market_list
+from arbitrage.domain.redaction import redact_url
+from arbitrage.settings import DATA_DIR, KEEPA_KEY_ENV, REPO_ROOT, Settings
 from resources.run_config import RunConfigRefusedError, resolved
-from resources.settings import DATA_DIR, KEEPA_KEY_ENV, REPO_ROOT, Settings
 
 
 def allowed_file(chosen: str | None, from_env: Path, field: str, env_name: str) -> Path:
@@ -46,7 +46,7 @@ class KeepaResource(dg.ConfigurableResource):
     """Where product data comes from: Keepa's HTTP API or the bundled sample (KEEPA_SOURCE).
 
     Both go through the same parsing. The API key is wired as ``dg.EnvVar("KEEPA_API_KEY")``
-    in pipelines/definitions.py: Dagster resolves it when a run starts and shows only the
+    in ``keepa_resource`` below: Dagster resolves it when a run starts and shows only the
     variable's name; it is kept out of ``repr`` and scrubbed from every log line and error.
 
     Run config cannot redirect the key or read files (docs/design.md, Settings): ``base_url``
@@ -179,3 +179,16 @@ class KeepaResource(dg.ConfigurableResource):
             max_wait_s=self.max_wait_s,
             logger=logger,
         )
+
+
+def keepa_resource(settings: Settings) -> KeepaResource:
+    return KeepaResource(
+        source=settings.keepa_source,
+        # Resolved by Dagster when a run starts; the UI shows the variable's name, not its value.
+        api_key=dg.EnvVar(KEEPA_KEY_ENV) if settings.keepa_api_key_set else None,
+        base_url=settings.keepa_api_url,
+        markets=settings.keepa_markets,
+        asins_file=str(settings.keepa_asins_file),
+        sample_path=str(settings.keepa_sample_file),
+        history_days=settings.keepa_history_days,
+    )

@@ -3,7 +3,7 @@
 Starts Dagster the way it runs in production — the code location's gRPC server, the webserver and
 the daemon, three processes supervised by devservices.supervisor (a process that dies is restarted,
 and a line says so), and beside them the opportunities page (`arbitrage web`, ARBITRAGE_WEB_PORT,
-web/) — with a project-local DAGSTER_HOME and the schedule and sensors on, launches
+arbitrage/web/) — with a project-local DAGSTER_HOME and the schedule and sensors on, launches
 one Keepa pull, waits while the sensors carry it through enrichment and
 arbitrage (printing the lag of each stage), then prints the alerts with their signals, the routes
 the rules (ARBITRAGE_RULES_FILE) filtered out per reason, read from the arbitrage runs' metadata,
@@ -27,8 +27,13 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
+from arbitrage.cli.main import alerts_table  # noqa: E402
+from arbitrage.clients.kafka import KafkaClient  # noqa: E402
+from arbitrage.domain import topics  # noqa: E402
+from arbitrage.domain.stage_specs import ARBITRAGE, ENRICHMENT, NOTIFICATIONS  # noqa: E402
+from arbitrage.engine.processors import FILTERED_PREFIX  # noqa: E402
+from arbitrage.settings import Settings  # noqa: E402
 from assets.keys import topic_asset_key  # noqa: E402
-from cli.main import alerts_table  # noqa: E402
 from devservices.dagster_instance import workspace_env  # noqa: E402
 from devservices.dagster_processes import (  # noqa: E402
     CODE_SERVER,
@@ -40,11 +45,6 @@ from devservices.dagster_processes import (  # noqa: E402
 from devservices.errors import DevServicesError  # noqa: E402
 from devservices.process import port_open  # noqa: E402
 from devservices.supervisor import Event  # noqa: E402
-from engine.processors import FILTERED_PREFIX  # noqa: E402
-from pipelines import topics  # noqa: E402
-from pipelines.stage_specs import ARBITRAGE, ENRICHMENT, NOTIFICATIONS  # noqa: E402
-from resources.kafka import KafkaResource  # noqa: E402
-from resources.settings import Settings  # noqa: E402
 
 PORT = int(os.environ.get("DAGSTER_PORT", "3000"))
 UI = f"http://127.0.0.1:{PORT}"
@@ -60,11 +60,11 @@ def report_event(event: Event) -> None:
     say(f"!! {time.strftime('%H:%M:%S')} {event.describe()}")
 
 
-def total_lag(kafka: KafkaResource, group: str, topic: str) -> int:
+def total_lag(kafka: KafkaClient, group: str, topic: str) -> int:
     return sum(lag.lag for lag in kafka.lag(group, topic))
 
 
-def wait_for_pipeline(kafka: KafkaResource, pull_done: Callable[[], bool]) -> None:
+def wait_for_pipeline(kafka: KafkaClient, pull_done: Callable[[], bool]) -> None:
     """Until the pull has finished and every stage has caught up with it (the notifications
     stage too: with config/notifications.toml it reads the alerts and delivers to nobody)."""
     started = time.monotonic()

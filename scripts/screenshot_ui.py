@@ -78,11 +78,11 @@ def opportunities_page(source: str) -> Iterator[str]:
 
     import dagster as dg
 
-    from pipelines import topics
-    from resources.settings import Settings
+    from arbitrage.domain import topics
+    from arbitrage.settings import Settings
+    from arbitrage.web.app import create_app
+    from arbitrage.web.server import serving
     from tests.definitions import SAMPLE_DEFS
-    from web.app import create_app
-    from web.server import serving
 
     if not topics.NAMESPACE:
         raise UIError("--opportunities sample writes indices: set ARBITRAGE_NAMESPACE (e.g. shots)")

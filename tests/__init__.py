@@ -3,7 +3,8 @@ every test and every process it starts (Dagster, the demo) inherit."""
 
 import os
 
-# Tests work in their own namespace (pipelines/topics.py), one per parallel worker, so they never
+# Tests work in their own namespace (arbitrage/domain/topics.py), one per parallel worker, so they
+# never
 # reset or consume a running pipeline's topics, groups or indices, nor each other's.
 # Workers inherit the environment of the process that started them, so the base is kept in a
 # variable of its own and each worker adds its id to it.

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from cli.reset import reset_pipeline
-from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
-from resources.kafka import KafkaResource, KafkaUnavailableError
-from resources.settings import Settings
+from arbitrage.cli.reset import reset_pipeline
+from arbitrage.clients.elasticsearch import ElasticsearchClient, ElasticsearchUnavailableError
+from arbitrage.clients.kafka import KafkaClient, KafkaUnavailableError
+from arbitrage.settings import Settings
 from tests.faults.audit import AUDIT_LINES
 
 SECURE = os.environ.get("ARBITRAGE_SECURE", "").strip().lower() in {"1", "on", "true", "yes"}
@@ -79,7 +79,7 @@ START_HINT = "Start them with `make services-up` (or run the whole suite with `m
 
 
 @pytest.fixture(scope="session")
-def kafka() -> KafkaResource:
+def kafka() -> KafkaClient:
     resource = Settings.from_env().kafka(timeout_s=5.0)
     try:
         resource.check_reachable()
@@ -92,7 +92,7 @@ def kafka() -> KafkaResource:
 
 
 @pytest.fixture(scope="session")
-def es() -> ElasticsearchResource:
+def es() -> ElasticsearchClient:
     resource = Settings.from_env().elasticsearch()
     try:
         resource.health()
@@ -105,7 +105,7 @@ def es() -> ElasticsearchResource:
 
 
 @pytest.fixture
-def clean_pipeline(kafka: KafkaResource, es: ElasticsearchResource) -> Iterator[None]:
+def clean_pipeline(kafka: KafkaClient, es: ElasticsearchClient) -> Iterator[None]:
     """Empty pipeline topics, consumer groups and indices, so a test sees only its own data."""
     reset_pipeline(kafka, es, allow_anywhere=Settings.from_env().allow_reset_anywhere)
     yield

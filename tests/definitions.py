@@ -3,7 +3,7 @@ the bundled sample (the tests' input), whatever KEEPA_SOURCE says."""
 
 from dataclasses import replace
 
+from arbitrage.settings import Settings
 from pipelines.definitions import build_definitions
-from resources.settings import Settings
 
 SAMPLE_DEFS = build_definitions(replace(Settings.from_env(), keepa_source="sample"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pipelines.enrichment import enrich
-from pipelines.fee_config import FeeConfig
-from pipelines.markets import MARKETPLACES
-from pipelines.messages.types import EnrichedProduct, RawUpdate
-from pipelines.messages.validation import validate_raw_update
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.fee_config import FeeConfig
+from arbitrage.domain.markets import MARKETPLACES
+from arbitrage.domain.messages.types import EnrichedProduct, RawUpdate
+from arbitrage.domain.messages.validation import validate_raw_update
 
 
 def offer(market: str, **fields: Any) -> dict[str, Any]:

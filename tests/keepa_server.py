@@ -24,10 +24,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pipelines.keepa_history import KEEPA_EPOCH_OFFSET_MINUTES
-from pipelines.keepa_parsing import MAX_ASINS_PER_REQUEST, product_token_cost
-from pipelines.keepa_signals import CSV_BUY_BOX_SHIPPING
-from pipelines.markets import MARKET_BY_DOMAIN_ID, MARKETPLACES
+from arbitrage.domain.keepa_history import KEEPA_EPOCH_OFFSET_MINUTES
+from arbitrage.domain.keepa_parsing import MAX_ASINS_PER_REQUEST, product_token_cost
+from arbitrage.domain.keepa_signals import CSV_BUY_BOX_SHIPPING
+from arbitrage.domain.markets import MARKET_BY_DOMAIN_ID, MARKETPLACES
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.keepa_parsing import (
+from arbitrage.domain.keepa_parsing import (
     MAX_ASINS_PER_REQUEST,
     product_token_cost,
     utc_to_keepa_minutes,
 )
-from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
-from pipelines.messages.timestamps import format_utc, parse_utc
+from arbitrage.domain.markets import DEFAULT_MARKETS, MARKETPLACES
+from arbitrage.domain.messages.timestamps import format_utc, parse_utc
 from tools.sample_catalog import (
     ADJECTIVES,
     BRANDS,

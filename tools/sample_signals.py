@@ -23,13 +23,13 @@ import random
 from functools import lru_cache
 from typing import Any
 
-from pipelines.keepa_signals import (
+from arbitrage.domain.keepa_signals import (
     AMAZON_SELLER_IDS,
     CSV_AMAZON,
     CSV_BUY_BOX_SHIPPING,
     CSV_NEW,
 )
-from pipelines.markets import MARKETPLACES
+from arbitrage.domain.markets import MARKETPLACES
 from tools.sample_catalog import EUR_PER_GBP, SignalArchetypeRates
 
 CSV_SALES = 3

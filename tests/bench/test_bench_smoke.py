@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
 from bench import data, enrichment, fee_model, keepa_pull, latency, memory
 from bench.__main__ import main as bench_main
 from bench.common import Row, Services, markdown_table
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
 
 # The benchmarks' smoke runs take half a minute: make test-slow (CI runs it).
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,7 +30,7 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture
-def services(kafka: KafkaResource, es: ElasticsearchResource, clean_pipeline: None) -> Services:
+def services(kafka: KafkaClient, es: ElasticsearchClient, clean_pipeline: None) -> Services:
     return Services(kafka, es)
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import dagster as dg
 from confluent_kafka import KafkaError, Message, Producer
 
+from arbitrage.clients.kafka import KafkaClient
 from pipelines.definitions import defs
-from resources.kafka import KafkaResource
 from tests.factories import offer, raw_update, steady_signals
 
 
@@ -41,7 +41,7 @@ def opportunity(asin: str, at: datetime) -> dict[str, Any]:
 
 
 def produce_at(
-    kafka: KafkaResource, topic: str, items: list[tuple[str, bytes, int, datetime | None]]
+    kafka: KafkaClient, topic: str, items: list[tuple[str, bytes, int, datetime | None]]
 ) -> None:
     """Produce (key, value, partition, Kafka timestamp or None for now); every delivery checked."""
     failures: list[str] = []
@@ -61,7 +61,7 @@ def produce_at(
 
 
 def produce_updates(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     topic: str,
     updates: list[dict[str, Any]],
     partitions: list[int],

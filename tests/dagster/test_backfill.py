@@ -6,13 +6,13 @@ import json
 import dagster as dg
 import pytest
 
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.stage_specs import ARBITRAGE, ENRICHMENT
 from assets.stage_assets import stage_op_name
-from pipelines import topics
 from pipelines.definitions import defs
-from pipelines.fee_config import load_fee_config
-from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
 from tests.dagster.helpers import (
     hours_ago,
     materializations,
@@ -44,16 +44,16 @@ def run(
     return result
 
 
-def committed(kafka: KafkaResource, group: str, topic: str) -> dict[int, int | None]:
+def committed(kafka: KafkaClient, group: str, topic: str) -> dict[int, int | None]:
     return kafka.committed_offsets(group, topic)
 
 
-def end_offsets(kafka: KafkaResource, topic: str) -> dict[int, int]:
+def end_offsets(kafka: KafkaClient, topic: str) -> dict[int, int]:
     return {p: high for p, (_, high) in kafka.watermarks(topic).items()}
 
 
 def test_replaying_an_hour_of_raw_updates_reads_exactly_that_window(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     early, late = hours_ago(3), hours_ago(2)
     # Two messages per partition in each hour, oldest first (Kafka timestamps rise per partition).
@@ -112,7 +112,7 @@ def test_replaying_an_hour_of_raw_updates_reads_exactly_that_window(
 
 
 def test_replaying_enriched_products_by_hour_and_by_range(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     config = load_fee_config()
     early, late = hours_ago(4), hours_ago(3)

@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
 from assets.keys import (
     ARBITRAGE_ALERTS_DLQ_KEY,
     ARBITRAGE_ALERTS_KEY,
@@ -13,9 +15,7 @@ from assets.keys import (
     RAW_UPDATES_DLQ_KEY,
     RAW_UPDATES_KEY,
 )
-from pipelines import topics
 from pipelines.definitions import defs
-from resources.kafka import KafkaResource
 from tests.dagster.helpers import opportunity, produce_at, produce_updates, temp_instance
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
@@ -51,7 +51,7 @@ def run_checks(
     return evaluations
 
 
-def test_checks_on_lag_dlq_growth_and_freshness(kafka: KafkaResource) -> None:
+def test_checks_on_lag_dlq_growth_and_freshness(kafka: KafkaClient) -> None:
     stale = datetime.now(UTC) - timedelta(hours=3)
     produce_updates(kafka, topics.RAW_UPDATES, [opportunity("B0CK000000", stale)], [0], [stale])
 

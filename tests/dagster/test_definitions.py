@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from arbitrage.settings import Settings
 from assets import checks
 from assets.keys import (
     ARBITRAGE_ALERTS_DLQ_KEY,
@@ -22,7 +23,6 @@ from assets.keys import (
 )
 from assets.stage_assets import PARTITION_TAG
 from pipelines.definitions import build_definitions, defs
-from resources.settings import Settings
 
 DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 

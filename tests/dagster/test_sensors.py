@@ -7,21 +7,22 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.sensor_decisions import SensorCursor
+from arbitrage.domain.stage_specs import ENRICHMENT
+from arbitrage.settings import Settings
 from assets.keys import RAW_UPDATES_KEY
 from assets.sensors import build_stage_sensor
 from assets.stage_assets import PARTITION_TAG, STAGE_TAG, build_stage_assets, build_stage_job
-from pipelines import topics
 from pipelines.definitions import RUN_MAX_GRACE_S, defs
-from pipelines.sensor_decisions import SensorCursor
-from pipelines.stage_specs import ENRICHMENT
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.settings import Settings
+from resources.kafka import kafka_resource
 from tests.dagster.helpers import execute_request, opportunity, produce_updates, temp_instance
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
 
-UNREACHABLE_ES = ElasticsearchResource(url="http://127.0.0.1:9", max_retries=1)
+UNREACHABLE_ES = ElasticsearchClient(url="http://127.0.0.1:9", max_retries=1)
 
 
 def enrichment_sensor(name: str, **policy: float) -> dg.SensorDefinition:
@@ -42,10 +43,12 @@ def enrichment_sensor(name: str, **policy: float) -> dg.SensorDefinition:
 def tick(
     sensor: dg.SensorDefinition,
     instance: dg.DagsterInstance,
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     cursor: str | None = None,
 ) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, resources={"kafka": kafka}, cursor=cursor)
+    context = dg.build_sensor_context(
+        instance=instance, resources={"kafka": kafka_resource(Settings.from_env())}, cursor=cursor
+    )
     result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
@@ -63,7 +66,7 @@ def ranges(result: dg.SensorResult, op: str = "enrichment_stage") -> dict[int, t
     return found
 
 
-def produce_raw(kafka: KafkaResource, per_partition: dict[int, int], prefix: str) -> None:
+def produce_raw(kafka: KafkaClient, per_partition: dict[int, int], prefix: str) -> None:
     updates, partitions = [], []
     for partition, count in per_partition.items():
         for n in range(count):
@@ -73,7 +76,7 @@ def produce_raw(kafka: KafkaResource, per_partition: dict[int, int], prefix: str
 
 
 def test_sensor_requests_one_bounded_range_per_lagging_partition(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     produce_raw(kafka, {0: 5, 1: 3}, "SA")
     sensor = defs.resolve_sensor_def("enrichment_sensor")
@@ -122,7 +125,7 @@ def test_sensor_requests_one_bounded_range_per_lagging_partition(
         assert es.count(topics.ALERTS_INDEX) == 8
 
 
-def test_a_run_in_flight_blocks_a_new_request_for_its_partition(kafka: KafkaResource) -> None:
+def test_a_run_in_flight_blocks_a_new_request_for_its_partition(kafka: KafkaClient) -> None:
     produce_raw(kafka, {0: 2, 1: 2}, "SC")
     sensor = defs.resolve_sensor_def("enrichment_sensor")
     job = defs.resolve_job_def("enrichment")
@@ -140,7 +143,7 @@ def test_a_run_in_flight_blocks_a_new_request_for_its_partition(kafka: KafkaReso
         assert not blocked.run_requests and "draining" in skipped(blocked)
 
 
-def test_a_failed_range_is_requested_again_after_a_growing_backoff(kafka: KafkaResource) -> None:
+def test_a_failed_range_is_requested_again_after_a_growing_backoff(kafka: KafkaClient) -> None:
     produce_raw(kafka, {2: 3}, "SD")
     sensor = enrichment_sensor("retrying", backoff_base_s=1.0, backoff_cap_s=30.0)
     with temp_instance() as instance:
@@ -185,7 +188,7 @@ def test_a_failed_range_is_requested_again_after_a_growing_backoff(kafka: KafkaR
 
 
 def test_downstream_runs_start_on_the_upstream_tick_unless_the_upstream_keeps_failing(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
 ) -> None:
     """Raw updates waiting for enrichment: the arbitrage sensor starts its runs on the same
     tick as enrichment's (both run starts overlap), but not while enrichment's newest run has

@@ -20,21 +20,21 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.keepa_parsing import merge_market_products
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.validation import validate_raw_update
+from arbitrage.domain.rules_config import load_rules_config
+from arbitrage.domain.stage_specs import ARBITRAGE, ENRICHMENT
+from arbitrage.domain.transforms import opportunity_events
+from arbitrage.settings import Settings
 from assets.sensors import DEFAULT_BACKOFF_BASE_S
 from assets.stage_assets import PARTITION_TAG, STAGE_TAG
 from devservices.dagster_processes import TERMINATE_MUTATION
-from pipelines import topics
-from pipelines.enrichment import enrich
-from pipelines.fee_config import load_fee_config
-from pipelines.keepa_parsing import merge_market_products
-from pipelines.messages.codec import encode
-from pipelines.messages.validation import validate_raw_update
-from pipelines.rules_config import load_rules_config
-from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
-from pipelines.transforms import opportunity_events
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.settings import Settings
 from tests.definitions import SAMPLE_DEFS
 from tests.e2e.dagster_api import Dagster, Run, StartDagster
 from tests.factories import strip_time
@@ -81,7 +81,7 @@ def expected_alerts(raw_values: Iterable[bytes]) -> dict[str, dict[str, Any]]:
 
 
 def assert_every_alert_once(
-    kafka: KafkaResource, es: ElasticsearchResource, raw: list[ReadMessage]
+    kafka: KafkaClient, es: ElasticsearchClient, raw: list[ReadMessage]
 ) -> dict[str, dict[str, Any]]:
     """Every event the domain functions make of ``raw``, once, on arbitrage.alerts, and each
     opportunity's state in the alerts index (and more than 50 of them); returns them by id."""
@@ -96,7 +96,7 @@ def assert_every_alert_once(
     return expected
 
 
-def lag_summary(kafka: KafkaResource) -> str:
+def lag_summary(kafka: KafkaClient) -> str:
     parts = []
     for _, _, group, topic in STAGES.values():
         lags = kafka.lag(group, topic)
@@ -117,7 +117,7 @@ def runs_summary(runs: list[Run]) -> str:
 
 def wait_until_settled(
     dev: Dagster,
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     deadline: float,
     allowed_failures: frozenset[str] = frozenset(),
 ) -> list[Run]:
@@ -178,14 +178,14 @@ def ranges_by_partition(runs: list[Run], sensor: str) -> dict[int, list[tuple[in
     return {p: sorted(spans) for p, spans in found.items()}
 
 
-def assert_committed_equals_high_watermark(kafka: KafkaResource) -> None:
+def assert_committed_equals_high_watermark(kafka: KafkaClient) -> None:
     for _, _, group, topic in STAGES.values():
         lags = kafka.lag(group, topic)
         assert all(x.committed == x.high_watermark for x in lags if x.high_watermark), lags
         assert sum(x.lag for x in lags) == 0, lags
 
 
-def dlq_sizes(kafka: KafkaResource) -> dict[str, int]:
+def dlq_sizes(kafka: KafkaClient) -> dict[str, int]:
     return {
         topic: sum(high - low for low, high in kafka.watermarks(topic).values())
         for topic in (topics.RAW_UPDATES_DLQ, topics.PRODUCTS_ENRICHED_DLQ)
@@ -204,8 +204,8 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: 
 
 
 def assert_the_pull_carried_through(
-    kafka: KafkaResource,
-    es: ElasticsearchResource,
+    kafka: KafkaClient,
+    es: ElasticsearchClient,
     runs: list[Run],
     max_runs_per_partition: int,
 ) -> dict[str, dict[str, Any]]:
@@ -273,8 +273,8 @@ def assert_sensors_running(dev: Dagster) -> None:
 # while the code server and the daemon are killed; this undisturbed case runs with the slow ones.
 @pytest.mark.slow
 def test_sensors_carry_a_pull_through_to_alerts(
-    kafka: KafkaResource,
-    es: ElasticsearchResource,
+    kafka: KafkaClient,
+    es: ElasticsearchClient,
     start_dagster: StartDagster,
 ) -> None:
     # Planned ranges of 60 records (the sample has ~170 per partition): a following run goes on
@@ -305,7 +305,7 @@ def test_sensors_carry_a_pull_through_to_alerts(
 
 @pytest.mark.faults
 def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
-    kafka: KafkaResource, es: ElasticsearchResource, start_dagster: StartDagster
+    kafka: KafkaClient, es: ElasticsearchClient, start_dagster: StartDagster
 ) -> None:
     # ~10 000 records per partition: one enrichment run per partition, two batches of 5 000
     # each, several seconds of work, so there is time to kill a run between its commits.
@@ -410,7 +410,7 @@ def test_a_killed_stage_run_is_retried_and_nothing_is_lost(
 
 @pytest.mark.faults
 def test_a_run_terminated_from_the_ui_commits_its_batch_and_the_sensor_goes_on(
-    kafka: KafkaResource, es: ElasticsearchResource, start_dagster: StartDagster
+    kafka: KafkaClient, es: ElasticsearchClient, start_dagster: StartDagster
 ) -> None:
     """What the UI's Terminate button does (the same GraphQL mutation): the run stops after the
     batch it is on has committed, ends CANCELED, and the sensor's next run takes over from the

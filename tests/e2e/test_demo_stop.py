@@ -22,6 +22,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
 from devservices.dagster_instance import fresh_storage, postgres_env
 from devservices.dagster_processes import (
     CODE_SERVER_MODULE,
@@ -30,8 +32,6 @@ from devservices.dagster_processes import (
     url_answers,
 )
 from devservices.process import port_open
-from pipelines import topics
-from resources.kafka import KafkaResource
 from tests.dagster.helpers import opportunity, produce_updates
 
 # Each case starts the whole demo: make test-slow (CI runs it).
@@ -224,7 +224,7 @@ def demo_runs(home: Path, storage: Mapping[str, str]) -> int:
 
 
 def test_make_demo_stopped_before_the_ui_is_up_ends_the_runs_the_daemon_launched(
-    tmp_path: Path, kafka: KafkaResource
+    tmp_path: Path, kafka: KafkaClient
 ) -> None:
     """Ctrl-C while the demo waits for the UI: the daemon may be launching runs already (lag
     from before the demo), and they must end as on any stop, not be killed mid-launch."""

@@ -10,10 +10,10 @@ import time
 import dagster as dg
 import pytest
 
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
 from devservices.dagster_processes import CODE_SERVER, DAEMON
 from devservices.supervisor import Exited, Restarted
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
 from tests.definitions import SAMPLE_DEFS
 from tests.e2e.dagster_api import Dagster, StartDagster
 from tests.e2e.test_daemon import (
@@ -83,8 +83,8 @@ def kill_and_await_restart(dev: Dagster, victim: str) -> tuple[float, Restarted]
 # minutes.
 @pytest.mark.timeout(480)
 def test_the_code_server_and_the_daemon_killed_mid_pipeline_come_back_and_every_alert_arrives(
-    kafka: KafkaResource,
-    es: ElasticsearchResource,
+    kafka: KafkaClient,
+    es: ElasticsearchClient,
     start_dagster: StartDagster,
 ) -> None:
     dev = start_dagster({MAX_RECORDS_ENV: "60"})  # ~3 runs per partition and stage

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.stage_specs import ENRICHMENT, StageSpec
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain.stage_specs import ENRICHMENT, StageSpec
 from tests.integration.kafka_io import ReadMessage, read_all
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,8 +115,8 @@ def keys_in(keys: set[str]) -> Callable[[ReadMessage], bool]:
 def audit_stage(
     case: str,
     spec: StageSpec,
-    kafka: KafkaResource,
-    es: ElasticsearchResource,
+    kafka: KafkaClient,
+    es: ElasticsearchClient,
     *,
     expected_outputs: dict[str, str],
     poison: Callable[[ReadMessage], bool],
@@ -164,8 +164,8 @@ def audit_stage(
 
 def audit_enrichment(
     case: str,
-    kafka: KafkaResource,
-    es: ElasticsearchResource,
+    kafka: KafkaClient,
+    es: ElasticsearchClient,
     asins: list[str],
     poison: Callable[[ReadMessage], bool] = lambda message: False,
 ) -> Audit:

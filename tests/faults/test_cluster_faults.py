@@ -21,13 +21,13 @@ import time
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.messages.codec import encode
 from devservices.kafka import Kafka
 from devservices.process import PidState
 from devservices.settings import Settings as DevSettings
-from pipelines import topics
-from pipelines.messages.codec import encode
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
 from tests.conftest import CLUSTER_BROKERS
 from tests.faults.audit import REPO, audit_enrichment, stage_process
 from tests.faults.test_service_faults import rerun_until_done, why_it_ended
@@ -41,7 +41,7 @@ RECORDS = 6000
 PARTITION = 1
 
 
-def leader_of(kafka: KafkaResource, topic: str, partition: int) -> int:
+def leader_of(kafka: KafkaClient, topic: str, partition: int) -> int:
     """Broker id of the partition's leader as the cluster's metadata has it now (-1: none)."""
     metadata = kafka.admin().list_topics(topic, timeout=10)
     return metadata.topics[topic].partitions[partition].leader
@@ -53,7 +53,7 @@ def node(broker_id: int) -> Kafka:
 
 
 def produce_to_partition(
-    kafka: KafkaResource, topic: str, partition: int, items: list[tuple[str, bytes]]
+    kafka: KafkaClient, topic: str, partition: int, items: list[tuple[str, bytes]]
 ) -> None:
     """Every record on one partition (keys would spread them over all three), each
     acknowledged by the in-sync replicas (acks=all)."""
@@ -75,7 +75,7 @@ def produce_to_partition(
     assert not failures, failures[:3]
 
 
-def under_replicated(kafka: KafkaResource) -> list[str]:
+def under_replicated(kafka: KafkaClient) -> list[str]:
     """Partitions of the pipeline's topics whose in-sync replicas are fewer than their
     replicas: a broker that has not caught up (or is down)."""
     metadata = kafka.admin().list_topics(timeout=10)
@@ -87,7 +87,7 @@ def under_replicated(kafka: KafkaResource) -> list[str]:
     ]
 
 
-def wait_until_in_sync(kafka: KafkaResource, timeout_s: float = 180.0) -> None:
+def wait_until_in_sync(kafka: KafkaClient, timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
     while (lagging := under_replicated(kafka)) and time.monotonic() < deadline:
         time.sleep(1)
@@ -97,7 +97,7 @@ def wait_until_in_sync(kafka: KafkaResource, timeout_s: float = 180.0) -> None:
 @pytest.mark.usefixtures("clean_pipeline")
 @pytest.mark.timeout(900)
 def test_leader_of_the_working_partition_killed_mid_run_and_restarted(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     brokers = kafka.broker_ids()
     assert len(brokers) >= CLUSTER_BROKERS, (

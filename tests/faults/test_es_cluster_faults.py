@@ -34,28 +34,28 @@ from pathlib import Path
 
 import pytest
 
-from cli.reset import reset_pipeline
+from arbitrage.cli.reset import reset_pipeline
+from arbitrage.clients.elasticsearch import BulkOp, ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.validation import validate_raw_update
+from arbitrage.domain.rules_config import load_rules_config
+from arbitrage.domain.transforms import opportunity_events
+from arbitrage.settings import Settings
+from arbitrage.web.app import create_app
+from arbitrage.web.server import serving
 from devservices import secure, service
 from devservices.elasticsearch import Elasticsearch as EsNode
 from devservices.elasticsearch import elasticsearch_nodes
 from devservices.settings import Settings as DevSettings
-from pipelines import topics
-from pipelines.enrichment import enrich
-from pipelines.fee_config import load_fee_config
-from pipelines.messages.codec import encode
-from pipelines.messages.validation import validate_raw_update
-from pipelines.rules_config import load_rules_config
-from pipelines.transforms import opportunity_events
-from resources.elasticsearch import BulkOp, ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.settings import Settings
 from tests.faults.audit import audit_enrichment, stage_process
 from tests.faults.test_service_faults import why_it_ended
 from tests.faults.test_two_runs import wait_for_first_commit
 from tests.integration.kafka_io import produce
 from tests.integration.test_stages import good_updates
-from web.app import create_app
-from web.server import serving
 
 # They kill nodes of the suite's cluster when it is one: alone, never beside a parallel worker.
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.exclusive]
@@ -70,7 +70,7 @@ PAGE_UPDATES = 12
 class Cluster:
     nodes: list[EsNode]
     # A new resource (its own client) on every call: the page and the test each get one.
-    resource: Callable[[], ElasticsearchResource]
+    resource: Callable[[], ElasticsearchClient]
     # Over the environment of the stage processes: where this cluster is, as whom.
     env: dict[str, str] = field(default_factory=dict)
 
@@ -142,12 +142,12 @@ def cluster() -> Iterator[Cluster]:
             "password": env.get("ELASTICSEARCH_PASSWORD"),
             "ca_certs": env.get("ELASTICSEARCH_CA_CERTS", ""),
         }
-        yield Cluster(nodes, lambda: ElasticsearchResource(**fields), env)
+        yield Cluster(nodes, lambda: ElasticsearchClient(**fields), env)
     finally:
         _stop_all(nodes)
 
 
-def wait_green(es: ElasticsearchResource, timeout_s: int = 300) -> float:
+def wait_green(es: ElasticsearchClient, timeout_s: int = 300) -> float:
     """Seconds until every primary and replica is assigned and started."""
     started = time.monotonic()
     health = es.client().options(ignore_status=408, request_timeout=timeout_s + 30)
@@ -156,12 +156,12 @@ def wait_green(es: ElasticsearchResource, timeout_s: int = 300) -> float:
     return time.monotonic() - started
 
 
-def replicas(es: ElasticsearchResource, index: str) -> int:
+def replicas(es: ElasticsearchClient, index: str) -> int:
     settings = es.client().indices.get_settings(index=index)[index]["settings"]["index"]
     return int(settings["number_of_replicas"])
 
 
-def seed_alerts(es: ElasticsearchResource) -> int:
+def seed_alerts(es: ElasticsearchClient) -> int:
     """Alert states as the arbitrage stage indexes them (the domain functions' events), for
     the page to serve; the number of open ones."""
     config = load_fee_config()
@@ -174,17 +174,17 @@ def seed_alerts(es: ElasticsearchResource) -> int:
     return len(ops)
 
 
-def primary_node(es: ElasticsearchResource, index: str) -> str:
+def primary_node(es: ElasticsearchClient, index: str) -> str:
     rows = es.client().cat.shards(index=index, format="json")
     return next(row["node"] for row in rows if row["prirep"] == "p" and row["state"] == "STARTED")
 
 
-def copy_nodes(es: ElasticsearchResource, index: str) -> list[str]:
+def copy_nodes(es: ElasticsearchClient, index: str) -> list[str]:
     rows = es.client().cat.shards(index=index, format="json")
     return [row["node"] for row in rows if row["state"] == "STARTED"]
 
 
-def master_node(es: ElasticsearchResource) -> str:
+def master_node(es: ElasticsearchClient) -> str:
     return str(es.client().cat.master(format="json")[0]["node"])
 
 
@@ -274,10 +274,10 @@ def freeze(node: EsNode) -> None:
 
 
 def break_a_node_mid_bulk(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     cluster: Cluster,
     case: str,
-    victim_of: Callable[[ElasticsearchResource], str],
+    victim_of: Callable[[ElasticsearchClient], str],
     fault: Fault,
 ) -> None:
     es = cluster.resource()
@@ -329,7 +329,7 @@ def break_a_node_mid_bulk(
     audit.assert_exactly_once()
 
 
-def a_data_node(es: ElasticsearchResource) -> str:
+def a_data_node(es: ElasticsearchClient) -> str:
     """A node with a copy of the products index that is not the elected master: the primary's
     when it can be, else the replica's."""
     master = master_node(es)
@@ -339,7 +339,7 @@ def a_data_node(es: ElasticsearchResource) -> str:
 
 
 @pytest.mark.timeout(1800)
-def test_a_data_node_killed_mid_bulk_and_restarted(kafka: KafkaResource, cluster: Cluster) -> None:
+def test_a_data_node_killed_mid_bulk_and_restarted(kafka: KafkaClient, cluster: Cluster) -> None:
     break_a_node_mid_bulk(
         kafka,
         cluster,
@@ -352,7 +352,7 @@ def test_a_data_node_killed_mid_bulk_and_restarted(kafka: KafkaResource, cluster
 
 @pytest.mark.timeout(1800)
 def test_the_elected_master_killed_mid_bulk_and_restarted(
-    kafka: KafkaResource, cluster: Cluster
+    kafka: KafkaClient, cluster: Cluster
 ) -> None:
     break_a_node_mid_bulk(
         kafka,
@@ -365,7 +365,7 @@ def test_the_elected_master_killed_mid_bulk_and_restarted(
 
 
 @pytest.mark.timeout(1800)
-def test_the_primary_node_frozen_30_s_mid_bulk(kafka: KafkaResource, cluster: Cluster) -> None:
+def test_the_primary_node_frozen_30_s_mid_bulk(kafka: KafkaClient, cluster: Cluster) -> None:
     break_a_node_mid_bulk(
         kafka,
         cluster,

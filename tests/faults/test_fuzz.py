@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines import topics
-from pipelines.stage_specs import ENRICHMENT
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.stage_specs import ENRICHMENT
 from tests.factories import raw_update
 from tests.faults.audit import audit_stage
 from tests.integration.kafka_io import ReadMessage, produce
@@ -84,9 +84,7 @@ def fuzzed(n: int, rng: random.Random) -> tuple[str | None, bytes, bool]:
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_fuzzed_records_never_stall_the_stage(
-    kafka: KafkaResource, es: ElasticsearchResource
-) -> None:
+def test_fuzzed_records_never_stall_the_stage(kafka: KafkaClient, es: ElasticsearchClient) -> None:
     rng = random.Random(20261128)
     good = good_updates(GOOD)
     items: list[tuple[str | None, bytes]] = [(u["asin"], json.dumps(u).encode()) for u in good]

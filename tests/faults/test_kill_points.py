@@ -1,5 +1,5 @@
-"""A stage run killed at each named point of a batch (engine/faults.py), then run again: every
-source record ends processed once or dead-lettered once, on every topic as read_committed,
+"""A stage run killed at each named point of a batch (arbitrage/engine/faults.py), then run again:
+every source record ends processed once or dead-lettered once, on every topic as read_committed,
 with no duplicate document and the committed offsets at the end of the log.
 
 The killed run is `dagster job execute` in its own process, exiting with ``os._exit`` at the
@@ -14,14 +14,14 @@ from collections import Counter
 
 import pytest
 
-from engine.faults import FAULT_POINTS
-from pipelines import topics
-from pipelines.enrichment import enrich
-from pipelines.messages.validation import validate_raw_update
-from pipelines.stage_specs import ARBITRAGE
-from pipelines.transforms import opportunity_events
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.messages.validation import validate_raw_update
+from arbitrage.domain.stage_specs import ARBITRAGE
+from arbitrage.domain.transforms import opportunity_events
+from arbitrage.engine.faults import FAULT_POINTS
 from tests.factories import offer, steady_signals, strip_time
 from tests.faults.audit import audit_enrichment, audit_stage, keys_in, run_stage_process
 from tests.integration.kafka_io import produce, read_all
@@ -80,7 +80,7 @@ def kill_then_rerun(stage: str, point: str) -> None:
 @pytest.mark.usefixtures("clean_pipeline")
 @pytest.mark.parametrize(("stage", "point"), cases())
 def test_killed_at_a_fault_point_then_rerun_is_exactly_once(
-    stage: str, point: str, kafka: KafkaResource, es: ElasticsearchResource
+    stage: str, point: str, kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     updates, items = raw_items()
     produce(kafka, topics.RAW_UPDATES, items)
@@ -134,7 +134,7 @@ def second_pull(first: list[dict]) -> list[dict]:
 @pytest.mark.faults
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_lifecycle_batch_killed_after_its_states_were_stored_publishes_each_event_once(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     """The states of a killed batch are in the index, its events never committed: the rerun
     builds on the states from before that batch (``base``) and publishes each event once."""

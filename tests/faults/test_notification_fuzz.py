@@ -19,12 +19,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines import topics
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.stage_specs import NOTIFICATIONS
+from arbitrage.settings import Settings
 from pipelines.definitions import build_definitions
-from pipelines.stage_specs import NOTIFICATIONS
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.settings import Settings
 from tests.faults.audit import Audit
 from tests.integration.kafka_io import produce, read_all
 from tests.integration.test_notifications import (
@@ -54,8 +54,8 @@ def hostile(n: int, rng: random.Random) -> tuple[str, bytes, str]:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_hostile_alerts_never_stall_the_notifications_stage(
-    kafka: KafkaResource,
-    es: ElasticsearchResource,
+    kafka: KafkaClient,
+    es: ElasticsearchClient,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -74,9 +74,9 @@ def test_hostile_alerts_never_stall_the_notifications_stage(
         path = tmp_path / "notifications.toml"
         path.write_text(FAST_RETRY + hook("hook", receiver.url))
         monkeypatch.setenv(SECRET_ENV, SECRET.decode())  # read when the run starts
-        defs = build_definitions(
-            replace(Settings.from_env(), keepa_source="sample", notifications_file=path)
-        )
+        # The settings file is the environment's alone: run config may not move it.
+        monkeypatch.setenv("ARBITRAGE_NOTIFICATIONS_FILE", str(path))
+        defs = build_definitions(replace(Settings.from_env(), keepa_source="sample"))
         # Most of every batch is hostile on purpose: let the reject-rate breaker through.
         config = {"batch_size": 1000, "max_reject_ratio": 0.95}
         result = defs.resolve_job_def("notifications").execute_in_process(

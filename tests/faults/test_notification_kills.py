@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import topics
-from pipelines.stage_specs import NOTIFICATIONS
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.stage_specs import NOTIFICATIONS
 from tests.faults.audit import AUDIT_LINES, run_stage_process
 from tests.integration.kafka_io import read_all
 from tests.integration.test_notifications import (
@@ -39,8 +39,8 @@ BATCH = 4
 @pytest.mark.parametrize("point", ["after_send_before_record", "before_commit"])
 def test_killed_mid_delivery_then_rerun_delivers_nothing_twice(
     point: str,
-    kafka: KafkaResource,
-    es: ElasticsearchResource,
+    kafka: KafkaClient,
+    es: ElasticsearchClient,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

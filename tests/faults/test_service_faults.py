@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 import pytest
 
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.messages.codec import encode
 from devservices.__main__ import SERVICES
 from devservices.settings import Settings as DevSettings
-from pipelines import topics
-from pipelines.messages.codec import encode
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
 from tests.faults.audit import REPO, audit_enrichment, stage_process
 from tests.faults.test_two_runs import wait_for_first_commit
 from tests.integration.kafka_io import produce
@@ -76,7 +76,7 @@ def rerun_until_done(attempts: int = 4) -> None:
 
 
 def break_mid_run(
-    kafka: KafkaResource, es: ElasticsearchResource, case: str, fault: Callable[[], None]
+    kafka: KafkaClient, es: ElasticsearchClient, case: str, fault: Callable[[], None]
 ) -> None:
     updates = good_updates(RECORDS)
     produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in updates])
@@ -103,9 +103,7 @@ def break_mid_run(
 # A restarted single broker recovers its transaction state before anything can commit; the
 # live run may wait out its transactional timeouts (30 s a step, retried) before it fails.
 @pytest.mark.timeout(900)
-def test_broker_killed_mid_run_and_restarted(
-    kafka: KafkaResource, es: ElasticsearchResource
-) -> None:
+def test_broker_killed_mid_run_and_restarted(kafka: KafkaClient, es: ElasticsearchClient) -> None:
     def kill_broker() -> None:
         for pid in service_pids("kafka"):  # a cluster loses all its brokers at once
             os.kill(pid, signal.SIGKILL)
@@ -117,7 +115,7 @@ def test_broker_killed_mid_run_and_restarted(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_broker_frozen_past_the_client_timeouts(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     # Past the transactional calls' 30 s timeout.
     break_mid_run(
@@ -126,7 +124,7 @@ def test_broker_frozen_past_the_client_timeouts(
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_elasticsearch_killed_mid_bulk(kafka: KafkaResource, es: ElasticsearchResource) -> None:
+def test_elasticsearch_killed_mid_bulk(kafka: KafkaClient, es: ElasticsearchClient) -> None:
     def kill_es() -> None:
         os.kill(service_pids("elasticsearch")[0], signal.SIGKILL)
         time.sleep(5)  # the run fails meanwhile: nothing answers its bulk requests
@@ -136,7 +134,7 @@ def test_elasticsearch_killed_mid_bulk(kafka: KafkaResource, es: ElasticsearchRe
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_elasticsearch_frozen_mid_run(kafka: KafkaResource, es: ElasticsearchResource) -> None:
+def test_elasticsearch_frozen_mid_run(kafka: KafkaClient, es: ElasticsearchClient) -> None:
     break_mid_run(
         kafka,
         es,
@@ -146,7 +144,7 @@ def test_elasticsearch_frozen_mid_run(kafka: KafkaResource, es: ElasticsearchRes
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_index_made_read_only_mid_run(kafka: KafkaResource, es: ElasticsearchResource) -> None:
+def test_index_made_read_only_mid_run(kafka: KafkaClient, es: ElasticsearchClient) -> None:
     def block_writes() -> None:
         blocks = es.client().indices.put_settings
         blocks(index=topics.PRODUCTS_INDEX, settings={"index.blocks.write": True})

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import topics
-from pipelines.messages.codec import encode
-from pipelines.stage_specs import ENRICHMENT
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.stage_specs import ENRICHMENT
 from tests.faults.audit import audit_enrichment, stage_process
 from tests.integration.kafka_io import produce
 from tests.integration.test_stages import good_updates, run_job
@@ -47,7 +47,7 @@ def wait_until_frozen(pid: int, timeout_s: float = 120.0) -> None:
     raise AssertionError("the first run never reached its fault point")
 
 
-def wait_for_first_commit(kafka: KafkaResource, timeout_s: float = 120.0) -> dict[int, int]:
+def wait_for_first_commit(kafka: KafkaClient, timeout_s: float = 120.0) -> dict[int, int]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         committed = kafka.committed_offsets(ENRICHMENT.live_group, topics.RAW_UPDATES)
@@ -60,7 +60,7 @@ def wait_for_first_commit(kafka: KafkaResource, timeout_s: float = 120.0) -> dic
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_second_run_of_a_partition_fences_the_first(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     updates = good_updates(6000)
     produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in updates])

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines import topics
-from resources.kafka import KafkaResource, read_partition
+from arbitrage.clients.kafka import KafkaClient, read_partition
+from arbitrage.domain import topics
 
 
 @dataclass(frozen=True)
@@ -21,13 +21,13 @@ class ReadMessage:
         return json.loads(self.value)
 
 
-def produce(kafka: KafkaResource, topic: str, items: list[tuple[str | None, bytes]]) -> None:
+def produce(kafka: KafkaClient, topic: str, items: list[tuple[str | None, bytes]]) -> None:
     with kafka.producer() as producer:
         for key, value in items:
             producer.produce(topic, key, value)
 
 
-def read_all(kafka: KafkaResource, topic: str, timeout_s: float = 20.0) -> list[ReadMessage]:
+def read_all(kafka: KafkaClient, topic: str, timeout_s: float = 20.0) -> list[ReadMessage]:
     """Every committed message in the topic (read_committed), partition by partition."""
     found: list[ReadMessage] = []
     consumer = kafka.consumer(topics.tool_name("tests-reader"), **{"enable.partition.eof": False})

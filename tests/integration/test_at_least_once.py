@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import topics
-from pipelines.messages.codec import encode
-from pipelines.stage_specs import ENRICHMENT
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.stage_specs import ENRICHMENT
 from tests.integration.kafka_io import produce, read_all
 from tests.integration.test_stages import committed_equals_high_watermark, good_updates, run_job
 
@@ -32,7 +32,7 @@ def devservices(*args: str) -> None:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_run_without_elasticsearch_commits_nothing_and_the_rerun_catches_up(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     updates = good_updates(20)
     produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in updates])

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import TopicPartition
 
-from pipelines import topics
-from resources.kafka import KafkaResource
-from resources.kafka_offsets import committed_offset
-from resources.kafka_transactions import TransactionalProducer, transactional_id
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.clients.kafka_offsets import committed_offset
+from arbitrage.domain import topics
+from arbitrage.engine.kafka_transactions import TransactionalProducer, transactional_id
 from tests.integration.kafka_io import read_all
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,7 @@ GROUP = "tests-background-commit"
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_the_next_batch_waits_for_the_background_commit(kafka: KafkaResource) -> None:
+def test_the_next_batch_waits_for_the_background_commit(kafka: KafkaClient) -> None:
     source = topics.RAW_UPDATES
     producer = TransactionalProducer(kafka.producer_config(), transactional_id(GROUP, source, 0))
     consumer = kafka.consumer(GROUP)

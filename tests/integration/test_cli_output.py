@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from cli.main import main as arbitrage_cli
-from pipelines import topics
-from pipelines.messages.codec import encode
-from pipelines.messages.dlq import dlq_envelope
-from resources.elasticsearch import BulkOp, ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.cli.main import main as arbitrage_cli
+from arbitrage.clients.elasticsearch import BulkOp, ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.dlq import dlq_envelope
 from tests.factories import raw_update
 from tests.integration.kafka_io import produce
 
@@ -31,7 +31,7 @@ def _shown(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 
 def test_tail_escapes_keys_and_titles(
-    kafka: KafkaResource, capsys: pytest.CaptureFixture[str]
+    kafka: KafkaClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     update = raw_update(asin="B0ESC00001", title=HOSTILE)
     produce(kafka, topics.RAW_UPDATES, [(KEY, json.dumps(update).encode())])
@@ -41,7 +41,7 @@ def test_tail_escapes_keys_and_titles(
 
 
 def test_dlq_and_alerts_tables_escape_keys_titles_and_reasons(
-    kafka: KafkaResource, es: ElasticsearchResource, capsys: pytest.CaptureFixture[str]
+    kafka: KafkaClient, es: ElasticsearchClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     letter = dlq_envelope(
         source_topic=topics.RAW_UPDATES,

@@ -15,13 +15,13 @@ import dagster as dg
 import pytest
 from PIL import Image
 
+from arbitrage.cli.main import main as cli_main
+from arbitrage.clients.elasticsearch import BulkOp, ElasticsearchClient
+from arbitrage.domain import topics
+from arbitrage.domain.digest import digest_idempotency_key, digest_message_id
+from arbitrage.settings import Settings
 from assets.keys import DIGEST_KEY
-from cli.main import main as cli_main
-from pipelines import topics
 from pipelines.definitions import build_definitions
-from pipelines.digest import digest_idempotency_key, digest_message_id
-from resources.elasticsearch import BulkOp, ElasticsearchResource
-from resources.settings import Settings
 from tests.integration.test_notifications import FAST_RETRY, SECRET, SECRET_ENV, deliveries
 from tests.notify_receivers import mail_receiver, webhook_receiver
 
@@ -33,7 +33,7 @@ CHAT_ENV = "TEST_DIGEST_CHAT_URL"
 
 
 def opportunity(n: int, profit: int, **fields: object) -> dict:
-    """An opportunity state shaped like the arbitrage stage's (pipelines/lifecycle.py)."""
+    """An opportunity state shaped like the arbitrage stage's (arbitrage/domain/lifecycle.py)."""
     asin = f"B0DIGEST{n:02d}"
     opportunity_id = f"{asin}-DE-FR-fees_v1-rules_v1"
     return {
@@ -59,7 +59,7 @@ def opportunity(n: int, profit: int, **fields: object) -> dict:
     }
 
 
-def index_states(es: ElasticsearchResource) -> None:
+def index_states(es: ElasticsearchClient) -> None:
     day_ms = int(datetime(2026, 11, 20, 12, tzinfo=UTC).timestamp() * 1000)
     states = [
         opportunity(1, 1500),
@@ -124,7 +124,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_the_digest_job_sends_once_per_channel_with_the_chart_and_a_rerun_sends_nothing(
-    es: ElasticsearchResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    es: ElasticsearchClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     index_states(es)
     home = tmp_path / "dagster_home"
@@ -213,7 +213,7 @@ def test_the_digest_job_sends_once_per_channel_with_the_chart_and_a_rerun_sends_
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_failing_channel_fails_the_run_and_only_it_is_retried(
-    es: ElasticsearchResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    es: ElasticsearchClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     index_states(es)
     with (
@@ -249,7 +249,7 @@ def test_a_failing_channel_fails_the_run_and_only_it_is_retried(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_the_cli_prints_a_dry_run_and_sends_nothing(
-    es: ElasticsearchResource, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    es: ElasticsearchClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     index_states(es)
     out = tmp_path / "chart.png"
@@ -268,7 +268,7 @@ def test_the_cli_prints_a_dry_run_and_sends_nothing(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_the_cli_sends_once_like_the_job(
-    es: ElasticsearchResource,
+    es: ElasticsearchClient,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

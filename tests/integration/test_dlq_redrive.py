@@ -9,13 +9,13 @@ import dagster as dg
 import pytest
 from confluent_kafka import TopicPartition
 
-from cli.main import main as arbitrage_cli
-from cli.redrive import REDRIVEN_FROM_HEADER, redrive
-from pipelines import topics
-from pipelines.messages.codec import encode
-from pipelines.messages.dlq import dlq_envelope
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.cli.main import main as arbitrage_cli
+from arbitrage.cli.redrive import REDRIVEN_FROM_HEADER, redrive
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.dlq import dlq_envelope
 from tests.definitions import SAMPLE_DEFS
 from tests.factories import raw_update
 from tests.integration.kafka_io import produce, read_all
@@ -31,7 +31,7 @@ BAD = [
 
 
 def test_redrive_puts_each_original_back_once(
-    kafka: KafkaResource, es: ElasticsearchResource, capsys: pytest.CaptureFixture[str]
+    kafka: KafkaClient, es: ElasticsearchClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     produce(kafka, topics.RAW_UPDATES, BAD)
     job = SAMPLE_DEFS.resolve_job_def("enrichment")
@@ -63,7 +63,7 @@ def test_redrive_puts_each_original_back_once(
 
 
 def test_redriven_records_carry_where_they_came_from(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     produce(kafka, topics.RAW_UPDATES, BAD[1:2])
     job = SAMPLE_DEFS.resolve_job_def("enrichment")
@@ -85,14 +85,14 @@ def test_redriven_records_carry_where_they_came_from(
 
 
 def test_redrive_refuses_a_topic_that_is_not_a_dlq(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     with pytest.raises(ValueError, match="is not a DLQ topic"):
         redrive(kafka, es, topics.RAW_UPDATES)
 
 
 def test_redrive_sends_only_to_the_stages_source_and_only_unaltered_values(
-    kafka: KafkaResource, es: ElasticsearchResource, capsys: pytest.CaptureFixture[str]
+    kafka: KafkaClient, es: ElasticsearchClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Letters written straight into the DLQ by someone who may write there: one naming another
     topic (it would inject there), one whose value was swapped after its hash was taken; both

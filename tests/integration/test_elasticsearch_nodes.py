@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pipelines import topics
-from resources.elasticsearch import BulkOp, ElasticsearchResource, elasticsearch_hosts
-from resources.settings import Settings
+from arbitrage.clients.elasticsearch import BulkOp, ElasticsearchClient, elasticsearch_hosts
+from arbitrage.domain import topics
+from arbitrage.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +36,13 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])  # closed on return: connections are refused
 
 
-def _with_first(url: str, **overrides: object) -> ElasticsearchResource:
+def _with_first(url: str, **overrides: object) -> ElasticsearchClient:
     settings = Settings.from_env()
     return settings.elasticsearch(url=f"{url},{settings.elasticsearch_url}", **overrides)
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_a_node_that_refuses_is_passed_over(es: ElasticsearchResource) -> None:
+def test_a_node_that_refuses_is_passed_over(es: ElasticsearchClient) -> None:
     dead = _with_first(f"{_scheme()}://127.0.0.1:{_closed_port()}")
     for _ in range(5):  # whichever node the pool picks first
         assert dead.health()["status"] in ("green", "yellow")
@@ -53,7 +53,7 @@ def test_a_node_that_refuses_is_passed_over(es: ElasticsearchResource) -> None:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_node_that_never_answers_costs_one_timeout(
-    es: ElasticsearchResource, silent_port: int
+    es: ElasticsearchClient, silent_port: int
 ) -> None:
     silent = _with_first(f"{_scheme()}://127.0.0.1:{silent_port}", request_timeout_s=2.0)
     op = BulkOp("index", topics.PRODUCTS_INDEX, "B0NODES002", {"asin": "B0NODES002"}, 1)

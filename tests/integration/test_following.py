@@ -12,15 +12,15 @@ from collections.abc import Callable
 
 import pytest
 
-from engine.ranges import PartitionRange
-from engine.runner import Following, StageRunner
-from engine.stats import StageStats
-from pipelines import topics
-from pipelines.fee_config import load_fee_config
-from pipelines.messages.codec import encode
-from pipelines.stage_specs import ENRICHMENT
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.stage_specs import ENRICHMENT
+from arbitrage.engine.ranges import PartitionRange
+from arbitrage.engine.runner import Following, StageRunner
+from arbitrage.engine.stats import StageStats
 from tests.faults.audit import audit_enrichment, stage_process
 from tests.integration.kafka_io import produce, read_all
 from tests.integration.test_stages import good_updates, run_job
@@ -28,7 +28,7 @@ from tests.integration.test_stages import good_updates, run_job
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_pipeline")]
 
 
-def partition_of(kafka: KafkaResource) -> dict[str, int]:
+def partition_of(kafka: KafkaClient) -> dict[str, int]:
     """Where each ASIN's updates went (keys are ASINs, so later updates go there too)."""
     return {m.key: m.partition for m in read_all(kafka, topics.RAW_UPDATES) if m.key}
 
@@ -42,7 +42,7 @@ def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 60.0
     raise AssertionError(f"{what} did not happen within {timeout_s:.0f}s")
 
 
-def enriched_asins(kafka: KafkaResource) -> Counter[str]:
+def enriched_asins(kafka: KafkaClient) -> Counter[str]:
     return Counter(m.key for m in read_all(kafka, topics.PRODUCTS_ENRICHED) if m.key)
 
 
@@ -51,8 +51,8 @@ class FollowingRun:
 
     def __init__(
         self,
-        kafka: KafkaResource,
-        es: ElasticsearchResource,
+        kafka: KafkaClient,
+        es: ElasticsearchClient,
         partition: int,
         idle_s: float,
         stop_after_commits: int | None = None,
@@ -85,7 +85,7 @@ class FollowingRun:
 
 
 def test_a_following_run_takes_updates_as_they_arrive_and_ends_when_idle(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     first = good_updates(30)
     produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in first])
@@ -112,7 +112,7 @@ def test_a_following_run_takes_updates_as_they_arrive_and_ends_when_idle(
 
 
 def test_a_stop_request_ends_the_run_after_its_batch_and_the_next_run_goes_on(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     updates = good_updates(3000)
     produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in updates])
@@ -132,7 +132,7 @@ def test_a_stop_request_ends_the_run_after_its_batch_and_the_next_run_goes_on(
 
 
 def test_sigint_from_dagster_termination_stops_the_run_after_committing_its_batch(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     """What terminating a run from the UI (or run monitoring) does: SIGINT to the run."""
     updates = good_updates(3000)

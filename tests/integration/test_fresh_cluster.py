@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.clients.kafka_offsets import LagReaderCrashedError, LagReaderProcess
 from devservices import service
 from devservices.kafka import Kafka
 from devservices.settings import Settings
-from resources.kafka import KafkaResource
-from resources.kafka_offsets import LagReaderCrashedError, LagReaderProcess
 
 pytestmark = pytest.mark.integration
 TOPIC = "fresh.topic"
@@ -38,7 +38,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def fresh_kafka(tmp_path: Path) -> Iterator[tuple[Kafka, KafkaResource]]:
+def fresh_kafka(tmp_path: Path) -> Iterator[tuple[Kafka, KafkaClient]]:
     env = {
         **os.environ,
         "DEVSERVICES_HOME": str(tmp_path / "devservices"),
@@ -52,12 +52,12 @@ def fresh_kafka(tmp_path: Path) -> Iterator[tuple[Kafka, KafkaResource]]:
     broker = Kafka(Settings.from_env(env))
     service.up([broker], timeout=120)
     try:
-        yield broker, KafkaResource(bootstrap_servers=broker.address, timeout_s=10.0)
+        yield broker, KafkaClient(bootstrap_servers=broker.address, timeout_s=10.0)
     finally:
         service.down(broker)
 
 
-def _create_topic(kafka: KafkaResource) -> None:
+def _create_topic(kafka: KafkaClient) -> None:
     from confluent_kafka.admin import NewTopic
 
     futures = kafka.admin().create_topics([NewTopic(TOPIC, 3, 1)])
@@ -67,7 +67,7 @@ def _create_topic(kafka: KafkaResource) -> None:
 
 @pytest.mark.slow  # starts a broker of its own
 def test_offsets_read_on_a_brand_new_cluster_without_crashing(
-    fresh_kafka: tuple[Kafka, KafkaResource],
+    fresh_kafka: tuple[Kafka, KafkaClient],
 ) -> None:
     _, kafka = fresh_kafka
     _create_topic(kafka)
@@ -89,7 +89,7 @@ def test_offsets_read_on_a_brand_new_cluster_without_crashing(
 
 @pytest.mark.slow  # starts a broker of its own
 def test_offsets_survive_a_coordinator_restart(
-    fresh_kafka: tuple[Kafka, KafkaResource],
+    fresh_kafka: tuple[Kafka, KafkaClient],
 ) -> None:
     broker, kafka = fresh_kafka
     _create_topic(kafka)
@@ -98,7 +98,7 @@ def test_offsets_survive_a_coordinator_restart(
     # requests after it are answered NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS.
     service.down(broker)
     service.up([broker], timeout=120)
-    fresh = KafkaResource(bootstrap_servers=broker.address, timeout_s=10.0)
+    fresh = KafkaClient(bootstrap_servers=broker.address, timeout_s=10.0)
     assert fresh.committed_offsets(GROUP, TOPIC) == {0: 3, 1: 5, 2: 7}
     assert {lag.partition: lag.committed for lag in fresh.lag_in_child_process(GROUP, TOPIC)} == {
         0: 3,
@@ -108,7 +108,7 @@ def test_offsets_survive_a_coordinator_restart(
 
 
 def test_a_crash_of_the_offset_reader_costs_one_call_not_the_caller(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
 ) -> None:
     """SIGSEGV in the reader's child mid-request: the caller gets a sentence and goes on."""
     reader = LagReaderProcess()
@@ -132,7 +132,7 @@ def test_a_crash_of_the_offset_reader_costs_one_call_not_the_caller(
     reader.close()
 
 
-def test_a_hung_offset_reader_is_replaced(kafka: KafkaResource) -> None:
+def test_a_hung_offset_reader_is_replaced(kafka: KafkaClient) -> None:
     reader = LagReaderProcess(answer_deadline_s=2.0)
     reader.read_lag(kafka.client_config(), "arbitrage-test-hang-group", "raw.keepa_updates", 5.0)
     assert reader._child is not None
@@ -151,7 +151,7 @@ def test_a_hung_offset_reader_is_replaced(kafka: KafkaResource) -> None:
 def test_the_reader_child_imports_no_dagster() -> None:
     """It starts per code server and must stay small: confluent-kafka only."""
     probe = (
-        "import sys, resources.kafka_offsets; "
+        "import sys, arbitrage.clients.kafka_offsets; "
         "print(any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules))"
     )
     out = subprocess.run(

@@ -9,11 +9,16 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from pipelines import topics
-from pipelines.stage_specs import ENRICHMENT
-from resources.elasticsearch import BulkOp, ElasticsearchResource, ElasticsearchUnavailableError
-from resources.kafka import KafkaResource
-from resources.settings import Settings
+from arbitrage.clients.elasticsearch import (
+    BulkOp,
+    ElasticsearchClient,
+    ElasticsearchUnavailableError,
+)
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.stage_specs import ENRICHMENT
+from arbitrage.settings import Settings
+from resources.elasticsearch import ElasticsearchResource, elasticsearch_resource
 from tests.definitions import SAMPLE_DEFS
 from tests.factories import raw_update
 from tests.integration.kafka_io import produce, read_all
@@ -23,7 +28,7 @@ INDEX = topics.tool_name("test-infrastructure-faults")
 
 
 @pytest.fixture
-def scratch_index(es: ElasticsearchResource) -> Iterator[str]:
+def scratch_index(es: ElasticsearchClient) -> Iterator[str]:
     client = es.client()
     client.options(ignore_status=404).indices.delete(index=INDEX)
     client.indices.create(index=INDEX, mappings={"properties": {"n": {"type": "long"}}})
@@ -31,13 +36,15 @@ def scratch_index(es: ElasticsearchResource) -> Iterator[str]:
     client.options(ignore_status=404).indices.delete(index=INDEX)
 
 
-def fast_failing(es: ElasticsearchResource) -> ElasticsearchResource:
-    # The same connection and credentials as ``es``, with fewer and shorter retries.
-    return Settings.from_env().elasticsearch(max_retries=3, backoff_base_s=0.1, backoff_cap_s=0.2)
+def fast_failing() -> ElasticsearchResource:
+    # The same connection and credentials as the ``es`` fixture, with fewer and shorter retries.
+    return elasticsearch_resource(
+        Settings.from_env(), max_retries=3, backoff_base_s=0.1, backoff_cap_s=0.2
+    )
 
 
 def test_a_write_block_fails_the_run_without_committing_or_dead_lettering(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     updates = [raw_update(asin=f"B0BLOCK{n:03d}") for n in range(12)]
     produce(kafka, topics.RAW_UPDATES, [(u["asin"], json.dumps(u).encode()) for u in updates])
@@ -48,7 +55,7 @@ def test_a_write_block_fails_the_run_without_committing_or_dead_lettering(
     try:
         failed = job.execute_in_process(
             instance=dg.DagsterInstance.ephemeral(),
-            resources={"elasticsearch": fast_failing(es)},
+            resources={"elasticsearch": fast_failing()},
             raise_on_error=False,
         )
     finally:
@@ -71,15 +78,15 @@ def test_a_write_block_fails_the_run_without_committing_or_dead_lettering(
 
 
 def test_a_closed_index_is_an_infrastructure_fault(
-    es: ElasticsearchResource, scratch_index: str
+    es: ElasticsearchClient, scratch_index: str
 ) -> None:
     es.client().indices.close(index=scratch_index)
     with pytest.raises(ElasticsearchUnavailableError, match="index_closed_exception"):
-        fast_failing(es).bulk_write([BulkOp("index", scratch_index, "a", {"n": 1}, 5)])
+        fast_failing().get_client().bulk_write([BulkOp("index", scratch_index, "a", {"n": 1}, 5)])
 
 
 def test_a_request_refused_as_a_whole_is_bisected_to_the_offending_document(
-    es: ElasticsearchResource, scratch_index: str
+    es: ElasticsearchClient, scratch_index: str
 ) -> None:
     ops = [BulkOp("index", scratch_index, f"d{n}", {"n": n}, 10 + n) for n in range(9)]
     # A negative external version makes Elasticsearch refuse the whole request (HTTP 400).
@@ -95,7 +102,7 @@ def test_a_request_refused_as_a_whole_is_bisected_to_the_offending_document(
 
 
 def test_a_batch_mostly_rejected_fails_the_run_instead_of_filling_the_dlq(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     """More than half of a batch of ≥ 100 would be dead-lettered: almost never the records
     (a changed producer, a wrong fee file), so the run stops and says so."""

@@ -10,20 +10,20 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from engine.ranges import PartitionRange
-from engine.runner import StageRunner
-from pipelines import topics
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.keepa_history import CSV_BUY_BOX_SHIPPING, CSV_NEW, keepa_minutes_to_ms
+from arbitrage.domain.stage_specs import ENRICHMENT
+from arbitrage.engine.ranges import PartitionRange
+from arbitrage.engine.runner import StageRunner
+from arbitrage.settings import Settings
+from arbitrage.web.queries import price_history
 from pipelines.definitions import build_definitions
-from pipelines.fee_config import load_fee_config
-from pipelines.keepa_history import CSV_BUY_BOX_SHIPPING, CSV_NEW, keepa_minutes_to_ms
-from pipelines.stage_specs import ENRICHMENT
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.settings import Settings
 from tests.integration.kafka_io import read_all
 from tests.keepa_server import KeepaTestServer
 from tools.sample_generator import generate_sample
-from web.queries import price_history
 
 pytestmark = pytest.mark.integration
 CONFIG = load_fee_config()
@@ -41,7 +41,7 @@ def csv(new: list[int] | None = None, buy_box: list[int] | None = None) -> list[
     return arrays
 
 
-def observations(es: ElasticsearchResource) -> dict[str, dict[str, Any]]:
+def observations(es: ElasticsearchClient) -> dict[str, dict[str, Any]]:
     es.client().indices.refresh(index=topics.PRICE_OBSERVATIONS_INDEX)
     found = es.client().search(index=topics.PRICE_OBSERVATIONS_INDEX, size=1000, version=True)
     return {hit["_id"]: hit for hit in found["hits"]["hits"]}
@@ -49,7 +49,7 @@ def observations(es: ElasticsearchResource) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_pull_with_history_indexes_each_point_once(
-    kafka: KafkaResource, es: ElasticsearchResource, monkeypatch: pytest.MonkeyPatch, tmp_path
+    kafka: KafkaClient, es: ElasticsearchClient, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
     bodies = generate_sample(12, seed=5)
     by_market = {

@@ -15,15 +15,15 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pipelines import topics
+from arbitrage.clients.elasticsearch import PRODUCTS_MAPPING, ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.clients.keepa_pull import pull_products
+from arbitrage.clients.keepa_sources import DEFAULT_SAMPLE_PATH, KeepaSampleSource
+from arbitrage.domain import topics
+from arbitrage.domain.keepa_sample import load_sample_document
+from arbitrage.domain.messages.signals import SIGNAL_FIELDS
+from arbitrage.settings import DATA_DIR, Settings
 from pipelines.definitions import build_definitions
-from pipelines.keepa_sample import load_sample_document
-from pipelines.messages.signals import SIGNAL_FIELDS
-from resources.elasticsearch import PRODUCTS_MAPPING, ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.keepa_pull import pull_products
-from resources.keepa_sources import DEFAULT_SAMPLE_PATH, KeepaSampleSource
-from resources.settings import DATA_DIR, Settings
 from tests.integration.kafka_io import read_all
 from tests.keepa_server import KeepaTestServer
 from tools.sample_generator import generate_sample
@@ -68,7 +68,7 @@ def without_time(update: dict) -> dict:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_sample_pull_produces_one_message_per_asin(
-    kafka: KafkaResource, monkeypatch: pytest.MonkeyPatch
+    kafka: KafkaClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KEEPA_API_KEY", raising=False)
     monkeypatch.setenv("KEEPA_SOURCE", "sample")
@@ -123,7 +123,7 @@ def test_sample_pull_produces_one_message_per_asin(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_pull_from_a_keepa_server_never_leaks_the_key(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
@@ -204,7 +204,7 @@ def data_subdir() -> Iterator[Path]:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_hostile_asin_file_never_puts_the_key_in_the_run(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
@@ -290,7 +290,7 @@ def _without_signals(mapping: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_signals_reach_products_enriched_and_an_existing_products_index(
-    kafka: KafkaResource, es: ElasticsearchResource, monkeypatch: pytest.MonkeyPatch
+    kafka: KafkaClient, es: ElasticsearchClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A products index created before the signals gets them mapped when the indices are
     ensured (as `arbitrage provision` and every stage run do), kept in ``_source``."""

@@ -23,11 +23,11 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pipelines import topics
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.settings import DATA_DIR, Settings
 from pipelines.definitions import build_definitions
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.settings import DATA_DIR, Settings
 from tests.definitions import SAMPLE_DEFS
 from tests.integration.kafka_io import read_all
 from tests.keepa_server import (
@@ -104,8 +104,8 @@ def files_holding(root: Path, needle: bytes) -> list[Path]:
 
 
 def test_the_keepa_key_is_found_nowhere_after_pulls_that_meet_every_trouble(
-    kafka: KafkaResource,
-    es: ElasticsearchResource,
+    kafka: KafkaClient,
+    es: ElasticsearchClient,
     hostile_asins: tuple[Path, list[str]],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,

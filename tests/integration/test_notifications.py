@@ -13,22 +13,22 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.stage_assets import PARTITION_TAG, STAGE_TAG
-from engine.ranges import PartitionRange, plan_ranges
-from engine.runner import StageRunner
-from engine.stats import StageStats
-from pipelines import topics
-from pipelines.definitions import build_definitions
-from pipelines.notifications import (
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.clients.notify import Channels, build_senders
+from arbitrage.domain import topics
+from arbitrage.domain.notifications import (
     IDEMPOTENCY_HEADER,
     email_message_id,
     load_notifications_config,
 )
-from pipelines.stage_specs import NOTIFICATIONS
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.notify import Channels, build_senders
-from resources.settings import Settings
+from arbitrage.domain.stage_specs import NOTIFICATIONS
+from arbitrage.engine.ranges import PartitionRange, plan_ranges
+from arbitrage.engine.runner import StageRunner
+from arbitrage.engine.stats import StageStats
+from arbitrage.settings import Settings
+from assets.stage_assets import PARTITION_TAG, STAGE_TAG
+from pipelines.definitions import build_definitions
 from tests.dagster.helpers import temp_instance
 from tests.dagster.test_sensors import ranges, tick
 from tests.definitions import SAMPLE_DEFS
@@ -133,7 +133,7 @@ def hostile_alert(n: int, rng: random.Random) -> tuple[str, bytes, str]:
     return good["asin"], json.dumps(message).encode(), why
 
 
-def publish(kafka: KafkaResource, alerts: list[dict], raw: list[tuple[str, bytes]] = ()) -> None:
+def publish(kafka: KafkaClient, alerts: list[dict], raw: list[tuple[str, bytes]] = ()) -> None:
     produce(kafka, topics.ARBITRAGE_ALERTS, [(a["asin"], json.dumps(a).encode()) for a in alerts])
     if raw:
         produce(kafka, topics.ARBITRAGE_ALERTS, list(raw))
@@ -154,8 +154,8 @@ def hook(name: str, url: str, extra: str = "") -> str:
 
 
 def run_stage(
-    kafka: KafkaResource,
-    es: ElasticsearchResource,
+    kafka: KafkaClient,
+    es: ElasticsearchClient,
     chans: Channels,
     group: str = NOTIFICATIONS.live_group,
     batch_size: int = 50,
@@ -180,21 +180,21 @@ def run_stage(
     return runner.run(group, ranges)
 
 
-def deliveries(es: ElasticsearchResource, size: int = 1000) -> dict[str, dict]:
+def deliveries(es: ElasticsearchClient, size: int = 1000) -> dict[str, dict]:
     client = es.client()
     client.indices.refresh(index=topics.DELIVERIES_INDEX)
     hits = client.search(index=topics.DELIVERIES_INDEX, size=size)["hits"]["hits"]
     return {hit["_id"]: hit["_source"] for hit in hits}
 
 
-def committed_at_end(kafka: KafkaResource) -> None:
+def committed_at_end(kafka: KafkaClient) -> None:
     for lag in kafka.lag(NOTIFICATIONS.live_group, topics.ARBITRAGE_ALERTS):
         assert lag.lag == 0, lag
 
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_each_opened_event_arrives_once_per_channel_signed_and_a_rerun_sends_nothing(
-    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+    kafka: KafkaClient, es: ElasticsearchClient, tmp_path: Path
 ) -> None:
     alerts = [alert(n) for n in range(12)]
     # The lifecycle's shape too: an opened event with its own id, and an update (not wanted
@@ -241,7 +241,7 @@ def test_each_opened_event_arrives_once_per_channel_signed_and_a_rerun_sends_not
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_receiver_failing_twice_gets_each_event_exactly_once(
-    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+    kafka: KafkaClient, es: ElasticsearchClient, tmp_path: Path
 ) -> None:
     publish(kafka, [alert(n) for n in range(4)])
     with webhook_receiver(SECRET, fail_first=2, retry_after="0") as receiver:
@@ -259,7 +259,7 @@ def test_a_receiver_failing_twice_gets_each_event_exactly_once(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_receiver_that_never_answers_costs_bounded_time_and_leaves_failed_and_dlq(
-    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+    kafka: KafkaClient, es: ElasticsearchClient, tmp_path: Path
 ) -> None:
     """It accepts and sleeps past the timeout: each delivery gives up within max_total_s, and
     after three in a row the batch's other events fail at once (the breaker)."""
@@ -287,7 +287,7 @@ def test_a_receiver_that_never_answers_costs_bounded_time_and_leaves_failed_and_
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_an_email_arrives_once_with_a_message_id_fixed_by_the_event(
-    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+    kafka: KafkaClient, es: ElasticsearchClient, tmp_path: Path
 ) -> None:
     publish(kafka, [alert(n) for n in range(3)])
     with mail_receiver() as mail:
@@ -308,7 +308,7 @@ def test_an_email_arrives_once_with_a_message_id_fixed_by_the_event(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_the_job_with_the_default_file_delivers_to_nobody_and_commits(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
 ) -> None:
     publish(kafka, [alert(n) for n in range(3)])
     result = run_job("notifications")
@@ -322,7 +322,7 @@ def test_the_job_with_the_default_file_delivers_to_nobody_and_commits(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_an_apprise_channel_delivers_and_its_errors_never_show_the_url_token(
-    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+    kafka: KafkaClient, es: ElasticsearchClient, tmp_path: Path
 ) -> None:
     """apprise's json:// service against the local HTTP server: a chat service stand-in whose
     URL carries a token in its path, as Slack's and Telegram's do."""
@@ -352,7 +352,7 @@ def test_an_apprise_channel_delivers_and_its_errors_never_show_the_url_token(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_the_job_reports_counts_per_channel_on_the_deliveries_index(
-    kafka: KafkaResource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kafka: KafkaClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish(kafka, [alert(n) for n in range(3)] + [alert(9, event="closed", event_id="c9")])
     with webhook_receiver(SECRET) as receiver:
@@ -379,7 +379,7 @@ def test_the_job_reports_counts_per_channel_on_the_deliveries_index(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_the_sensor_requests_a_following_run_per_lagging_partition_of_the_alerts(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
 ) -> None:
     publish(kafka, [alert(n) for n in range(12)])
     lagging = {
@@ -400,7 +400,7 @@ def test_the_sensor_requests_a_following_run_per_lagging_partition_of_the_alerts
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_hostile_alerts_are_dead_lettered_before_any_delivery_and_never_stall(
-    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+    kafka: KafkaClient, es: ElasticsearchClient, tmp_path: Path
 ) -> None:
     """One hostile record of each kind among good ones, to a webhook and an e-mail channel (the
     e-mail library refuses line breaks in headers: before, the run failed on the first one and
@@ -437,7 +437,7 @@ def wait_for_mail(mail: MailReceiver, count: int) -> None:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_refused_delivery_record_dead_letters_the_event_and_the_offset_moves(
-    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+    kafka: KafkaClient, es: ElasticsearchClient, tmp_path: Path
 ) -> None:
     """The delivery is sent, then its record refused (here: an index whose `asin` is a number).
     Before, the run failed after the send, so every rerun sent it again."""
@@ -462,7 +462,7 @@ def test_a_refused_delivery_record_dead_letters_the_event_and_the_offset_moves(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_chat_messages_carry_no_mention_link_or_tag_from_the_title(
-    kafka: KafkaResource, es: ElasticsearchResource, tmp_path: Path
+    kafka: KafkaClient, es: ElasticsearchClient, tmp_path: Path
 ) -> None:
     title = (
         "@everyone <@123456789> <!channel> [Refund here](https://evil.example/x) "

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.notifications import (
+from arbitrage.clients.notify import EmailSender
+from arbitrage.domain.notifications import (
     AlertEvent,
     alert_event,
     email_message_id,
     parse_notifications_config,
 )
-from resources.notify import EmailSender
 from tests.notify_receivers import MailReceiver, TlsFiles, mail_receiver, tls_files
 
 pytestmark = pytest.mark.integration

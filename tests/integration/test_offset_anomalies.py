@@ -7,12 +7,12 @@ import dagster as dg
 import pytest
 from confluent_kafka import TopicPartition
 
-from cli.main import main as arbitrage_cli
-from pipelines import topics
-from pipelines.stage_specs import ENRICHMENT
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.retention_losses import open_losses
+from arbitrage.cli.main import main as arbitrage_cli
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.clients.retention_losses import open_losses
+from arbitrage.domain import topics
+from arbitrage.domain.stage_specs import ENRICHMENT
 from tests.dagster.helpers import produce_updates, temp_instance
 from tests.dagster.test_checks import LAG_RAW, run_checks
 from tests.definitions import SAMPLE_DEFS
@@ -41,7 +41,7 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 
 
 def test_a_committed_offset_past_the_log_stops_the_run_until_reset(
-    kafka: KafkaResource, es: ElasticsearchResource, capsys: pytest.CaptureFixture[str]
+    kafka: KafkaClient, es: ElasticsearchClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The case: the group 1 000 past the end of partition 0, then 5 new records there.
     kafka.commit(GROUP, TOPIC, {0: 1000})
@@ -79,7 +79,7 @@ def test_a_committed_offset_past_the_log_stops_the_run_until_reset(
 
 
 def test_records_lost_to_retention_are_counted_and_the_run_goes_on(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     updates = [raw_update(asin=f"B0RETAIN{n:02d}") for n in range(10)]
     produce_updates(kafka, TOPIC, updates, [1] * 10)

@@ -12,8 +12,12 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from arbitrage.settings import Settings
 from pipelines.definitions import build_definitions
-from resources.settings import Settings
+from resources.elasticsearch import elasticsearch_resource
+from resources.fees import fee_model_resource
+from resources.kafka import kafka_resource
+from resources.notify import notifications_resource
 from tests.integration.test_keepa_pull import everything_stored
 
 pytestmark = pytest.mark.integration
@@ -75,13 +79,12 @@ def scaffold(resource: dg.ConfigurableResource) -> dict[str, Any]:
 
 def current_resource(resource: str) -> dg.ConfigurableResource:
     """The resource as the definitions build it from the environment."""
-    settings = Settings.from_env()
     return {
-        "kafka": settings.kafka,
-        "elasticsearch": settings.elasticsearch,
-        "fee_model": settings.fee_model,
-        "notifications": settings.notifications,
-    }[resource]()
+        "kafka": kafka_resource,
+        "elasticsearch": elasticsearch_resource,
+        "fee_model": fee_model_resource,
+        "notifications": notifications_resource,
+    }[resource](Settings.from_env())
 
 
 def launch(

@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException
 
-from pipelines import topics
-from pipelines.fee_config import load_fee_config
-from pipelines.messages.codec import encode
-from pipelines.messages.signals import SIGNAL_FIELDS
-from resources.elasticsearch import (
+from arbitrage.clients.elasticsearch import (
     INDEX_TEMPLATES_BODIES,
     PRODUCTS_MAPPING,
     BulkOp,
-    ElasticsearchResource,
+    ElasticsearchClient,
 )
-from resources.kafka import KafkaResource
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.signals import SIGNAL_FIELDS
 from tests.factories import enriched, offer, steady_signals
 from tests.integration.kafka_io import produce, read_all
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_topics_have_three_partitions_and_seven_days(kafka: KafkaResource) -> None:
+def test_topics_have_three_partitions_and_seven_days(kafka: KafkaClient) -> None:
     kafka.ensure_topics()
     assert kafka.ensure_topics() == {spec.name: "exists" for spec in topics.TOPICS}
     described = kafka.describe_topics([spec.name for spec in topics.TOPICS])
@@ -48,13 +48,13 @@ def test_topics_have_three_partitions_and_seven_days(kafka: KafkaResource) -> No
 @pytest.mark.cluster
 @pytest.mark.usefixtures("clean_pipeline")
 def test_provision_warns_about_a_topic_with_fewer_replicas(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     """A topic created before the cluster grew keeps its one copy: provisioning says so."""
     from confluent_kafka.admin import NewTopic
 
-    from cli.reset import reset_pipeline
-    from resources.settings import Settings
+    from arbitrage.cli.reset import reset_pipeline
+    from arbitrage.settings import Settings
 
     name = topics.RAW_UPDATES_DLQ
     try:
@@ -89,7 +89,7 @@ def test_provision_warns_about_a_topic_with_fewer_replicas(
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_keyed_messages_come_back_on_one_partition_per_key(kafka: KafkaResource) -> None:
+def test_keyed_messages_come_back_on_one_partition_per_key(kafka: KafkaClient) -> None:
     keys = [f"B0KEYS{n:04d}" for n in range(30)]
     produce(kafka, topics.RAW_UPDATES, [(key, b"{}") for key in keys * 3])
     partitions: dict[str, set[int]] = {}
@@ -101,7 +101,7 @@ def test_keyed_messages_come_back_on_one_partition_per_key(kafka: KafkaResource)
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_index_template_applies_and_bulk_round_trips(es: ElasticsearchResource) -> None:
+def test_index_template_applies_and_bulk_round_trips(es: ElasticsearchClient) -> None:
     client = es.client()
     template = f"arbitrage-{topics.PRODUCTS_INDEX}"
     templates = client.indices.get_index_template(name=template)["index_templates"]
@@ -136,7 +136,7 @@ def parse_describe(output: str) -> dict[int, tuple[int, int, int]]:
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_lag_equals_kafka_consumer_groups_describe(kafka: KafkaResource) -> None:
+def test_lag_equals_kafka_consumer_groups_describe(kafka: KafkaClient) -> None:
     group = topics.tool_name(f"test-lag-{uuid.uuid4().hex[:8]}")
     produce(kafka, topics.RAW_UPDATES, [(f"B0LAG{n:05d}", b"{}") for n in range(90)])
     highs = {p: high for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()}
@@ -198,10 +198,10 @@ def test_integration_tests_fail_loudly_without_services(tmp_path: Path) -> None:
 
 
 def test_a_state_of_an_older_run_is_refused_and_the_same_run_may_write_again(
-    es: ElasticsearchResource,
+    es: ElasticsearchClient,
 ) -> None:
     """Opportunity states are indexed with the writing run's start as an ``external_gte``
-    version (engine/processors.py): a newer run overwrites, the same run writes again, a
+    version (arbitrage/engine/processors.py): a newer run overwrites, the same run writes again, a
     fenced older run is refused (409), never overwriting the newer run's state."""
     es.ensure_indices()
     # A new id each time: a deleted document's version outlives it (index.gc_deletes).
@@ -241,7 +241,7 @@ def _earlier_products_mapping() -> dict[str, Any]:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_an_index_an_earlier_release_created_keeps_its_mapping_and_takes_documents(
-    es: ElasticsearchResource,
+    es: ElasticsearchClient,
 ) -> None:
     """Elasticsearch only adds fields to an existing index: ensuring the indices adds what is
     missing and leaves the fields it cannot change (the signals stay searchable there), so an

@@ -11,21 +11,21 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from engine.ranges import PartitionRange
-from engine.runner import RangeUnavailableError, StageRunner
-from pipelines import topics
-from pipelines.enrichment import enrich
-from pipelines.fee_config import load_fee_config
-from pipelines.fee_model import detect
-from pipelines.messages.codec import encode
-from pipelines.messages.timestamps import epoch_ms, format_utc
-from pipelines.messages.validation import validate_raw_update
-from pipelines.rules_config import load_rules_config
-from pipelines.stage_specs import ARBITRAGE, ENRICHMENT
-from pipelines.transforms import opportunity_events
-from resources.elasticsearch import ALERTS_MAPPING, ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.settings import Settings
+from arbitrage.clients.elasticsearch import ALERTS_MAPPING, ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.fee_model import detect
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.timestamps import epoch_ms, format_utc
+from arbitrage.domain.messages.validation import validate_raw_update
+from arbitrage.domain.rules_config import load_rules_config
+from arbitrage.domain.stage_specs import ARBITRAGE, ENRICHMENT
+from arbitrage.domain.transforms import opportunity_events
+from arbitrage.engine.ranges import PartitionRange
+from arbitrage.engine.runner import RangeUnavailableError, StageRunner
+from arbitrage.settings import Settings
 from scripts.demo import filtered_routes
 from tests.definitions import SAMPLE_DEFS
 from tests.factories import offer, raw_update, steady_signals, strip_time
@@ -101,7 +101,7 @@ BAD_RECORDS: list[tuple[str, bytes, str]] = [
 ]
 
 
-def committed_equals_high_watermark(kafka: KafkaResource, group: str, topic: str) -> None:
+def committed_equals_high_watermark(kafka: KafkaClient, group: str, topic: str) -> None:
     lags = kafka.lag(group, topic)
     # A partition that never held a message has nothing to commit.
     assert all(lag.committed == lag.high_watermark for lag in lags if lag.high_watermark), lags
@@ -109,9 +109,7 @@ def committed_equals_high_watermark(kafka: KafkaResource, group: str, topic: str
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_stages_end_to_end_with_dead_letters(
-    kafka: KafkaResource, es: ElasticsearchResource
-) -> None:
+def test_stages_end_to_end_with_dead_letters(kafka: KafkaClient, es: ElasticsearchClient) -> None:
     updates = good_updates(30)
     items = [(u["asin"], json.dumps(u).encode()) for u in updates[:15]]
     items += [(key, value) for key, value, _ in BAD_RECORDS]
@@ -215,7 +213,7 @@ def test_stages_end_to_end_with_dead_letters(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_an_older_update_never_overwrites_a_newer_one(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     newer = good_updates(1, timestamp="2026-11-26T11:00:00.000Z")[0]
     older = good_updates(1, timestamp="2026-11-26T10:00:00.000Z")[0]
@@ -238,7 +236,7 @@ def test_an_older_update_never_overwrites_a_newer_one(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_sample_end_to_end_alerts_equal_the_domain_functions(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
     for job in ("keepa_pull", "enrichment", "arbitrage"):
@@ -266,7 +264,7 @@ def test_sample_end_to_end_alerts_equal_the_domain_functions(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_range_past_the_end_of_the_log_processes_nothing(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     """A stale range (the topic was recreated since) must not fall back to earlier offsets."""
     updates = good_updates(6)
@@ -285,7 +283,7 @@ def test_a_range_past_the_end_of_the_log_processes_nothing(
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_a_pull_stamped_in_the_future_cannot_freeze_a_product(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     """One update stamped an hour ahead, then a normal one: the first goes to the DLQ (as the
     document's version it would have made every later update count as older)."""
@@ -309,7 +307,7 @@ def test_a_pull_stamped_in_the_future_cannot_freeze_a_product(
 
 
 @pytest.mark.usefixtures("clean_pipeline")
-def test_an_existing_alerts_index_gets_the_rules_fields(es: ElasticsearchResource) -> None:
+def test_an_existing_alerts_index_gets_the_rules_fields(es: ElasticsearchClient) -> None:
     """An alerts index created before the rules gets rules_version and signals mapped when the
     indices are ensured (every stage run does), so its strict mapping takes the new alerts."""
     client = es.client()
@@ -327,7 +325,7 @@ def test_an_existing_alerts_index_gets_the_rules_fields(es: ElasticsearchResourc
     )
 
 
-def observation_docs(es: ElasticsearchResource) -> dict[str, dict]:
+def observation_docs(es: ElasticsearchClient) -> dict[str, dict]:
     es.client().indices.refresh(index=topics.PRICE_OBSERVATIONS_INDEX)
     found = es.client().search(index=topics.PRICE_OBSERVATIONS_INDEX, size=1000, version=True)
     return {hit["_id"]: hit for hit in found["hits"]["hits"]}
@@ -335,7 +333,7 @@ def observation_docs(es: ElasticsearchResource) -> dict[str, dict]:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_price_observations_are_written_once_per_pull_and_never_twice(
-    kafka: KafkaResource, es: ElasticsearchResource
+    kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     # Two pulls of the same 4 products (DE, FR, GB each priced): one observation per product
     # and pull, with the three markets.

@@ -10,15 +10,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cli.main import main
-from cli.whatif import READER_GROUP
-from pipelines import topics
-from pipelines.fee_config import DEFAULT_FEES_FILE
-from pipelines.messages.timestamps import format_utc
-from pipelines.stage_specs import ARBITRAGE
-from pipelines.whatif import CSV_COLUMNS
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.cli.main import main
+from arbitrage.cli.whatif import READER_GROUP
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.fee_config import DEFAULT_FEES_FILE
+from arbitrage.domain.messages.timestamps import format_utc
+from arbitrage.domain.stage_specs import ARBITRAGE
+from arbitrage.domain.whatif import CSV_COLUMNS
 from tests.integration.test_stages import run_job
 
 pytestmark = pytest.mark.integration
@@ -32,8 +32,8 @@ def csv_rows(path: Path) -> list[list[str]]:
 
 @pytest.mark.usefixtures("clean_pipeline")
 def test_whatif_shows_what_other_fees_would_change_and_writes_nothing(
-    kafka: KafkaResource,
-    es: ElasticsearchResource,
+    kafka: KafkaClient,
+    es: ElasticsearchClient,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipelines import topics
+from arbitrage.domain import topics
 
 TIMEOUT_S = 10.0
 

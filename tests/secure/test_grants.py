@@ -1,4 +1,4 @@
-"""Each account of pipelines/access.py may do its own job on the real broker and node, and is
+"""Each account of arbitrage/domain/access.py may do its own job on the real broker and node, and is
 refused the rest: a stage reads its source under its groups, writes its output and DLQ under
 its transactional ids and its indices, and nothing else; only the provisioning account creates
 topics, indices and templates; the operator (the shared account) creates nothing in the plain
@@ -14,13 +14,13 @@ import pytest
 from confluent_kafka import KafkaError, Producer
 from elasticsearch import ApiError, AuthorizationException, BadRequestError
 
-from pipelines import access, topics
-from pipelines.stage_specs import STAGES, StageSpec
-from resources.accounts import elasticsearch_as, kafka_as
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.kafka_transactions import transactional_id
-from resources.settings import Settings
+from arbitrage.clients.accounts import elasticsearch_as, kafka_as
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import access, topics
+from arbitrage.domain.stage_specs import STAGES, StageSpec
+from arbitrage.engine.kafka_transactions import transactional_id
+from arbitrage.settings import Settings
 from tests.secure.kafka_probes import (
     TIMEOUT_S,
     consume_error,
@@ -35,14 +35,14 @@ PIPELINE_TOPICS = [spec.name for spec in topics.TOPICS]
 STAGE_IDS = [spec.name for spec in STAGES]
 
 
-def kafka_account(key: str) -> KafkaResource:
+def kafka_account(key: str) -> KafkaClient:
     base = Settings.from_env().kafka(timeout_s=TIMEOUT_S)
     own = kafka_as(base, key)
     assert own is not base, f"client.env names no Kafka account for {key}"
     return own
 
 
-def es_account(key: str) -> ElasticsearchResource:
+def es_account(key: str) -> ElasticsearchClient:
     base = Settings.from_env().elasticsearch(max_retries=0)
     own = elasticsearch_as(base, key)
     assert own is not base, f"client.env names no Elasticsearch account for {key}"
@@ -59,7 +59,7 @@ def other_stage(spec: StageSpec) -> StageSpec:
 
 @pytest.mark.parametrize("spec", STAGES, ids=STAGE_IDS)
 def test_a_stage_account_writes_its_outputs_and_no_other_topic(
-    kafka: KafkaResource, spec: StageSpec
+    kafka: KafkaClient, spec: StageSpec
 ) -> None:
     config = kafka_account(spec.name).client_config()
     # Inside: a transaction under its own id writes its output and DLQ; aborted, so no
@@ -92,7 +92,7 @@ def test_a_stage_account_writes_its_outputs_and_no_other_topic(
 
 @pytest.mark.parametrize("spec", STAGES, ids=STAGE_IDS)
 def test_a_stage_account_reads_its_source_under_its_groups_only(
-    kafka: KafkaResource, spec: StageSpec
+    kafka: KafkaClient, spec: StageSpec
 ) -> None:
     config = kafka_account(spec.name).client_config()
     assert consume_error(config, spec.replay_group, spec.source_topic) is None
@@ -107,7 +107,7 @@ def test_a_stage_account_reads_its_source_under_its_groups_only(
         assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
-def test_the_keepa_pull_account_writes_raw_updates_only(kafka: KafkaResource) -> None:
+def test_the_keepa_pull_account_writes_raw_updates_only(kafka: KafkaClient) -> None:
     config = kafka_account(access.KEEPA_PULL).client_config()
     producer = Producer({**config, "enable.idempotence": True, "message.timeout.ms": 8000})
     reports: list[Any] = []
@@ -123,7 +123,7 @@ def test_the_keepa_pull_account_writes_raw_updates_only(kafka: KafkaResource) ->
 
 
 def test_only_the_provisioning_account_may_create_the_pipelines_topics(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
 ) -> None:
     """validate_only: the broker checks the grant, creates nothing. The plain names too,
     where the operator owns no namespace."""
@@ -161,7 +161,7 @@ PROBE = {"grant_probe": True}  # no index of the pipeline maps this field
 
 @pytest.mark.parametrize("spec", STAGES, ids=STAGE_IDS)
 def test_a_stage_account_writes_its_indices_and_no_others(
-    es: ElasticsearchResource, spec: StageSpec
+    es: ElasticsearchClient, spec: StageSpec
 ) -> None:
     client = es_account(spec.name).client()
     stage_indices = {index for stage in STAGES for index in stage.indices}
@@ -184,7 +184,7 @@ def test_a_stage_account_writes_its_indices_and_no_others(
 
 
 def test_only_the_provisioning_account_may_create_indices_and_templates(
-    es: ElasticsearchResource,
+    es: ElasticsearchClient,
 ) -> None:
     provision = es_account(access.PROVISION).client()
     operator = es.client()
@@ -214,7 +214,7 @@ def test_only_the_provisioning_account_may_create_indices_and_templates(
 
 
 def test_the_digest_account_reads_alerts_and_records_deliveries_only(
-    es: ElasticsearchResource,
+    es: ElasticsearchClient,
 ) -> None:
     client = es_account(access.DIGEST).client()
     assert es_status(lambda: client.count(index=topics.ALERTS_INDEX)) == 200

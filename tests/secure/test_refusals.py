@@ -22,14 +22,14 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from elasticsearch import AuthenticationException, AuthorizationException
 
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.stage_specs import ENRICHMENT
+from arbitrage.engine.kafka_transactions import transactional_id
+from arbitrage.settings import Settings
 from devservices import secure
 from devservices.settings import Settings as ServiceSettings
-from pipelines import topics
-from pipelines.stage_specs import ENRICHMENT
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
-from resources.kafka_transactions import transactional_id
-from resources.settings import Settings
 from tests.secure.kafka_probes import (
     TIMEOUT_S,
     consume_error,
@@ -40,7 +40,7 @@ from tests.secure.kafka_probes import (
 pytestmark = [pytest.mark.integration, pytest.mark.secure]
 
 
-def as_user(name: str, password: str, **overrides: Any) -> KafkaResource:
+def as_user(name: str, password: str, **overrides: Any) -> KafkaClient:
     return Settings.from_env().kafka(sasl_username=name, sasl_password=password, **overrides)
 
 
@@ -54,7 +54,7 @@ def test_there_is_no_plaintext_listener(services: ServiceSettings) -> None:
     for node in range(services.kafka_brokers):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((services.host, services.kafka_port + node), timeout=5)
-    anonymous = KafkaResource(bootstrap_servers=f"{services.host}:{services.kafka_port}")
+    anonymous = KafkaClient(bootstrap_servers=f"{services.host}:{services.kafka_port}")
     with pytest.raises(KafkaException) as dropped:
         AdminClient(anonymous.client_config()).list_topics(timeout=5)
     assert dropped.value.args[0].code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
@@ -108,7 +108,7 @@ def test_the_unprivileged_user_is_refused_topics_groups_and_transactional_ids(
         assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
-def test_the_operator_has_its_grants_and_nothing_more(kafka: KafkaResource) -> None:
+def test_the_operator_has_its_grants_and_nothing_more(kafka: KafkaClient) -> None:
     """The shared account (CLI, sensors, checks, tests): transactions and groups in the tests'
     namespace (its scratch space), no stage's transactional id, no foreign group or topic."""
     config = kafka.client_config()
@@ -131,7 +131,7 @@ def test_the_operator_has_its_grants_and_nothing_more(kafka: KafkaResource) -> N
         assert refused_topic.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
-def test_kafka_tools_properties_carry_the_same_settings(kafka: KafkaResource) -> None:
+def test_kafka_tools_properties_carry_the_same_settings(kafka: KafkaClient) -> None:
     text = kafka.tools_properties()
     assert "security.protocol=SASL_SSL" in text
     assert "sasl.mechanism=SCRAM-SHA-512" in text
@@ -144,7 +144,7 @@ def test_kafka_tools_properties_carry_the_same_settings(kafka: KafkaResource) ->
 # ----------------------------------------------------------------------------- Elasticsearch
 
 
-def es_as(**fields: Any) -> ElasticsearchResource:
+def es_as(**fields: Any) -> ElasticsearchClient:
     base = Settings.from_env().elasticsearch()
     values = {
         "url": base.url,
@@ -155,7 +155,7 @@ def es_as(**fields: Any) -> ElasticsearchResource:
         "api_key": None,
         **fields,
     }
-    return ElasticsearchResource(**values)
+    return ElasticsearchClient(**values)
 
 
 def test_elasticsearch_refuses_anonymous_and_wrong_credentials_with_401(
@@ -193,7 +193,7 @@ def test_elasticsearch_speaks_only_tls_with_its_own_ca(
 
 
 def test_elasticsearch_unprivileged_user_and_foreign_indices_get_403(
-    es: ElasticsearchResource, passwords: dict[str, str]
+    es: ElasticsearchClient, passwords: dict[str, str]
 ) -> None:
     unprivileged = es_as(username=secure.UNPRIVILEGED_USER, password=passwords["es_unprivileged"])
     assert unprivileged.client().cluster.health()["status"] in ("green", "yellow")

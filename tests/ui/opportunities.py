@@ -1,5 +1,5 @@
-"""Driving the opportunities page (web/) in headless Chromium: shared by its browser test and
-scripts/screenshot_ui.py."""
+"""Driving the opportunities page (arbitrage/web/) in headless Chromium: shared by its browser test
+and scripts/screenshot_ui.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The opportunities page (web/) in headless Chromium against real Kafka and Elasticsearch.
+"""The opportunities page (arbitrage/web/) in headless Chromium against real Kafka and
+Elasticsearch.
 
 The bundled sample is pulled twice and carried through both stages in process (two pulls, so
 every market has two price observations), then the page is served on a thread of this process:
@@ -18,25 +19,23 @@ import dagster as dg
 import pytest
 import requests
 
-from pipelines import topics
-from pipelines.messages.codec import encode
-from pipelines.messages.timestamps import format_utc
-from resources.elasticsearch import ElasticsearchResource
-from resources.kafka import KafkaResource
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.kafka import KafkaClient
+from arbitrage.domain import topics
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.timestamps import format_utc
+from arbitrage.web.app import create_app
+from arbitrage.web.server import serving
 from tests.integration.kafka_io import produce
 from tests.integration.test_stages import good_updates, run_job
 from tests.ui.dagster_ui import CHROMIUM, CHROMIUM_HINT, chromium_page, resolving_to_loopback
 from tests.ui.opportunities import open_detail, open_list
-from web.app import create_app
-from web.server import serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 @pytest.fixture
-def page_url(
-    clean_pipeline: None, kafka: KafkaResource, es: ElasticsearchResource
-) -> Iterator[str]:
+def page_url(clean_pipeline: None, kafka: KafkaClient, es: ElasticsearchClient) -> Iterator[str]:
     instance = dg.DagsterInstance.ephemeral()
     for _pull in range(2):
         for job in ("keepa_pull", "enrichment", "arbitrage"):
@@ -47,7 +46,7 @@ def page_url(
 
 
 def test_opportunities_list_filter_detail_chart_and_live_update(
-    request: pytest.FixtureRequest, kafka: KafkaResource, es: ElasticsearchResource
+    request: pytest.FixtureRequest, kafka: KafkaClient, es: ElasticsearchClient
 ) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"The UI tests need Chromium at {CHROMIUM}. {CHROMIUM_HINT}", pytrace=False)
@@ -95,9 +94,9 @@ def test_opportunities_list_filter_detail_chart_and_live_update(
         assert page.evaluate("window.__notReloaded === true")
 
 
-def test_the_page_answers_to_its_own_names_only(es: ElasticsearchResource) -> None:
+def test_the_page_answers_to_its_own_names_only(es: ElasticsearchClient) -> None:
     """A DNS-rebinding page (evil.example, rebound to 127.0.0.1) would read the alerts; the
-    page answers to 127.0.0.1, localhost and the names it is given only (web/guard.py)."""
+    page answers to 127.0.0.1, localhost and the names it is given only (arbitrage/web/guard.py)."""
     if not CHROMIUM.exists():
         pytest.fail(f"The UI tests need Chromium at {CHROMIUM}. {CHROMIUM_HINT}", pytrace=False)
     with serving(create_app(es, allowed_hosts=["opportunities.example"])) as url:

@@ -1,4 +1,4 @@
-"""The UI guard (web/guard.py) in headless Chromium: a page from another origin and a
+"""The UI guard (arbitrage/web/guard.py) in headless Chromium: a page from another origin and a
 DNS-rebinding page cannot drive the Dagster UI, which still works from its own origin.
 
 Starts the webserver the way make demo runs it (behind the guard, throwaway DAGSTER_HOME, free

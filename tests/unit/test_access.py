@@ -1,16 +1,15 @@
-"""The accounts of pipelines/access.py hold what their job needs and nothing wider, and each job
-finds its own account in the environment (resources/accounts.py)."""
+"""The accounts of arbitrage/domain/access.py hold what their job needs and nothing wider, and each
+job finds its own account in the environment (arbitrage/clients/accounts.py)."""
 
 from __future__ import annotations
 
-import dagster as dg
 import pytest
 
-from pipelines import access, topics
-from pipelines.stage_specs import STAGES
-from resources.accounts import AccountError, elasticsearch_as, kafka_as
-from resources.kafka_transactions import transactional_id
-from resources.settings import Settings
+from arbitrage.clients.accounts import AccountError, elasticsearch_as, kafka_as
+from arbitrage.domain import access, topics
+from arbitrage.domain.stage_specs import STAGES
+from arbitrage.engine.kafka_transactions import transactional_id
+from arbitrage.settings import Settings
 
 WIDE_KAFKA = {"ALL", "CREATE", "DELETE", "ALTER", "ALTER_CONFIGS"}
 
@@ -100,8 +99,8 @@ def test_a_job_finds_its_own_account_in_the_environment(monkeypatch: pytest.Monk
     own = kafka_as(kafka, "enrichment")
     assert own.client_config()["sasl.username"] == "arbitrage-enrichment"
     assert own.client_config()["sasl.password"] == "own-pw"
-    # By name, like the shared one: never the value in the resource.
-    assert isinstance(own.sasl_password, dg.EnvVar) and "own-pw" not in repr(own)
+    # Never in the client's repr (log lines, errors).
+    assert "own-pw" not in repr(own)
     assert own.bootstrap_servers == kafka.bootstrap_servers
     own_es = elasticsearch_as(es, "enrichment")
     assert own_es.client_options()["basic_auth"] == ("arbitrage-enrichment", "own-es-pw")

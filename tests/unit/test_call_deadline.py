@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from resources.kafka_transactions import returns_within
+from arbitrage.engine.kafka_transactions import returns_within
 
 
 def test_a_call_that_returns_in_time_is_waited_for() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cli.main import table
-from cli.terminal import printable, printable_lines
+from arbitrage.cli.main import table
+from arbitrage.cli.terminal import printable, printable_lines
 
 
 def test_control_characters_are_escaped() -> None:

@@ -19,7 +19,7 @@ from pipelines import code_server
 
 # Imported by neither this module nor pipelines.code_server, so in a child only if the forkserver
 # (a fresh interpreter, not a copy of this one) preloaded it.
-PRELOADED = "pipelines.fee_model"
+PRELOADED = "arbitrage.domain.fee_model"
 
 
 def report_modules_and_parent(queue: multiprocessing.Queue) -> None:

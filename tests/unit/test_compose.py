@@ -7,6 +7,9 @@ from pathlib import Path
 
 import yaml
 
+from arbitrage.clients.elasticsearch import DEFAULT_URL
+from arbitrage.clients.kafka import DEFAULT_BOOTSTRAP
+from arbitrage.domain import topics
 from devservices import versions
 from devservices.dagster_instance import POSTGRES_ENV
 from devservices.dagster_processes import (
@@ -15,9 +18,6 @@ from devservices.dagster_processes import (
     LOCATION,
     WEBSERVER_MODULE,
 )
-from pipelines import topics
-from resources.elasticsearch import DEFAULT_URL
-from resources.kafka import DEFAULT_BOOTSTRAP
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -11,7 +11,7 @@ from datetime import date
 import pytest
 from PIL import Image
 
-from pipelines.digest import (
+from arbitrage.domain.digest import (
     BACKGROUND,
     BAR,
     CHART_LABEL_W,

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.redaction import has_credentials, redact_url, scrub_url
-from resources.elasticsearch import (
+from arbitrage.clients.elasticsearch import (
     INDEX_TEMPLATES_BODIES,
-    ElasticsearchResource,
+    ElasticsearchClient,
     elasticsearch_hosts,
 )
-from resources.settings import Settings, SettingsError
+from arbitrage.domain.redaction import has_credentials, redact_url, scrub_url
+from arbitrage.settings import Settings, SettingsError
 
 NODES = "http://127.0.0.1:12200,http://127.0.0.1:12201,http://127.0.0.1:12202"
 
@@ -30,7 +30,7 @@ def test_the_local_default_lists_every_node_from_es_port_and_es_nodes() -> None:
 def test_the_client_gets_every_node() -> None:
     """(tests/integration/test_elasticsearch_nodes.py: what it does when one does not answer.)"""
     assert elasticsearch_hosts(f" {NODES.replace(',', ' , ')}, ") == NODES.split(",")
-    client = ElasticsearchResource(url=NODES).client()
+    client = ElasticsearchClient(url=NODES).client()
     assert sorted(node.base_url for node in client.transport.node_pool.all()) == NODES.split(",")
 
 
@@ -50,7 +50,7 @@ def test_every_node_url_is_redacted() -> None:
     assert redact_url(urls) == "https://user:***@h1:9200,https://user:***@h2:9200"
     assert has_credentials(urls) and not has_credentials(NODES)
     assert "hunter2" not in scrub_url(f"{urls} refused hunter2", urls)
-    shown = ElasticsearchResource(url=urls).shown_url
+    shown = ElasticsearchClient(url=urls).shown_url
     assert "hunter2" not in shown and "h2:9200" in shown
 
 

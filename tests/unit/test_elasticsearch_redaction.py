@@ -7,10 +7,11 @@ import logging
 
 import pytest
 
-from cli.main import main
+from arbitrage.cli.main import main
+from arbitrage.clients.elasticsearch import ElasticsearchClient, ElasticsearchUnavailableError
+from arbitrage.settings import Settings
 from pipelines.definitions import build_definitions
-from resources.elasticsearch import ElasticsearchResource, ElasticsearchUnavailableError
-from resources.settings import Settings
+from resources.elasticsearch import ElasticsearchResource
 
 
 def test_elasticsearch_errors_logs_and_repr_never_show_the_password(
@@ -18,7 +19,7 @@ def test_elasticsearch_errors_logs_and_repr_never_show_the_password(
 ) -> None:
     caplog.set_level(logging.DEBUG)  # elastic_transport logs every request with its URL
     # Port 1 on loopback: nothing listens, the connection is refused at once.
-    es = ElasticsearchResource(url="http://user:hunter2@127.0.0.1:1", request_timeout_s=2)
+    es = ElasticsearchClient(url="http://user:hunter2@127.0.0.1:1", request_timeout_s=2)
     with pytest.raises(ElasticsearchUnavailableError) as caught:
         es.health(wait_s=1)
     assert "http://user:***@127.0.0.1:1" in str(caught.value)

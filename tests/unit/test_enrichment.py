@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from pipelines.fee_config import load_fee_config
-from pipelines.lifecycle import apply_batch
-from pipelines.messages.codec import encode
-from pipelines.messages.timestamps import epoch_ms
-from pipelines.messages.types import SchemaError
-from pipelines.messages.validation import validate_raw_update
-from pipelines.rules_config import NO_RULES
-from pipelines.transforms import SourceRecord, arbitrage_records, enrich_records
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.lifecycle import apply_batch
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.timestamps import epoch_ms
+from arbitrage.domain.messages.types import SchemaError
+from arbitrage.domain.messages.validation import validate_raw_update
+from arbitrage.domain.rules_config import NO_RULES
+from arbitrage.domain.transforms import SourceRecord, arbitrage_records, enrich_records
 from tests.factories import enriched, offer, raw_update
 
 CONFIG = load_fee_config()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.faults import FaultInjector, FaultPointError
+from arbitrage.engine.faults import FaultInjector, FaultPointError
 
 
 def test_a_fault_point_names_stage_point_batch_and_action() -> None:

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from pipelines.enrichment import enrich
-from pipelines.fee_config import REPO_ROOT, FeeConfigError, load_fee_config
-from pipelines.fee_model import MARKET_CODES, evaluate_route, market_matrix
-from pipelines.keepa_parsing import merge_market_products, parse_product_response
-from pipelines.keepa_sample import load_sample_document
-from pipelines.messages.codec import encode
-from pipelines.messages.validation import parse_raw_update
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.fee_config import REPO_ROOT, FeeConfigError, load_fee_config
+from arbitrage.domain.fee_model import MARKET_CODES, evaluate_route, market_matrix
+from arbitrage.domain.keepa_parsing import merge_market_products, parse_product_response
+from arbitrage.domain.keepa_sample import load_sample_document
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.validation import parse_raw_update
 from tests.factories import enriched, offer
 from tools.sample_catalog import CATEGORIES
 from tools.sample_generator import DEFAULT_PULLED_AT

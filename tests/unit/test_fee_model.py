@@ -11,17 +11,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.fee_config import FeeConfig, load_fee_config
-from pipelines.fee_model import (
+from arbitrage.domain.fee_config import FeeConfig, load_fee_config
+from arbitrage.domain.fee_model import (
     MARKET_CODES,
     detect_alerts,
     evaluate_route,
     evaluate_routes,
     market_matrix,
 )
-from pipelines.markets import MARKETPLACES
-from pipelines.messages.types import alert_id
-from resources.settings import Settings
+from arbitrage.domain.markets import MARKETPLACES
+from arbitrage.domain.messages.types import alert_id
+from arbitrage.settings import Settings
+from resources.fees import fee_model_resource
 from tests.factories import enriched, offer
 
 CONFIG = load_fee_config()
@@ -376,6 +377,6 @@ def test_fees_file_from_the_environment(tmp_path, monkeypatch) -> None:
     custom.write_text(text.replace("min_profit_eur_cents = 500", "min_profit_eur_cents = 5000"))
     monkeypatch.setenv("ARBITRAGE_FEES_FILE", str(custom))
     # The setting reaches the stages through the fee model resource the definitions wire.
-    strict: FeeConfig = Settings.from_env().fee_model().load()
+    strict: FeeConfig = fee_model_resource(Settings.from_env()).load()
     assert strict.min_profit_eur_cents == 5000
     assert strict.path == str(custom)

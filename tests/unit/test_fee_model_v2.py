@@ -14,8 +14,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.fee_config import REPO_ROOT, FeeConfig, FeesV2, load_fee_config
-from pipelines.fee_model import (
+from arbitrage.domain.fee_config import REPO_ROOT, FeeConfig, FeesV2, load_fee_config
+from arbitrage.domain.fee_model import (
     FEE_COLUMNS,
     MARKET_CODES,
     V2_ONLY_COLUMNS,
@@ -24,7 +24,7 @@ from pipelines.fee_model import (
     evaluate_routes,
     market_matrix,
 )
-from pipelines.markets import MARKETPLACES
+from arbitrage.domain.markets import MARKETPLACES
 from tests.factories import enriched, offer
 
 V1 = load_fee_config(REPO_ROOT / "config" / "fees_v1.toml")

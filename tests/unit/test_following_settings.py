@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resources.settings import Settings, SettingsError
+from arbitrage.settings import Settings, SettingsError
 
 
 def test_the_follow_window_and_linger_are_read_from_the_environment() -> None:

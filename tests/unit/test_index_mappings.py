@@ -1,8 +1,12 @@
-"""Which fields an existing index lacks (resources.elasticsearch.missing_properties)."""
+"""Which fields an existing index lacks (arbitrage.clients.elasticsearch.missing_properties)."""
 
 from __future__ import annotations
 
-from resources.elasticsearch import INDEX_TEMPLATES, INDEX_TEMPLATES_BODIES, missing_properties
+from arbitrage.clients.elasticsearch import (
+    INDEX_TEMPLATES,
+    INDEX_TEMPLATES_BODIES,
+    missing_properties,
+)
 
 
 def test_only_absent_fields_are_missing_and_changed_ones_are_left() -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from resources.kafka_security import KafkaSecurity, KafkaSecurityError
-from resources.settings import Settings, SettingsError
+from arbitrage.clients.kafka_security import KafkaSecurity, KafkaSecurityError
+from arbitrage.settings import Settings, SettingsError
+from resources.elasticsearch import elasticsearch_resource
+from resources.kafka import kafka_resource
 
 SASL = {
     "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
@@ -74,20 +76,26 @@ def test_the_resource_names_the_password_variable_and_reads_it_late(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", "pw-7f3e")
-    kafka = Settings.from_env({**SASL}).kafka()
-    assert isinstance(kafka.sasl_password, dg.EnvVar)
-    assert kafka.sasl_password.env_var_name == "KAFKA_SASL_PASSWORD"
-    assert "pw-7f3e" not in repr(kafka)
-    assert kafka.client_config()["sasl.password"] == "pw-7f3e"
+    resource = kafka_resource(Settings.from_env({**SASL}))
+    assert isinstance(resource.sasl_password, dg.EnvVar)
+    assert resource.sasl_password.env_var_name == "KAFKA_SASL_PASSWORD"
+    assert "pw-7f3e" not in repr(resource)
+    # The plain client (the CLI's, or a run's from the resource) holds the value, unshown.
+    for kafka in (Settings.from_env({**SASL}).kafka(), resource.get_client()):
+        assert "pw-7f3e" not in repr(kafka)
+        assert kafka.client_config()["sasl.password"] == "pw-7f3e"
 
 
 def test_elasticsearch_credentials_are_wired_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"ELASTICSEARCH_USERNAME": "arbitrage", "ELASTICSEARCH_PASSWORD": "es-pw-91"}
     monkeypatch.setenv("ELASTICSEARCH_PASSWORD", "es-pw-91")
-    es = Settings.from_env(env).elasticsearch()
-    assert isinstance(es.password, dg.EnvVar)
-    assert es.password.env_var_name == "ELASTICSEARCH_PASSWORD" and "es-pw-91" not in repr(es)
-    assert es.client_options() == {"basic_auth": ("arbitrage", "es-pw-91")}
+    resource = elasticsearch_resource(Settings.from_env(env))
+    assert isinstance(resource.password, dg.EnvVar)
+    assert resource.password.env_var_name == "ELASTICSEARCH_PASSWORD"
+    assert "es-pw-91" not in repr(resource)
+    for es in (Settings.from_env(env).elasticsearch(), resource.get_client()):
+        assert "es-pw-91" not in repr(es)
+        assert es.client_options() == {"basic_auth": ("arbitrage", "es-pw-91")}
     monkeypatch.setenv("ELASTICSEARCH_API_KEY", "a2V5")
     keyed = Settings.from_env({**env, "ELASTICSEARCH_API_KEY": "a2V5"}).elasticsearch()
     assert keyed.client_options() == {"api_key": "a2V5"}  # an API key wins

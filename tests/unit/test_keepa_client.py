@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
-from pipelines.messages.validation import validate_raw_update
-from resources.keepa_pull import PullProgress, pull_products
-from resources.keepa_sources import (
+from arbitrage.clients.keepa_pull import PullProgress, pull_products
+from arbitrage.clients.keepa_sources import (
     REFILL_MARGIN_S,
     KeepaError,
     KeepaHttpClient,
     KeepaSampleSource,
     redact_key,
 )
+from arbitrage.domain.markets import DEFAULT_MARKETS, MARKETPLACES
+from arbitrage.domain.messages.validation import validate_raw_update
 from tests.keepa_server import (
     KeepaTestServer,
     json_response,

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from pipelines.definitions import keepa_resource
-from pipelines.enrichment import enrich, history_observations
-from pipelines.fee_config import load_fee_config
-from pipelines.keepa_history import (
+from arbitrage.clients.keepa_sources import KeepaHttpClient
+from arbitrage.domain.enrichment import enrich, history_observations
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.keepa_history import (
     BAD_LENGTH,
     NOT_A_LIST,
     NOT_INTEGER,
@@ -26,15 +26,15 @@ from pipelines.keepa_history import (
     history_window,
     parse_history,
 )
-from pipelines.keepa_parsing import merge_market_products, product_token_cost
-from pipelines.messages.codec import encode
-from pipelines.messages.fast_validation import fast_raw_update
-from pipelines.messages.history import MAX_HISTORY_POINTS
-from pipelines.messages.types import SchemaError
-from pipelines.messages.validation import _checked_raw_update, parse_raw_update
-from pipelines.transforms import SourceRecord, enrich_records
-from resources.keepa_sources import KeepaHttpClient
-from resources.settings import Settings, SettingsError
+from arbitrage.domain.keepa_parsing import merge_market_products, product_token_cost
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.fast_validation import fast_raw_update
+from arbitrage.domain.messages.history import MAX_HISTORY_POINTS
+from arbitrage.domain.messages.types import SchemaError
+from arbitrage.domain.messages.validation import _checked_raw_update, parse_raw_update
+from arbitrage.domain.transforms import SourceRecord, enrich_records
+from arbitrage.settings import Settings, SettingsError
+from pipelines.definitions import keepa_resource
 from tests.factories import offer, raw_update
 from tests.keepa_server import KeepaTestServer
 from tools.sample_generator import generate_sample

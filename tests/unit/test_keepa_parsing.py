@@ -1,4 +1,4 @@
-"""Keepa product objects → market offers and raw updates (pipelines.keepa_parsing)."""
+"""Keepa product objects → market offers and raw updates (arbitrage.domain.keepa_parsing)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.keepa_parsing import (
+from arbitrage.domain.keepa_parsing import (
     chunked,
     current_price,
     extract_category,
@@ -26,9 +26,9 @@ from pipelines.keepa_parsing import (
     token_info,
     utc_to_keepa_minutes,
 )
-from pipelines.messages.timestamps import format_utc
-from pipelines.messages.types import MAX_TITLE_CHARS
-from pipelines.messages.validation import validate_raw_update
+from arbitrage.domain.messages.timestamps import format_utc
+from arbitrage.domain.messages.types import MAX_TITLE_CHARS
+from arbitrage.domain.messages.validation import validate_raw_update
 
 PULLED_AT = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 # 2026-11-26T10:00:00Z in Keepa minutes.

@@ -1,5 +1,5 @@
-"""Keepa statistics → per-market signals (pipelines.keepa_signals), their place in the messages
-(optional, null = no data; messages written before them still read), and the token cost."""
+"""Keepa statistics → per-market signals (arbitrage.domain.keepa_signals), their place in the
+messages (optional, null = no data; messages written before them still read), and the token cost."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 import requests
 
-from pipelines.enrichment import enrich
-from pipelines.fee_config import load_fee_config
-from pipelines.fee_model import detect_alerts
-from pipelines.keepa_parsing import (
+from arbitrage.clients.elasticsearch import PRODUCTS_MAPPING
+from arbitrage.clients.keepa_pull import PullTotals, iter_pull
+from arbitrage.clients.keepa_sources import KeepaHttpClient, KeepaSampleSource
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.fee_model import detect_alerts
+from arbitrage.domain.keepa_parsing import (
     TOKENS_BUYBOX_EXTRA,
     TOKENS_PER_PRODUCT,
     TOKENS_STATS_EXTRA,
@@ -25,20 +28,17 @@ from pipelines.keepa_parsing import (
     parse_product,
     product_token_cost,
 )
-from pipelines.keepa_signals import AMAZON_SELLER_IDS, parse_signals
-from pipelines.messages.codec import encode
-from pipelines.messages.fast_validation import fast_raw_update
-from pipelines.messages.signals import SIGNAL_FIELDS, check_signals
-from pipelines.messages.types import SchemaError
-from pipelines.messages.validation import (
+from arbitrage.domain.keepa_signals import AMAZON_SELLER_IDS, parse_signals
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.fast_validation import fast_raw_update
+from arbitrage.domain.messages.signals import SIGNAL_FIELDS, check_signals
+from arbitrage.domain.messages.types import SchemaError
+from arbitrage.domain.messages.validation import (
     _checked_raw_update,
     parse_enriched_product,
     parse_raw_update,
     validate_raw_update,
 )
-from resources.elasticsearch import PRODUCTS_MAPPING
-from resources.keepa_pull import PullTotals, iter_pull
-from resources.keepa_sources import KeepaHttpClient, KeepaSampleSource
 from tests.factories import offer, raw_update
 from tests.keepa_server import KeepaTestServer
 from tools.sample_generator import generate_sample

@@ -1,4 +1,4 @@
-"""The alert lifecycle (pipelines/lifecycle.py): opened, updated, closed, episodes, versions,
+"""The alert lifecycle (arbitrage/domain/lifecycle.py): opened, updated, closed, episodes, versions,
 replays and reruns."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from pipelines.lifecycle import (
+from arbitrage.domain.lifecycle import (
     CLOSED,
     NO_PRICE,
     OPENED,

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.money import (
+from arbitrage.domain.money import (
     convert_to_eur_cents,
     format_minor,
     round_fraction,

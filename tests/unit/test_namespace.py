@@ -1,6 +1,6 @@
 """ARBITRAGE_NAMESPACE prefixes every topic, group, transactional id and index, and nothing else;
 a pipeline without one is never reset. Each case runs in a fresh interpreter: the namespace is
-read once, when pipelines/topics.py is imported."""
+read once, when arbitrage/domain/topics.py is imported."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.topics import NamespaceError, namespace_prefix
+from arbitrage.domain.topics import NamespaceError, namespace_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,9 +21,9 @@ NAMES = """
 import json
 from assets import keys
 from assets.checks import DLQ_READER_GROUP
-from pipelines import access, topics
-from pipelines.stage_specs import ENRICHMENT
-from resources.kafka_transactions import transactional_id
+from arbitrage.domain import access, topics
+from arbitrage.domain.stage_specs import ENRICHMENT
+from arbitrage.engine.kafka_transactions import transactional_id
 print(json.dumps({
     "topics": [spec.name for spec in topics.TOPICS],
     "indices": [topics.PRODUCTS_INDEX, topics.ALERTS_INDEX, topics.REDRIVE_LEDGER_INDEX,
@@ -91,7 +91,7 @@ def test_a_bad_namespace_is_refused_with_the_rule(bad: str) -> None:
         namespace_prefix(bad)
     env = {**os.environ, "ARBITRAGE_NAMESPACE": bad}
     done = subprocess.run(
-        [sys.executable, "-c", "import pipelines.topics"],
+        [sys.executable, "-c", "import arbitrage.domain.topics"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -108,11 +108,11 @@ def test_good_namespaces() -> None:
 
 def test_reset_refuses_the_pipelines_own_names() -> None:
     script = (
-        "from cli.reset import check_reset_allowed\n"
-        "from resources.elasticsearch import ElasticsearchResource\n"
-        "from resources.kafka import KafkaResource\n"
-        "check_reset_allowed(KafkaResource(bootstrap_servers='127.0.0.1:9092'),"
-        " ElasticsearchResource(url='http://127.0.0.1:9200'), anywhere=True)\n"
+        "from arbitrage.cli.reset import check_reset_allowed\n"
+        "from arbitrage.clients.elasticsearch import ElasticsearchClient\n"
+        "from arbitrage.clients.kafka import KafkaClient\n"
+        "check_reset_allowed(KafkaClient(bootstrap_servers='127.0.0.1:9092'),"
+        " ElasticsearchClient(url='http://127.0.0.1:9200'), anywhere=True)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "ARBITRAGE_NAMESPACE"}
     refused = subprocess.run(

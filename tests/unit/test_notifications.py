@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.notifications import (
+from arbitrage.clients.notify import Redactor, SmtpTarget, build_senders
+from arbitrage.domain.notifications import (
     DEFAULT_NOTIFICATIONS_FILE,
     REPLAY_WINDOW_S,
     AlertEvent,
@@ -35,7 +36,6 @@ from pipelines.notifications import (
     signature_valid,
     webhook_body,
 )
-from resources.notify import Redactor, SmtpTarget, build_senders
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -24,6 +24,9 @@ def requirement_names(requirements: list[str]) -> set[str]:
     return {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower() for r in requirements}
 
 
+DAGSTER_LAYER = ("pipelines", "assets", "resources")
+
+
 def test_every_dependency_is_pinned_with_hashes_and_the_locks_agree() -> None:
     runtime, dev = pins("requirements.lock"), pins("requirements-dev.lock")
     project = PYPROJECT["project"]
@@ -38,10 +41,11 @@ def test_make_and_docker_install_from_the_locks() -> None:
     assert "--require-hashes -r requirements-dev.lock" in makefile
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     assert "--require-hashes -r requirements.lock" in dockerfile
-    # Docker copies every top-level package the project installs (with its subpackages).
-    for package in PYPROJECT["tool"]["setuptools"]["packages"]:
-        top = package.split(".")[0]
-        assert f"COPY {top} {top}" in dockerfile, package
+    # Docker copies the one package the project installs and the Dagster layer it loads from
+    # its working directory.
+    assert PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"] == ["arbitrage*"]
+    for top in ("arbitrage", *DAGSTER_LAYER):
+        assert f"COPY {top} {top}" in dockerfile, top
 
 
 def _pip_installs(text: str) -> list[str]:

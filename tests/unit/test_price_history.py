@@ -3,11 +3,11 @@ across reruns."""
 
 from __future__ import annotations
 
-from engine.processors import split_outcome
-from pipelines.fee_config import load_fee_config
-from pipelines.messages.timestamps import epoch_ms
-from pipelines.price_history import observation, observation_id
-from resources.elasticsearch import PRICE_OBSERVATIONS_MAPPING, BulkOutcome
+from arbitrage.clients.elasticsearch import PRICE_OBSERVATIONS_MAPPING, BulkOutcome
+from arbitrage.domain.fee_config import load_fee_config
+from arbitrage.domain.messages.timestamps import epoch_ms
+from arbitrage.domain.price_history import observation, observation_id
+from arbitrage.engine.processors import split_outcome
 from tests.factories import enriched, offer
 
 CONFIG = load_fee_config()

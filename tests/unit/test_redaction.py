@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.keepa_parsing import read_asin_list
-from pipelines.markets import parse_market_list
-from pipelines.redaction import (
+from arbitrage.clients.keepa_sources import KeepaError, KeepaHttpClient
+from arbitrage.domain.keepa_parsing import read_asin_list
+from arbitrage.domain.markets import parse_market_list
+from arbitrage.domain.redaction import (
     has_credentials,
     preview,
     redact_url,
     scrub_url,
     secure_endpoint_problem,
 )
+from arbitrage.settings import DATA_DIR, Settings, SettingsError
 from resources.keepa import KeepaResource
-from resources.keepa_sources import KeepaError, KeepaHttpClient
-from resources.settings import DATA_DIR, Settings, SettingsError
 
 SECRET = "secret-value-4711"
 

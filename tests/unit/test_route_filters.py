@@ -1,4 +1,4 @@
-"""The signal rules (config/rules_*.toml, pipelines/route_filters.py) on hand-computed cases,
+"""The signal rules (config/rules_*.toml, arbitrage/domain/route_filters.py) on hand-computed cases,
 their properties, and rules_none reproducing the fee model's alerts on the bundled sample.
 
 The base case is test_fee_model's hand-computed route: buy DE at 45.00 (net 37.82), sell FR at
@@ -19,16 +19,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.enrichment import enrich
-from pipelines.fee_config import REPO_ROOT, load_fee_config
-from pipelines.fee_model import MARKET_CODES, detect, detect_alerts
-from pipelines.keepa_parsing import merge_market_products, parse_product_response
-from pipelines.keepa_sample import load_sample_document
-from pipelines.messages.timestamps import parse_utc
-from pipelines.messages.types import alert_id
-from pipelines.messages.validation import validate_raw_update
-from pipelines.route_filters import REASONS, RULE_REASONS, gather_signals
-from pipelines.rules_config import (
+from arbitrage.domain.enrichment import enrich
+from arbitrage.domain.fee_config import REPO_ROOT, load_fee_config
+from arbitrage.domain.fee_model import MARKET_CODES, detect, detect_alerts
+from arbitrage.domain.keepa_parsing import merge_market_products, parse_product_response
+from arbitrage.domain.keepa_sample import load_sample_document
+from arbitrage.domain.messages.timestamps import parse_utc
+from arbitrage.domain.messages.types import alert_id
+from arbitrage.domain.messages.validation import validate_raw_update
+from arbitrage.domain.route_filters import REASONS, RULE_REASONS, gather_signals
+from arbitrage.domain.rules_config import (
     NO_RULES,
     RULE_SECTIONS,
     AmazonBuyBoxRule,

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from pipelines.keepa_parsing import (
+from arbitrage.domain.keepa_parsing import (
     merge_market_products,
     parse_product_response,
     read_asin_list,
 )
-from pipelines.keepa_sample import load_sample_document
-from pipelines.markets import DEFAULT_MARKETS, MARKETPLACES
-from pipelines.messages.types import ASIN_PATTERN
-from pipelines.messages.validation import validate_raw_update
+from arbitrage.domain.keepa_sample import load_sample_document
+from arbitrage.domain.markets import DEFAULT_MARKETS, MARKETPLACES
+from arbitrage.domain.messages.types import ASIN_PATTERN
+from arbitrage.domain.messages.validation import validate_raw_update
 from tools import sample_signals
 from tools.sample_catalog import EDGE_CASE_KINDS, EUR_PER_GBP, SIGNAL_ARCHETYPES
 from tools.sample_generator import (

@@ -13,18 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import topics
-from pipelines.fee_config import FeeConfigError, load_fee_config
-from pipelines.messages.codec import encode
-from pipelines.messages.dlq import dlq_envelope
-from pipelines.messages.fast_validation import fast_raw_update
-from pipelines.messages.types import (
+from arbitrage.domain import topics
+from arbitrage.domain.fee_config import FeeConfigError, load_fee_config
+from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.messages.dlq import dlq_envelope
+from arbitrage.domain.messages.fast_validation import fast_raw_update
+from arbitrage.domain.messages.types import (
     DLQ_VALUE_KEPT_BYTES,
     DLQ_VALUE_WHOLE_MAX_BYTES,
     MAX_RECORD_BYTES,
     SchemaError,
 )
-from pipelines.messages.validation import (
+from arbitrage.domain.messages.validation import (
     _checked_raw_update,
     parse_enriched_product,
     parse_raw_update,

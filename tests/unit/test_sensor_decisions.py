@@ -1,10 +1,11 @@
-"""The stage sensors' decision on one tick, without services (pipelines/sensor_decisions.py)."""
+"""The stage sensors' decision on one tick, without services
+(arbitrage/domain/sensor_decisions.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.sensor_decisions import (
+from arbitrage.domain.sensor_decisions import (
     OBSERVATION_HEARTBEAT_S,
     OBSERVATION_MIN_INTERVAL_S,
     FinishedRun,

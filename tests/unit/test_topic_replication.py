@@ -1,11 +1,12 @@
-"""How many copies the pipeline's topics get, and what a write needs (pipelines/topics.py)."""
+"""How many copies the pipeline's topics get, and what a write needs
+(arbitrage/domain/topics.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipelines import topics
-from resources.settings import Settings, SettingsError
+from arbitrage.domain import topics
+from arbitrage.settings import Settings, SettingsError
 
 SPEC = topics.TOPIC_BY_NAME[topics.RAW_UPDATES]
 

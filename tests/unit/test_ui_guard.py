@@ -1,5 +1,5 @@
-"""The UI guard's decisions (web/guard.py), request by request; the real browser and webserver
-are in tests/e2e/test_ui_guard.py."""
+"""The UI guard's decisions (arbitrage/web/guard.py), request by request; the real browser and
+webserver are in tests/e2e/test_ui_guard.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from web.guard import (
+from arbitrage.web.guard import (
     GuardConfigError,
     GuardPolicy,
     allowed_hosts_from_env,

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from pipelines.lifecycle import is_open
-from web.chart import build_chart
-from web.queries import AlertFilters, FilterError, alerts_search, parse_filters
+from arbitrage.domain.lifecycle import is_open
+from arbitrage.web.chart import build_chart
+from arbitrage.web.queries import AlertFilters, FilterError, alerts_search, parse_filters
 
 
 def test_filters_parse_and_round_trip() -> None:

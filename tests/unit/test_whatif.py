@@ -1,11 +1,11 @@
-"""The what-if comparison (pipelines/whatif.py): opened, closed, profit changed, on hand-made
+"""The what-if comparison (arbitrage/domain/whatif.py): opened, closed, profit changed, on hand-made
 alerts; each ASIN's latest product; the CSV."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipelines.whatif import Change, compare, latest_products, live_of, to_csv
+from arbitrage.domain.whatif import Change, compare, latest_products, live_of, to_csv
 
 
 def alert(asin: str, buy: str, sell: str, profit: int, at: str = "t1") -> dict[str, Any]:

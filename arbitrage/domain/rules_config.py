@@ -1,0 +1,234 @@
+"""Loading and checking the signal rules file (config/rules_v1.toml, rules_none.toml).
+
+The rules decide which fee-model opportunities are alerts, from Keepa's statistics of the sell
+market (README "Rules", docs/decisions.md 32); ``arbitrage.domain.route_filters`` applies them.
+Every rule has ``enabled`` and ``on_missing`` ("skip" or "pass"): what a route whose sell market has
+no statistics for that rule gets, chosen in the file and never by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from arbitrage.domain.config_files import read_toml
+from arbitrage.domain.fee_config import REPO_ROOT
+from arbitrage.domain.lifecycle import LifecycleRules
+
+DEFAULT_RULES_FILE = REPO_ROOT / "config" / "rules_v1.toml"
+NO_RULES_FILE = REPO_ROOT / "config" / "rules_none.toml"
+# Named in error messages: the setting that points at another rules file (arbitrage/settings.py).
+RULES_FILE_ENV = "ARBITRAGE_RULES_FILE"
+
+OnMissing = Literal["skip", "pass"]
+ON_MISSING = ("skip", "pass")
+SALES_ESTIMATORS = ("drops30", "drops90")
+AVERAGES = ("buy_box", "new", "amazon")
+OOS_SERIES = ("new", "buy_box", "amazon")
+RULE_SECTIONS = ("sales", "spike_guard", "amazon_buy_box", "fba_offers", "stock")
+LIFECYCLE_SECTION = "lifecycle"
+
+
+class RulesConfigError(ValueError):
+    """The rules file is missing, malformed or names an unknown setting."""
+
+
+@dataclass(frozen=True)
+class SalesRule:
+    enabled: bool = False
+    estimator: Literal["drops30", "drops90"] = "drops30"
+    min_monthly_sales: int = 0
+    on_missing: OnMissing = "pass"
+
+
+@dataclass(frozen=True)
+class SpikeGuardRule:
+    enabled: bool = False
+    average: Literal["buy_box", "new", "amazon"] = "buy_box"
+    on_missing: OnMissing = "pass"
+
+
+@dataclass(frozen=True)
+class AmazonBuyBoxRule:
+    enabled: bool = False
+    max_pct: int = 100
+    on_missing: OnMissing = "pass"
+
+
+@dataclass(frozen=True)
+class FbaOffersRule:
+    enabled: bool = False
+    max_offers: int = 0
+    on_missing: OnMissing = "pass"
+
+
+@dataclass(frozen=True)
+class StockRule:
+    enabled: bool = False
+    series: Literal["new", "buy_box", "amazon"] = "new"
+    max_oos_pct90: int = 100
+    on_missing: OnMissing = "pass"
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    version: str
+    sales: SalesRule
+    spike_guard: SpikeGuardRule
+    amazon_buy_box: AmazonBuyBoxRule
+    fba_offers: FbaOffersRule
+    stock: StockRule
+    path: str
+    # When an open opportunity's change is news and when its data is too old ([lifecycle];
+    # arbitrage/domain/lifecycle.py). Optional in the file: the defaults there.
+    lifecycle: LifecycleRules = field(default_factory=LifecycleRules)
+
+    @property
+    def any_enabled(self) -> bool:
+        return any(getattr(self, name).enabled for name in RULE_SECTIONS)
+
+
+# Every rule off: what config/rules_none.toml holds (a test keeps the two equal).
+NO_RULES = RulesConfig(
+    version="none",
+    sales=SalesRule(),
+    spike_guard=SpikeGuardRule(),
+    amazon_buy_box=AmazonBuyBoxRule(),
+    fba_offers=FbaOffersRule(),
+    stock=StockRule(),
+    path="(no rules)",
+)
+
+
+def load_rules_config(path: str | os.PathLike[str] = DEFAULT_RULES_FILE) -> RulesConfig:
+    """Read and check a rules file (by default config/rules_v1.toml)."""
+    rules_path = Path(path)
+    data = read_toml(rules_path, "rules file", RULES_FILE_ENV, RulesConfigError)
+    return _build(data, str(rules_path))
+
+
+def _build(data: dict[str, Any], where: str) -> RulesConfig:
+    version = data.get("version")
+    if not isinstance(version, str) or not version.strip():
+        raise RulesConfigError(f'{where}: version must be a non-empty string such as "v1"')
+    unknown = set(data) - {"version", LIFECYCLE_SECTION, *RULE_SECTIONS}
+    if unknown:
+        raise RulesConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; the rules are "
+            f"{', '.join(RULE_SECTIONS)}"
+        )
+    sections = {}
+    for name in RULE_SECTIONS:
+        section = data.get(name)
+        if not isinstance(section, dict):
+            raise RulesConfigError(
+                f"{where}: [{name}] is missing; every rule needs a section (enabled = false "
+                "turns it off)"
+            )
+        sections[name] = section
+    return RulesConfig(
+        version=version.strip(),
+        sales=_rule(
+            SalesRule,
+            sections["sales"],
+            where,
+            "sales",
+            estimator=_choice(SALES_ESTIMATORS),
+            min_monthly_sales=_count,
+        ),
+        spike_guard=_rule(
+            SpikeGuardRule, sections["spike_guard"], where, "spike_guard", average=_choice(AVERAGES)
+        ),
+        amazon_buy_box=_rule(
+            AmazonBuyBoxRule, sections["amazon_buy_box"], where, "amazon_buy_box", max_pct=_pct
+        ),
+        fba_offers=_rule(
+            FbaOffersRule, sections["fba_offers"], where, "fba_offers", max_offers=_count
+        ),
+        stock=_rule(
+            StockRule,
+            sections["stock"],
+            where,
+            "stock",
+            series=_choice(OOS_SERIES),
+            max_oos_pct90=_pct,
+        ),
+        path=where,
+        lifecycle=_lifecycle(data.get(LIFECYCLE_SECTION, {}), where),
+    )
+
+
+def _lifecycle(section: Any, where: str) -> LifecycleRules:
+    at = f"{where}: {LIFECYCLE_SECTION}"
+    if not isinstance(section, dict):
+        raise RulesConfigError(f"{at} must be a table ([{LIFECYCLE_SECTION}])")
+    allowed = {"update_min_change_cents", "max_data_age_hours"}
+    unknown = set(section) - allowed
+    if unknown:
+        raise RulesConfigError(
+            f"{at} has unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+            f"{', '.join(sorted(allowed))}"
+        )
+    defaults = LifecycleRules()
+    change = section.get("update_min_change_cents", defaults.update_min_change_cents)
+    hours = section.get("max_data_age_hours", defaults.max_data_age_s // 3600)
+    for key, value in (("update_min_change_cents", change), ("max_data_age_hours", hours)):
+        if _count(value, f"{at}.{key}") == 0:
+            raise RulesConfigError(f"{at}.{key} must be at least 1, got 0")
+    return LifecycleRules(update_min_change_cents=change, max_data_age_s=hours * 3600)
+
+
+def _choice(options: tuple[str, ...]) -> Any:
+    def check(value: Any, at: str) -> str:
+        if value not in options:
+            raise RulesConfigError(
+                f"{at} must be one of {', '.join(repr(o) for o in options)}, got {value!r}"
+            )
+        return str(value)
+
+    return check
+
+
+def _count(value: Any, at: str) -> int:
+    if type(value) is not int or value < 0:
+        raise RulesConfigError(f"{at} must be a non-negative whole number, got {value!r}")
+    return value
+
+
+def _pct(value: Any, at: str) -> int:
+    if type(value) is not int or not 0 <= value <= 100:
+        raise RulesConfigError(f"{at} must be a whole percentage from 0 to 100, got {value!r}")
+    return value
+
+
+def _rule(kind: type[Any], section: dict[str, Any], where: str, name: str, **checks: Any) -> Any:
+    """One rule's section: ``enabled`` and, when enabled, every setting and ``on_missing``."""
+    at = f"{where}: {name}"
+    allowed = {"enabled", "on_missing", *checks}
+    unknown = set(section) - allowed
+    if unknown:
+        raise RulesConfigError(
+            f"{at} has unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+            f"{', '.join(sorted(allowed))}"
+        )
+    enabled = section.get("enabled")
+    if type(enabled) is not bool:
+        raise RulesConfigError(f"{at}.enabled must be true or false, got {enabled!r}")
+    if not enabled:
+        # An off rule may keep its settings (to switch back on), but they must still be valid.
+        values = {
+            key: check(section[key], f"{at}.{key}")
+            for key, check in checks.items()
+            if key in section
+        }
+        if "on_missing" in section:
+            values["on_missing"] = _choice(ON_MISSING)(section["on_missing"], f"{at}.on_missing")
+        return kind(enabled=False, **values)
+    missing = [key for key in (*checks, "on_missing") if key not in section]
+    if missing:
+        raise RulesConfigError(f"{at} is enabled but lacks {', '.join(missing)}")
+    values = {key: check(section[key], f"{at}.{key}") for key, check in checks.items()}
+    on_missing = _choice(ON_MISSING)(section["on_missing"], f"{at}.on_missing")
+    return kind(enabled=True, on_missing=on_missing, **values)
