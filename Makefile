@@ -71,9 +71,10 @@ lock: $(PY) ## re-resolve every dependency to its newest allowed version (requir
 	  --allow-unsafe --no-emit-find-links --strip-extras -c requirements-dev.lock \
 	  -o requirements-bootstrap.lock -
 
-lint: $(PY) ## ruff: lint and format check
+lint: $(PY) ## ruff (lint and format check) and the import contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: services-up ## benchmarks: throughput, memory, latency (prints one table)
 	$(PY) -m bench

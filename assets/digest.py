@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from arbitrage.clients.accounts import elasticsearch_as
+from arbitrage.accounts import elasticsearch_as
 from arbitrage.clients.digest import FAILED, read_digest, send_digest
 from arbitrage.domain.access import DIGEST
 from arbitrage.domain.digest import DEFAULT_TOP_N, MAX_TOP_N, chart_png, table_text
@@ -51,7 +51,7 @@ def daily_digest(
     elasticsearch_client = elasticsearch.get_client()
     day = date.fromisoformat(context.partition_key)
     channels = notifications.channels()
-    # Its own account when the environment names one (arbitrage/clients/accounts.py); that account
+    # Its own account when the environment names one (arbitrage/accounts.py); that account
     # may not create indices, so only the shared one provisions here.
     own = elasticsearch_as(elasticsearch_client, DIGEST)
     if own is elasticsearch_client:

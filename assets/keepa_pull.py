@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
-from arbitrage.clients.accounts import kafka_as
+from arbitrage.accounts import kafka_as
 from arbitrage.clients.keepa_pull import PullProgress, PullTotals, iter_pull
 from arbitrage.domain import topics
 from arbitrage.domain.access import KEEPA_PULL

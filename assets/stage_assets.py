@@ -30,7 +30,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from arbitrage.clients.accounts import elasticsearch_as, kafka_as
+from arbitrage.accounts import elasticsearch_as, kafka_as
 from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.clients.retention_losses import RetentionLoss, record_losses
@@ -403,7 +403,7 @@ def build_stage_assets(
         fee_model: FeeModelResource,
         notifications: NotificationsResource,
     ) -> Iterator[dg.MaterializeResult]:
-        # The stage's own accounts when the environment names them (arbitrage/clients/accounts.py).
+        # The stage's own accounts when the environment names them (arbitrage/accounts.py).
         kafka_client = kafka_as(kafka.get_client(), spec.name)
         elasticsearch_client = elasticsearch.get_client()
         own_es = elasticsearch_as(elasticsearch_client, spec.name)

@@ -198,8 +198,8 @@ def kafka_users(settings: Settings) -> dict[str, str]:
 
 def client_env(settings: Settings) -> dict[str, str]:
     """What a client of the secured services needs: the operator's account as the shared one,
-    and each job's own account under its suffix (arbitrage/clients/accounts.py)."""
-    from arbitrage.clients.accounts import account_variable
+    and each job's own account under its suffix (arbitrage/accounts.py)."""
+    from arbitrage.accounts import account_variable
     from arbitrage.domain.access import local_accounts
 
     creds = credentials(settings)

@@ -1,8 +1,8 @@
 """The one place the Dagster system is assembled: assets, jobs, schedules, sensors, resources.
 
 Settings are read once, here (``Settings.from_env()``), and handed to the resources and the
-factories; nothing else reads the environment. ``build_definitions`` takes other settings for
-tests that need them.
+factories (the few reads made elsewhere, and why: docs/design.md, "Settings").
+``build_definitions`` takes other settings for tests that need them.
 """
 
 from __future__ import annotations

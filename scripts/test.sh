@@ -30,6 +30,8 @@ trap cleanup EXIT
 scripts/with-client-env .venv/bin/arbitrage provision
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# The layering (pyproject.toml, [tool.importlinter]): arbitrage never imports Dagster.
+.venv/bin/lint-imports --no-cache
 # Parallel workers (pytest-xdist), one file per worker at a time: each worker has its own
 # namespace (tests/__init__.py), so they share the services without seeing each other's data.
 # TEST_WORKERS=0 runs in this process (make faults: its cases break the shared services).

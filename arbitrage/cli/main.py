@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from arbitrage.accounts import elasticsearch_as, kafka_as
 from arbitrage.cli.redrive import redrive
 from arbitrage.cli.terminal import printable, printable_lines
-from arbitrage.clients.accounts import elasticsearch_as, kafka_as
 from arbitrage.clients.elasticsearch import ElasticsearchClient, ElasticsearchUnavailableError
 from arbitrage.clients.kafka import KafkaClient, KafkaUnavailableError
 from arbitrage.clients.retention_losses import acknowledge_losses
@@ -46,7 +46,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def cmd_provision(kafka: KafkaClient, es: ElasticsearchClient, _: argparse.Namespace) -> int:
-    # As the provisioning account when the environment names one (arbitrage/clients/accounts.py).
+    # As the provisioning account when the environment names one (arbitrage/accounts.py).
     kafka, es = kafka_as(kafka, PROVISION), elasticsearch_as(es, PROVISION)
     for name, state in kafka.ensure_topics().items():
         print(f"topic  {name:<24} {state}")

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import KafkaError, Producer
 from elasticsearch import ApiError, AuthorizationException, BadRequestError
 
-from arbitrage.clients.accounts import elasticsearch_as, kafka_as
+from arbitrage.accounts import elasticsearch_as, kafka_as
 from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.domain import access, topics

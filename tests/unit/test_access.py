@@ -1,11 +1,11 @@
 """The accounts of arbitrage/domain/access.py hold what their job needs and nothing wider, and each
-job finds its own account in the environment (arbitrage/clients/accounts.py)."""
+job finds its own account in the environment (arbitrage/accounts.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from arbitrage.clients.accounts import AccountError, elasticsearch_as, kafka_as
+from arbitrage.accounts import AccountError, elasticsearch_as, kafka_as
 from arbitrage.domain import access, topics
 from arbitrage.domain.stage_specs import STAGES
 from arbitrage.engine.kafka_transactions import transactional_id
