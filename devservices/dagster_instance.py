@@ -10,6 +10,7 @@ out and Dagster keeps its embedded SQLite files in DAGSTER_HOME.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,21 @@ DEFAULT_GRPC_PORT = 4000
 
 
 def workspace_env(env: Mapping[str, str]) -> dict[str, str]:
-    """DAGSTER_GRPC_HOST/PORT as workspace.yaml reads them: `env`'s, or the local defaults."""
+    """DAGSTER_GRPC_HOST/PORT as workspace.yaml reads them: `env`'s, or the local defaults; and
+    the project directory on PYTHONPATH, where dagster.yaml's storage class and the rest of the
+    Dagster layer are found (not installed, decision 45; `dagster-daemon` and `dagster` are
+    console scripts, which do not put the working directory on the path)."""
     return {
         "DAGSTER_GRPC_HOST": env.get("DAGSTER_GRPC_HOST") or GRPC_HOST,
         "DAGSTER_GRPC_PORT": env.get("DAGSTER_GRPC_PORT") or str(DEFAULT_GRPC_PORT),
+        **project_path(env),
     }
+
+
+def project_path(env: Mapping[str, str]) -> dict[str, str]:
+    """PYTHONPATH with the project directory first."""
+    rest = env.get("PYTHONPATH", "")
+    return {"PYTHONPATH": os.pathsep.join([str(REPO_ROOT), rest] if rest else [str(REPO_ROOT)])}
 
 
 def storage_kind(env: Mapping[str, str]) -> str:

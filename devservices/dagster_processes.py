@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from devservices.dagster_instance import GRPC_HOST, write_instance
+from devservices.dagster_instance import GRPC_HOST, project_path, write_instance
 from devservices.process import port_open
 from devservices.supervisor import DEFAULT_BACKOFF, Backoff, Event, Exited, Program, Supervisor
 
@@ -113,6 +113,7 @@ class DagsterProcesses:
             "DAGSTER_HOME": str(home),
             "DAGSTER_GRPC_HOST": GRPC_HOST,
             "DAGSTER_GRPC_PORT": str(self.grpc_port),
+            **project_path(env),
         }
         # Not DAGSTER_HOME/logs: Dagster's telemetry moves that directory away (to .logs_queue).
         self.logs = {
