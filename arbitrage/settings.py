@@ -20,7 +20,7 @@ from arbitrage.clients.elasticsearch import ElasticsearchClient, elasticsearch_h
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.clients.kafka_security import PASSWORD_ENV as KAFKA_PASSWORD_ENV
 from arbitrage.clients.kafka_security import KafkaSecurity, KafkaSecurityError
-from arbitrage.domain.notifications import NOTIFICATIONS_FILE_ENV
+from arbitrage.domain.notifications_config import NOTIFICATIONS_FILE_ENV
 from arbitrage.domain.redaction import (
     cleartext_login_problem,
     has_credentials,
@@ -132,7 +132,7 @@ class Settings:
     elasticsearch_password_set: bool = False
     fees_file: Path = REPO_ROOT / "config" / "fees_v1.toml"
     rules_file: Path = REPO_ROOT / "config" / "rules_v1.toml"
-    # The notifications stage's channels (arbitrage/domain/notifications.py); the default has none.
+    # The notifications stage's channels (arbitrage/domain/notifications_config.py); the default has none.
     notifications_file: Path = REPO_ROOT / "config" / "notifications.toml"
     keepa_source: KeepaSourceName = "api"
     keepa_api_key_set: bool = False

@@ -34,9 +34,8 @@ from arbitrage.accounts import elasticsearch_as, kafka_as
 from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.clients.retention_losses import RetentionLoss, record_losses
-from arbitrage.domain import topics
 from arbitrage.domain.messages.timestamps import utc_now_iso
-from arbitrage.domain.stage_specs import ARBITRAGE, NOTIFICATIONS, StageSpec
+from arbitrage.domain.stage_specs import StageOutput, StageSpec
 from arbitrage.engine.faults import FaultInjector
 from arbitrage.engine.offset_anomalies import (
     OffsetAheadOfLogError,
@@ -50,6 +49,7 @@ from arbitrage.engine.processors import (
 )
 from arbitrage.engine.ranges import PartitionRange, plan_ranges
 from arbitrage.engine.runner import Following, StageRunner
+from arbitrage.engine.stage_setup import StageSetup
 from arbitrage.engine.stats import StageStats
 from assets.keys import index_asset_key, topic_asset_key
 from assets.partitions import HOURLY, hour_partition_key
@@ -325,70 +325,138 @@ def _common_metadata(
     }
 
 
+def output_asset_key(output: StageOutput) -> dg.AssetKey:
+    """The asset of a topic or index a stage writes."""
+    if output.store == "kafka":
+        return topic_asset_key(output.name)
+    return index_asset_key(output.name)
+
+
+def _asset_spec(spec: StageSpec, output: StageOutput) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        output_asset_key(output),
+        deps=[topic_asset_key(spec.source_topic)],
+        description=output.description,
+        kinds={output.store},
+        group_name=spec.name,
+        metadata={"topic" if output.store == "kafka" else "index": output.name},
+        partitions_def=HOURLY if output.hourly else None,
+        # A run that indexes nothing of an hour does not materialize that hour.
+        skippable=output.store == "elasticsearch",
+    )
+
+
+def _open_clients(
+    spec: StageSpec, kafka: KafkaResource, elasticsearch: ElasticsearchResource
+) -> tuple[KafkaClient, ElasticsearchClient]:
+    """The stage's own accounts when the environment names them (arbitrage/accounts.py)."""
+    kafka_client = kafka_as(kafka.get_client(), spec.name)
+    shared_es = elasticsearch.get_client()
+    own_es = elasticsearch_as(shared_es, spec.name)
+    # Only looks when every topic exists (its account may not create).
+    kafka_client.ensure_topics()
+    if own_es is shared_es:
+        shared_es.ensure_indices()  # the shared account provisions as it goes
+    return kafka_client, own_es
+
+
+def _stage_setup(
+    spec: StageSpec,
+    config: StageRunConfig,
+    es: ElasticsearchClient,
+    fee_model: FeeModelResource,
+    notifications: NotificationsResource,
+    fault_point: str,
+) -> StageSetup:
+    return StageSetup(
+        spec,
+        es,
+        fee_model.load(),
+        rules=fee_model.load_rules() if spec.reads_rules else None,
+        channels=notifications.channels() if spec.delivers else None,
+        batch_size=config.batch_size,
+        max_reject_ratio=config.max_reject_ratio,
+        faults=FaultInjector.parse(fault_point),
+    )
+
+
+def _final_results(
+    context: dg.AssetExecutionContext,
+    spec: StageSpec,
+    stats: StageStats,
+    common: dict[str, Any],
+    reporter: WindowReporter,
+) -> Iterator[dg.MaterializeResult]:
+    """The run's totals, one result per output (a live run's index hours through ``reporter``)."""
+    for output in spec.outputs:
+        key = output_asset_key(output)
+        if output.role == "index":
+            metadata = {
+                **common,
+                "index": output.name,
+                "indexed": dg.MetadataValue.int(stats.indexed),
+                "unchanged": dg.MetadataValue.int(stats.unchanged),
+                "es_item_retries": dg.MetadataValue.int(stats.es_retries),
+            }
+            if spec.output_topic is None:
+                # Without an output topic the stage's own counts (notifications: per channel,
+                # delivered / failed / skipped / filtered) go on its index.
+                metadata.update(counter_metadata(stats))
+            if _is_replay(context):
+                yield dg.MaterializeResult(asset_key=key, metadata=metadata)  # its own hours
+            else:
+                reporter.report(stats, final=metadata)
+        elif output.role == "output":
+            spans = stats.deliveries.per_partition(output.name)
+            yield dg.MaterializeResult(
+                asset_key=key,
+                metadata={
+                    **common,
+                    "topic": output.name,
+                    "produced": dg.MetadataValue.int(stats.produced(output.name)),
+                    **counter_metadata(stats),
+                    "offsets_written": dg.MetadataValue.json(
+                        {str(p): [low, high] for p, (low, high) in spans.items()}
+                    ),
+                },
+            )
+        elif output.role == "dlq":
+            yield dg.MaterializeResult(
+                asset_key=key,
+                metadata={
+                    **common,
+                    "topic": output.name,
+                    "messages_written": dg.MetadataValue.int(stats.produced(output.name)),
+                    "newest_reasons": dg.MetadataValue.json(stats.dlq_reasons[-5:]),
+                },
+            )
+        else:
+            counters = stats.counters
+            yield dg.MaterializeResult(
+                asset_key=key,
+                metadata={
+                    **common,
+                    "index": output.name,
+                    "indexed": dg.MetadataValue.int(counters.get(OBSERVATIONS_INDEXED, 0)),
+                    "unchanged": dg.MetadataValue.int(counters.get(OBSERVATIONS_UNCHANGED, 0)),
+                },
+            )
+
+
 def build_stage_assets(
     spec: StageSpec, fault_point: str = "", following: Following | None = None
 ) -> dg.AssetsDefinition:
-    """The stage's multi-asset: its index, output topic and DLQ, all fed by its source topic.
-    ``following`` bounds the runs that follow a partition (``follow`` in the run config);
-    ``fault_point`` arms a kill point for the fault suite (arbitrage/engine/faults.py); empty
-    otherwise."""
+    """The stage's multi-asset: one asset per ``StageSpec.outputs`` (index, output topic, DLQ,
+    side indices), all fed by its source topic. ``following`` bounds the runs that follow a
+    partition (``follow`` in the run config); ``fault_point`` arms a kill point for the fault
+    suite (arbitrage/engine/faults.py); empty otherwise."""
     following = following or Following()
-    source_key = topic_asset_key(spec.source_topic)
-    index_key = index_asset_key(spec.index)
-    output_key = None if spec.output_topic is None else topic_asset_key(spec.output_topic)
-    dlq_key = topic_asset_key(spec.dlq_topic)
-    side_keys = [(side, index_asset_key(side.name)) for side in spec.side_indices]
+    by_role = {output.role: output_asset_key(output) for output in spec.outputs}
+    window_keys = (by_role["index"], by_role.get("output"), by_role["dlq"])
 
     @dg.multi_asset(
         name=stage_op_name(spec),
-        specs=[
-            dg.AssetSpec(
-                index_key,
-                deps=[source_key],
-                description=spec.index_description,
-                kinds={"elasticsearch"},
-                group_name=spec.name,
-                metadata={"index": spec.index},
-                partitions_def=HOURLY,
-                skippable=True,
-            ),
-            # A stage whose output leaves the pipeline (notifications) has no output topic.
-            *(
-                [
-                    dg.AssetSpec(
-                        output_key,
-                        deps=[source_key],
-                        description=spec.output_description,
-                        kinds={"kafka"},
-                        group_name=spec.name,
-                        metadata={"topic": spec.output_topic},
-                    )
-                ]
-                if output_key is not None
-                else []
-            ),
-            dg.AssetSpec(
-                dlq_key,
-                deps=[source_key],
-                description=topics.TOPIC_BY_NAME[spec.dlq_topic].description,
-                kinds={"kafka"},
-                group_name=spec.name,
-                metadata={"topic": spec.dlq_topic},
-            ),
-            # Indices written in the stage's bulk requests beside its own (price history).
-            *(
-                dg.AssetSpec(
-                    key,
-                    deps=[source_key],
-                    description=side.description,
-                    kinds={"elasticsearch"},
-                    group_name=spec.name,
-                    metadata={"index": side.name},
-                    skippable=True,
-                )
-                for side, key in side_keys
-            ),
-        ],
+        specs=[_asset_spec(spec, output) for output in spec.outputs],
         can_subset=False,
         # A backfill of a range replays its whole time window in one run (and makes
         # `dagster asset materialize --partition-range` possible).
@@ -403,21 +471,13 @@ def build_stage_assets(
         fee_model: FeeModelResource,
         notifications: NotificationsResource,
     ) -> Iterator[dg.MaterializeResult]:
-        # The stage's own accounts when the environment names them (arbitrage/accounts.py).
-        kafka_client = kafka_as(kafka.get_client(), spec.name)
-        elasticsearch_client = elasticsearch.get_client()
-        own_es = elasticsearch_as(elasticsearch_client, spec.name)
-        # Only looks when every topic exists (its account may not create).
-        kafka_client.ensure_topics()
-        if own_es is elasticsearch_client:
-            elasticsearch_client.ensure_indices()  # the shared account provisions as it goes
-        elasticsearch_client = own_es
+        kafka_client, es_client = _open_clients(spec, kafka, elasticsearch)
         try:
             group, planned, lost = _ranges_for_run(context, spec, config, kafka_client)
         except OffsetAheadOfLogError as exc:
             raise dg.Failure(str(exc)) from None
         if lost:
-            _report_retention_loss(context, spec, lost, elasticsearch_client)
+            _report_retention_loss(context, spec, lost, es_client)
         context.log.info(
             f"{spec.name}: {sum(r.size for r in planned)} records in {len(planned)} partition "
             f"range(s) under group {group}"
@@ -427,21 +487,9 @@ def build_stage_assets(
                 f"follow: true needs a live run with exactly one offset range; this run has "
                 f"{len(planned)} range(s){' and a partition key' if _is_replay(context) else ''}"
             )
-        reporter = WindowReporter(context, spec, (index_key, output_key, dlq_key))
-        runner = StageRunner(
-            spec,
-            kafka_client,
-            elasticsearch_client,
-            fee_model.load(),
-            batch_size=config.batch_size,
-            logger=context.log,
-            on_batch=reporter.on_commit,
-            max_reject_ratio=config.max_reject_ratio,
-            faults=FaultInjector.parse(fault_point),
-            # Read only where they apply: a bad rules file does not stop enrichment.
-            rules=fee_model.load_rules() if spec.name == ARBITRAGE.name else None,
-            channels=notifications.channels() if spec.name == NOTIFICATIONS.name else None,
-        )
+        reporter = WindowReporter(context, spec, window_keys)
+        setup = _stage_setup(spec, config, es_client, fee_model, notifications, fault_point)
+        runner = StageRunner(setup, kafka_client, logger=context.log, on_batch=reporter.on_commit)
         with stop_on_interrupt() as stop_requested:
             stats = runner.run(
                 group,
@@ -450,56 +498,7 @@ def build_stage_assets(
                 stop_requested=stop_requested,
             )
             common = _common_metadata(stats, planned, group)
-            index_metadata = {
-                **common,
-                "index": spec.index,
-                "indexed": dg.MetadataValue.int(stats.indexed),
-                "unchanged": dg.MetadataValue.int(stats.unchanged),
-                "es_item_retries": dg.MetadataValue.int(stats.es_retries),
-            }
-            if output_key is None:
-                # Without an output topic the stage's own counts (notifications: per channel,
-                # delivered / failed / skipped / filtered) go on its index.
-                index_metadata.update(counter_metadata(stats))
-            if _is_replay(context):
-                # A replay materializes its own hours.
-                yield dg.MaterializeResult(asset_key=index_key, metadata=index_metadata)
-            else:
-                reporter.report(stats, final=index_metadata)
-            if output_key is not None and spec.output_topic is not None:
-                spans = stats.deliveries.per_partition(spec.output_topic)
-                yield dg.MaterializeResult(
-                    asset_key=output_key,
-                    metadata={
-                        **common,
-                        "topic": spec.output_topic,
-                        "produced": dg.MetadataValue.int(stats.produced(spec.output_topic)),
-                        **counter_metadata(stats),
-                        "offsets_written": dg.MetadataValue.json(
-                            {str(p): [low, high] for p, (low, high) in spans.items()}
-                        ),
-                    },
-                )
-            yield dg.MaterializeResult(
-                asset_key=dlq_key,
-                metadata={
-                    **common,
-                    "topic": spec.dlq_topic,
-                    "messages_written": dg.MetadataValue.int(stats.produced(spec.dlq_topic)),
-                    "newest_reasons": dg.MetadataValue.json(stats.dlq_reasons[-5:]),
-                },
-            )
-            counters = stats.counters
-            for side, key in side_keys:
-                yield dg.MaterializeResult(
-                    asset_key=key,
-                    metadata={
-                        **common,
-                        "index": side.name,
-                        "indexed": dg.MetadataValue.int(counters.get(OBSERVATIONS_INDEXED, 0)),
-                        "unchanged": dg.MetadataValue.int(counters.get(OBSERVATIONS_UNCHANGED, 0)),
-                    },
-                )
+            yield from _final_results(context, spec, stats, common, reporter)
 
     return _stage
 

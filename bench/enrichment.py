@@ -36,6 +36,7 @@ from arbitrage.domain.stage_specs import ENRICHMENT
 from arbitrage.domain.topics import PRODUCTS_ENRICHED, PRODUCTS_INDEX, RAW_UPDATES
 from arbitrage.engine.ranges import plan_ranges
 from arbitrage.engine.runner import StageRunner
+from arbitrage.engine.stage_setup import StageSetup
 from arbitrage.settings import Settings
 from bench import data
 from bench.common import (
@@ -136,11 +137,8 @@ def naive_loop(services: Services, fees: FeeConfig, n: int) -> float:
 def run_stage(services: Services, fees: FeeConfig, n: int, batch_size: int) -> float:
     group = unique_group("enrichment")
     runner = StageRunner(
-        ENRICHMENT,
+        StageSetup(ENRICHMENT, services.es, fees, batch_size=batch_size),
         services.kafka,
-        services.es,
-        fees,
-        batch_size=batch_size,
         logger=logging.getLogger("bench.stage"),
         idle_timeout_s=IDLE_TIMEOUT_S,
     )

@@ -72,16 +72,15 @@ def child(group: str, limits: dict[int, int], batch_size: int) -> int:
     from arbitrage.domain.fee_config import load_fee_config
     from arbitrage.engine.ranges import PartitionRange, plan_ranges
     from arbitrage.engine.runner import StageRunner
+    from arbitrage.engine.stage_setup import StageSetup
     from arbitrage.settings import Settings
 
     kafka = Settings.from_env().kafka()
     es = Settings.from_env().elasticsearch(request_timeout_s=120.0)
+    fees = load_fee_config(Settings.from_env().fees_file)
     runner = StageRunner(
-        ENRICHMENT,
+        StageSetup(ENRICHMENT, es, fees, batch_size=batch_size),
         kafka,
-        es,
-        load_fee_config(Settings.from_env().fees_file),
-        batch_size=batch_size,
         logger=logging.getLogger("bench.memory"),
         idle_timeout_s=60.0,
     )

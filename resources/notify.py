@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from arbitrage.clients.notify import Channels, load_channels
-from arbitrage.domain.notifications import (
+from arbitrage.domain.notifications_config import (
     DEFAULT_NOTIFICATIONS_FILE,
     NOTIFICATIONS_FILE_ENV,
     NotificationsConfig,

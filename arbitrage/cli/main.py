@@ -25,7 +25,7 @@ from arbitrage.domain.fee_config import FeeConfigError, load_fee_config
 from arbitrage.domain.lifecycle import OPEN
 from arbitrage.domain.messages.timestamps import parse_utc, utc_now_iso
 from arbitrage.domain.money import format_minor
-from arbitrage.domain.notifications import NotificationsConfigError
+from arbitrage.domain.notifications_config import NotificationsConfigError
 from arbitrage.domain.redaction import scrub_url
 from arbitrage.domain.rules_config import RulesConfigError, load_rules_config
 from arbitrage.domain.stage_specs import STAGES
@@ -382,7 +382,7 @@ def cmd_digest(_: KafkaClient, es: ElasticsearchClient, args: argparse.Namespace
     from arbitrage.clients.digest import FAILED, read_digest, send_digest
     from arbitrage.clients.notify import load_channels
     from arbitrage.domain.digest import chart_png, table_text
-    from arbitrage.domain.notifications import load_notifications_config
+    from arbitrage.domain.notifications_config import load_notifications_config
 
     channels_file = str(args.settings.notifications_file)
     try:

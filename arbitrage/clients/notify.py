@@ -39,19 +39,21 @@ from arbitrage.domain.notifications import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AlertEvent,
-    Channel,
-    NotificationsConfig,
-    NotificationsConfigError,
-    RetryPolicy,
     chat_safe,
     email_message_id,
-    load_notifications_config,
     message_text,
     next_wait_s,
     parse_retry_after,
     plaintext_login_problem,
     signature,
     webhook_body,
+)
+from arbitrage.domain.notifications_config import (
+    Channel,
+    NotificationsConfig,
+    NotificationsConfigError,
+    RetryPolicy,
+    load_notifications_config,
 )
 from arbitrage.domain.redaction import secure_endpoint_problem
 

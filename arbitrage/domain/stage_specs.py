@@ -11,6 +11,7 @@ processor in arbitrage/engine/processors.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from arbitrage.domain import topics
 
@@ -26,6 +27,29 @@ class SideIndex:
     description: str
 
 
+# What a stage writes, by role: its own index (partitioned by hour: replays rebuild it), its
+# output topic, its dead-letter topic, and indices written in the same bulk requests.
+OutputRole = Literal["index", "output", "dlq", "side"]
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """One thing a stage writes, as the Dagster layer shows it (one asset each)."""
+
+    role: OutputRole
+    name: str  # the index or topic
+    description: str
+
+    @property
+    def store(self) -> Literal["elasticsearch", "kafka"]:
+        return "kafka" if self.role in ("output", "dlq") else "elasticsearch"
+
+    @property
+    def hourly(self) -> bool:
+        """Partitioned by the hour of the source messages (a replay rebuilds one hour)."""
+        return self.role == "index"
+
+
 @dataclass(frozen=True)
 class StageSpec:
     name: str  # also the Dagster job, asset group and multi-asset name stem
@@ -38,6 +62,23 @@ class StageSpec:
     output_description: str
     index_description: str
     side_indices: tuple[SideIndex, ...] = ()
+    # What the stage's batch function reads besides the fee config: the alert rules
+    # (ARBITRAGE_RULES_FILE) and the delivery channels (the notifications file). Read only where
+    # they apply: a bad rules file does not stop enrichment.
+    reads_rules: bool = False
+    delivers: bool = False
+
+    @property
+    def outputs(self) -> tuple[StageOutput, ...]:
+        """Everything the stage writes: index, output topic (if any), DLQ, side indices."""
+        own: list[StageOutput] = [StageOutput("index", self.index, self.index_description)]
+        if self.output_topic is not None:
+            own.append(StageOutput("output", self.output_topic, self.output_description))
+        own.append(
+            StageOutput("dlq", self.dlq_topic, topics.TOPIC_BY_NAME[self.dlq_topic].description)
+        )
+        own.extend(StageOutput("side", side.name, side.description) for side in self.side_indices)
+        return tuple(own)
 
     @property
     def indices(self) -> tuple[str, ...]:
@@ -85,6 +126,7 @@ ARBITRAGE = StageSpec(
     output_description="Opportunity events (opened, updated, closed) after fees, VAT and FX, "
     "keyed by ASIN.",
     index_description="Each opportunity's current state, one document per opportunity.",
+    reads_rules=True,
 )
 
 NOTIFICATIONS = StageSpec(
@@ -97,6 +139,7 @@ NOTIFICATIONS = StageSpec(
     summary="Deliver alert events to the configured channels (webhook, chat, e-mail), each once.",
     output_description="",
     index_description="Deliveries in Elasticsearch, one document per (channel, alert event).",
+    delivers=True,
 )
 
 STAGES: tuple[StageSpec, ...] = (ENRICHMENT, ARBITRAGE, NOTIFICATIONS)

@@ -15,22 +15,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from arbitrage.clients.elasticsearch import BulkOp, BulkOutcome, ElasticsearchClient
+from arbitrage.clients.elasticsearch import BulkOp, BulkOutcome
 from arbitrage.clients.kafka import CheckedProducer
-from arbitrage.clients.notify import Channels, DeliveryResult
-from arbitrage.domain.fee_config import FeeConfig
+from arbitrage.clients.notify import DeliveryResult
 from arbitrage.domain.lifecycle import OPEN, OPENED, Route, apply_batch, close_stale, committed_view
 from arbitrage.domain.messages.codec import decode_json_object, encode
 from arbitrage.domain.messages.timestamps import utc_now_iso
 from arbitrage.domain.messages.types import EnrichedProduct
 from arbitrage.domain.notifications import AlertEvent, alert_event, delivery_id, filtered_out
 from arbitrage.domain.price_history import observation
-from arbitrage.domain.rules_config import RulesConfig
-from arbitrage.domain.stage_specs import ARBITRAGE, ENRICHMENT, NOTIFICATIONS, StageSpec
+from arbitrage.domain.stage_specs import ARBITRAGE, ENRICHMENT, NOTIFICATIONS
 from arbitrage.domain.transforms import Rejected, SourceRecord, arbitrage_records, enrich_records
 from arbitrage.engine.checkpoint import InFlight
 from arbitrage.engine.dead_letters import check_reject_rate, produce_dead_letters
-from arbitrage.engine.faults import FaultInjector, reach
+from arbitrage.engine.faults import reach
+from arbitrage.engine.stage_setup import StageSetup
 from arbitrage.engine.stats import StageStats
 
 # On every output message: when the stage read the batch it came from (epoch ms, ASCII). With
@@ -61,25 +60,14 @@ class BatchProcessor(ABC):
     commits_in_background: ClassVar[bool] = False
 
     def __init__(
-        self,
-        spec: StageSpec,
-        es: ElasticsearchClient,
-        fees: FeeConfig,
-        producer: CheckedProducer,
-        write_chunk_size: int,
-        max_reject_ratio: float,
-        group_id: str,
-        partition: int,
-        faults: FaultInjector | None = None,
-        rules: RulesConfig | None = None,
-        channels: Channels | None = None,
+        self, setup: StageSetup, producer: CheckedProducer, group_id: str, partition: int
     ) -> None:
-        self.spec, self.es, self.fees, self.producer = spec, es, fees, producer
-        self.rules = rules
-        self.channels = channels
-        self.faults = faults
-        self.write_chunk_size = max(1, write_chunk_size)
-        self.max_reject_ratio = max_reject_ratio
+        self.setup = setup
+        self.spec, self.es, self.fees = setup.spec, setup.es, setup.fees
+        self.rules, self.channels, self.faults = setup.rules, setup.channels, setup.faults
+        self.write_chunk_size = setup.write_chunk_size
+        self.max_reject_ratio = setup.max_reject_ratio
+        self.producer = producer
         self.group_id, self.partition = group_id, partition
 
     @abstractmethod
@@ -549,34 +537,12 @@ _PROCESSORS: dict[str, type[BatchProcessor]] = {
 
 
 def build_processor(
-    spec: StageSpec,
-    es: ElasticsearchClient,
-    fees: FeeConfig,
-    producer: CheckedProducer,
-    write_chunk_size: int,
-    max_reject_ratio: float,
-    group_id: str,
-    partition: int,
-    faults: FaultInjector | None = None,
-    rules: RulesConfig | None = None,
-    channels: Channels | None = None,
+    setup: StageSetup, producer: CheckedProducer, group_id: str, partition: int
 ) -> BatchProcessor:
     try:
-        processor = _PROCESSORS[spec.name]
+        processor = _PROCESSORS[setup.spec.name]
     except KeyError:
         raise ValueError(
-            f"stage {spec.name!r} has no processor in arbitrage/engine/processors.py"
+            f"stage {setup.spec.name!r} has no processor in arbitrage/engine/processors.py"
         ) from None
-    return processor(
-        spec,
-        es,
-        fees,
-        producer,
-        write_chunk_size,
-        max_reject_ratio,
-        group_id,
-        partition,
-        faults,
-        rules,
-        channels,
-    )
+    return processor(setup, producer, group_id, partition)

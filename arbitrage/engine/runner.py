@@ -18,19 +18,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.clients.kafka_offsets import committed_offset
-from arbitrage.clients.notify import Channels
-from arbitrage.domain.fee_config import FeeConfig
-from arbitrage.domain.rules_config import RulesConfig
-from arbitrage.domain.stage_specs import StageSpec
 from arbitrage.domain.transforms import SourceRecord
 from arbitrage.engine.checkpoint import Checkpoint, InFlight
-from arbitrage.engine.faults import FaultInjector
 from arbitrage.engine.kafka_transactions import TransactionalProducer, transactional_id
 from arbitrage.engine.processors import build_processor
 from arbitrage.engine.ranges import PartitionRange
+from arbitrage.engine.stage_setup import StageSetup
 from arbitrage.engine.stats import StageStats
 
 
@@ -100,33 +95,20 @@ class StageRunner:
 
     def __init__(
         self,
-        spec: StageSpec,
+        setup: StageSetup,
         kafka: KafkaClient,
-        es: ElasticsearchClient,
-        fees: FeeConfig,
-        batch_size: int = 5000,
         logger: logging.Logger | Any | None = None,
         idle_timeout_s: float = 30.0,
         on_batch: Callable[[StageStats], None] | None = None,
-        write_chunk_size: int = 1000,
-        max_reject_ratio: float = 0.5,
-        faults: FaultInjector | None = None,
-        rules: RulesConfig | None = None,
-        channels: Channels | None = None,
     ) -> None:
-        self.spec = spec
-        self.rules = rules
-        self.channels = channels
+        self.setup = setup
+        self.spec = setup.spec
+        self.batch_size = setup.batch_size
+        self.faults = setup.faults
         self.kafka = kafka
-        self.es = es
-        self.fees = fees
-        self.batch_size = batch_size
         self.log = logger or logging.getLogger(__name__)
         self.idle_timeout_s = idle_timeout_s
         self.on_batch = on_batch
-        self.write_chunk_size = max(1, write_chunk_size)
-        self.max_reject_ratio = max_reject_ratio
-        self.faults = faults
 
     def run(
         self,
@@ -207,19 +189,7 @@ class StageRunner:
         stop_requested: Callable[[], bool],
     ) -> None:
         consumer.assign([TopicPartition(self.spec.source_topic, span.partition, span.start)])
-        processor = build_processor(
-            self.spec,
-            self.es,
-            self.fees,
-            producer,
-            self.write_chunk_size,
-            self.max_reject_ratio,
-            group_id,
-            span.partition,
-            self.faults,
-            self.rules,
-            self.channels,
-        )
+        processor = build_processor(self.setup, producer, group_id, span.partition)
         checkpoint = Checkpoint(
             consumer,
             producer,

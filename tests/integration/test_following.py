@@ -20,6 +20,7 @@ from arbitrage.domain.messages.codec import encode
 from arbitrage.domain.stage_specs import ENRICHMENT
 from arbitrage.engine.ranges import PartitionRange
 from arbitrage.engine.runner import Following, StageRunner
+from arbitrage.engine.stage_setup import StageSetup
 from arbitrage.engine.stats import StageStats
 from tests.faults.audit import audit_enrichment, stage_process
 from tests.integration.kafka_io import produce, read_all
@@ -68,7 +69,7 @@ class FollowingRun:
                 self.stop.set()
 
         runner = StageRunner(
-            ENRICHMENT, kafka, es, load_fee_config(), batch_size=100, on_batch=on_batch
+            StageSetup(ENRICHMENT, es, load_fee_config(), batch_size=100), kafka, on_batch=on_batch
         )
         span = PartitionRange(partition, 0, kafka.watermarks(topics.RAW_UPDATES)[partition][1])
 

@@ -18,6 +18,7 @@ from arbitrage.domain.keepa_history import CSV_BUY_BOX_SHIPPING, CSV_NEW, keepa_
 from arbitrage.domain.stage_specs import ENRICHMENT
 from arbitrage.engine.ranges import PartitionRange
 from arbitrage.engine.runner import StageRunner
+from arbitrage.engine.stage_setup import StageSetup
 from arbitrage.settings import Settings
 from arbitrage.web.queries import price_history
 from pipelines.definitions import build_definitions
@@ -138,7 +139,9 @@ def test_a_pull_with_history_indexes_each_point_once(
             PartitionRange(partition, low, high)
             for partition, (low, high) in kafka.watermarks(topics.RAW_UPDATES).items()
         ]
-        stats = StageRunner(ENRICHMENT, kafka, es, CONFIG).run(ENRICHMENT.replay_group, full)
+        stats = StageRunner(StageSetup(ENRICHMENT, es, CONFIG), kafka).run(
+            ENRICHMENT.replay_group, full
+        )
         assert stats.records_in == 4
         assert stats.counters["price_observations_unchanged"] == len(expected_ids)
         assert stats.counters.get("price_observations_indexed", 0) == 0

@@ -15,7 +15,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from arbitrage.clients.elasticsearch import PRODUCTS_MAPPING, ElasticsearchClient
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.index_templates import PRODUCTS_MAPPING
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.clients.keepa_pull import pull_products
 from arbitrage.clients.keepa_sources import DEFAULT_SAMPLE_PATH, KeepaSampleSource

@@ -17,14 +17,12 @@ from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.clients.notify import Channels, build_senders
 from arbitrage.domain import topics
-from arbitrage.domain.notifications import (
-    IDEMPOTENCY_HEADER,
-    email_message_id,
-    load_notifications_config,
-)
+from arbitrage.domain.notifications import IDEMPOTENCY_HEADER, email_message_id
+from arbitrage.domain.notifications_config import load_notifications_config
 from arbitrage.domain.stage_specs import NOTIFICATIONS
 from arbitrage.engine.ranges import PartitionRange, plan_ranges
 from arbitrage.engine.runner import StageRunner
+from arbitrage.engine.stage_setup import StageSetup
 from arbitrage.engine.stats import StageStats
 from arbitrage.settings import Settings
 from assets.stage_assets import PARTITION_TAG, STAGE_TAG
@@ -168,15 +166,15 @@ def run_stage(
             PartitionRange(p, low, high)
             for p, (low, high) in kafka.watermarks(topics.ARBITRAGE_ALERTS).items()
         ]
-    runner = StageRunner(
+    setup = StageSetup(
         NOTIFICATIONS,
-        kafka,
         es,
         CONFIG,
+        channels=chans,
         batch_size=batch_size,
         max_reject_ratio=max_reject_ratio,
-        channels=chans,
     )
+    runner = StageRunner(setup, kafka)
     return runner.run(group, ranges)
 
 

@@ -12,12 +12,8 @@ from pathlib import Path
 import pytest
 
 from arbitrage.clients.notify import EmailSender
-from arbitrage.domain.notifications import (
-    AlertEvent,
-    alert_event,
-    email_message_id,
-    parse_notifications_config,
-)
+from arbitrage.domain.notifications import AlertEvent, alert_event, email_message_id
+from arbitrage.domain.notifications_config import parse_notifications_config
 from tests.notify_receivers import MailReceiver, TlsFiles, mail_receiver, tls_files
 
 pytestmark = pytest.mark.integration

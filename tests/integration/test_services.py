@@ -14,12 +14,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException
 
-from arbitrage.clients.elasticsearch import (
-    INDEX_TEMPLATES_BODIES,
-    PRODUCTS_MAPPING,
-    BulkOp,
-    ElasticsearchClient,
-)
+from arbitrage.clients.elasticsearch import BulkOp, ElasticsearchClient
+from arbitrage.clients.index_templates import INDEX_TEMPLATES_BODIES, PRODUCTS_MAPPING
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.domain import topics
 from arbitrage.domain.fee_config import load_fee_config

@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from arbitrage.clients.elasticsearch import ALERTS_MAPPING, ElasticsearchClient
+from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.index_templates import ALERTS_MAPPING
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.domain import topics
 from arbitrage.domain.enrichment import enrich
@@ -25,6 +26,7 @@ from arbitrage.domain.stage_specs import ARBITRAGE, ENRICHMENT
 from arbitrage.domain.transforms import opportunity_events
 from arbitrage.engine.ranges import PartitionRange
 from arbitrage.engine.runner import RangeUnavailableError, StageRunner
+from arbitrage.engine.stage_setup import StageSetup
 from arbitrage.settings import Settings
 from scripts.demo import filtered_routes
 from tests.definitions import SAMPLE_DEFS
@@ -273,7 +275,7 @@ def test_a_range_past_the_end_of_the_log_processes_nothing(
         PartitionRange(p, high + 50, high + 60)
         for p, (_, high) in kafka.watermarks(topics.RAW_UPDATES).items()
     ]
-    runner = StageRunner(ENRICHMENT, kafka, es, CONFIG, idle_timeout_s=3.0)
+    runner = StageRunner(StageSetup(ENRICHMENT, es, CONFIG), kafka, idle_timeout_s=3.0)
     with pytest.raises(RangeUnavailableError, match="returned nothing"):
         runner.run(ENRICHMENT.live_group, stale)
     assert read_all(kafka, topics.PRODUCTS_ENRICHED) == []
@@ -367,7 +369,9 @@ def test_price_observations_are_written_once_per_pull_and_never_twice(
         PartitionRange(partition, low, high)
         for partition, (low, high) in kafka.watermarks(topics.RAW_UPDATES).items()
     ]
-    stats = StageRunner(ENRICHMENT, kafka, es, CONFIG).run(ENRICHMENT.replay_group, full)
+    stats = StageRunner(StageSetup(ENRICHMENT, es, CONFIG), kafka).run(
+        ENRICHMENT.replay_group, full
+    )
     assert stats.records_in == 8
     assert stats.counters["price_observations_unchanged"] == 8
     assert stats.counters.get("price_observations_indexed", 0) == 0

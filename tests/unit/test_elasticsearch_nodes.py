@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from arbitrage.clients.elasticsearch import (
-    INDEX_TEMPLATES_BODIES,
-    ElasticsearchClient,
-    elasticsearch_hosts,
-)
+from arbitrage.clients.elasticsearch import ElasticsearchClient, elasticsearch_hosts
+from arbitrage.clients.index_templates import INDEX_TEMPLATES_BODIES
 from arbitrage.domain.redaction import has_credentials, redact_url, scrub_url
 from arbitrage.settings import Settings, SettingsError
 

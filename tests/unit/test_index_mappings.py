@@ -1,8 +1,8 @@
-"""Which fields an existing index lacks (arbitrage.clients.elasticsearch.missing_properties)."""
+"""Which fields an existing index lacks (arbitrage.clients.index_templates.missing_properties)."""
 
 from __future__ import annotations
 
-from arbitrage.clients.elasticsearch import (
+from arbitrage.clients.index_templates import (
     INDEX_TEMPLATES,
     INDEX_TEMPLATES_BODIES,
     missing_properties,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from arbitrage.clients.elasticsearch import PRODUCTS_MAPPING
+from arbitrage.clients.index_templates import PRODUCTS_MAPPING
 from arbitrage.clients.keepa_pull import PullTotals, iter_pull
 from arbitrage.clients.keepa_sources import KeepaHttpClient, KeepaSampleSource
 from arbitrage.domain.enrichment import enrich

@@ -13,28 +13,30 @@ import pytest
 
 from arbitrage.clients.notify import Redactor, SmtpTarget, build_senders
 from arbitrage.domain.notifications import (
-    DEFAULT_NOTIFICATIONS_FILE,
     REPLAY_WINDOW_S,
     AlertEvent,
     NotAnEventError,
-    NotificationsConfigError,
-    RetryPolicy,
     alert_event,
     backoff_s,
     chat_safe,
     delivery_id,
     email_message_id,
     filtered_out,
-    load_notifications_config,
     message_text,
     next_wait_s,
     one_line,
-    parse_notifications_config,
     parse_retry_after,
     plaintext_login_problem,
     signature,
     signature_valid,
     webhook_body,
+)
+from arbitrage.domain.notifications_config import (
+    DEFAULT_NOTIFICATIONS_FILE,
+    NotificationsConfigError,
+    RetryPolicy,
+    load_notifications_config,
+    parse_notifications_config,
 )
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,7 +3,8 @@ across reruns."""
 
 from __future__ import annotations
 
-from arbitrage.clients.elasticsearch import PRICE_OBSERVATIONS_MAPPING, BulkOutcome
+from arbitrage.clients.elasticsearch import BulkOutcome
+from arbitrage.clients.index_templates import PRICE_OBSERVATIONS_MAPPING
 from arbitrage.domain.fee_config import load_fee_config
 from arbitrage.domain.messages.timestamps import epoch_ms
 from arbitrage.domain.price_history import observation, observation_id
