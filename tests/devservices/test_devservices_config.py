@@ -235,6 +235,8 @@ def test_cli_status_lists_each_node(
     monkeypatch.setenv("DEVSERVICES_HOME", str(tmp_path))
     monkeypatch.setenv("KAFKA_BROKERS", "3")
     monkeypatch.setenv("KAFKA_PORT", "12092")
+    # The plain listeners, also when the suite itself runs in secure mode.
+    monkeypatch.delenv("ARBITRAGE_SECURE", raising=False)
     assert main(["status", "kafka"]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [

@@ -3,6 +3,8 @@ job finds its own account in the environment (arbitrage/accounts.py)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from arbitrage.accounts import AccountError, elasticsearch_as, kafka_as
@@ -82,6 +84,10 @@ def test_each_local_namespace_is_granted_and_the_operator_owns_only_scratch_ones
 
 
 def test_a_job_finds_its_own_account_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only what this case sets: a suite run in secure mode has TLS files and accounts set.
+    for name in list(os.environ):
+        if name.startswith(("KAFKA_", "ELASTICSEARCH_")):
+            monkeypatch.delenv(name)
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     monkeypatch.setenv("KAFKA_SASL_USERNAME", "arbitrage")
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", "shared-pw")
