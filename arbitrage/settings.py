@@ -132,7 +132,8 @@ class Settings:
     elasticsearch_password_set: bool = False
     fees_file: Path = REPO_ROOT / "config" / "fees_v1.toml"
     rules_file: Path = REPO_ROOT / "config" / "rules_v1.toml"
-    # The notifications stage's channels (arbitrage/domain/notifications_config.py); the default has none.
+    # The notifications stage's channels (arbitrage/domain/notifications_config.py); the
+    # default has none.
     notifications_file: Path = REPO_ROOT / "config" / "notifications.toml"
     keepa_source: KeepaSourceName = "api"
     keepa_api_key_set: bool = False
@@ -144,7 +145,7 @@ class Settings:
     # Days of Keepa's csv price history each pull asks for (history=1&days=N); 0: none.
     keepa_history_days: int = 0
     checks_cron: str = "*/5 * * * *"
-    # The daily digest of the day before (README "Daily digest"), UTC.
+    # The daily digest of the day before (docs/notifications.md, "Daily digest"), UTC.
     digest_cron: str = "0 7 * * *"
     # on: schedules and sensors start running (make demo); off: they start stopped.
     automation: bool = False

@@ -1,5 +1,6 @@
 """The daily digest: a day's top open opportunities as a table and a chart, sent through the
-notification channels once a day (README "Daily digest"), one partition per UTC day."""
+notification channels once a day (docs/notifications.md, "Daily digest"), one partition per
+UTC day."""
 
 import base64
 from datetime import date, timedelta

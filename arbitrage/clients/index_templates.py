@@ -128,7 +128,7 @@ ALERTS_MAPPING: dict[str, Any] = {
         "sales_rank": {"type": "long"},
         "fx_rates_date": {"type": "date"},
         "fee_model_version": {"type": "keyword"},
-        # The signal rules (README, Rules): their version and the sell market's signals the
+        # The signal rules (docs/fees.md, "Rules"): their version and the sell market's signals the
         # alert was judged on (null where Keepa had no data).
         "rules_version": {"type": "keyword"},
         "signals": {
@@ -252,7 +252,7 @@ INDEX_TEMPLATES_BODIES = {
 def missing_properties(wanted: dict[str, Any], present: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``wanted`` an index mapped as ``present`` lacks (objects recursively).
     Only adding is possible on an existing index: a field whose parameters changed keeps the
-    ones it was created with until the index is rebuilt (README, "Indices")."""
+    ones it was created with until the index is rebuilt (docs/design.md, "Indices")."""
     missing: dict[str, Any] = {}
     for name, spec in wanted.items():
         if name not in present:

@@ -3,11 +3,11 @@ that find them, and what is sent: a plain-text table, an HTML table (e-mail), a 
 and the webhook's JSON body.
 
 The day's top opportunities are the open ones (``status: open``: each opportunity's current
-state, README "Alert lifecycle") whose last event (``detected_at``) or opening (``opened_at``)
-falls in the day, UTC, best ``profit_eur_cents`` first. arbitrage/clients/digest.py runs the queries
-and sends; nothing here reads the environment or opens a socket. The chart is drawn with Pillow
-and its bundled font, so the same digest gives the same PNG bytes with the same Pillow.
-"""
+state, docs/design.md, "Alert lifecycle") whose last event (``detected_at``) or opening
+(``opened_at``) falls in the day, UTC, best ``profit_eur_cents`` first.
+arbitrage/clients/digest.py runs the queries and sends; nothing here reads the environment or
+opens a socket. The chart is drawn with Pillow and its bundled font, so the same digest gives
+the same PNG bytes with the same Pillow."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from arbitrage.domain.price_history import MarketPrices, PriceObservation, obser
 def buy_price(offer: MarketOffer) -> int | None:
     """The lowest positive of Amazon's own and the lowest new offer; None if neither.
 
-    docs/design.md, Fee model.
+    docs/fees.md, "Fee model v1".
     """
     amazon, new = offer["amazon"], offer["new"]
     if amazon > 0:

@@ -3,7 +3,7 @@
 A v1 file gives a ``FeeConfig`` with ``v2=None``; a v2 file (``version = "v2"``) has the same
 sections plus the seller, each store's category keys (root category id → key), referral
 schedules and category defaults by key, size tiers, EFN surcharges and the digital services
-fee, read into ``FeesV2`` (README "Fee model", docs/decisions.md 31).
+fee, read into ``FeesV2`` (docs/fees.md, "Fee model v2"; docs/decisions.md 31).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The life of an opportunity: opened, updated, closed (README "Alert lifecycle"; decision 34).
+"""The life of an opportunity: opened, updated, closed (docs/design.md, "Alert lifecycle";
+decision 34).
 
 An opportunity is one route of one product under one fee model and one rules file: (ASIN, buy
 market, sell market, fee version, rules version). Each product record the arbitrage stage reads

@@ -1,4 +1,5 @@
-"""The signal rules applied to the fee model's routes, vectorised (README "Rules", decision 32).
+"""The signal rules applied to the fee model's routes, vectorised (docs/fees.md, "Rules";
+decision 32).
 
 The fee model (``arbitrage.domain.fee_model.evaluate_routes``) gives every (product, buy market,
 sell market) with its money lines and whether it meets the fee thresholds. ``screen_routes`` then

@@ -1,9 +1,9 @@
 """Loading and checking the signal rules file (config/rules_v1.toml, rules_none.toml).
 
 The rules decide which fee-model opportunities are alerts, from Keepa's statistics of the sell
-market (README "Rules", docs/decisions.md 32); ``arbitrage.domain.route_filters`` applies them.
-Every rule has ``enabled`` and ``on_missing`` ("skip" or "pass"): what a route whose sell market has
-no statistics for that rule gets, chosen in the file and never by accident.
+market (docs/fees.md, "Rules", docs/decisions.md 32); ``arbitrage.domain.route_filters``
+applies them. Every rule has ``enabled`` and ``on_missing`` ("skip" or "pass"): what a route
+whose sell market has no statistics for that rule gets, chosen in the file and never by accident.
 """
 
 from __future__ import annotations

@@ -201,7 +201,8 @@ def test_make_demo_stopped_while_runs_are_working_leaves_nothing_running(
         demo.wait_until("a run worker", lambda: run_worker_running(demo.home), timeout_s=240.0)
         if stop == "sigterm":
             # To the group, as `kill -- -PGID` or a service manager does: the demo gets it twice
-            # (GNU make passes its own on), which must count as one stop (README, "make demo").
+            # (GNU make passes its own on), which must count as one stop (docs/operations.md,
+            # "Supervision and stopping").
             os.killpg(demo.process.pid, signal.SIGTERM)
         else:
             demo.ctrl_c()

@@ -203,7 +203,7 @@ def test_every_sample_sale_finds_its_schedule_in_every_store() -> None:
             scheduled[market] += expected is not None
             found[market] += got is not None
     assert found == scheduled
-    # Counted on the bundled sample (README "Fee model v2"): before the category keys, only
+    # Counted on the bundled sample (docs/fees.md, "Fee model v2"): before the category keys, only
     # amazon.de's 309 found a schedule.
     assert dict(found) == {"DE": 309, "FR": 305, "IT": 306, "ES": 308, "GB": 307}
 

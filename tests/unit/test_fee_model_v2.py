@@ -1,4 +1,4 @@
-"""Fee model v2 (config/fees_v2.toml): the README's worked example of each rule, by hand, and
+"""Fee model v2 (config/fees_v2.toml): docs/fees.md's worked example of each rule, by hand, and
 properties: vectorised = plain formulas, v1 expressed as v2 = v1, no fee rise raises profit."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def route(product: Any, buy: str, sell: str, config: FeeConfig) -> Any:
 
 
 def de_to_fr(timestamp: str = AFTER_MARCH_2026, **sell: Any) -> Any:
-    """The README's v2 example: buy on amazon.de at 45.00 €, sell on amazon.fr at 80.00 €,
+    """docs/fees.md's v2 example: buy on amazon.de at 45.00 €, sell on amazon.fr at 80.00 €,
     Keepa's FBA fee 2.80 € in DE and 3.00 € in FR, 400 g in a 20 × 10 × 5 cm box (extra-large
     envelope), referral 15 % (no schedule for its category)."""
     fields = {"buy_box": 8000, "referral_fee_pct": 15, "fba_fee": 300, **sell}
@@ -79,7 +79,7 @@ def de_to_fr(timestamp: str = AFTER_MARCH_2026, **sell: Any) -> Any:
 
 
 def test_v1_lines_unchanged_under_v2() -> None:
-    # buy_net, sell_net, referral, inbound: the v1 rules (README table, fees v1 example).
+    # buy_net, sell_net, referral, inbound: the v1 rules (docs/fees.md, the fees v1 example).
     row = route(de_to_fr(), "DE", "FR", V2)
     assert row.buy_net == 3782  # 4500 / 1.19
     assert row.sell_net == 6667  # 8000 / 1.20

@@ -321,7 +321,7 @@ def test_enrichment_carries_the_signals_to_the_enriched_product() -> None:
 
 def test_the_products_index_keeps_the_signals_in_source_without_indexing_them() -> None:
     """The rules read the signals from products.enriched; in the index they are part of every
-    document (``_source``) but cost nothing to index (README, "Indices")."""
+    document (``_source``) but cost nothing to index (docs/design.md, "Indices")."""
     for market in PRODUCTS_MAPPING["properties"]["markets"]["properties"].values():
         assert market["properties"]["signals"] == {"type": "object", "enabled": False}
         assert market["properties"]["sell_price_eur_cents"] == {"type": "long"}  # searchable

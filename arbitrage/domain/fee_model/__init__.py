@@ -6,7 +6,7 @@ once, half-even, to whole EUR cents (see ``arbitrage.domain.money``). The rooms:
 - ``matrix``: a batch of enriched products as exact int64 arrays (``market_matrix``);
 - ``routes``: what both evaluations share (factors, the block walk, the route plan, thresholds);
 - ``v1``: ``evaluate_routes``, every route with its fee lines (a v2 config goes to ``v2``);
-- ``v2``: referral schedules, closing fees, EFN/Pan-European, DST and fee VAT (decision 30);
+- ``v2``: referral schedules, closing fees, EFN/Pan-European, DST and fee VAT (decision 31);
 - ``detection``: routes → rules → ``Alert`` s (``detect``, ``detect_alerts``);
 - ``reference``: the same model written plainly with ``Fraction`` s for one route
   (``evaluate_route``); tests hold the two equal and the benchmark uses it as the baseline.

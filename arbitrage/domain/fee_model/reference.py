@@ -76,7 +76,7 @@ def evaluate_route(
 def _evaluate_route_v2(
     product: EnrichedProduct, buy_market: str, sell_market: str, config: FeeConfig, v2: FeesV2
 ) -> RouteFees:
-    """Fee model v2 for one route, as the README's rules read (the caller checked prices)."""
+    """Fee model v2 for one route, as docs/fees.md's rules read (the caller checked prices)."""
     buy_side, sell_side = product["markets"][buy_market], product["markets"][sell_market]
     fx_buy = config.fx(MARKETPLACES[buy_market].currency)
     fx_sell = config.fx(MARKETPLACES[sell_market].currency)

@@ -1,5 +1,5 @@
 """Fee model v2, vectorised: referral schedules, closing fees, EFN or Pan-European
-fulfilment, the digital services fee and VAT on Amazon's fees (docs/decisions.md 30)."""
+fulfilment, the digital services fee and VAT on Amazon's fees (docs/decisions.md 31)."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ _INT_COLUMNS_V2 = (
 def evaluate_routes_v2(matrix: MarketMatrix, config: FeeConfig, v2: FeesV2) -> pd.DataFrame:
     """evaluate_routes for a v2 config: the same routes, FEE_COLUMNS_V2 lines.
 
-    Per route and product, in EUR cents, each rounded once (README, Fee model):
+    Per route and product, in EUR cents, each rounded once (docs/fees.md):
     referral = max(schedule(sell), minimum) × fx; closing = closing fee × fx; fba = the local fee
     (Pan-European: the sell market's; EFN: the buy market's) × its fx; efn = EFN surcharge of
     the size tier to the sell market × fx (0 for Pan-European); dst = selling fees × DST

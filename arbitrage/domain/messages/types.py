@@ -184,14 +184,14 @@ class Alert(TypedDict):
     fee_model_version: str
     source_timestamp: str
     detected_at: str
-    # Fee model v2 only (README, Fee model); a v1 alert has none of them.
+    # Fee model v2 only (docs/fees.md); a v1 alert has none of them.
     closing_fee: NotRequired[int]
     efn_fee: NotRequired[int]
     dst_fee: NotRequired[int]
     fee_vat: NotRequired[int]
     fulfilment: NotRequired[Literal["efn", "pan_eu"]]
-    # Set by the arbitrage stage's rules (README, Rules); absent from alerts of the fee model
-    # alone (``detect_alerts`` without rules).
+    # Set by the arbitrage stage's rules (docs/fees.md, "Rules"); absent from alerts of the fee
+    # model alone (``detect_alerts`` without rules).
     rules_version: NotRequired[str]
     signals: NotRequired[AlertSignals]
 
