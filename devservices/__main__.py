@@ -19,6 +19,7 @@ from devservices.elasticsearch import Elasticsearch, elasticsearch_nodes
 from devservices.elasticsearch import node_name as es_node_name
 from devservices.errors import DevServicesError
 from devservices.kafka import Kafka, kafka_classpath, kafka_nodes, node_name
+from devservices.keepa_simulator import KeepaSimulator
 from devservices.postgres import Postgres
 from devservices.process import PidState, tail
 from devservices.settings import REPO_ROOT, Settings
@@ -29,8 +30,16 @@ SERVICES: dict[str, Callable[[Settings], list[service.Service]]] = {
     "kafka": lambda settings: list(kafka_nodes(settings)),
     "elasticsearch": lambda settings: list(elasticsearch_nodes(settings)),
     "postgres": lambda settings: [Postgres(settings)],
+    "keepa-sim": lambda settings: [KeepaSimulator(settings)],
 }
-ALIASES = {"es": "elasticsearch", "pg": "postgres", "postgresql": "postgres"}
+# Started with the others only when asked for (KEEPA_SIM=1), or by name.
+OPTIONAL = {"keepa-sim": lambda settings: settings.keepa_sim}
+ALIASES = {
+    "es": "elasticsearch",
+    "pg": "postgres",
+    "postgresql": "postgres",
+    "keepa": "keepa-sim",
+}
 # One node of a Kafka cluster by name (kafka-1 is node id 1, on KAFKA_PORT).
 KAFKA_NODE = re.compile(r"kafka-([1-9][0-9]*)")
 # One node of an Elasticsearch cluster (elasticsearch-1 on ES_PORT; es-2 for short).
@@ -51,7 +60,9 @@ def _service_name(value: str) -> str:
 
 
 def _selected(settings: Settings, names: Sequence[str]) -> list[service.Service]:
-    chosen = list(dict.fromkeys(names)) or list(SERVICES)
+    chosen = list(dict.fromkeys(names)) or [
+        name for name in SERVICES if name not in OPTIONAL or OPTIONAL[name](settings)
+    ]
     selected: list[service.Service] = []
     for name in chosen:
         node = KAFKA_NODE.fullmatch(name)
@@ -160,6 +171,12 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
         selected += stray_kafka_nodes(settings)
     if not args.services or "elasticsearch" in args.services:
         selected += stray_elasticsearch_nodes(settings)
+    if not args.services:
+        # An optional service started earlier (KEEPA_SIM=1 then) is stopped with the rest.
+        names = {svc.name for svc in selected}
+        for name in OPTIONAL:
+            extra = SERVICES[name](settings)
+            selected += [s for s in extra if s.name not in names and s.pid_file.path.exists()]
     nodes = [svc for svc in selected if isinstance(svc, Kafka)]
     es_nodes = [svc for svc in selected if isinstance(svc, Elasticsearch)]
     # Reverse order: whatever was started last is stopped first (Kafka, started first, last).

@@ -62,6 +62,13 @@ class Settings:
     # ES_NODES: Elasticsearch nodes (each master-eligible and a data node); node i (0-based)
     # listens on es_port + i (HTTP) and es_transport_port + i (between the nodes).
     es_nodes: int = 1
+    # KEEPA_SIM=1: the Keepa market simulator (devservices/keepa_sim/) is one of the services.
+    keepa_sim: bool = False
+    keepa_sim_port: int = 9299
+    keepa_sim_seed: int = 20261206
+    keepa_sim_products: int = 100_000
+    keepa_sim_factor: float = 60.0
+    keepa_sim_tokens_per_minute: int = 300
 
     def es_ports(self, base: int) -> list[int]:
         """One port per Elasticsearch node, from ``base`` upward."""
@@ -120,6 +127,14 @@ class Settings:
             kafka_secure_port=_int_env(env, "KAFKA_SECURE_PORT", kafka_port + 2 * spread),
             kafka_brokers=brokers,
             es_nodes=es_nodes,
+            keepa_sim=env.get("KEEPA_SIM", "").strip().lower() in ("1", "on", "true", "yes"),
+            keepa_sim_port=_int_env(env, "KEEPA_SIM_PORT", 9299),
+            keepa_sim_seed=_int_env(env, "KEEPA_SIM_SEED", 20261206, port=False),
+            keepa_sim_products=_int_env(env, "KEEPA_SIM_PRODUCTS", 100_000, port=False),
+            keepa_sim_factor=_int_env(env, "KEEPA_SIM_FACTOR", 60, port=False),
+            keepa_sim_tokens_per_minute=_int_env(
+                env, "KEEPA_SIM_TOKENS_PER_MINUTE", 300, port=False
+            ),
         )
         settings.check_kafka_ports()
         settings.check_es_ports()
