@@ -20,6 +20,7 @@ from arbitrage.clients.elasticsearch import ElasticsearchClient, elasticsearch_h
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.clients.kafka_security import PASSWORD_ENV as KAFKA_PASSWORD_ENV
 from arbitrage.clients.kafka_security import KafkaSecurity, KafkaSecurityError
+from arbitrage.domain.discovery_config import DEFAULT_DISCOVERY_FILE, DISCOVERY_FILE_ENV
 from arbitrage.domain.notifications_config import NOTIFICATIONS_FILE_ENV
 from arbitrage.domain.redaction import (
     cleartext_login_problem,
@@ -135,6 +136,8 @@ class Settings:
     # The notifications stage's channels (arbitrage/domain/notifications_config.py); the
     # default has none.
     notifications_file: Path = REPO_ROOT / "config" / "notifications.toml"
+    # Where the ASINs worth watching come from (docs/discovery.md): one asset per source.
+    discovery_file: Path = DEFAULT_DISCOVERY_FILE
     keepa_source: KeepaSourceName = "api"
     keepa_api_key_set: bool = False
     keepa_api_url: str = "https://api.keepa.com"
@@ -213,6 +216,7 @@ class Settings:
             notifications_file=Path(
                 _text(env, NOTIFICATIONS_FILE_ENV, str(default.notifications_file))
             ),
+            discovery_file=Path(_text(env, DISCOVERY_FILE_ENV, str(default.discovery_file))),
             keepa_source=cast(KeepaSourceName, source),
             keepa_api_key_set=bool(env.get(KEEPA_KEY_ENV, "").strip()),
             keepa_api_url=keepa_api_url,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dagster as dg
 
+from arbitrage.domain.discovery_config import load_discovery_config
 from arbitrage.domain.stage_specs import STAGES
 from arbitrage.engine.faults import FaultInjector
 from arbitrage.engine.runner import Following
 from arbitrage.settings import Settings
 from assets.checks import build_pipeline_checks
 from assets.digest import build_digest_schedule, daily_digest, daily_digest_job
+from assets.discovery import build_discovery
 from assets.keepa_pull import (
     build_keepa_pull_schedule,
     keepa_products,
@@ -70,14 +72,25 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     checks, checks_job, checks_schedule = build_pipeline_checks(
         settings.keepa_pull_cron, settings.checks_cron, schedule_status
     )
+    # A bad discovery file fails here, at load, with the sentence naming the mistake.
+    discovery_assets, discovery_jobs, discovery_schedules = build_discovery(
+        load_discovery_config(settings.discovery_file), settings.keepa_pull_cron, schedule_status
+    )
     return dg.Definitions(
-        assets=[keepa_products, raw_keepa_updates, *stage_assets, daily_digest],
+        assets=[
+            keepa_products,
+            raw_keepa_updates,
+            *stage_assets,
+            daily_digest,
+            *discovery_assets,
+        ],
         asset_checks=checks,
-        jobs=[keepa_pull_job, *stage_jobs, checks_job, daily_digest_job],
+        jobs=[keepa_pull_job, *stage_jobs, checks_job, daily_digest_job, *discovery_jobs],
         schedules=[
             build_keepa_pull_schedule(settings.keepa_pull_cron, schedule_status),
             checks_schedule,
             build_digest_schedule(settings.digest_cron, schedule_status),
+            *discovery_schedules,
         ],
         sensors=sensors,
         resources={

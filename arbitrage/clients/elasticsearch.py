@@ -106,6 +106,7 @@ def _action_line(op: BulkOp) -> bytes:
         if op.version is None
         else f',"version":{int(op.version)},"version_type":"{op.version_type}"'
     )
+
     return (
         f'{{{json.dumps(op.action)}:{{"_index":{json.dumps(op.index)},'
         f'"_id":{json.dumps(op.doc_id)}{version}}}}}'

@@ -22,6 +22,13 @@ from typing import Any, ClassVar, Literal
 
 import requests
 
+from arbitrage.domain.keepa_discovery import (
+    DiscoveryAnswerError,
+    Found,
+    parse_best_sellers,
+    parse_deals,
+    parse_finder,
+)
 from arbitrage.domain.keepa_parsing import (
     MAX_ASINS_PER_REQUEST,
     TokenInfo,
@@ -102,6 +109,14 @@ class ProductBatch:
         return [asin for asin in self.requested if asin not in self.products]
 
 
+@dataclass(frozen=True)
+class Discovered:
+    """One discovery answer: the ASINs found and the request's tokens."""
+
+    found: Found
+    tokens: TokenInfo
+
+
 class KeepaSource(ABC):
     """Where Keepa product objects come from: the live API or the bundled sample."""
 
@@ -131,15 +146,13 @@ class KeepaSource(ABC):
             yield self.fetch_batch(market, batch)
 
     def _check_request(self, market: str, asins: Sequence[str]) -> int:
-        if market not in MARKETPLACES:
-            known = ", ".join(sorted(MARKETPLACES))
-            raise ValueError(f"unknown marketplace {market!r}; known marketplaces are {known}")
+        domain_id = _domain_id(market)
         if not 1 <= len(asins) <= self.batch_size:
             raise ValueError(f"a batch holds 1 to {self.batch_size} ASINs, not {len(asins)}")
         bad = [a for a in asins if not ASIN_PATTERN.match(a)]
         if bad:
             raise ValueError(f"not ASINs (10 characters A-Z, 0-9): {', '.join(map(repr, bad))}")
-        return MARKETPLACES[market].keepa_domain_id
+        return domain_id
 
     @staticmethod
     def _to_batch(market: str, asins: Sequence[str], body: Mapping[str, Any]) -> ProductBatch:
@@ -240,6 +253,41 @@ class KeepaHttpClient(KeepaSource):
         what = f"{market} batch of {len(asins)} ASINs"
         body = self._get("/product", params, what)
         return self._to_batch(market, asins, body)
+
+    # ------------------------------------------------------------------ discovery
+
+    def product_finder(self, market: str, selection: Mapping[str, Any]) -> Discovered:
+        """One page of Keepa's Product Finder (``/query``): ``selection`` carries ``page`` and
+        ``perPage`` with the filters, as Keepa's query JSON."""
+        domain_id = _domain_id(market)
+        params = {"key": self._api_key, "domain": str(domain_id), "selection": _json(selection)}
+        body = self._get("/query", params, f"{market} Product Finder page")
+        return Discovered(self._parsed(parse_finder, body), token_info(body))
+
+    def deals(self, request: Mapping[str, Any]) -> Discovered:
+        """One page (up to 150) of Keepa's Deals (``/deal``); ``request`` is Keepa's deal
+        request JSON, its market in ``domainId``."""
+        params = {"key": self._api_key, "selection": _json(request)}
+        body = self._get("/deal", params, "Deals page")
+        return Discovered(self._parsed(parse_deals, body), token_info(body))
+
+    def best_sellers(self, market: str, category: int) -> Discovered:
+        """A root category's best sellers in ``market`` (``/bestsellers``)."""
+        domain_id = _domain_id(market)
+        params = {"key": self._api_key, "domain": str(domain_id), "category": str(category)}
+        body = self._get("/bestsellers", params, f"{market} Best Sellers of {category}")
+        return Discovered(self._parsed(parse_best_sellers, body), token_info(body))
+
+    def token_status(self) -> TokenInfo:
+        """The account's tokens now (``/token``, free)."""
+        return token_info(self._get("/token", {"key": self._api_key}, "token status"))
+
+    @staticmethod
+    def _parsed(parse: Callable[[Mapping[str, Any]], Found], body: Mapping[str, Any]) -> Found:
+        try:
+            return parse(body)
+        except DiscoveryAnswerError as exc:
+            raise KeepaError(str(exc)) from None
 
     # ------------------------------------------------------------------ HTTP
 
@@ -366,6 +414,17 @@ class KeepaHttpClient(KeepaSource):
         if detail:
             message += f"; Keepa says: {self._scrub(detail)}"
         return message
+
+
+def _domain_id(market: str) -> int:
+    if market not in MARKETPLACES:
+        known = ", ".join(sorted(MARKETPLACES))
+        raise ValueError(f"unknown marketplace {market!r}; known marketplaces are {known}")
+    return MARKETPLACES[market].keepa_domain_id
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def _json_or_none(response: requests.Response) -> Any:

@@ -5,7 +5,8 @@ performs and nothing more:
 
 * ``provision``: creates the topics, the index templates and the indices (`arbitrage
   provision`, `make topics`); reads and alters topic settings. Runs nothing.
-* one per stage (``keepa_pull``, ``enrichment``, ``arbitrage``, ``notifications``): reads its
+* one per stage (``keepa_pull``, ``enrichment``, ``arbitrage``, ``notifications``; the Keepa
+  pull's also keeps the registry of tracked ASINs discovery fills): reads its
   source topic under its own groups, writes its output topic and its DLQ, uses its own
   transactional ids, writes its own indices; may see that the other topics exist (a run checks
   they do) but not read or write them.
@@ -150,14 +151,22 @@ def stage_account(spec: StageSpec, prefix: str = topics.NAMESPACE_PREFIX) -> Acc
 
 
 def keepa_pull_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
-    """Writes the raw updates; nothing in Elasticsearch."""
+    """Everything that spends Keepa tokens: writes the raw updates, and keeps the registry of
+    tracked ASINs the discovery sources fill (creating it on first use, deleting the own
+    list's findings that left the list)."""
     raw = KafkaGrant("topic", _in(prefix, topics.RAW_UPDATES), ("WRITE", "DESCRIBE"))
+    registry = (_in(prefix, topics.TRACKED_ASINS_INDEX),)
     return Account(
         key=KEEPA_PULL,
         user="arbitrage-keepa-pull",
         kafka=(raw, *_see_every_topic(prefix), IDEMPOTENT),
-        es_cluster=(),
-        es_indices=(),
+        es_cluster=("monitor",),
+        es_indices=(
+            IndexGrant(
+                registry,
+                ("read", "index", "delete", "create_index", "maintenance", "view_index_metadata"),
+            ),
+        ),
     )
 
 

@@ -355,6 +355,8 @@ class TokenInfo:
     refill_in_ms: int | None
     refill_rate: int | None
     tokens_consumed: int
+    # Keepa's clock when it answered (epoch ms): the time discovery and the planner keep.
+    timestamp_ms: int | None = None
 
 
 def token_info(body: Mapping[str, Any]) -> TokenInfo:
@@ -363,6 +365,7 @@ def token_info(body: Mapping[str, Any]) -> TokenInfo:
         refill_in_ms=keepa_int(body.get("refillIn")),
         refill_rate=keepa_int(body.get("refillRate")),
         tokens_consumed=keepa_int(body.get("tokensConsumed")) or 0,
+        timestamp_ms=keepa_int(body.get("timestamp")),
     )
 
 

@@ -69,6 +69,9 @@ PRICE_OBSERVATIONS_INDEX = named("price-observations")
 # (arbitrage/clients/retention_losses.py).
 REDRIVE_LEDGER_INDEX = named("dlq-redrives")
 RETENTION_LOSS_INDEX = named("retention-losses")
+# The registry of tracked ASINs: one document per ASIN, which discovery sources found it, when
+# and why, and when it ages out (arbitrage/clients/tracked_asins.py).
+TRACKED_ASINS_INDEX = named("tracked-asins")
 # One document per (channel, alert event) the notifications stage handled, id
 # ``<channel>:<event_id>``: what makes a rerun skip what was already delivered.
 DELIVERIES_INDEX = named("alert-deliveries")

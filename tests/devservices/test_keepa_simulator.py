@@ -9,7 +9,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,55 +26,17 @@ from arbitrage.domain.rules_config import load_rules_config
 from devservices.keepa_sim import truth
 from devservices.keepa_sim.catalog import MARKETS, Catalog
 from devservices.keepa_sim.market import state_at
-from devservices.keepa_sim.server import Simulator, SimulatorServer
-from devservices.keepa_sim.tokens import MINUTE_MS, SimClock, TokenAccount
+from devservices.keepa_sim.server import SimulatorServer
+from devservices.keepa_sim.tokens import MINUTE_MS
+from tests.keepa_simulator import KEY, START_MS, ManualTime, serve
 
-KEY = "sim-key-0123456789"
 FEES = load_fee_config()
 SEED = 424242
-
-
-class ManualTime:
-    """The real clock under the simulated one, moved by the test (no sleeping)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance_simulated_minutes(self, minutes: float, factor: float) -> None:
-        self.now += minutes * 60 / factor
 
 
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
     return Catalog.generate(SEED, 20_000)
-
-
-START_MS = 1_700_000_040_000 // MINUTE_MS * MINUTE_MS
-
-
-def serve(
-    catalog: Catalog, rate: int = 300, factor: float = 60.0, start_tokens: int | None = None
-) -> tuple[SimulatorServer, ManualTime]:
-    """The simulator on a port below 32768 (tests keep off the ephemeral range)."""
-    time_source = ManualTime()
-    clock = SimClock(START_MS, factor, real=time_source)
-    account = TokenAccount(rate, clock, start_tokens)
-    simulator = Simulator(catalog, clock, account, KEY)
-    picks = random.Random()
-    for _ in range(50):
-        try:
-            server = SimulatorServer(("127.0.0.1", picks.randrange(20_000, 32_000)), simulator)
-            break
-        except OSError:
-            continue
-    else:
-        raise RuntimeError("no free port below 32768 for the Keepa simulator")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server, time_source
 
 
 @pytest.fixture

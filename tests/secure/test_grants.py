@@ -17,7 +17,9 @@ from elasticsearch import ApiError, AuthorizationException, BadRequestError
 from arbitrage.accounts import elasticsearch_as, kafka_as
 from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.kafka import KafkaClient
+from arbitrage.clients.tracked_asins import record_found, record_own_list, tracked
 from arbitrage.domain import access, topics
+from arbitrage.domain.discovery_config import DiscoverySource
 from arbitrage.domain.stage_specs import STAGES, StageSpec
 from arbitrage.engine.kafka_transactions import transactional_id
 from arbitrage.settings import Settings
@@ -226,5 +228,27 @@ def test_the_digest_account_reads_alerts_and_records_deliveries_only(
         lambda: client.index(index=topics.ALERTS_INDEX, document=PROBE),
         lambda: client.count(index=topics.PRODUCTS_INDEX),
         lambda: client.indices.create(index=topics.tool_name(f"digest-{uuid.uuid4().hex[:6]}")),
+    ):
+        assert es_status(call) == 403
+
+
+def test_the_keepa_account_keeps_the_registry_and_touches_no_other_index(
+    es: ElasticsearchClient,
+) -> None:
+    """Discovery runs as the Keepa account: the registry of tracked ASINs (created on first
+    use, written, its own-list findings deleted) and nothing of the stages'."""
+    keepa = es_account(access.KEEPA_PULL)
+    client = keepa.client()
+    es.client().options(ignore_status=404).indices.delete(index=topics.TRACKED_ASINS_INDEX)
+    found = DiscoverySource("grant-probe", "finder", "DE", "0 * * * *", 1, "a probe")
+    record_found(keepa, found, ["B000000001", "B000000002"], 1_000)
+    record_own_list(keepa, ["B000000003"], 1_000)
+    record_own_list(keepa, [], 2_000)  # deletes the own list's finding
+    assert {t.asin for t in tracked(keepa, 1_500)} == {"B000000001", "B000000002"}
+    for call in (
+        lambda: client.index(index=topics.PRODUCTS_INDEX, document=PROBE),
+        lambda: client.count(index=topics.ALERTS_INDEX),
+        lambda: client.indices.delete(index=topics.TRACKED_ASINS_INDEX),
+        lambda: client.indices.create(index=topics.tool_name(f"keepa-{uuid.uuid4().hex[:6]}")),
     ):
         assert es_status(call) == 403
