@@ -11,6 +11,7 @@ import dagster as dg
 from arbitrage.accounts import elasticsearch_as
 from arbitrage.clients.discovery import run_source
 from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.keepa_ledger import ledger
 from arbitrage.clients.keepa_sources import KeepaHttpClient
 from arbitrage.clients.tracked_asins import record_own_list, tracked
 from arbitrage.domain import topics
@@ -61,7 +62,10 @@ def _source_asset(source: DiscoverySource) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         started = time.perf_counter()
         es = elasticsearch_as(elasticsearch.get_client(), KEEPA_PULL)
-        run = run_source(_keepa_api(keepa, context), es, source)
+        client = _keepa_api(keepa, context)
+        with ledger(es, context.run.run_id, f"discovery:{source.name}") as book:
+            client.observer = book.record
+            run = run_source(client, es, source)
         context.log.info(
             f"{source.name}: {len(run.asins)} ASINs in {run.pages} page(s) for "
             f"{run.tokens_consumed} tokens; {run.registry_written} findings written"

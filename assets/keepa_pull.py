@@ -1,21 +1,27 @@
 """The Keepa pull: products from Keepa (or the bundled sample) onto raw.keepa_updates."""
 
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field
 
-from arbitrage.accounts import kafka_as
+from arbitrage.accounts import elasticsearch_as, kafka_as
+from arbitrage.clients.keepa_ledger import ledger
 from arbitrage.clients.keepa_pull import PullProgress, PullTotals, iter_pull
+from arbitrage.clients.keepa_sources import KeepaHttpClient
 from arbitrage.domain import topics
 from arbitrage.domain.access import KEEPA_PULL
 from arbitrage.domain.messages.codec import encode
 from assets.keys import GROUP_INGEST, KEEPA_PRODUCTS_KEY, RAW_UPDATES_KEY
+from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.keepa import KeepaResource
 
 MAX_REPORTED_LINES = 20
+# The pull's requests in the token ledger (arbitrage/clients/keepa_ledger.py).
+REFRESH_PURPOSE = "refresh"
 
 keepa_products = dg.AssetSpec(
     KEEPA_PRODUCTS_KEY,
@@ -71,6 +77,7 @@ def raw_keepa_updates(
     config: KeepaPullConfig,
     keepa: KeepaResource,
     kafka: KafkaResource,
+    elasticsearch: ElasticsearchResource,
 ) -> dg.MaterializeResult:
     """One raw update per tracked ASIN per pull on raw.keepa_updates, keyed by ASIN."""
     started = time.perf_counter()
@@ -104,9 +111,16 @@ def raw_keepa_updates(
 
     totals = PullTotals()
     pulled_at = datetime.now(UTC)
-    with kafka_client.producer() as producer:
-        for update in iter_pull(source, asins, markets, pulled_at, context.log, report, totals):
-            producer.produce(topics.RAW_UPDATES, update["asin"], encode(update))
+    with ExitStack() as spending:
+        if isinstance(source, KeepaHttpClient):
+            # Every answered request into the token ledger, also when the pull fails later.
+            es_client = elasticsearch_as(elasticsearch.get_client(), KEEPA_PULL)
+            source.observer = spending.enter_context(
+                ledger(es_client, context.run.run_id, REFRESH_PURPOSE)
+            ).record
+        with kafka_client.producer() as producer:
+            for update in iter_pull(source, asins, markets, pulled_at, context.log, report, totals):
+                producer.produce(topics.RAW_UPDATES, update["asin"], encode(update))
     delivered = producer.report
     spans = delivered.per_partition(topics.RAW_UPDATES)
     seconds = time.perf_counter() - started

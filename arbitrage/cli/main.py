@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from arbitrage.cli.redrive import redrive
 from arbitrage.cli.terminal import printable, printable_lines
 from arbitrage.clients.elasticsearch import ElasticsearchClient, ElasticsearchUnavailableError
 from arbitrage.clients.kafka import KafkaClient, KafkaUnavailableError
+from arbitrage.clients.keepa_ledger import spend_by_hour
 from arbitrage.clients.retention_losses import acknowledge_losses
 from arbitrage.domain import topics
 from arbitrage.domain.access import DIGEST, PROVISION
@@ -203,6 +205,27 @@ def cmd_alerts(_: KafkaClient, es: ElasticsearchClient, args: argparse.Namespace
     text, total = alerts_table(es, args.n)
     print(text)
     print(f"\n{min(total, args.n)} of {total} alerts shown, best profit first")
+    return 0
+
+
+def cmd_tokens(_: KafkaClient, es: ElasticsearchClient, args: argparse.Namespace) -> int:
+    """The token ledger per hour (Keepa's time, UTC) and purpose, and the total."""
+    spends = spend_by_hour(es, 0, 2**62)
+    if args.hours is not None and spends:
+        newest = max(s.hour_ms for s in spends)
+        spends = [s for s in spends if s.hour_ms > newest - args.hours * 3_600_000]
+    rows = [
+        [
+            datetime.fromtimestamp(s.hour_ms / 1000, UTC).strftime("%Y-%m-%d %H:00"),
+            s.purpose,
+            s.requests,
+            s.tokens,
+        ]
+        for s in spends
+    ]
+    print(table(["HOUR (UTC)", "PURPOSE", "REQUESTS", "TOKENS"], rows))
+    total = sum(s.tokens for s in spends)
+    print(f"\n{total} tokens in {sum(s.requests for s in spends)} Keepa requests")
     return 0
 
 
@@ -463,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     redrive_parser.add_argument("--reason-contains", help="only letters whose reason has this text")
     redrive_parser.add_argument("--dry-run", action="store_true", help="count, produce nothing")
     redrive_parser.set_defaults(run=cmd_dlq_redrive)
+    tokens = commands.add_parser(
+        "tokens", help="Keepa tokens spent, per hour and purpose (the token ledger)"
+    )
+    tokens.add_argument(
+        "--hours", type=int, help="only the newest N hours of the ledger (default: all)"
+    )
+    tokens.set_defaults(run=cmd_tokens)
     alerts = commands.add_parser("alerts", help="the best alerts by profit")
     alerts.add_argument("-n", type=int, default=20)
     alerts.set_defaults(run=cmd_alerts)

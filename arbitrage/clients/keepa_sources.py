@@ -39,7 +39,7 @@ from arbitrage.domain.keepa_parsing import (
     token_info,
 )
 from arbitrage.domain.keepa_sample import load_sample_document
-from arbitrage.domain.markets import MARKETPLACES
+from arbitrage.domain.markets import MARKET_BY_DOMAIN_ID, MARKETPLACES
 from arbitrage.domain.messages.types import ASIN_PATTERN
 from arbitrage.domain.redaction import redact_url, secure_endpoint_problem
 
@@ -220,6 +220,9 @@ class KeepaHttpClient(KeepaSource):
         self._logger = logger or logging.getLogger(__name__)
         self._sleep = sleep
         self._session = session or requests.Session()
+        # Told of every answered request that can spend tokens (the token ledger's record):
+        # (endpoint, market, ASINs asked or returned, Keepa's token fields).
+        self.observer: Callable[[str, str, int, TokenInfo], None] | None = None
         _install_urllib3_redaction()
 
     def __repr__(self) -> str:
@@ -252,6 +255,7 @@ class KeepaHttpClient(KeepaSource):
             params["history"] = "0"
         what = f"{market} batch of {len(asins)} ASINs"
         body = self._get("/product", params, what)
+        self._observe("/product", market, len(asins), token_info(body))
         return self._to_batch(market, asins, body)
 
     # ------------------------------------------------------------------ discovery
@@ -262,32 +266,47 @@ class KeepaHttpClient(KeepaSource):
         domain_id = _domain_id(market)
         params = {"key": self._api_key, "domain": str(domain_id), "selection": _json(selection)}
         body = self._get("/query", params, f"{market} Product Finder page")
-        return Discovered(self._parsed(parse_finder, body), token_info(body))
+        return self._discovered("/query", market, parse_finder, body)
 
     def deals(self, request: Mapping[str, Any]) -> Discovered:
         """One page (up to 150) of Keepa's Deals (``/deal``); ``request`` is Keepa's deal
         request JSON, its market in ``domainId``."""
         params = {"key": self._api_key, "selection": _json(request)}
         body = self._get("/deal", params, "Deals page")
-        return Discovered(self._parsed(parse_deals, body), token_info(body))
+        market = MARKET_BY_DOMAIN_ID.get(request.get("domainId"))  # type: ignore[arg-type]
+        return self._discovered("/deal", market.code if market else "", parse_deals, body)
 
     def best_sellers(self, market: str, category: int) -> Discovered:
         """A root category's best sellers in ``market`` (``/bestsellers``)."""
         domain_id = _domain_id(market)
         params = {"key": self._api_key, "domain": str(domain_id), "category": str(category)}
         body = self._get("/bestsellers", params, f"{market} Best Sellers of {category}")
-        return Discovered(self._parsed(parse_best_sellers, body), token_info(body))
+        return self._discovered("/bestsellers", market, parse_best_sellers, body)
 
     def token_status(self) -> TokenInfo:
         """The account's tokens now (``/token``, free)."""
         return token_info(self._get("/token", {"key": self._api_key}, "token status"))
 
-    @staticmethod
-    def _parsed(parse: Callable[[Mapping[str, Any]], Found], body: Mapping[str, Any]) -> Found:
+    def _discovered(
+        self,
+        endpoint: str,
+        market: str,
+        parse: Callable[[Mapping[str, Any]], Found],
+        body: Mapping[str, Any],
+    ) -> Discovered:
+        tokens = token_info(body)
         try:
-            return parse(body)
+            found = parse(body)
         except DiscoveryAnswerError as exc:
+            # Answered, so spent: the ledger hears of it before the run fails.
+            self._observe(endpoint, market, 0, tokens)
             raise KeepaError(str(exc)) from None
+        self._observe(endpoint, market, len(found.asins), tokens)
+        return Discovered(found, tokens)
+
+    def _observe(self, endpoint: str, market: str, asins: int, tokens: TokenInfo) -> None:
+        if self.observer is not None:
+            self.observer(endpoint, market, asins, tokens)
 
     # ------------------------------------------------------------------ HTTP
 

@@ -151,11 +151,12 @@ def stage_account(spec: StageSpec, prefix: str = topics.NAMESPACE_PREFIX) -> Acc
 
 
 def keepa_pull_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
-    """Everything that spends Keepa tokens: writes the raw updates, and keeps the registry of
+    """Everything that spends Keepa tokens: writes the raw updates, keeps the registry of
     tracked ASINs the discovery sources fill (creating it on first use, deleting the own
-    list's findings that left the list)."""
+    list's findings that left the list) and the token ledger of every request."""
     raw = KafkaGrant("topic", _in(prefix, topics.RAW_UPDATES), ("WRITE", "DESCRIBE"))
     registry = (_in(prefix, topics.TRACKED_ASINS_INDEX),)
+    ledger = (_in(prefix, topics.KEEPA_LEDGER_INDEX),)
     return Account(
         key=KEEPA_PULL,
         user="arbitrage-keepa-pull",
@@ -165,6 +166,9 @@ def keepa_pull_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
             IndexGrant(
                 registry,
                 ("read", "index", "delete", "create_index", "maintenance", "view_index_metadata"),
+            ),
+            IndexGrant(
+                ledger, ("read", "index", "create_index", "maintenance", "view_index_metadata")
             ),
         ),
     )
@@ -243,6 +247,11 @@ def operator_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
             # maintenance: the CLI's counters refresh before they count.
             IndexGrant(_stage_indices(prefix), ("read", "maintenance", "view_index_metadata")),
             IndexGrant(ledgers, ("read", "index", "create_index", "view_index_metadata")),
+            # `arbitrage tokens` and the registry's size: read only.
+            IndexGrant(
+                (_in(prefix, topics.KEEPA_LEDGER_INDEX), _in(prefix, topics.TRACKED_ASINS_INDEX)),
+                ("read", "maintenance", "view_index_metadata"),
+            ),
         ),
     )
 

@@ -72,6 +72,9 @@ RETENTION_LOSS_INDEX = named("retention-losses")
 # The registry of tracked ASINs: one document per ASIN, which discovery sources found it, when
 # and why, and when it ages out (arbitrage/clients/tracked_asins.py).
 TRACKED_ASINS_INDEX = named("tracked-asins")
+# The token ledger: one document per Keepa request that spent tokens, its purpose and cost
+# (arbitrage/clients/keepa_ledger.py, `arbitrage tokens`).
+KEEPA_LEDGER_INDEX = named("keepa-ledger")
 # One document per (channel, alert event) the notifications stage handled, id
 # ``<channel>:<event_id>``: what makes a rerun skip what was already delivered.
 DELIVERIES_INDEX = named("alert-deliveries")

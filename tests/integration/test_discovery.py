@@ -8,17 +8,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import dagster as dg
 import pytest
 import requests
 
+from arbitrage.cli.main import main as cli_main
 from arbitrage.clients.discovery import run_source
 from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.keepa_ledger import spend_by_hour
 from arbitrage.clients.keepa_sources import KeepaHttpClient
 from arbitrage.clients.tracked_asins import aged_out, record_own_list, tracked
 from arbitrage.domain.discovery_config import OWN_LIST, DiscoverySource, load_discovery_config
-from arbitrage.domain.topics import TRACKED_ASINS_INDEX
+from arbitrage.domain.topics import KEEPA_LEDGER_INDEX, TRACKED_ASINS_INDEX
 from arbitrage.settings import Settings
 from assets.discovery import REGISTRY_KEY
 from devservices.keepa_sim.catalog import Catalog
@@ -213,3 +216,40 @@ def test_the_discovery_jobs_run_from_the_definitions_and_show_the_registry(
     assert not refused.success
     failure = refused.get_step_failure_events()[0].event_specific_data.error
     assert "KEEPA_SOURCE=api" in failure.message
+
+
+@pytest.mark.usefixtures("clean_pipeline")
+def test_the_token_ledger_equals_the_accounts_own_counter(
+    registry: ElasticsearchClient,
+    catalog: Catalog,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A pull and a discovery run against the simulator: every request in the ledger, by
+    purpose, and `arbitrage tokens` says what the account's counter says. (The runs sleep
+    in real time on a 429, and this simulator's clock does not move: it starts with enough.)"""
+    server, _ = serve(catalog, rate=500, start_tokens=5_000)
+    es = registry
+    es.client().options(ignore_status=404).indices.delete(index=KEEPA_LEDGER_INDEX)
+    asins_file = tmp_path / "asins.txt"
+    asins_file.write_text("\n".join(catalog.asins(range(150))) + "\n")
+    monkeypatch.setenv("KEEPA_SOURCE", "api")
+    monkeypatch.setenv("KEEPA_API_URL", server.url)
+    monkeypatch.setenv("KEEPA_API_KEY", KEY)
+    monkeypatch.setenv("KEEPA_ASINS_FILE", str(asins_file))
+    monkeypatch.setenv("KEEPA_MARKETS", "DE,FR")
+    defs = build_definitions(Settings.from_env())
+    instance = dg.DagsterInstance.ephemeral()
+    for job in ("keepa_pull", "discover_de_electronics_sellers"):
+        assert defs.resolve_job_def(job).execute_in_process(instance=instance).success
+    counter = account(server)["consumed"]
+    # 150 ASINs in two markets, 3 tokens each (buybox), in batches of 100: 4 requests.
+    spends = {s.purpose: s for s in spend_by_hour(es, 0, 2**62)}
+    assert spends["refresh"].tokens == 150 * 2 * 3 and spends["refresh"].requests == 4
+    assert spends["discovery:de-electronics-sellers"].tokens > 10
+    assert sum(s.tokens for s in spends.values()) == counter
+    assert cli_main(["tokens"]) == 0
+    assert f"{counter} tokens in 5 Keepa requests" in capsys.readouterr().out
+    server.shutdown()
+    server.server_close()

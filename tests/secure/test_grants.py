@@ -17,9 +17,11 @@ from elasticsearch import ApiError, AuthorizationException, BadRequestError
 from arbitrage.accounts import elasticsearch_as, kafka_as
 from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.kafka import KafkaClient
+from arbitrage.clients.keepa_ledger import ledger, spend_by_hour
 from arbitrage.clients.tracked_asins import record_found, record_own_list, tracked
 from arbitrage.domain import access, topics
 from arbitrage.domain.discovery_config import DiscoverySource
+from arbitrage.domain.keepa_parsing import TokenInfo
 from arbitrage.domain.stage_specs import STAGES, StageSpec
 from arbitrage.engine.kafka_transactions import transactional_id
 from arbitrage.settings import Settings
@@ -245,6 +247,11 @@ def test_the_keepa_account_keeps_the_registry_and_touches_no_other_index(
     record_own_list(keepa, ["B000000003"], 1_000)
     record_own_list(keepa, [], 2_000)  # deletes the own list's finding
     assert {t.asin for t in tracked(keepa, 1_500)} == {"B000000001", "B000000002"}
+    # The token ledger: the Keepa account writes it, the operator (`arbitrage tokens`) reads it.
+    es.client().options(ignore_status=404).indices.delete(index=topics.KEEPA_LEDGER_INDEX)
+    with ledger(keepa, f"probe-{uuid.uuid4().hex[:6]}", "refresh") as book:
+        book.record("/product", "DE", 2, TokenInfo(10, 500, 20, 6, 1_000))
+    assert [(s.purpose, s.tokens) for s in spend_by_hour(es, 0, 2**62)] == [("refresh", 6)]
     for call in (
         lambda: client.index(index=topics.PRODUCTS_INDEX, document=PROBE),
         lambda: client.count(index=topics.ALERTS_INDEX),

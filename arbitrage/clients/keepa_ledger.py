@@ -1,0 +1,133 @@
+"""The token ledger (Elasticsearch ``keepa-ledger``): one document per Keepa request that was
+answered, with its purpose (the pull's refresh, a discovery source, the own list), endpoint,
+market, how many ASINs it asked or returned, Keepa's ``tokensConsumed`` and ``tokensLeft``,
+and Keepa's time. Summed per hour and purpose it is what ``arbitrage tokens`` prints, and it
+equals the account's own counter.
+
+A run records its requests as they are answered and writes them in bulk every
+``FLUSH_EVERY`` requests and when it ends, also when it fails: a request that spent tokens is
+never left out of the ledger by a later error. Each document's id is the run's id and the
+request's number in it, so writing a batch twice records it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from arbitrage.clients.elasticsearch import BulkOp, ElasticsearchClient
+from arbitrage.domain.keepa_parsing import TokenInfo
+from arbitrage.domain.topics import KEEPA_LEDGER_INDEX
+
+FLUSH_EVERY = 200
+_HOUR_MS = 3_600_000
+_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "run_id": {"type": "keyword"},
+        "purpose": {"type": "keyword"},
+        "endpoint": {"type": "keyword"},
+        "market": {"type": "keyword"},
+        "asins": {"type": "integer"},
+        "tokens_consumed": {"type": "long"},
+        "tokens_left": {"type": "long"},
+        "at_ms": {"type": "long"},
+    },
+}
+
+
+def ensure_index(es: ElasticsearchClient) -> None:
+    es.client().options(ignore_status=400).indices.create(
+        index=KEEPA_LEDGER_INDEX, mappings=_MAPPING
+    )
+
+
+@dataclass
+class KeepaLedger:
+    """One run's requests, for one purpose; ``record`` is the Keepa client's observer."""
+
+    es: ElasticsearchClient
+    run_id: str
+    purpose: str
+    requests: int = 0
+    tokens_consumed: int = 0
+    _pending: list[BulkOp] = field(default_factory=list)
+
+    def record(self, endpoint: str, market: str, asins: int, tokens: TokenInfo) -> None:
+        self.requests += 1
+        self.tokens_consumed += tokens.tokens_consumed
+        document = {
+            "run_id": self.run_id,
+            "purpose": self.purpose,
+            "endpoint": endpoint,
+            "market": market,
+            "asins": asins,
+            "tokens_consumed": tokens.tokens_consumed,
+            "tokens_left": tokens.tokens_left,
+            "at_ms": tokens.timestamp_ms,
+        }
+        doc_id = f"{self.run_id}:{self.purpose}:{self.requests}"
+        self._pending.append(BulkOp("index", KEEPA_LEDGER_INDEX, doc_id, document))
+        if len(self._pending) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        ensure_index(self.es)
+        outcome = self.es.bulk_write(self._pending)
+        if outcome.rejected:
+            first = next(iter(outcome.rejected.values()))
+            raise RuntimeError(
+                f"the token ledger refused {len(outcome.rejected)} requests: {first}"
+            )
+        self._pending.clear()
+
+
+@contextmanager
+def ledger(es: ElasticsearchClient, run_id: str, purpose: str) -> Iterator[KeepaLedger]:
+    """A run's ledger, flushed when the run ends however it ends."""
+    book = KeepaLedger(es, run_id, purpose)
+    try:
+        yield book
+    finally:
+        book.flush()
+
+
+@dataclass(frozen=True)
+class Spend:
+    hour_ms: int
+    purpose: str
+    requests: int
+    tokens: int
+
+
+def spend_by_hour(es: ElasticsearchClient, since_ms: int, until_ms: int) -> list[Spend]:
+    """Tokens and requests per hour (Keepa's time) and purpose in [since_ms, until_ms)."""
+    client = es.client().options(ignore_status=404)
+    client.indices.refresh(index=KEEPA_LEDGER_INDEX)
+    answer = client.search(
+        index=KEEPA_LEDGER_INDEX,
+        size=0,
+        query={"range": {"at_ms": {"gte": since_ms, "lt": until_ms}}},
+        aggs={
+            "hours": {
+                "histogram": {"field": "at_ms", "interval": _HOUR_MS, "min_doc_count": 1},
+                "aggs": {
+                    "purposes": {
+                        "terms": {"field": "purpose", "size": 1000},
+                        "aggs": {"tokens": {"sum": {"field": "tokens_consumed"}}},
+                    }
+                },
+            }
+        },
+    )
+    if "aggregations" not in answer:
+        return []  # no ledger yet: nothing was spent
+    return [
+        Spend(int(hour["key"]), bucket["key"], bucket["doc_count"], int(bucket["tokens"]["value"]))
+        for hour in answer["aggregations"]["hours"]["buckets"]
+        for bucket in hour["purposes"]["buckets"]
+    ]
