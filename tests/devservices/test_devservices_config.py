@@ -147,7 +147,8 @@ def test_secure_mode_configures_sasl_ssl_acls_and_a_private_client_env(tmp_path:
         assert f"export KAFKA_SASL_USERNAME_{suffix}=" in text
         assert f"export KAFKA_SASL_PASSWORD_{suffix}=" in text
     assert "export ELASTICSEARCH_USERNAME_ENRICHMENT=arbitrage-enrichment" in text
-    assert "ELASTICSEARCH_USERNAME_KEEPA_PULL" not in text  # it writes nothing to ES
+    # The Keepa account keeps the registry of tracked ASINs and the token ledger.
+    assert "export ELASTICSEARCH_USERNAME_KEEPA_PULL=arbitrage-keepa-pull" in text
     roles = Elasticsearch(s).roles_yml()
     for role in ("arbitrage_provision", "arbitrage_enrichment", "arbitrage_operator"):
         assert f"\n{role}:\n" in roles
