@@ -3,6 +3,10 @@
 
 A selection field the simulator does not implement is refused with a sentence, never ignored:
 a selection that silently matched more than asked would make a measurement wrong.
+
+The limits and costs here are written again from Keepa's documentation, not imported from the
+client (arbitrage/domain/keepa_discovery.py): a client that misread them would otherwise agree
+with its own simulator, and no test could catch it.
 """
 
 from __future__ import annotations
