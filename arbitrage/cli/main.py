@@ -9,16 +9,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from arbitrage.accounts import elasticsearch_as, kafka_as
+from arbitrage.cli.keepa_commands import cmd_plan, cmd_tokens
 from arbitrage.cli.redrive import redrive
-from arbitrage.cli.terminal import printable, printable_lines
+from arbitrage.cli.terminal import printable, printable_lines, table
 from arbitrage.clients.elasticsearch import ElasticsearchClient, ElasticsearchUnavailableError
 from arbitrage.clients.kafka import KafkaClient, KafkaUnavailableError
-from arbitrage.clients.keepa_ledger import spend_by_hour
 from arbitrage.clients.retention_losses import acknowledge_losses
 from arbitrage.domain import topics
 from arbitrage.domain.access import DIGEST, PROVISION
@@ -37,14 +36,6 @@ from arbitrage.settings import Settings, SettingsError
 LIVE_GROUPS = tuple((spec.live_group, spec.source_topic) for spec in STAGES)
 # The group the CLI reads messages with; it never commits.
 READER_GROUP = topics.tool_name("cli-tail")
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [list(map(printable, headers))] + [[printable(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
 
 
 def cmd_provision(kafka: KafkaClient, es: ElasticsearchClient, _: argparse.Namespace) -> int:
@@ -205,27 +196,6 @@ def cmd_alerts(_: KafkaClient, es: ElasticsearchClient, args: argparse.Namespace
     text, total = alerts_table(es, args.n)
     print(text)
     print(f"\n{min(total, args.n)} of {total} alerts shown, best profit first")
-    return 0
-
-
-def cmd_tokens(_: KafkaClient, es: ElasticsearchClient, args: argparse.Namespace) -> int:
-    """The token ledger per hour (Keepa's time, UTC) and purpose, and the total."""
-    spends = spend_by_hour(es, 0, 2**62)
-    if args.hours is not None and spends:
-        newest = max(s.hour_ms for s in spends)
-        spends = [s for s in spends if s.hour_ms > newest - args.hours * 3_600_000]
-    rows = [
-        [
-            datetime.fromtimestamp(s.hour_ms / 1000, UTC).strftime("%Y-%m-%d %H:00"),
-            s.purpose,
-            s.requests,
-            s.tokens,
-        ]
-        for s in spends
-    ]
-    print(table(["HOUR (UTC)", "PURPOSE", "REQUESTS", "TOKENS"], rows))
-    total = sum(s.tokens for s in spends)
-    print(f"\n{total} tokens in {sum(s.requests for s in spends)} Keepa requests")
     return 0
 
 
@@ -486,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     redrive_parser.add_argument("--reason-contains", help="only letters whose reason has this text")
     redrive_parser.add_argument("--dry-run", action="store_true", help="count, produce nothing")
     redrive_parser.set_defaults(run=cmd_dlq_redrive)
+    plan = commands.add_parser(
+        "plan", help="what the next hour's Keepa tokens would buy, by purpose and market"
+    )
+    plan.add_argument("--reserve", type=int, default=0, help="tokens never spent (default 0)")
+    plan.set_defaults(run=cmd_plan)
     tokens = commands.add_parser(
         "tokens", help="Keepa tokens spent, per hour and purpose (the token ledger)"
     )

@@ -8,6 +8,8 @@ terminals, write to the clipboard. Every CLI printer passes data through `printa
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
+from typing import Any
 
 _SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 # Bidi embeddings, overrides, isolates and marks: invisible, they reorder what is shown.
@@ -37,3 +39,12 @@ def printable(value: object) -> str:
 def printable_lines(text: str) -> str:
     """A block of our own lines (a table, a digest) with the data in each line escaped."""
     return "\n".join(printable(line) for line in text.split("\n"))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns aligned, every cell made printable first."""
+    cells = [list(map(printable, headers))] + [[printable(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from arbitrage.domain import cron
 from arbitrage.domain.config_files import read_toml
 from arbitrage.domain.fee_config import REPO_ROOT
 from arbitrage.domain.keepa_discovery import (
@@ -33,7 +34,6 @@ KINDS: tuple[SourceKind, ...] = ("finder", "deals", "best_sellers")
 DEAL_PRICE_TYPES = {"amazon": 0, "new": 1, "buy_box": 18}
 DEAL_DATE_RANGES = {"day": 0, "week": 1, "month": 2, "quarter": 3}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
-_CRON_FIELD = re.compile(r"[0-9*/,-]+")
 
 
 class DiscoveryConfigError(ValueError):
@@ -205,8 +205,11 @@ def _source(kind: SourceKind, raw: Any, defaults: Mapping[str, Any], where: str)
 
 
 def _is_cron(text: str) -> bool:
-    fields = text.split()
-    return len(fields) == 5 and all(_CRON_FIELD.fullmatch(f) for f in fields)
+    try:
+        cron.parse(text)
+    except cron.CronError:
+        return False
+    return True
 
 
 def _known(raw: Mapping[str, Any], keys: set[str], where: str) -> None:

@@ -5,6 +5,7 @@ again, and the seller's own list is a source of its own."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -253,3 +254,31 @@ def test_the_token_ledger_equals_the_accounts_own_counter(
     assert f"{counter} tokens in 5 Keepa requests" in capsys.readouterr().out
     server.shutdown()
     server.server_close()
+
+
+def test_the_plan_spends_the_hours_tokens_on_the_registry(
+    sim: tuple[SimulatorServer, ManualTime, KeepaHttpClient],
+    registry: ElasticsearchClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`arbitrage plan` on the simulator's clock and balance: what discovery put in the
+    registry, never refreshed yet, is what the hour's refreshes buy; the discovery sources due
+    in the hour take their cost; nothing beyond what is granted."""
+    server, _, client = sim
+    run_source(client, registry, FINDER)  # 300 ASINs tracked
+    monkeypatch.setenv("KEEPA_SOURCE", "api")
+    monkeypatch.setenv("KEEPA_API_URL", server.url)
+    monkeypatch.setenv("KEEPA_API_KEY", KEY)
+    monkeypatch.setenv("KEEPA_MARKETS", "DE,FR")
+    assert cli_main(["plan", "--reserve", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "300 ASINs tracked; reserve 50" in out
+    spent, granted = (int(n) for n in re.findall(r"(\d+) of (\d+) tokens granted", out)[0])
+    # 500 now (less the Finder's 33) + 59 refills of 500; the reserve never spent.
+    assert granted == 500 - 33 + 59 * 500 and spent <= granted - 50
+    # Tokens are not what binds 300 ASINs: the minimum interval (10 minutes) is. Each is
+    # refreshed once as new, then at most every 10 minutes: 6 times in the hour.
+    assert re.search(r"^new\s+300\s+1800$", out, re.M)
+    rotated = re.search(r"^rotate\s+(\d+)\s+(\d+)$", out, re.M)
+    assert rotated and int(rotated.group(1)) == 300 * 5

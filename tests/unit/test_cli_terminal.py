@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from arbitrage.cli.main import table
-from arbitrage.cli.terminal import printable, printable_lines
+from arbitrage.cli.terminal import printable, printable_lines, table
 
 
 def test_control_characters_are_escaped() -> None:
