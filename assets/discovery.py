@@ -13,7 +13,7 @@ from arbitrage.clients.discovery import run_source
 from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.keepa_ledger import ledger
 from arbitrage.clients.keepa_sources import KeepaHttpClient
-from arbitrage.clients.tracked_asins import record_own_list, tracked
+from arbitrage.clients.tracked_asins import record_own_list, tracked_count
 from arbitrage.domain import topics
 from arbitrage.domain.access import KEEPA_PULL
 from arbitrage.domain.discovery_config import OWN_LIST, DiscoveryConfig, DiscoverySource
@@ -132,7 +132,7 @@ def _observe_registry(
             metadata={
                 "source": source,
                 "found_by_source": dg.MetadataValue.int(found),
-                "tracked": dg.MetadataValue.int(len(tracked(es, at_ms))) if at_ms else 0,
+                "tracked": dg.MetadataValue.int(tracked_count(es, at_ms) if at_ms else 0),
             },
         )
     )
