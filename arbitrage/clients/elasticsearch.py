@@ -208,6 +208,25 @@ class ElasticsearchClient:
         es.indices.refresh(index=index)
         return int(es.count(index=index)["count"])
 
+    def ensure_index(self, index: str, mappings: dict[str, Any]) -> None:
+        """Create an index that has no template (a ledger, the registry) with its mapping on
+        first use; one that exists already is left as it is."""
+        self.client().options(ignore_status=400).indices.create(index=index, mappings=mappings)
+
+    def field_by_id(
+        self, index: str, ids: Sequence[str], field: str, chunk: int = 5_000
+    ) -> dict[str, Any]:
+        """One field of each stored document of ``ids`` (those not found, or a missing index:
+        absent), read in requests of ``chunk`` ids."""
+        found: dict[str, Any] = {}
+        client = self.client().options(ignore_status=404)
+        for start in range(0, len(ids), chunk):
+            answer = client.mget(index=index, ids=list(ids[start : start + chunk]), source=[field])
+            for doc in answer.get("docs", []):
+                if doc.get("found") and field in doc["_source"]:
+                    found[doc["_id"]] = doc["_source"][field]
+        return found
+
     def existing_ids(self, index: str, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()

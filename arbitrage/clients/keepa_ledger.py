@@ -39,9 +39,7 @@ _MAPPING: dict[str, Any] = {
 
 
 def ensure_index(es: ElasticsearchClient) -> None:
-    es.client().options(ignore_status=400).indices.create(
-        index=KEEPA_LEDGER_INDEX, mappings=_MAPPING
-    )
+    es.ensure_index(KEEPA_LEDGER_INDEX, _MAPPING)
 
 
 @dataclass

@@ -49,7 +49,7 @@ class RetentionLoss:
 
 
 def _ensure_index(es: ElasticsearchClient) -> None:
-    es.client().options(ignore_status=400).indices.create(index=LOSS_INDEX, mappings=_MAPPING)
+    es.ensure_index(LOSS_INDEX, _MAPPING)
 
 
 def record_losses(

@@ -5,31 +5,12 @@ discovery source is due (its cron). Keepa's own time and balance come from ``/to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.tracked_asins import tracked
 from arbitrage.domain import cron
 from arbitrage.domain.discovery_config import DiscoveryConfig
 from arbitrage.domain.token_plan import MINUTE_MS, Candidate, DueDiscovery
 from arbitrage.domain.topics import ALERTS_INDEX, PRODUCTS_INDEX
-
-_CHUNK = 5_000
-
-
-def _last_refresh(es: ElasticsearchClient, asins: Sequence[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    client = es.client().options(ignore_status=404)
-    for start in range(0, len(asins), _CHUNK):
-        answer = client.mget(
-            index=PRODUCTS_INDEX,
-            ids=list(asins[start : start + _CHUNK]),
-            source=["source_timestamp_ms"],
-        )
-        for doc in answer.get("docs", []):
-            if doc.get("found"):
-                found[doc["_id"]] = int(doc["_source"]["source_timestamp_ms"])
-    return found
 
 
 def _open_profit(es: ElasticsearchClient) -> dict[str, int]:
@@ -56,8 +37,9 @@ def _open_profit(es: ElasticsearchClient) -> dict[str, int]:
 def candidates(es: ElasticsearchClient, now_ms: int) -> list[Candidate]:
     """Every ASIN tracked at ``now_ms`` (Keepa's time), with what the planner weighs."""
     asins = [t.asin for t in tracked(es, now_ms)]
-    refreshed = _last_refresh(es, asins)
+    refreshed = es.field_by_id(PRODUCTS_INDEX, asins, "source_timestamp_ms")
     profit = _open_profit(es)
+    # A long field comes back from JSON as an int; None: never refreshed.
     return [Candidate(a, refreshed.get(a), open_profit_eur_cents=profit.get(a, 0)) for a in asins]
 
 

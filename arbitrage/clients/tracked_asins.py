@@ -51,27 +51,11 @@ class TrackedAsin:
 
 
 def ensure_index(es: ElasticsearchClient) -> None:
-    es.client().options(ignore_status=400).indices.create(
-        index=TRACKED_ASINS_INDEX, mappings=_MAPPING
-    )
+    es.ensure_index(TRACKED_ASINS_INDEX, _MAPPING)
 
 
 def _doc_id(asin: str, source: str) -> str:
     return f"{asin}:{source}"
-
-
-def _first_found(es: ElasticsearchClient, ids: Sequence[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for start in range(0, len(ids), _PAGE):
-        answer = es.client().mget(
-            index=TRACKED_ASINS_INDEX,
-            ids=list(ids[start : start + _PAGE]),
-            source=["first_found_ms"],
-        )
-        found.update(
-            {d["_id"]: d["_source"]["first_found_ms"] for d in answer["docs"] if d.get("found")}
-        )
-    return found
 
 
 def _record(
@@ -85,7 +69,7 @@ def _record(
     ensure_index(es)
     unique = list(dict.fromkeys(asins))
     ids = [_doc_id(asin, source) for asin in unique]
-    first = _first_found(es, ids)
+    first = es.field_by_id(TRACKED_ASINS_INDEX, ids, "first_found_ms", _PAGE)
     expires = NEVER_MS if max_age_ms is None else at_ms + max_age_ms
     ops = [
         BulkOp(
