@@ -33,6 +33,8 @@ KINDS: tuple[SourceKind, ...] = ("finder", "deals", "best_sellers")
 # Keepa's deal priceTypes and dateRange values.
 DEAL_PRICE_TYPES = {"amazon": 0, "new": 1, "buy_box": 18}
 DEAL_DATE_RANGES = {"day": 0, "week": 1, "month": 2, "quarter": 3}
+# Keepa's deal sortType: newest deal first, highest absolute or percentage drop, lowest rank.
+DEAL_SORTS = {"newest": 1, "delta": 2, "rank": 3, "percent": 4}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
@@ -56,6 +58,7 @@ class DiscoverySource:
     price_type: int = 1  # deals: Keepa's priceTypes value
     drop_pct: tuple[int, int] = (0, 100)  # deals
     date_range: int = 0  # deals: Keepa's dateRange value
+    sort_type: int = 1  # deals: Keepa's sortType value
     category: int = 0  # best sellers
 
     @property
@@ -78,6 +81,7 @@ class DiscoverySource:
             "priceTypes": [self.price_type],
             "deltaPercentRange": list(self.drop_pct),
             "dateRange": self.date_range,
+            "sortType": self.sort_type,
         }
 
 
@@ -130,7 +134,7 @@ def parse_discovery_config(data: Mapping[str, Any], where: str) -> DiscoveryConf
 _COMMON = {"name", "market", "schedule", "max_age_hours", "why", "pages"}
 _KEYS: dict[str, set[str]] = {
     "finder": _COMMON | {"per_page", "selection"},
-    "deals": _COMMON | {"price_type", "min_drop_pct", "max_drop_pct", "date_range"},
+    "deals": _COMMON | {"price_type", "min_drop_pct", "max_drop_pct", "date_range", "sort"},
     "best_sellers": _COMMON | {"category"},
 }
 
@@ -195,11 +199,15 @@ def _source(kind: SourceKind, raw: Any, defaults: Mapping[str, Any], where: str)
             raise DiscoveryConfigError(
                 f"{where}: date_range must be one of {', '.join(DEAL_DATE_RANGES)}"
             )
+        sort = raw.get("sort", "newest")
+        if sort not in DEAL_SORTS:
+            raise DiscoveryConfigError(f"{where}: sort must be one of {', '.join(DEAL_SORTS)}")
         return DiscoverySource(
             **common,
             price_type=DEAL_PRICE_TYPES[price_type],
             drop_pct=(low, high),
             date_range=DEAL_DATE_RANGES[date_range],
+            sort_type=DEAL_SORTS[sort],
         )
     return DiscoverySource(**common, category=_int(raw, "category", 0, where))
 

@@ -189,7 +189,13 @@ def deals(
         cur_low, cur_high = request["currentRange"]
         keep &= (current >= cur_low) & (current <= cur_high)
     rows, current, usual, delta_pct = rows[keep], current[keep], usual[keep], delta_pct[keep]
-    order = np.argsort(-delta_pct, kind="stable")
+    order = _deal_order(
+        request.get("sortType", 4),
+        newest=state.spell_start[rows, 0],
+        delta=usual - current,
+        rank=state.rank[rows, 0],
+        delta_pct=delta_pct,
+    )
     chosen = order[page * DEALS_PER_PAGE : (page + 1) * DEALS_PER_PAGE]
     return [
         {
@@ -203,6 +209,26 @@ def deals(
         }
         for i in chosen
     ]
+
+
+def _deal_order(
+    sort_type: Any,
+    *,
+    newest: npt.NDArray[np.float64],
+    delta: npt.NDArray[np.int64],
+    rank: npt.NDArray[np.int64],
+    delta_pct: npt.NDArray[np.float64],
+) -> npt.NDArray[np.int64]:
+    """Keepa's sortType: 1 the newest deal first (not invertible), 2 the highest absolute drop,
+    3 the lowest sales rank, 4 the highest percentage drop; negative inverts 2-4. Ties keep the
+    catalog's order. Absent: 4 (the reading taken; Keepa's documentation names no default)."""
+    if not isinstance(sort_type, int) or isinstance(sort_type, bool):
+        raise SelectionError(f"sortType must be an integer, not {sort_type!r}")
+    keys = {1: -newest, 2: -delta, 3: rank, 4: -delta_pct}
+    if abs(sort_type) not in keys or sort_type == -1:
+        raise SelectionError("sortType must be 1, 2, 3 or 4 (2-4 inverted when negative)")
+    key = keys[abs(sort_type)]
+    return np.argsort(key if sort_type > 0 else -key, kind="stable")
 
 
 def _usual_price(

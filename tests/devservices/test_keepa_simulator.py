@@ -174,6 +174,27 @@ def test_deals_are_the_promotions_of_the_moment(
     minute = (answer["timestamp"] - START_MS) / MINUTE_MS
     state = state_at(catalog, np.array([catalog.index(d["asin"]) for d in found]), minute, ("DE",))
     assert state.promotion[:, 0].all()
+    # No sortType: the biggest drop in percent first (the reading taken).
+    drops = [d["deltaPercent"][0][0] for d in found]
+    assert drops == sorted(drops, reverse=True)
+
+    def deals(sort_type: int) -> tuple[int, list[dict]]:
+        answer = requests.post(
+            server.url + "/deal",
+            params={"key": KEY},
+            data=json.dumps({**request, "sortType": sort_type}),
+            timeout=10,
+        )
+        return answer.status_code, answer.json().get("deals", {}).get("dr", [])
+
+    # 1: the newest deal first — the promotion that began last.
+    status, newest = deals(1)
+    state = state_at(catalog, np.array([catalog.index(d["asin"]) for d in newest]), minute, ("DE",))
+    assert status == 200 and list(state.spell_start[:, 0]) == sorted(state.spell_start[:, 0])[::-1]
+    # -4: the smallest drop first; -1 is not invertible, as Keepa documents.
+    _, smallest = deals(-4)
+    assert [d["deltaPercent"][0][0] for d in smallest][0] <= drops[-1]
+    assert deals(-1)[0] == 400 and deals(7)[0] == 400
 
 
 def test_best_sellers_rank_a_category_and_cost_fifty(

@@ -38,6 +38,9 @@ def test_the_shipped_file_loads_with_every_kind() -> None:
     finder = next(s for s in loaded.sources if s.kind == "finder")
     assert finder.finder_selection(1) == {**finder.selection, "page": 1, "perPage": finder.per_page}
     assert finder.most_tokens == finder.pages * (10 + -(-finder.per_page // 100))
+    deals = next(s for s in loaded.sources if s.kind == "deals")
+    # Keepa's sortType 1: the newest deal first, unless the file says otherwise.
+    assert deals.deal_request(0)["sortType"] == 1 and deals.deal_request(2)["page"] == 2
 
 
 @pytest.mark.parametrize(
@@ -58,6 +61,7 @@ def test_the_shipped_file_loads_with_every_kind() -> None:
             "min_drop_pct ≤ max_drop_pct",
         ),
         (config(deals=[{"name": "d", "market": "FR", "price_type": "used"}]), "price_type"),
+        (config(deals=[{"name": "d", "market": "FR", "sort": "oldest"}]), "sort must be"),
         (config(best_sellers=[{"name": "b", "market": "IT", "category": 0}]), "category"),
         ({"finder": []}, "version"),
         (config(finders=[]), "unknown setting(s) finders"),
