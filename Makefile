@@ -7,7 +7,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DAGSTER_HOME
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test test-slow test-secure faults test-unit lint bench sample clean
+.PHONY: help venv lock ui-deps screenshot services-up services-down services-status topics demo test test-slow test-secure faults test-unit lint bench bench-capture sample clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,7 +44,9 @@ services-status: $(PY) ## show each local service, its address (PostgreSQL: its 
 topics: $(PY) ## create the pipeline's topics and indices (idempotent)
 	scripts/with-client-env $(VENV)/bin/arbitrage provision
 
-demo: services-up ## run the pipeline on the bundled sample against the real services
+# The demo pulls from the Keepa market simulator (a local service like the others).
+demo: export KEEPA_SIM = 1
+demo: services-up ## discovery, the token planner and the pipeline on the Keepa simulator
 	$(PY) scripts/demo.py
 
 test: $(PY) ## install, start services if needed, run the suite (with a quick fault subset)
@@ -76,8 +78,11 @@ lint: $(PY) ## ruff (lint and format check) and the import contracts
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 
-bench: services-up ## benchmarks: throughput, memory, latency (prints one table)
+bench: services-up ## benchmarks: throughput, memory, capture, latency (prints one table)
 	$(PY) -m bench
+
+bench-capture: $(PY) ## the long capture benchmark: 100 000 ASINs, 300 tokens/min, 6 simulated hours
+	$(PY) -m bench.capture --long
 
 sample: $(PY) ## regenerate the bundled Keepa sample (deterministic)
 	$(PY) -m tools.sample_generator --products 500 --out data/sample/keepa_sample.json.gz

@@ -39,6 +39,11 @@ ELASTICSEARCH_API_KEY_ENV = "ELASTICSEARCH_API_KEY"
 ELASTICSEARCH_PASSWORD_ENV = "ELASTICSEARCH_PASSWORD"
 KEEPA_SOURCES = ("api", "sample")
 KeepaSourceName = Literal["api", "sample"]
+# list: pull KEEPA_ASINS_FILE whole on KEEPA_PULL_CRON; planner: each run refreshes what the
+# token planner (arbitrage/domain/token_plan.py) buys with Keepa's balance, every minute.
+KEEPA_PULL_MODES = ("list", "planner")
+KeepaPullMode = Literal["list", "planner"]
+PLANNER_PULL_CRON = "* * * * *"
 _TRUE = {"1", "on", "running", "true", "yes"}
 
 
@@ -145,6 +150,9 @@ class Settings:
     keepa_asins_file: Path = DATA_DIR / "asins.txt"
     keepa_sample_file: Path = DATA_DIR / "sample" / "keepa_sample.json.gz"
     keepa_pull_cron: str = "*/15 * * * *"
+    keepa_pull_mode: KeepaPullMode = "list"
+    # Tokens the planner never spends (kept for a seller's own requests, or a margin).
+    keepa_reserve_tokens: int = 0
     # Days of Keepa's csv price history each pull asks for (history=1&days=N); 0: none.
     keepa_history_days: int = 0
     checks_cron: str = "*/5 * * * *"
@@ -180,6 +188,17 @@ class Settings:
             raise SettingsError(
                 f"KEEPA_SOURCE={source!r} is not a Keepa source; use 'api' (Keepa's HTTP API, "
                 "needs KEEPA_API_KEY) or 'sample' (the bundled sample)"
+            )
+        pull_mode = _text(env, "KEEPA_PULL_MODE", default.keepa_pull_mode).lower()
+        if pull_mode not in KEEPA_PULL_MODES:
+            raise SettingsError(
+                f"KEEPA_PULL_MODE={pull_mode!r} is not a pull mode; use 'list' (KEEPA_ASINS_FILE "
+                "whole, on KEEPA_PULL_CRON) or 'planner' (the token planner, every minute)"
+            )
+        if pull_mode == "planner" and source != "api":
+            raise SettingsError(
+                "KEEPA_PULL_MODE=planner plans with Keepa's token balance: it needs "
+                "KEEPA_SOURCE=api (the bundled sample has no tokens)"
             )
         keepa_api_url = _text(env, "KEEPA_API_URL", default.keepa_api_url)
         problem = secure_endpoint_problem(keepa_api_url)
@@ -223,7 +242,15 @@ class Settings:
             keepa_markets=_text(env, "KEEPA_MARKETS", default.keepa_markets),
             keepa_asins_file=Path(_text(env, "KEEPA_ASINS_FILE", str(default.keepa_asins_file))),
             keepa_sample_file=Path(_text(env, "KEEPA_SAMPLE_FILE", str(default.keepa_sample_file))),
-            keepa_pull_cron=_text(env, "KEEPA_PULL_CRON", default.keepa_pull_cron),
+            keepa_pull_cron=_text(
+                env,
+                "KEEPA_PULL_CRON",
+                PLANNER_PULL_CRON if pull_mode == "planner" else default.keepa_pull_cron,
+            ),
+            keepa_pull_mode=cast(KeepaPullMode, pull_mode),
+            keepa_reserve_tokens=_int(
+                env, "KEEPA_RESERVE_TOKENS", default.keepa_reserve_tokens, minimum=0
+            ),
             keepa_history_days=_int(
                 env, "KEEPA_HISTORY_DAYS", default.keepa_history_days, minimum=0
             ),

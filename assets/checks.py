@@ -218,8 +218,10 @@ class FreshnessCheckConfig(dg.Config):
     )
 
 
-def _freshness_check(pull_cron: str) -> dg.AssetChecksDefinition:
-    default_max_age = int(2 * longest_cron_gap(pull_cron) / timedelta(minutes=1))
+def _freshness_check(pull_cron: str, quiet_minutes: int) -> dg.AssetChecksDefinition:
+    # The planner may have nothing due for its minimum refresh interval (quiet_minutes).
+    gap = max(longest_cron_gap(pull_cron), timedelta(minutes=quiet_minutes))
+    default_max_age = int(2 * gap / timedelta(minutes=1))
 
     @dg.asset_check(
         asset=topic_asset_key(topics.RAW_UPDATES),
@@ -257,12 +259,17 @@ def _freshness_check(pull_cron: str) -> dg.AssetChecksDefinition:
 
 
 def build_pipeline_checks(
-    pull_cron: str, checks_cron: str, default_status: dg.DefaultScheduleStatus
+    pull_cron: str,
+    checks_cron: str,
+    default_status: dg.DefaultScheduleStatus,
+    quiet_minutes: int = 0,
 ) -> tuple[list[dg.AssetChecksDefinition], Any, dg.ScheduleDefinition]:
-    """Every stage's lag and DLQ checks and the raw freshness check, their job and schedule."""
+    """Every stage's lag and DLQ checks and the raw freshness check, their job and schedule;
+    ``quiet_minutes``: the longest a pull may produce nothing (the planner's minimum refresh
+    interval), beside the cron's own gaps."""
     checks = [_lag_check(spec) for spec in STAGES]
     checks += [_dlq_check(spec.dlq_topic) for spec in STAGES]
-    checks.append(_freshness_check(pull_cron))
+    checks.append(_freshness_check(pull_cron, quiet_minutes))
     job = dg.define_asset_job(
         "pipeline_checks",
         selection=dg.AssetSelection.checks(*checks),

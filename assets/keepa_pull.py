@@ -1,27 +1,32 @@
 """The Keepa pull: products from Keepa (or the bundled sample) onto raw.keepa_updates."""
 
 import time
+from collections import Counter
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from arbitrage.accounts import elasticsearch_as, kafka_as
-from arbitrage.clients.keepa_ledger import ledger
+from arbitrage.clients.keepa_ledger import REFRESH_PURPOSE, ledger
 from arbitrage.clients.keepa_pull import PullProgress, PullTotals, iter_pull
 from arbitrage.clients.keepa_sources import KeepaHttpClient
+from arbitrage.clients.token_planning import PlannedMinute, plan_now
 from arbitrage.domain import topics
 from arbitrage.domain.access import KEEPA_PULL
+from arbitrage.domain.discovery_config import load_discovery_config
+from arbitrage.domain.fee_config import load_fee_config
 from arbitrage.domain.messages.codec import encode
+from arbitrage.domain.token_plan import PlanConfig
+from arbitrage.settings import Settings
 from assets.keys import GROUP_INGEST, KEEPA_PRODUCTS_KEY, RAW_UPDATES_KEY
 from resources.elasticsearch import ElasticsearchResource
 from resources.kafka import KafkaResource
 from resources.keepa import KeepaResource
 
 MAX_REPORTED_LINES = 20
-# The pull's requests in the token ledger (arbitrage/clients/keepa_ledger.py).
-REFRESH_PURPOSE = "refresh"
 
 keepa_products = dg.AssetSpec(
     KEEPA_PRODUCTS_KEY,
@@ -84,7 +89,17 @@ def raw_keepa_updates(
     # Its own account when the environment names one.
     kafka_client = kafka_as(kafka.get_client(), KEEPA_PULL)
     kafka_client.ensure_topics()
-    asins, problems = keepa.tracked_asins()
+    markets = keepa.market_list()
+    source = keepa.client(context.log)
+    planned: PlannedMinute | None = None
+    if keepa.pull_mode == "planner":
+        assert isinstance(source, KeepaHttpClient)  # the resource refuses planner + sample
+        planned = _plan(context, source, elasticsearch, markets, keepa.reserve_tokens)
+        if not planned.plan.refreshes:
+            return dg.MaterializeResult(metadata=_plan_metadata(planned))
+        asins, problems = [r.asin for r in planned.plan.refreshes], []
+    else:
+        asins, problems = keepa.tracked_asins()
     # Each problem names its line and a redacted preview; a file that is no ASIN list at all
     # would otherwise flood the run log.
     for problem in problems[:MAX_REPORTED_LINES]:
@@ -98,8 +113,6 @@ def raw_keepa_updates(
         asins = asins[: config.max_asins]
     if not asins:
         raise dg.Failure(f"no valid ASINs to pull in {keepa.asins_path()}")
-    markets = keepa.market_list()
-    source = keepa.client(context.log)
     context.log.info(f"pulling {len(asins)} ASINs from {', '.join(markets)} ({keepa.mode} source)")
 
     def report(progress: PullProgress) -> None:
@@ -110,7 +123,10 @@ def raw_keepa_updates(
             )
 
     totals = PullTotals()
-    pulled_at = datetime.now(UTC)
+    # The planner keeps Keepa's time (its answers' timestamp), so a refresh is dated by it.
+    pulled_at = (
+        datetime.fromtimestamp(planned.plan.now_ms / 1000, UTC) if planned else datetime.now(UTC)
+    )
     with ExitStack() as spending:
         if isinstance(source, KeepaHttpClient):
             # Every answered request into the token ledger, also when the pull fails later.
@@ -160,12 +176,73 @@ def raw_keepa_updates(
             "history_points_truncated": dg.MetadataValue.int(totals.history.truncated),
             "history_series_dropped": dg.MetadataValue.json(dict(totals.history.dropped)),
             "duration_s": dg.MetadataValue.float(round(seconds, 3)),
+            **(_plan_metadata(planned) if planned else {"pull_mode": "list"}),
         }
     )
 
 
+def _plan(
+    context: dg.AssetExecutionContext,
+    client: KeepaHttpClient,
+    elasticsearch: ElasticsearchResource,
+    markets: tuple[str, ...],
+    reserve_tokens: int,
+) -> PlannedMinute:
+    settings = Settings.from_env()
+    es_client = elasticsearch_as(elasticsearch.get_client(), KEEPA_PULL)
+    planned = plan_now(
+        client,
+        es_client,
+        PlanConfig(markets=markets, reserve_tokens=reserve_tokens),
+        load_fee_config(settings.fees_file),
+        load_discovery_config(settings.discovery_file),
+    )
+    plan = planned.plan
+    by_purpose = Counter(r.purpose for r in plan.refreshes)
+    context.log.info(
+        f"plan: {planned.tokens_left} tokens, reserve {planned.config.reserve_tokens}; "
+        f"{len(plan.refreshes)} of {planned.tracked} tracked ASINs to refresh ("
+        + ", ".join(f"{p} {n}" for p, n in by_purpose.most_common())
+        + f"), {plan.tokens_discovery} tokens held for due discovery"
+    )
+    return planned
+
+
+def _plan_metadata(planned: PlannedMinute) -> dict[str, Any]:
+    """The plan beside the pull's own figures; numbers, so the UI plots them per run (one run
+    a minute: the spend per minute)."""
+    plan = planned.plan
+    return {
+        "pull_mode": "planner",
+        "keepa_time": dg.MetadataValue.timestamp(plan.now_ms / 1000),
+        "tokens_before_plan": dg.MetadataValue.int(planned.tokens_left),
+        "reserve_tokens": dg.MetadataValue.int(planned.config.reserve_tokens),
+        "tokens_planned": dg.MetadataValue.int(plan.tokens_refresh),
+        "tokens_held_for_discovery": dg.MetadataValue.int(plan.tokens_discovery),
+        "tracked_asins": dg.MetadataValue.int(planned.tracked),
+        "refreshes_by_purpose": dg.MetadataValue.json(
+            dict(Counter(r.purpose for r in plan.refreshes))
+        ),
+        **{
+            f"tokens_{purpose}": dg.MetadataValue.int(tokens)
+            for purpose, tokens in plan.tokens_by_purpose(planned.config).items()
+        },
+    }
+
+
+# One pull at a time (dagster.yaml limits the tag to one run): two planner runs would spend
+# the same balance twice.
+PULL_TAG = "arbitrage/keepa_pull"
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
 keepa_pull_job = dg.define_asset_job(
     "keepa_pull",
+    tags={PULL_TAG: "pull"},
     # The lag and freshness checks on this topic run on their own schedule (assets/checks.py).
     selection=dg.AssetSelection.assets(RAW_UPDATES_KEY).without_checks(),
     description="Pull the tracked ASINs from Keepa (or the sample) onto raw.keepa_updates.",
@@ -175,11 +252,21 @@ keepa_pull_job = dg.define_asset_job(
 def build_keepa_pull_schedule(
     cron: str, default_status: dg.DefaultScheduleStatus
 ) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(
+    @dg.schedule(
         name="keepa_pull_schedule",
         job=keepa_pull_job,
         cron_schedule=cron,
         execution_timezone="UTC",
         default_status=default_status,
-        description="Pull from Keepa on a cron (env KEEPA_PULL_CRON, default every 15 minutes).",
+        description="Pull from Keepa on a cron (env KEEPA_PULL_CRON: every 15 minutes for the "
+        "list, every minute for the planner); skipped while a pull is queued or running.",
     )
+    def keepa_pull_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        active = context.instance.get_run_records(
+            dg.RunsFilter(job_name=keepa_pull_job.name, statuses=_ACTIVE), limit=1
+        )
+        if active:
+            return dg.SkipReason(f"pull {active[0].dagster_run.run_id} has not finished")
+        return dg.RunRequest()
+
+    return keepa_pull_schedule

@@ -1,10 +1,11 @@
 """All benchmarks, one table: ``python -m bench`` (``make bench``).
 
 Runs, in order: the fee model (pure CPU, no services), the enrichment stage against the seed's
-loop and the raw floor, memory against the backlog, the Keepa pull, and the latency through
-Dagster's sensors. Prints one markdown table and writes it, with every figure, to
-bench/results/latest.{md,json}. ``--quick`` runs everything at tiny sizes (a smoke run; no
-targets judged). Each part also runs alone: ``python -m bench.<name> --help``.
+loop and the raw floor, memory against the backlog, the Keepa pull, the token planner's
+opportunity capture on the Keepa simulator, and the latency through Dagster's sensors. Prints
+one markdown table and writes it, with every figure, to bench/results/latest.{md,json}.
+``--quick`` runs everything at tiny sizes (a smoke run; no targets judged). Each part also
+runs alone: ``python -m bench.<name> --help``.
 
 Uses the Kafka and Elasticsearch named by KAFKA_BOOTSTRAP_SERVERS / ELASTICSEARCH_URL and
 empties the pipeline's topics and indices there: never point it at services whose data matters.
@@ -16,10 +17,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import data, enrichment, fee_model, keepa_pull, latency, memory
+from bench import capture, data, enrichment, fee_model, keepa_pull, latency, memory
 from bench.common import Row, Services, connect, log, parser, report
 
-PARTS = ("fee_model", "enrichment", "memory", "keepa_pull", "latency")
+PARTS = ("fee_model", "enrichment", "memory", "keepa_pull", "capture", "latency")
 
 
 def _plan(quick: bool) -> dict[str, Callable[[Services], list[Row]]]:
@@ -34,6 +35,7 @@ def _plan(quick: bool) -> dict[str, Callable[[Services], list[Row]]]:
             ),
             "memory": lambda s: memory.run(s, memory.QUICK_N, memory.QUICK_BACKLOG, judge=judge),
             "keepa_pull": lambda s: keepa_pull.run(s, keepa_pull.QUICK_N),
+            "capture": lambda s: capture.run(capture.Scenario(**capture.QUICK), judge=judge),
             "latency": lambda s: latency.run(
                 s, latency.QUICK_RATE, latency.QUICK_SECONDS, latency.QUICK_COLD_ROUNDS
             ),
@@ -43,6 +45,7 @@ def _plan(quick: bool) -> dict[str, Callable[[Services], list[Row]]]:
         "enrichment": lambda s: enrichment.run(s, judge=judge),
         "memory": lambda s: memory.run(s, judge=judge),
         "keepa_pull": lambda s: keepa_pull.run(s),
+        "capture": lambda s: capture.run(capture.Scenario(**capture.SHORT), judge=judge),
         "latency": lambda s: latency.run(s),
     }
 

@@ -11,6 +11,7 @@ import dagster as dg
 
 from arbitrage.domain.discovery_config import load_discovery_config
 from arbitrage.domain.stage_specs import STAGES
+from arbitrage.domain.token_plan import PlanConfig
 from arbitrage.engine.faults import FaultInjector
 from arbitrage.engine.runner import Following
 from arbitrage.settings import Settings
@@ -70,7 +71,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         for spec, job, assets in zip(STAGES, stage_jobs, stage_assets, strict=True)
     ]
     checks, checks_job, checks_schedule = build_pipeline_checks(
-        settings.keepa_pull_cron, settings.checks_cron, schedule_status
+        settings.keepa_pull_cron,
+        settings.checks_cron,
+        schedule_status,
+        PlanConfig.min_refresh_minutes if settings.keepa_pull_mode == "planner" else 0,
     )
     # A bad discovery file fails here, at load, with the sentence naming the mistake.
     discovery_assets, discovery_jobs, discovery_schedules = build_discovery(

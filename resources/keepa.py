@@ -18,7 +18,7 @@ from arbitrage.clients.keepa_sources import (
 from arbitrage.domain.keepa_parsing import read_asin_list
 from arbitrage.domain.markets import DEFAULT_MARKETS, parse_market_list
 from arbitrage.domain.redaction import redact_url
-from arbitrage.settings import DATA_DIR, KEEPA_KEY_ENV, REPO_ROOT, Settings
+from arbitrage.settings import DATA_DIR, KEEPA_KEY_ENV, KEEPA_PULL_MODES, REPO_ROOT, Settings
 from resources.run_config import RunConfigRefusedError, resolved
 
 
@@ -85,6 +85,14 @@ class KeepaResource(dg.ConfigurableResource):
         description="Days of Keepa's csv price history to ask for (history=1&days=N) and "
         "turn into price observations; 0: none (env KEEPA_HISTORY_DAYS).",
     )
+    pull_mode: str = Field(
+        default="list",
+        description="'list': KEEPA_ASINS_FILE whole; 'planner': what the token planner buys "
+        "each minute (env KEEPA_PULL_MODE).",
+    )
+    reserve_tokens: int = Field(
+        default=0, description="Tokens the planner never spends (env KEEPA_RESERVE_TOKENS)."
+    )
     timeout_s: float = Field(default=30.0, description="HTTP timeout per request.")
     max_wait_s: float = Field(
         default=120.0, description="Longest wait for a token refill after HTTP 429."
@@ -92,6 +100,12 @@ class KeepaResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Refuse a redirecting or reading run config before the run touches anything.
+        if self.pull_mode not in KEEPA_PULL_MODES:
+            raise KeepaError(f"pull_mode must be one of {', '.join(KEEPA_PULL_MODES)}")
+        if self.pull_mode == "planner" and self.source != "api":
+            raise KeepaError("pull_mode 'planner' needs source 'api' (Keepa's token balance)")
+        if self.reserve_tokens < 0:
+            raise KeepaError("reserve_tokens cannot be negative")
         self.asins_path()
         if self.source == "api":
             self.api_url()
@@ -191,4 +205,6 @@ def keepa_resource(settings: Settings) -> KeepaResource:
         asins_file=str(settings.keepa_asins_file),
         sample_path=str(settings.keepa_sample_file),
         history_days=settings.keepa_history_days,
+        pull_mode=settings.keepa_pull_mode,
+        reserve_tokens=settings.keepa_reserve_tokens,
     )

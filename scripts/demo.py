@@ -1,4 +1,12 @@
-"""`make demo`: the whole pipeline on the bundled sample, driven by Dagster's daemon.
+"""`make demo`: the whole pipeline on the Keepa simulator (or the bundled sample), driven by
+Dagster's daemon.
+
+With the simulator running (`make demo` starts it: KEEPA_SIM=1), the demo pulls from it as from
+Keepa: it runs every discovery source of ARBITRAGE_DISCOVERY_FILE once (Product Finder, Deals,
+Best Sellers) and the seller's own list (a few of the simulator's ASINs), then one planned pull
+(KEEPA_PULL_MODE=planner) spends the token balance on the registry, and at the end it shows
+which sources found the ASINs that became alerts, and the token ledger beside the simulator's
+own counter. KEEPA_SOURCE=sample pulls the bundled sample instead, as before.
 
 Starts Dagster the way it runs in production — the code location's gRPC server, the webserver and
 the daemon, three processes supervised by devservices.supervisor (a process that dies is restarted,
@@ -29,7 +37,10 @@ sys.path.insert(0, str(REPO))
 
 from arbitrage.cli.main import alerts_table  # noqa: E402
 from arbitrage.clients.kafka import KafkaClient  # noqa: E402
+from arbitrage.clients.keepa_ledger import spend_by_hour  # noqa: E402
+from arbitrage.clients.tracked_asins import tracked  # noqa: E402
 from arbitrage.domain import topics  # noqa: E402
+from arbitrage.domain.discovery_config import load_discovery_config  # noqa: E402
 from arbitrage.domain.stage_specs import ARBITRAGE, ENRICHMENT, NOTIFICATIONS  # noqa: E402
 from arbitrage.engine.processors import FILTERED_PREFIX  # noqa: E402
 from arbitrage.settings import Settings  # noqa: E402
@@ -43,7 +54,10 @@ from devservices.dagster_processes import (  # noqa: E402
     url_answers,
 )
 from devservices.errors import DevServicesError  # noqa: E402
+from devservices.keepa_sim.catalog import Catalog  # noqa: E402
+from devservices.keepa_simulator import env_path  # noqa: E402
 from devservices.process import port_open  # noqa: E402
+from devservices.settings import Settings as DevSettings  # noqa: E402
 from devservices.supervisor import Event  # noqa: E402
 
 PORT = int(os.environ.get("DAGSTER_PORT", "3000"))
@@ -132,6 +146,104 @@ def wait_for_filter_counts(instance: Any, since: float, wait_s: float) -> dict[s
         time.sleep(2)
 
 
+def simulator_env() -> dict[str, str]:
+    """The Keepa simulator's client settings (.devservices/keepa-sim.env) when it runs, with
+    the planner driving the pull and a seller's own list of a few of its ASINs; else the
+    bundled sample. Nothing here overrides what the environment sets."""
+    dev = DevSettings.from_env()
+    written = env_path(dev)
+    if "KEEPA_SOURCE" in os.environ or not written.is_file():
+        return {"KEEPA_SOURCE": "sample"}
+    found: dict[str, str] = {}
+    for line in written.read_text().splitlines():
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line.removeprefix("export ").partition("=")
+            found[name] = value.strip("'")
+    own_list = dev.state_dir / "demo-asins.txt"
+    catalog = Catalog.generate(dev.keepa_sim_seed, dev.keepa_sim_products)
+    own_list.write_text("\n".join(catalog.asins(range(0, 5_000, 100))) + "\n")
+    return {**found, "KEEPA_PULL_MODE": "planner", "KEEPA_ASINS_FILE": str(own_list)}
+
+
+def launch(instance: Any, env: dict[str, str], job: str) -> Callable[[], bool]:
+    """Launch ``job`` through the code server; the answer says whether its run succeeded (a
+    failed run stops the demo)."""
+    import dagster as dg
+
+    before = {run.run_id for run in instance.get_runs(dg.RunsFilter(job_name=job))}
+    subprocess.run(
+        [str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", job],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+    def done() -> bool:
+        runs = [r for r in instance.get_runs(dg.RunsFilter(job_name=job)) if r.run_id not in before]
+        if any(run.status == dg.DagsterRunStatus.FAILURE for run in runs):
+            raise SystemExit(f"the {job} run failed; see {UI}/runs")
+        return any(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+
+    return done
+
+
+def discover(instance: Any, env: dict[str, str], settings: Settings) -> None:
+    """Every discovery source once, and the own list: the registry the planner spends on."""
+    sources = [s.name for s in load_discovery_config(settings.discovery_file).sources]
+    say(f"== discovery: {', '.join(sources)} and the own list (dagster job launch)")
+    waiting = [launch(instance, env, f"discover_{name.replace('-', '_')}") for name in sources]
+    waiting.append(launch(instance, env, "discover_asins_file"))
+    deadline = time.monotonic() + TIMEOUT_S
+    while not all(done() for done in waiting):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"discovery did not finish within {TIMEOUT_S:.0f}s; see {UI}/runs")
+        time.sleep(1)
+    found = tracked(settings.elasticsearch(), 0)
+    kinds: dict[str, int] = {}
+    for item in found:
+        for finding in item.sources.values():
+            kinds[finding["kind"]] = kinds.get(finding["kind"], 0) + 1
+    say(
+        f"   {len(found)} ASINs tracked: "
+        + ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
+    )
+
+
+def show_provenance_and_tokens(es: Any, settings: Settings) -> None:
+    """Which kinds of source found the ASINs that became alerts; the token ledger beside the
+    simulator's own counter (equal while no request is in flight)."""
+    alerted = {
+        hit["_source"]["asin"]
+        for hit in es.client().search(
+            index=topics.ALERTS_INDEX, size=10_000, source=["asin"], query={"match_all": {}}
+        )["hits"]["hits"]
+    }
+    by_kind: dict[str, set[str]] = {}
+    for item in tracked(es, 0):  # every finding, expired or not
+        if item.asin in alerted:
+            for finding in item.sources.values():
+                by_kind.setdefault(finding["kind"], set()).add(item.asin)
+    say(f"== the {len(alerted)} alerted ASINs, by the kind of source that found them")
+    for kind, asins in sorted(by_kind.items(), key=lambda item: -len(item[1])):
+        say(f"   {kind:<14} {len(asins):>5}")
+    import requests
+
+    spends = spend_by_hour(es, 0, 2**62)
+    ledger_total = sum(s.tokens for s in spends)
+    account = requests.get(f"{settings.keepa_api_url}/sim/account", timeout=10).json()
+    say("== Keepa tokens (arbitrage tokens: the ledger, by purpose)")
+    by_purpose: dict[str, int] = {}
+    for spend in spends:
+        by_purpose[spend.purpose] = by_purpose.get(spend.purpose, 0) + spend.tokens
+    for purpose, tokens in sorted(by_purpose.items(), key=lambda item: -item[1]):
+        say(f"   {purpose:<36} {tokens:>7}")
+    say(
+        f"   ledger {ledger_total} tokens; the simulator's account: {account['consumed']} "
+        f"consumed of {account['granted']} granted"
+    )
+
+
 # A stop signal this soon after the first is the same stop delivered twice, not an impatient
 # second Ctrl-C: `kill -- -PGID` reaches this script, and GNU make, in the same group, passes its
 # own SIGTERM on to the recipe at once. Only a later one skips ending the runs in flight.
@@ -161,9 +273,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     home = Path(os.environ.get("DAGSTER_HOME") or REPO / ".dagster_home")
-    # The demo pulls the bundled sample unless KEEPA_SOURCE says otherwise.
+    # The demo pulls from the Keepa simulator when it runs, the bundled sample otherwise, unless
+    # KEEPA_SOURCE says which.
     env = {
-        "KEEPA_SOURCE": "sample",
+        **simulator_env(),
         "ARBITRAGE_RUN_IDLE_S": "10",
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -171,11 +284,13 @@ def main() -> int:
     }
     os.environ.update(env)
     settings = Settings.from_env()
-    say(
-        "KEEPA_SOURCE=api: pulling live from Keepa"
-        if settings.keepa_source == "api"
-        else f"KEEPA_SOURCE=sample: pulling the bundled sample ({settings.keepa_sample_file})"
-    )
+    planner = settings.keepa_pull_mode == "planner"
+    if planner:
+        say(f"KEEPA_PULL_MODE=planner: discovery and the token planner on {settings.keepa_api_url}")
+    elif settings.keepa_source == "api":
+        say("KEEPA_SOURCE=api: pulling the list from Keepa")
+    else:
+        say(f"KEEPA_SOURCE=sample: pulling the bundled sample ({settings.keepa_sample_file})")
     say("== services")
     subprocess.run([sys.executable, "-m", "devservices", "status"], cwd=REPO, check=True)
     subprocess.run([str(BIN / "arbitrage"), "topics"], cwd=REPO, check=True)
@@ -224,34 +339,11 @@ def main() -> int:
         import dagster as dg
 
         instance = dg.DagsterInstance.get()
-        before = {run.run_id for run in instance.get_runs(dg.RunsFilter(job_name="keepa_pull"))}
+        if planner:
+            discover(instance, env, settings)
         launched_at = time.time()
         say("== launching one Keepa pull (dagster job launch -j keepa_pull)")
-        subprocess.run(
-            [
-                str(BIN / "dagster"),
-                "job",
-                "launch",
-                "-w",
-                "workspace.yaml",
-                "-j",
-                "keepa_pull",
-            ],
-            cwd=REPO,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-
-        def pull_done() -> bool:
-            runs = [
-                run
-                for run in instance.get_runs(dg.RunsFilter(job_name="keepa_pull"))
-                if run.run_id not in before
-            ]
-            if any(run.status == dg.DagsterRunStatus.FAILURE for run in runs):
-                raise SystemExit(f"the keepa_pull run failed; see {UI}/runs")
-            return any(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+        pull_done = launch(instance, env, "keepa_pull")
 
         say("== waiting while the sensors carry it through enrichment and arbitrage")
         wait_for_pipeline(settings.kafka(), pull_done)
@@ -272,6 +364,8 @@ def main() -> int:
             f"== Elasticsearch: products {es.count(topics.PRODUCTS_INDEX)} documents, "
             f"arbitrage-alerts {es.count(topics.ALERTS_INDEX)} documents"
         )
+        if planner:
+            show_provenance_and_tokens(es, settings)
         say(f"== the Dagster UI is at {UI} (asset graph: {UI}/asset-groups)")
         say(f"== the opportunities page is at {page} (new alerts appear without a reload)")
         if os.environ.get("DEMO_EXIT") == "1":

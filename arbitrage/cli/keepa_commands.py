@@ -15,6 +15,7 @@ from arbitrage.clients.kafka import KafkaClient
 from arbitrage.clients.keepa_ledger import spend_by_hour
 from arbitrage.clients.keepa_sources import KeepaHttpClient
 from arbitrage.domain.discovery_config import load_discovery_config
+from arbitrage.domain.fee_config import load_fee_config
 from arbitrage.domain.token_plan import PlanConfig, plan_hour
 from arbitrage.settings import KEEPA_KEY_ENV, Settings
 
@@ -56,9 +57,13 @@ def cmd_plan(_: KafkaClient, es: ElasticsearchClient, args: argparse.Namespace) 
         print("error: Keepa's /token answer lacked its time or balance", file=sys.stderr)
         return 2
     markets = tuple(m.strip() for m in settings.keepa_markets.split(",") if m.strip())
-    config = PlanConfig(markets=markets, reserve_tokens=args.reserve)
+    reserve = settings.keepa_reserve_tokens if args.reserve is None else args.reserve
+    if reserve < 0:
+        print("error: --reserve cannot be negative", file=sys.stderr)
+        return 2
+    config = PlanConfig(markets=markets, reserve_tokens=reserve)
     now = status.timestamp_ms
-    found = planning.candidates(es, now)
+    found = planning.candidates(es, now, load_fee_config(settings.fees_file))
     due = planning.due_by_minute(load_discovery_config(settings.discovery_file), now)
     outlook = plan_hour(now, status.tokens_left, status.refill_rate, found, due, config)
     print(

@@ -459,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser(
         "plan", help="what the next hour's Keepa tokens would buy, by purpose and market"
     )
-    plan.add_argument("--reserve", type=int, default=0, help="tokens never spent (default 0)")
+    plan.add_argument(
+        "--reserve", type=int, help="tokens never spent (default: KEEPA_RESERVE_TOKENS, 0)"
+    )
     plan.set_defaults(run=cmd_plan)
     tokens = commands.add_parser(
         "tokens", help="Keepa tokens spent, per hour and purpose (the token ledger)"

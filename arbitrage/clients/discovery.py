@@ -10,7 +10,7 @@ from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.keepa_sources import Discovered, KeepaHttpClient
 from arbitrage.clients.tracked_asins import record_found
 from arbitrage.domain.discovery_config import DiscoverySource
-from arbitrage.domain.keepa_discovery import DEALS_PER_PAGE
+from arbitrage.domain.keepa_discovery import DEALS_PER_PAGE, PriceDrop
 
 
 @dataclass
@@ -25,6 +25,7 @@ class DiscoveryRun:
     total_results: int | None = None  # Product Finder: matches of the whole selection
     at_ms: int = 0  # Keepa's clock at the last answer
     registry_written: int = 0
+    drops: dict[str, PriceDrop] = field(default_factory=dict)  # deals: each ASIN's newest
 
 
 def _request(client: KeepaHttpClient, source: DiscoverySource, page: int) -> Discovered:
@@ -58,6 +59,9 @@ def run_source(
         if answer.tokens.timestamp_ms is not None:
             run.at_ms = max(run.at_ms, answer.tokens.timestamp_ms)
         run.asins.extend(answer.found.asins)
+        for asin, drop in answer.found.drops.items():
+            if asin not in run.drops or drop.since_ms > run.drops[asin].since_ms:
+                run.drops[asin] = drop
         if _last_page(source, len(answer.found.asins)):
             break
     run.asins = list(dict.fromkeys(run.asins))
@@ -67,5 +71,5 @@ def run_source(
                 f"discovery source {source.name}: Keepa's answers carried no timestamp, and "
                 "the registry keeps Keepa's time"
             )
-        run.registry_written = record_found(es, source, run.asins, run.at_ms).written
+        run.registry_written = record_found(es, source, run.asins, run.at_ms, run.drops).written
     return run

@@ -210,8 +210,15 @@ class ElasticsearchClient:
 
     def ensure_index(self, index: str, mappings: dict[str, Any]) -> None:
         """Create an index that has no template (a ledger, the registry) with its mapping on
-        first use; one that exists already is left as it is."""
-        self.client().options(ignore_status=400).indices.create(index=index, mappings=mappings)
+        first use; one that exists already gains the fields a newer mapping added (fields are
+        only ever added: Elasticsearch refuses to change one)."""
+        client = self.client().options(ignore_status=400)
+        answer = client.indices.create(index=index, mappings=mappings)
+        error = answer.get("error") if isinstance(answer.body, dict) else None
+        if error and error.get("type") == "resource_already_exists_exception":
+            client.options(ignore_status=()).indices.put_mapping(
+                index=index, properties=mappings["properties"]
+            )
 
     def field_by_id(
         self, index: str, ids: Sequence[str], field: str, chunk: int = 5_000

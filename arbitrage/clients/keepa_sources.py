@@ -222,7 +222,8 @@ class KeepaHttpClient(KeepaSource):
         self._session = session or requests.Session()
         # Told of every answered request that can spend tokens (the token ledger's record):
         # (endpoint, market, ASINs asked or returned, Keepa's token fields).
-        self.observer: Callable[[str, str, int, TokenInfo], None] | None = None
+        # Told of every answered request: endpoint, market, ASINs asked or found, tokens.
+        self.observer: Callable[[str, str, Sequence[str], TokenInfo], None] | None = None
         _install_urllib3_redaction()
 
     def __repr__(self) -> str:
@@ -255,7 +256,7 @@ class KeepaHttpClient(KeepaSource):
             params["history"] = "0"
         what = f"{market} batch of {len(asins)} ASINs"
         body = self._get("/product", params, what)
-        self._observe("/product", market, len(asins), token_info(body))
+        self._observe("/product", market, asins, token_info(body))
         return self._to_batch(market, asins, body)
 
     # ------------------------------------------------------------------ discovery
@@ -274,7 +275,13 @@ class KeepaHttpClient(KeepaSource):
         params = {"key": self._api_key, "selection": _json(request)}
         body = self._get("/deal", params, "Deals page")
         market = MARKET_BY_DOMAIN_ID.get(request.get("domainId"))  # type: ignore[arg-type]
-        return self._discovered("/deal", market.code if market else "", parse_deals, body)
+        price_types = request.get("priceTypes") or [1]
+        date_range = request.get("dateRange", 0)
+
+        def parse(answer: Mapping[str, Any]) -> Found:
+            return parse_deals(answer, int(price_types[0]), int(date_range))
+
+        return self._discovered("/deal", market.code if market else "", parse, body)
 
     def best_sellers(self, market: str, category: int) -> Discovered:
         """A root category's best sellers in ``market`` (``/bestsellers``)."""
@@ -299,12 +306,12 @@ class KeepaHttpClient(KeepaSource):
             found = parse(body)
         except DiscoveryAnswerError as exc:
             # Answered, so spent: the ledger hears of it before the run fails.
-            self._observe(endpoint, market, 0, tokens)
+            self._observe(endpoint, market, (), tokens)
             raise KeepaError(str(exc)) from None
-        self._observe(endpoint, market, len(found.asins), tokens)
+        self._observe(endpoint, market, found.asins, tokens)
         return Discovered(found, tokens)
 
-    def _observe(self, endpoint: str, market: str, asins: int, tokens: TokenInfo) -> None:
+    def _observe(self, endpoint: str, market: str, asins: Sequence[str], tokens: TokenInfo) -> None:
         if self.observer is not None:
             self.observer(endpoint, market, asins, tokens)
 

@@ -1,16 +1,35 @@
 """What the token planner (arbitrage/domain/token_plan.py) plans from, read from the services:
 the registry's tracked ASINs, each one's last refresh (the ``products`` index: the pull time of
-its newest enriched update), its open opportunities (``arbitrage-alerts``), and when each
-discovery source is due (its cron). Keepa's own time and balance come from ``/token``."""
+its newest enriched update), its open opportunities (``arbitrage-alerts``), the newest price
+drop a deal source reported (the registry), and when each discovery source is due (its cron).
+Keepa's own time and balance come from ``/token``. ``plan_now`` is one planner run's decision
+(the planned pull, assets/keepa_pull.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from arbitrage.clients.elasticsearch import ElasticsearchClient
+from arbitrage.clients.keepa_ledger import REFRESH_PURPOSE, recent_refreshes
+from arbitrage.clients.keepa_sources import KeepaHttpClient
 from arbitrage.clients.tracked_asins import tracked
 from arbitrage.domain import cron
 from arbitrage.domain.discovery_config import DiscoveryConfig
-from arbitrage.domain.token_plan import MINUTE_MS, Candidate, DueDiscovery
+from arbitrage.domain.fee_config import FeeConfig
+from arbitrage.domain.markets import MARKETPLACES
+from arbitrage.domain.money import convert_to_eur_cents
+from arbitrage.domain.token_plan import (
+    MINUTE_MS,
+    Candidate,
+    CandidateTable,
+    DueDiscovery,
+    MinutePlan,
+    PlanConfig,
+    plan_minute,
+)
 from arbitrage.domain.topics import ALERTS_INDEX, PRODUCTS_INDEX
+
+RECENT_MS = 3_600_000
 
 
 def _open_profit(es: ElasticsearchClient) -> dict[str, int]:
@@ -34,13 +53,44 @@ def _open_profit(es: ElasticsearchClient) -> dict[str, int]:
     return {b["key"]: int(b["best"]["value"] or 0) for b in buckets}
 
 
-def candidates(es: ElasticsearchClient, now_ms: int) -> list[Candidate]:
-    """Every ASIN tracked at ``now_ms`` (Keepa's time), with what the planner weighs."""
-    asins = [t.asin for t in tracked(es, now_ms)]
+def _newest_drop(finding_by_source: dict[str, dict], fees: FeeConfig) -> tuple[int | None, int]:
+    """The newest price drop any deal source reported for an ASIN, in EUR cents."""
+    best: tuple[int | None, int] = (None, 0)
+    for finding in finding_by_source.values():
+        since = finding.get("deal_ms")
+        if since is None or (best[0] is not None and since <= best[0]):
+            continue
+        currency = MARKETPLACES[finding["market"]].currency
+        best = (since, convert_to_eur_cents(finding["deal_drop_minor"], fees.fx(currency)))
+    return best
+
+
+def candidates(es: ElasticsearchClient, now_ms: int, fees: FeeConfig) -> CandidateTable:
+    """Every ASIN tracked at ``now_ms`` (Keepa's time), with what the planner weighs: its last
+    refresh, its best open opportunity, and the newest price drop a deal reported."""
+    found = tracked(es, now_ms)
+    asins = [t.asin for t in found]
     refreshed = es.field_by_id(PRODUCTS_INDEX, asins, "source_timestamp_ms")
+    # The products index learns of a refresh once enrichment has run; the ledger's own record
+    # of the last hour's refreshes fills the gap, so a lagging stage never makes the planner
+    # buy the same refresh twice.
+    for asin, at in recent_refreshes(es, now_ms - RECENT_MS, REFRESH_PURPOSE).items():
+        refreshed[asin] = max(refreshed.get(asin, at), at)
     profit = _open_profit(es)
-    # A long field comes back from JSON as an int; None: never refreshed.
-    return [Candidate(a, refreshed.get(a), open_profit_eur_cents=profit.get(a, 0)) for a in asins]
+    rows = []
+    for t in found:
+        deal_ms, drop = _newest_drop(t.sources, fees)
+        # A long field comes back from JSON as an int; None: never refreshed.
+        rows.append(
+            Candidate(
+                t.asin,
+                refreshed.get(t.asin),
+                open_profit_eur_cents=profit.get(t.asin, 0),
+                deal_ms=deal_ms,
+                deal_drop_eur_cents=drop,
+            )
+        )
+    return CandidateTable.of(rows)
 
 
 def due_by_minute(
@@ -54,3 +104,34 @@ def due_by_minute(
                 DueDiscovery(source.name, source.market, source.most_tokens)
             )
     return due
+
+
+@dataclass(frozen=True)
+class PlannedMinute:
+    """One planner run's decision, with what it was decided from (the pull's metadata)."""
+
+    plan: MinutePlan
+    config: PlanConfig
+    tokens_left: int
+    refill_rate: int
+    tracked: int
+
+
+def plan_now(
+    client: KeepaHttpClient,
+    es: ElasticsearchClient,
+    config: PlanConfig,
+    fees: FeeConfig,
+    discovery: DiscoveryConfig,
+) -> PlannedMinute:
+    """What this minute's tokens buy: Keepa's balance and time (``/token``, free), the
+    registry's candidates, and the discovery runs due in this minute (their tokens are held
+    back for them; they run on their own schedules)."""
+    status = client.token_status()
+    if status.timestamp_ms is None or status.tokens_left is None or status.refill_rate is None:
+        raise ValueError("Keepa's /token answer lacked its time or balance; nothing planned")
+    now = status.timestamp_ms
+    table = candidates(es, now, fees)
+    due = due_by_minute(discovery, now, 1)[0]
+    plan = plan_minute(now, status.tokens_left, table, due, config)
+    return PlannedMinute(plan, config, status.tokens_left, status.refill_rate, len(table))

@@ -13,12 +13,13 @@ Sources write different documents, so concurrent sources never touch each other'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from arbitrage.clients.elasticsearch import BulkOp, BulkOutcome, ElasticsearchClient
 from arbitrage.domain.discovery_config import OWN_LIST, DiscoverySource
+from arbitrage.domain.keepa_discovery import PriceDrop
 from arbitrage.domain.topics import TRACKED_ASINS_INDEX
 
 # The own list's findings expire at the end of time (until the ASIN leaves the list).
@@ -36,6 +37,9 @@ _MAPPING: dict[str, Any] = {
         "first_found_ms": {"type": "long"},
         "last_found_ms": {"type": "long"},
         "expires_ms": {"type": "long"},
+        # Deals: the newest price drop the source reported (Keepa's creationDate, minor units).
+        "deal_ms": {"type": "long"},
+        "deal_drop_minor": {"type": "long"},
     },
 }
 
@@ -65,8 +69,10 @@ def _record(
     finding: dict[str, Any],
     at_ms: int,
     max_age_ms: int | None,
+    drops: Mapping[str, PriceDrop] | None = None,
 ) -> BulkOutcome:
     ensure_index(es)
+    drops = drops or {}
     unique = list(dict.fromkeys(asins))
     ids = [_doc_id(asin, source) for asin in unique]
     first = es.field_by_id(TRACKED_ASINS_INDEX, ids, "first_found_ms", _PAGE)
@@ -83,6 +89,11 @@ def _record(
                 "first_found_ms": min(first.get(doc_id, at_ms), at_ms),
                 "last_found_ms": at_ms,
                 "expires_ms": expires,
+                **(
+                    {"deal_ms": drops[asin].since_ms, "deal_drop_minor": drops[asin].drop_minor}
+                    if asin in drops
+                    else {}
+                ),
             },
             version=at_ms,
             version_type="external_gte",
@@ -101,11 +112,17 @@ def _record(
 
 
 def record_found(
-    es: ElasticsearchClient, source: DiscoverySource, asins: Iterable[str], at_ms: int
+    es: ElasticsearchClient,
+    source: DiscoverySource,
+    asins: Iterable[str],
+    at_ms: int,
+    drops: Mapping[str, PriceDrop] | None = None,
 ) -> BulkOutcome:
-    """What one run of ``source`` found, at Keepa's ``at_ms``."""
+    """What one run of ``source`` found, at Keepa's ``at_ms`` (a deal source: with each
+    ASIN's price drop, what the token planner weighs its refresh by)."""
     finding = {"kind": source.kind, "market": source.market, "why": source.why}
-    return _record(es, asins, source.name, finding, at_ms, source.max_age_hours * _HOUR_MS)
+    max_age_ms = source.max_age_hours * _HOUR_MS
+    return _record(es, asins, source.name, finding, at_ms, max_age_ms, drops)
 
 
 def record_own_list(es: ElasticsearchClient, asins: Sequence[str], at_ms: int) -> BulkOutcome:
@@ -131,19 +148,22 @@ def record_own_list(es: ElasticsearchClient, asins: Sequence[str], at_ms: int) -
 
 def _findings(es: ElasticsearchClient, query: dict[str, Any]) -> Iterator[TrackedAsin]:
     """Every finding matching ``query``, grouped by ASIN, ASIN by ASIN (paged: a registry of
-    a million ASINs is read in pages of ``_PAGE``)."""
-    ensure_index(es)
+    a million ASINs is read in pages of ``_PAGE``; no registry yet: nothing)."""
     after: list[Any] | None = None
     current: TrackedAsin | None = None
     while True:
-        page = es.client().search(
-            index=TRACKED_ASINS_INDEX,
-            query=query,
-            sort=[{"asin": "asc"}, {"source": "asc"}],
-            size=_PAGE,
-            **({"search_after": after} if after else {}),
+        page = (
+            es.client()
+            .options(ignore_status=404)
+            .search(
+                index=TRACKED_ASINS_INDEX,
+                query=query,
+                sort=[{"asin": "asc"}, {"source": "asc"}],
+                size=_PAGE,
+                **({"search_after": after} if after else {}),
+            )
         )
-        hits = page["hits"]["hits"]
+        hits = page.get("hits", {}).get("hits", [])
         for hit in hits:
             doc = hit["_source"]
             if current is None or current.asin != doc["asin"]:
@@ -166,13 +186,18 @@ def tracked(es: ElasticsearchClient, now_ms: int) -> list[TrackedAsin]:
 def tracked_count(es: ElasticsearchClient, now_ms: int) -> int:
     """How many ASINs are tracked at ``now_ms``, counted by Elasticsearch without reading them
     (exact up to 40 000 ASINs, within a few per mille beyond: a cardinality count)."""
-    ensure_index(es)
-    answer = es.client().search(
-        index=TRACKED_ASINS_INDEX,
-        size=0,
-        query={"range": {"expires_ms": {"gt": now_ms}}},
-        aggs={"asins": {"cardinality": {"field": "asin", "precision_threshold": 40_000}}},
+    answer = (
+        es.client()
+        .options(ignore_status=404)
+        .search(
+            index=TRACKED_ASINS_INDEX,
+            size=0,
+            query={"range": {"expires_ms": {"gt": now_ms}}},
+            aggs={"asins": {"cardinality": {"field": "asin", "precision_threshold": 40_000}}},
+        )
     )
+    if "aggregations" not in answer:
+        return 0  # no registry yet
     return int(answer["aggregations"]["asins"]["value"])
 
 

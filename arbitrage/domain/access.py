@@ -153,7 +153,8 @@ def stage_account(spec: StageSpec, prefix: str = topics.NAMESPACE_PREFIX) -> Acc
 def keepa_pull_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
     """Everything that spends Keepa tokens: writes the raw updates, keeps the registry of
     tracked ASINs the discovery sources fill (creating it on first use, deleting the own
-    list's findings that left the list) and the token ledger of every request."""
+    list's findings that left the list) and the token ledger of every request; reads what the
+    token planner weighs (the products' last refresh, the open alerts)."""
     raw = KafkaGrant("topic", _in(prefix, topics.RAW_UPDATES), ("WRITE", "DESCRIBE"))
     registry = (_in(prefix, topics.TRACKED_ASINS_INDEX),)
     ledger = (_in(prefix, topics.KEEPA_LEDGER_INDEX),)
@@ -169,6 +170,11 @@ def keepa_pull_account(prefix: str = topics.NAMESPACE_PREFIX) -> Account:
             ),
             IndexGrant(
                 ledger, ("read", "index", "create_index", "maintenance", "view_index_metadata")
+            ),
+            # The token planner weighs each ASIN by its last refresh and open opportunities.
+            IndexGrant(
+                (_in(prefix, topics.PRODUCTS_INDEX), _in(prefix, topics.ALERTS_INDEX)),
+                ("read", "view_index_metadata"),
             ),
         ),
     )

@@ -10,9 +10,10 @@ plan estimates before it spends.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from arbitrage.domain.keepa_history import keepa_minutes_to_ms
 from arbitrage.domain.messages.types import ASIN_PATTERN
 
 # Product Finder: 50 to 10 000 ASINs a page; no further than the 10 000th result.
@@ -36,6 +37,17 @@ class Found:
     asins: tuple[str, ...]
     dropped: int = 0
     total_results: int | None = None  # Product Finder: matches of the whole selection
+    # Deals: per ASIN, the price drop it reports (what a planner weighs a refresh by).
+    drops: Mapping[str, PriceDrop] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PriceDrop:
+    """A deal's drop of the asked price type over the asked interval: since when (Keepa's
+    ``creationDate``, epoch ms) and by how much (the market's minor units; positive: down)."""
+
+    since_ms: int
+    drop_minor: int
 
 
 def finder_cost(returned: int) -> int:
@@ -67,7 +79,9 @@ def parse_finder(body: Mapping[str, Any]) -> Found:
     return Found(asins, dropped, total_results)
 
 
-def parse_deals(body: Mapping[str, Any]) -> Found:
+def parse_deals(body: Mapping[str, Any], price_type: int = 1, date_range: int = 0) -> Found:
+    """The deals' ASINs, and each one's drop of ``price_type`` (Keepa's CsvType) over
+    ``date_range`` (Keepa's DealInterval): the two the request asked for."""
     deals = body.get("deals")
     if not isinstance(deals, Mapping):
         raise DiscoveryAnswerError("the Deals answer has no deals object")
@@ -75,7 +89,29 @@ def parse_deals(body: Mapping[str, Any]) -> Found:
     if not isinstance(entries, Sequence):
         raise DiscoveryAnswerError("the Deals answer's dr is not a list")
     values = [e.get("asin") if isinstance(e, Mapping) else None for e in entries]
-    return Found(*_asins(values, "Deals"))
+    asins, dropped = _asins(values, "Deals")
+    drops = {}
+    for entry in entries:
+        drop = _price_drop(entry, price_type, date_range) if isinstance(entry, Mapping) else None
+        if drop is not None and entry.get("asin") in asins:
+            drops.setdefault(entry["asin"], drop)
+    return Found(asins, dropped, drops=drops)
+
+
+def _price_drop(entry: Mapping[str, Any], price_type: int, date_range: int) -> PriceDrop | None:
+    """``delta[dateRange][priceType]`` and ``creationDate`` of one deal, or None where Keepa's
+    fields are missing, not numbers or no drop (the ASIN is still found, with no weight)."""
+    created = entry.get("creationDate")
+    delta = entry.get("delta")
+    try:
+        value = delta[date_range][price_type]  # type: ignore[index]
+    except (TypeError, IndexError, KeyError):
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (created, value)):
+        return None
+    if value <= 0:  # -1: Keepa has no data for it; 0 or less: no drop
+        return None
+    return PriceDrop(keepa_minutes_to_ms(created), value)
 
 
 def parse_best_sellers(body: Mapping[str, Any]) -> Found:

@@ -6,6 +6,7 @@ Read-only (GET routes only), behind the same Host allowlist as the Dagster UI
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from arbitrage.clients.elasticsearch import ElasticsearchClient, ElasticsearchUnavailableError
+from arbitrage.clients.keepa_ledger import hour_gauge
 from arbitrage.domain.markets import MARKETPLACES
 from arbitrage.domain.money import format_minor
 from arbitrage.web.chart import build_chart
@@ -52,9 +54,14 @@ def _money(cents: int | None, currency: str = "EUR") -> str:
     return "—" if cents is None else format_minor(cents, currency)
 
 
+def _hour(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:00")
+
+
 def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["money"] = _money
+    templates.env.filters["hour"] = _hour
     templates.env.globals.update(
         MARKETPLACES=MARKETPLACES, SORTS=SORTS, FEE_LINES=FEE_LINES, abs=abs
     )
@@ -97,6 +104,7 @@ def create_app(
             "categories": categories(es),
             "state": alerts_state(es),
             "poll_ms": int(poll_s * 1000),
+            "tokens": hour_gauge(es),
         }
         return templates.TemplateResponse(request, "list.html", context)
 
@@ -125,7 +133,13 @@ def create_app(
                 "open": found.open,
                 "matched": found.matched,
                 "opportunities": [
-                    {**row.alert, "category": row.category, "open": row.open} for row in found.rows
+                    {
+                        **row.alert,
+                        "category": row.category,
+                        "open": row.open,
+                        "found_by": [{"source": s, "kind": k} for s, k in row.found_by],
+                    }
+                    for row in found.rows
                 ],
             }
         )

@@ -159,6 +159,8 @@ class Opportunity:
     alert: dict[str, Any]
     category: str | None
     open: bool
+    # The discovery sources that found its ASIN (the registry): (source, kind), by name.
+    found_by: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -186,6 +188,30 @@ def products_by_asin(es: ElasticsearchClient, asins: Sequence[str]) -> dict[str,
         index=topics.PRODUCTS_INDEX, ids=list(dict.fromkeys(asins)), source_includes=_PRODUCT_FIELDS
     )
     return {doc["_id"]: doc["_source"] for doc in found["docs"] if doc.get("found")}
+
+
+def sources_by_asin(
+    es: ElasticsearchClient, asins: Sequence[str]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """The discovery sources that found each ASIN (the registry of tracked ASINs; none before
+    discovery has run)."""
+    if not asins:
+        return {}
+    found = (
+        es.client()
+        .options(ignore_status=404)
+        .search(
+            index=topics.TRACKED_ASINS_INDEX,
+            size=10_000,
+            query={"terms": {"asin": sorted(set(asins))}},
+            source=["asin", "source", "kind"],
+        )
+    )
+    by_asin: dict[str, set[tuple[str, str]]] = {}
+    for hit in found.get("hits", {}).get("hits", []):
+        doc = hit["_source"]
+        by_asin.setdefault(doc["asin"], set()).add((doc["source"], doc["kind"]))
+    return {asin: tuple(sorted(pairs)) for asin, pairs in by_asin.items()}
 
 
 def category_asins(es: ElasticsearchClient, category: str) -> list[str]:
@@ -221,11 +247,12 @@ def list_opportunities(es: ElasticsearchClient, filters: AlertFilters) -> Opport
     found = es.client().search(index=topics.ALERTS_INDEX, **alerts_search(filters, asins))
     alerts = [hit["_source"] for hit in found["hits"]["hits"]]
     products = products_by_asin(es, [alert["asin"] for alert in alerts])
+    found_by = sources_by_asin(es, [alert["asin"] for alert in alerts])
     rows = []
     for alert in alerts:
         product = products.get(alert["asin"])
         category = ((product or {}).get("category") or {}).get("name")
-        rows.append(Opportunity(alert, category, is_open(alert)))
+        rows.append(Opportunity(alert, category, is_open(alert), found_by.get(alert["asin"], ())))
     open_count = sum(1 for row in rows if row.open)
     shown = rows if filters.include_moved else [row for row in rows if row.open]
     newest = max((row.alert["detected_at"] for row in rows), default=None)

@@ -1,9 +1,9 @@
 """``python -m devservices.keepa_sim``: serve the simulated Keepa API.
 
 The API key the simulator accepts is KEEPA_API_KEY's (never an argument: argv is visible to
-every user of the machine). The simulated clock starts ``--hours`` before now, so at any time
-factor it stays behind the real clock for ``--hours`` of simulated time: the pipeline refuses
-data stamped in the future.
+every user of the machine). The simulated clock starts ``--hours`` before now and runs
+``--factor`` times faster until it reaches the real clock, then keeps pace with it: the
+pipeline refuses data stamped in the future.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ DEFAULT_PORT = 9300 - 1  # beside the other local services; --port to change it
 
 def build(seed: int, size: int, factor: float, rate: int, hours: float, api_key: str) -> Simulator:
     start_ms = (int(time.time() * 1000) // MINUTE_MS) * MINUTE_MS - int(hours * 3_600_000)
-    clock = SimClock(start_ms, factor)
+    clock = SimClock(start_ms, factor, ceiling_ms=lambda: int(time.time() * 1000))
     return Simulator(Catalog.generate(seed, size), clock, TokenAccount(rate, clock), api_key)
 
 

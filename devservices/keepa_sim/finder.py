@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from devservices.keepa_sim.catalog import Catalog
 from devservices.keepa_sim.market import MarketState, state_at
+from devservices.keepa_sim.products import keepa_minute
 from tools.sample_catalog import CATEGORIES
 
 # Product Finder: 50 to 10 000 ASINs a page, and no further than the 10 000th result.
@@ -33,6 +34,9 @@ BEST_SELLERS_LENGTH = 500
 DEAL_DATE_RANGE_MIN = {0: 1_440, 1: 10_080, 2: 43_200, 3: 129_600}
 # priceTypes of a deal request → the csv index whose price changed (AMAZON, NEW, BUY_BOX).
 DEAL_PRICE_TYPES = {0: "amazon", 1: "new", 18: "buy_box"}
+# A deal's current, delta, deltaPercent and avg are indexed by Keepa's CsvType (0 AMAZON ...
+# 18 BUY_BOX_SHIPPING ...); the simulator fills the asked type and gives -1 (no data) elsewhere.
+DEAL_CSV_TYPES = 36
 
 
 class SelectionError(ValueError):
@@ -140,7 +144,7 @@ def finder_cost(returned: int) -> int:
 
 
 def deals(
-    catalog: Catalog, market: str, minute: float, request: Mapping[str, Any]
+    catalog: Catalog, market: str, minute: float, request: Mapping[str, Any], start_ms: int
 ) -> list[dict[str, Any]]:
     """One page of deals: products whose price of one of ``priceTypes`` dropped by a share in
     ``deltaPercentRange`` with the drop within ``dateRange``. The simulator's drops are its
@@ -197,17 +201,36 @@ def deals(
         delta_pct=delta_pct,
     )
     chosen = order[page * DEALS_PER_PAGE : (page + 1) * DEALS_PER_PAGE]
+    interval = request.get("dateRange", 0)
     return [
         {
             "asin": catalog.asin(int(state.indexes[rows[i]])),
             "title": catalog.title(int(state.indexes[rows[i]])),
             "rootCat": catalog.root_category(int(state.indexes[rows[i]]), market),
-            "current": [int(current[i])],
-            "delta": [[int(usual[i] - current[i])]],
-            "deltaPercent": [[int(delta_pct[i])]],
-            "avg": [[int(usual[i])]],
+            "current": _by_csv_type(price_types[0], int(current[i])),
+            "delta": _by_interval(interval, price_types[0], int(usual[i] - current[i])),
+            "deltaPercent": _by_interval(interval, price_types[0], int(delta_pct[i])),
+            "avg": _by_interval(interval, price_types[0], int(usual[i])),
+            # The drop began with the promotion's spell (Keepa minutes, as Keepa gives them).
+            "creationDate": keepa_minute(start_ms + float(state.spell_start[rows[i], 0]) * 60_000),
+            "lastUpdate": keepa_minute(start_ms + minute * 60_000),
         }
         for i in chosen
+    ]
+
+
+def _by_csv_type(csv_type: int, value: int) -> list[int]:
+    """Keepa's deal arrays are indexed by CsvType; the simulator knows the asked type only."""
+    values = [-1] * DEAL_CSV_TYPES
+    values[csv_type] = value
+    return values
+
+
+def _by_interval(interval: int, csv_type: int, value: int) -> list[list[int]]:
+    """[DealInterval (day, week, month, 90 days)][CsvType]: the asked dateRange filled."""
+    return [
+        _by_csv_type(csv_type, value) if i == interval else [-1] * DEAL_CSV_TYPES
+        for i in range(len(DEAL_DATE_RANGE_MIN))
     ]
 
 

@@ -206,7 +206,7 @@ def _deal(sim: Simulator, params: Mapping[str, str], body: bytes) -> tuple[int, 
 
     def answer() -> dict[str, Any]:
         try:
-            page = deals(sim.catalog, market, sim.minute(), request)
+            page = deals(sim.catalog, market, sim.minute(), request, sim.clock.start_ms)
         except SelectionError as exc:
             raise RequestError(400, "invalidParameter", str(exc)) from None
         return {"deals": {"dr": page, "categoryIds": [], "categoryNames": [], "categoryCount": []}}

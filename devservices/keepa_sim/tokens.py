@@ -32,6 +32,9 @@ class SimClock:
     start_ms: int
     factor: float = 1.0
     real: Callable[[], float] = time.monotonic
+    # The served simulator's clock never passes the wall clock (epoch ms): once caught up it
+    # keeps pace with it, so the pipeline never sees data stamped in the future.
+    ceiling_ms: Callable[[], int] | None = None
     _real_start: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
@@ -40,7 +43,8 @@ class SimClock:
         self._real_start = self.real()
 
     def now_ms(self) -> int:
-        return self.start_ms + int((self.real() - self._real_start) * 1000 * self.factor)
+        simulated = self.start_ms + int((self.real() - self._real_start) * 1000 * self.factor)
+        return simulated if self.ceiling_ms is None else min(simulated, self.ceiling_ms())
 
     def minute(self, at_ms: int | None = None) -> float:
         """Simulated minutes since the simulator started."""

@@ -13,7 +13,7 @@ import pytest
 
 from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.kafka import KafkaClient
-from bench import data, enrichment, fee_model, keepa_pull, latency, memory
+from bench import capture, data, enrichment, fee_model, keepa_pull, latency, memory
 from bench.__main__ import main as bench_main
 from bench.common import Row, Services, markdown_table
 
@@ -73,6 +73,16 @@ def test_keepa_pull(services: Services) -> None:
 
 
 @pytest.mark.slow  # three Dagster processes and real sensor-launched runs: minutes, not seconds
+def test_capture() -> None:
+    scenario = capture.Scenario(size=1_000, rate=30, hours=0.5, truth_every=10)
+    rows = capture.run(scenario, judge=False)
+    check(rows, 4)
+    planner, round_robin = rows[1].measured, rows[2].measured
+    assert "planner decision over a registry of 100,000 ASINs" in rows[3].measured
+    # Every token granted is spent, on both sides (the tiny run's balance never idles).
+    assert "tokens 900 of 900 granted" in round_robin and "of 900 granted" in planner
+
+
 def test_latency(services: Services) -> None:
     rows = latency.run(services, rate=2.0, seconds=5.0, cold=1, lead_in_s=2.0, idle_s=3.0)
     measured = {row.measured for row in rows}

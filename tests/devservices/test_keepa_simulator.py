@@ -170,12 +170,15 @@ def test_deals_are_the_promotions_of_the_moment(
     found = answer["deals"]["dr"]
     assert 0 < len(found) <= 150
     assert answer["tokensConsumed"] == 5
-    assert all(20 <= d["deltaPercent"][0][0] <= 90 for d in found)
+    # Keepa's shape: [DealInterval][CsvType]; dateRange 0 (day), priceTypes 1 (NEW).
+    assert all(20 <= d["deltaPercent"][0][1] <= 90 for d in found)
+    assert all(d["current"][1] + d["delta"][0][1] == d["avg"][0][1] for d in found)
+    assert all(d["deltaPercent"][1][1] == -1 and d["current"][0] == -1 for d in found)
     minute = (answer["timestamp"] - START_MS) / MINUTE_MS
     state = state_at(catalog, np.array([catalog.index(d["asin"]) for d in found]), minute, ("DE",))
     assert state.promotion[:, 0].all()
     # No sortType: the biggest drop in percent first (the reading taken).
-    drops = [d["deltaPercent"][0][0] for d in found]
+    drops = [d["deltaPercent"][0][1] for d in found]
     assert drops == sorted(drops, reverse=True)
 
     def deals(sort_type: int) -> tuple[int, list[dict]]:
@@ -193,7 +196,11 @@ def test_deals_are_the_promotions_of_the_moment(
     assert status == 200 and list(state.spell_start[:, 0]) == sorted(state.spell_start[:, 0])[::-1]
     # -4: the smallest drop first; -1 is not invertible, as Keepa documents.
     _, smallest = deals(-4)
-    assert [d["deltaPercent"][0][0] for d in smallest][0] <= drops[-1]
+    assert smallest[0]["deltaPercent"][0][1] <= drops[-1]
+    # creationDate: the drop's start (the promotion's spell), in Keepa minutes.
+    began = [(d["creationDate"] + 21_564_000) * MINUTE_MS for d in newest]
+    starts = [START_MS + s * MINUTE_MS for s in state.spell_start[:, 0]]
+    assert began == [int(at // MINUTE_MS * MINUTE_MS) for at in starts]
     assert deals(-1)[0] == 400 and deals(7)[0] == 400
 
 

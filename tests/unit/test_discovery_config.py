@@ -14,6 +14,7 @@ from arbitrage.domain.discovery_config import (
 )
 from arbitrage.domain.keepa_discovery import (
     DiscoveryAnswerError,
+    PriceDrop,
     finder_cost,
     parse_best_sellers,
     parse_deals,
@@ -85,6 +86,28 @@ def test_answers_keep_asins_only() -> None:
         parse_deals({"nothing": 1})
     with pytest.raises(DiscoveryAnswerError):
         parse_finder({"asinList": "B000000001"})
+
+
+def test_a_deal_carries_its_drop_of_the_asked_price_type_and_interval() -> None:
+    def deal(asin: str, **fields: Any) -> dict[str, Any]:
+        week_new = [[-1] * 19, [-1, 450] + [-1] * 17]  # [DealInterval][CsvType]
+        return {"asin": asin, "creationDate": 8_000_000, "delta": week_new, **fields}
+
+    body = {
+        "deals": {
+            "dr": [
+                deal("B000000001"),
+                deal("B000000002", creationDate="yesterday"),
+                deal("B000000003", delta=[[1]]),
+            ]
+        }
+    }
+    found = parse_deals(body, price_type=1, date_range=1)
+    assert found.asins == ("B000000001", "B000000002", "B000000003")
+    # Keepa minutes + 21 564 000, × 60 000: epoch ms.
+    assert found.drops == {"B000000001": PriceDrop((8_000_000 + 21_564_000) * 60_000, 450)}
+    # The same deals read for another price type: found, but no drop to weigh them by.
+    assert parse_deals(body, price_type=0, date_range=1).drops == {}
 
 
 def test_finder_cost_counts_a_part_of_a_hundred_as_a_hundred() -> None:

@@ -45,16 +45,44 @@ def test_purposes_come_in_their_order() -> None:
         Candidate("CONFIRM001", ago(12), open_profit_eur_cents=900),
         Candidate("CONFIRM002", ago(12), open_profit_eur_cents=4_000),
         Candidate("TOOSOON001", ago(3), open_profit_eur_cents=10_000),
+        Candidate("DROPPED001", ago(40), deal_ms=ago(2), deal_drop_eur_cents=300),
+        Candidate("DROPBEFORE", ago(40), deal_ms=ago(50), deal_drop_eur_cents=900),
+        Candidate("NEWSMALL01", None, deal_ms=ago(1), deal_drop_eur_cents=200),
+        Candidate("NEWBIG0001", None, deal_ms=ago(30), deal_drop_eur_cents=1_500),
     ]
     plan = plan_minute(NOW, 10_000, candidates, [], CONFIG)
     assert [(r.asin, r.purpose) for r in plan.refreshes] == [
         ("CONFIRM002", "confirm"),
         ("CONFIRM001", "confirm"),
-        ("NEW0000001", "new"),
+        ("NEWBIG0001", "new"),  # the biggest drop first
+        ("NEWSMALL01", "new"),
+        ("NEW0000001", "new"),  # on the seller's own list: no deal weighs it
+        ("DROPPED001", "price_drop"),  # dropped after its last refresh
         ("STALE00001", "stale"),
         ("NEARMISS01", "near_miss"),
-        ("ROTATE0001", "rotate"),
+        ("ROTATE0001", "rotate"),  # the older first
+        ("DROPBEFORE", "rotate"),  # its drop was before its last refresh: nothing new
     ]  # TOOSOON001: refreshed 3 minutes ago, below the minimum interval
+
+
+def test_a_cut_through_many_equals_the_same_order_sorted_whole() -> None:
+    """The partial pass that narrows a large registry picks what a full sort would."""
+    candidates = [
+        Candidate(
+            f"B0{i:08d}",
+            None if i % 7 == 0 else ago(10 + i % 500),
+            open_profit_eur_cents=(i * 37) % 5_000 if i % 11 == 0 else 0,
+            near_miss=i % 5 == 0,
+            price_changes_per_day=(i % 9) / 3,
+            deal_ms=ago(i % 60) if i % 3 == 0 else None,
+            deal_drop_eur_cents=(i * 13) % 700 if i % 3 == 0 else 0,
+        )
+        for i in range(5_000)
+    ]
+    few = plan_minute(NOW, 30 + 40 * PER_REFRESH, candidates, [], CONFIG)
+    everything = plan_minute(NOW, 10**9, candidates, [], CONFIG)
+    assert len(few.refreshes) == 40
+    assert few.refreshes == everything.refreshes[:40]
 
 
 def test_rotation_prefers_old_lively_products() -> None:
