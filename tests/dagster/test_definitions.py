@@ -127,6 +127,7 @@ def test_freshness_threshold_is_twice_the_pull_interval() -> None:
     assert checks.longest_cron_gap("*/15 * * * *") == timedelta(minutes=15)
     assert checks.longest_cron_gap("5,50 * * * *") == timedelta(minutes=45)
     assert checks.longest_cron_gap("0 9 * * 1-5") == timedelta(days=3)
+    assert checks.longest_cron_gap("* * * * *") == timedelta(minutes=1)  # 11 520 ticks
 
 
 def test_dagster_yaml_is_valid_and_limits_one_run_per_topic_partition() -> None:

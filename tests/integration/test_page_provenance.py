@@ -40,6 +40,7 @@ def test_the_list_shows_each_opportunitys_sources_and_the_hours_token_gauge(
     updates = good_updates(6, timestamp=format_utc(datetime.now(UTC)))
     produce(kafka, topics.RAW_UPDATES, [(u["asin"], encode(u)) for u in updates])
     assert run_job("enrichment").success and run_job("arbitrage").success
+    es.client().indices.refresh(index=topics.ALERTS_INDEX)  # searchable now, not in a second
     record_found(es, source("de-drops", "deals"), [updates[0]["asin"]], AT)
     record_found(es, source("de-sellers", "finder"), [updates[0]["asin"], updates[3]["asin"]], AT)
     tokens = TokenInfo(tokens_left=100, refill_in_ms=1, refill_rate=20, tokens_consumed=0)
