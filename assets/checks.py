@@ -8,6 +8,7 @@
 They run every 5 minutes in their own job, never inside the stage runs (whose jobs exclude them).
 """
 
+import itertools
 import json
 import time
 from collections.abc import Mapping
@@ -213,7 +214,7 @@ def longest_cron_gap(cron: str) -> timedelta:
     times = [datetime.strptime(key, fmt).replace(tzinfo=UTC) for key in keys]
     if keys:  # the last window's end: the tick after the last key
         times.append(ticks.time_window_for_partition_key(keys[-1]).end)
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     return max(gaps, default=timedelta(days=7))
 
 
