@@ -62,7 +62,9 @@ from arbitrage.domain.token_plan import (
     CandidateTable,
     DueDiscovery,
     PlanConfig,
+    Profile,
     plan_minute,
+    profile,
 )
 from bench.common import Row, log, parser, report
 from devservices.keepa_sim import truth
@@ -128,7 +130,7 @@ class Registry:
             t.last_refresh_ms = np.concatenate([t.last_refresh_ms, np.full(n, -1)])
             t.open_profit_eur_cents = np.concatenate([t.open_profit_eur_cents, np.zeros(n, int)])
             t.near_miss = np.concatenate([t.near_miss, np.zeros(n, bool)])
-            t.price_changes_per_day = np.concatenate([t.price_changes_per_day, np.zeros(n)])
+            t.volatility = np.concatenate([t.volatility, np.zeros(n)])
             t.monthly_sold = np.concatenate([t.monthly_sold, np.zeros(n, int)])
             t.deal_ms = np.concatenate([t.deal_ms, np.full(n, -1)])
             t.deal_drop_eur_cents = np.concatenate([t.deal_drop_eur_cents, np.zeros(n, int)])
@@ -155,7 +157,7 @@ class Registry:
             t.last_refresh_ms[keep],
             t.open_profit_eur_cents[keep],
             t.near_miss[keep],
-            t.price_changes_per_day[keep],
+            t.volatility[keep],
             t.monthly_sold[keep],
             t.deal_ms[keep],
             t.deal_drop_eur_cents[keep],
@@ -194,12 +196,13 @@ def _refresh(
     fees: FeeConfig,
     rules: RulesConfig,
     quiet: logging.Logger,
-) -> dict[str, int]:
+) -> tuple[dict[str, int], dict[str, Profile]]:
     """Pull, enrich and detect ``asins``; their open routes replaced. Returns the best open
-    profit per refreshed ASIN (0: nothing open)."""
+    profit per refreshed ASIN (0: nothing open) and what each product says to the planner."""
     pulled_at = datetime.fromtimestamp(at_ms / 1000, UTC)
     updates = list(iter_pull(side.client, asins, MARKETS, pulled_at, quiet))
     products = [enrich(update, fees) for update in updates]
+    profiles = {product["asin"]: profile(product) for product in products}
     detection = detect(products, fees, rules, pulled_at.isoformat()) if products else None
     found: dict[str, dict[Key, int]] = {}
     for alert in detection.alerts if detection else []:
@@ -214,7 +217,7 @@ def _refresh(
         for key in now_open.keys() - before.keys():
             side.opened_at[key] = minute
         best[asin] = max(now_open.values(), default=0)
-    return best
+    return best, profiles
 
 
 def _score(side: Side, truth_now: dict[Key, int], runs: dict[Key, int], step: int) -> None:
@@ -294,11 +297,19 @@ def run(scenario: Scenario, judge: bool = True) -> list[Row]:
                 last_run[source.name] = minute
             if plan.refreshes:
                 asins = [r.asin for r in plan.refreshes]
-                best = _refresh(planner, asins, now_ms, minute, fees, rules, quiet)
+                best, profiles = _refresh(planner, asins, now_ms, minute, fees, rules, quiet)
                 planner.refreshes.update(r.purpose for r in plan.refreshes)
                 rows = [registry.row[a] for a in asins]
-                registry.table.last_refresh_ms[rows] = now_ms
-                registry.table.open_profit_eur_cents[rows] = [best[a] for a in asins]
+                table = registry.table
+                table.last_refresh_ms[rows] = now_ms
+                table.open_profit_eur_cents[rows] = [best[a] for a in asins]
+                read = [profiles.get(a, Profile(0, 0.0, 0.0)) for a in asins]
+                table.monthly_sold[rows] = [p.monthly_sold for p in read]
+                table.volatility[rows] = [p.volatility for p in read]
+                table.near_miss[rows] = [
+                    not best[a] and p.margin >= config.near_miss_margin
+                    for a, p in zip(asins, read, strict=True)
+                ]
             # Round-robin: the catalog in order, as many whole refreshes as the balance buys.
             status = round_robin.client.token_status()
             count = max(0, status.tokens_left or 0) // config.tokens_per_refresh

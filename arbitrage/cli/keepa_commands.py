@@ -63,7 +63,7 @@ def cmd_plan(_: KafkaClient, es: ElasticsearchClient, args: argparse.Namespace) 
         return 2
     config = PlanConfig(markets=markets, reserve_tokens=reserve)
     now = status.timestamp_ms
-    found = planning.candidates(es, now, load_fee_config(settings.fees_file))
+    found = planning.candidates(es, now, load_fee_config(settings.fees_file), config)
     due = planning.due_by_minute(load_discovery_config(settings.discovery_file), now)
     outlook = plan_hour(now, status.tokens_left, status.refill_rate, found, due, config)
     print(

@@ -225,13 +225,23 @@ class ElasticsearchClient:
     ) -> dict[str, Any]:
         """One field of each stored document of ``ids`` (those not found, or a missing index:
         absent), read in requests of ``chunk`` ids."""
-        found: dict[str, Any] = {}
+        found = self.sources_by_id(index, ids, [field], chunk)
+        return {doc_id: source[field] for doc_id, source in found.items() if field in source}
+
+    def sources_by_id(
+        self, index: str, ids: Sequence[str], fields: Sequence[str], chunk: int = 5_000
+    ) -> dict[str, dict[str, Any]]:
+        """The ``fields`` (source filtering: ``markets.*.new`` works) of each stored document of
+        ``ids``, read in requests of ``chunk`` ids; those not found are absent."""
+        found: dict[str, dict[str, Any]] = {}
         client = self.client().options(ignore_status=404)
         for start in range(0, len(ids), chunk):
-            answer = client.mget(index=index, ids=list(ids[start : start + chunk]), source=[field])
+            answer = client.mget(
+                index=index, ids=list(ids[start : start + chunk]), source=list(fields)
+            )
             for doc in answer.get("docs", []):
-                if doc.get("found") and field in doc["_source"]:
-                    found[doc["_id"]] = doc["_source"][field]
+                if doc.get("found"):
+                    found[doc["_id"]] = doc["_source"]
         return found
 
     def existing_ids(self, index: str, ids: Sequence[str]) -> set[str]:

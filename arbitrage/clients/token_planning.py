@@ -26,6 +26,7 @@ from arbitrage.domain.token_plan import (
     MinutePlan,
     PlanConfig,
     plan_minute,
+    profile,
 )
 from arbitrage.domain.topics import ALERTS_INDEX, PRODUCTS_INDEX
 
@@ -65,12 +66,34 @@ def _newest_drop(finding_by_source: dict[str, dict], fees: FeeConfig) -> tuple[i
     return best
 
 
-def candidates(es: ElasticsearchClient, now_ms: int, fees: FeeConfig) -> CandidateTable:
+# What ``token_plan.profile`` reads of a product, and its last refresh.
+_PROFILE_FIELDS = [
+    "source_timestamp_ms",
+    "spread_eur_cents",
+    "cheapest_market",
+    "markets.*.buy_price_eur_cents",
+    "markets.*.buy_box",
+    "markets.*.new",
+    "markets.*.signals.sales_rank_drops30",
+    "markets.*.signals.buy_box_avg30",
+    "markets.*.signals.new_avg30",
+]
+
+
+def candidates(
+    es: ElasticsearchClient, now_ms: int, fees: FeeConfig, config: PlanConfig
+) -> CandidateTable:
     """Every ASIN tracked at ``now_ms`` (Keepa's time), with what the planner weighs: its last
-    refresh, its best open opportunity, and the newest price drop a deal reported."""
+    refresh, its best open opportunity, the newest price drop a deal reported, and what its
+    product says (``token_plan.profile``: sales, volatility, a near miss)."""
     found = tracked(es, now_ms)
     asins = [t.asin for t in found]
-    refreshed = es.field_by_id(PRODUCTS_INDEX, asins, "source_timestamp_ms")
+    products = es.sources_by_id(PRODUCTS_INDEX, asins, _PROFILE_FIELDS)
+    refreshed = {
+        asin: doc["source_timestamp_ms"]
+        for asin, doc in products.items()
+        if "source_timestamp_ms" in doc
+    }
     # The products index learns of a refresh once enrichment has run; the ledger's own record
     # of the last hour's refreshes fills the gap, so a lagging stage never makes the planner
     # buy the same refresh twice.
@@ -80,12 +103,17 @@ def candidates(es: ElasticsearchClient, now_ms: int, fees: FeeConfig) -> Candida
     rows = []
     for t in found:
         deal_ms, drop = _newest_drop(t.sources, fees)
+        read = profile(products.get(t.asin, {}))
+        open_profit = profit.get(t.asin, 0)
         # A long field comes back from JSON as an int; None: never refreshed.
         rows.append(
             Candidate(
                 t.asin,
                 refreshed.get(t.asin),
-                open_profit_eur_cents=profit.get(t.asin, 0),
+                open_profit_eur_cents=open_profit,
+                near_miss=not open_profit and read.margin >= config.near_miss_margin,
+                volatility=read.volatility,
+                monthly_sold=read.monthly_sold,
                 deal_ms=deal_ms,
                 deal_drop_eur_cents=drop,
             )
@@ -131,7 +159,7 @@ def plan_now(
     if status.timestamp_ms is None or status.tokens_left is None or status.refill_rate is None:
         raise ValueError("Keepa's /token answer lacked its time or balance; nothing planned")
     now = status.timestamp_ms
-    table = candidates(es, now, fees)
+    table = candidates(es, now, fees, config)
     due = due_by_minute(discovery, now, 1)[0]
     plan = plan_minute(now, status.tokens_left, table, due, config)
     return PlannedMinute(plan, config, status.tokens_left, status.refill_rate, len(table))

@@ -10,8 +10,11 @@ its share for the sources that are due; the rest buys refreshes, best first:
 2. ``new``: an ASIN discovered and never refreshed, the biggest deal drop first;
 3. ``price_drop``: a deal says its price dropped after its last refresh, the biggest first;
 4. ``stale``: not refreshed for ``max_refresh_minutes`` (a ceiling on any ASIN's age);
-5. ``near_miss``: a route close to the thresholds, not refreshed for ``near_miss_minutes``;
-6. ``rotate``: the rest, by age × how volatile and how fast-selling the product is.
+5. ``near_miss``: close to the thresholds (``profile``: its markets' spread is at least
+   ``near_miss_margin`` of its buy price, and nothing is open), not refreshed for
+   ``near_miss_minutes``;
+6. ``rotate``: the rest, by age × how volatile (its price off its 30-day average) and how
+   fast-selling (sales rank drops) the product is.
 
 No ASIN is refreshed sooner than ``min_refresh_minutes`` after its last refresh. Time is Keepa's
 (the answers' ``timestamp``), never the wall clock, so the same plan comes out at any pace of
@@ -25,8 +28,9 @@ ASINs is ranked in a few numpy passes rather than a million Python objects.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +53,9 @@ class PlanConfig:
     confirm_minutes: int = 5
     near_miss_minutes: int = 30
     max_refresh_minutes: int = 24 * 60
+    # A product whose dearest market's price is this much above its cheapest buy price, with no
+    # opportunity open, is a near miss: a small move in either market may open a route.
+    near_miss_margin: float = 0.15
 
     def __post_init__(self) -> None:
         if not self.markets:
@@ -73,8 +80,8 @@ class Candidate:
     last_refresh_ms: int | None  # Keepa's time of its last refresh; None: never
     open_profit_eur_cents: int = 0  # > 0: it has an open opportunity
     near_miss: bool = False  # a route close to the thresholds
-    price_changes_per_day: float = 0.0
-    monthly_sold: int = 0
+    volatility: float = 0.0  # how far its price stands off its 30-day average (0.1: 10 %)
+    monthly_sold: int = 0  # sales a month (Keepa's sales rank drops in 30 days)
     deal_ms: int | None = None  # since when a deal says its price dropped; None: no deal
     deal_drop_eur_cents: int = 0  # by how much
 
@@ -87,7 +94,7 @@ class CandidateTable:
     last_refresh_ms: npt.NDArray[np.int64]
     open_profit_eur_cents: npt.NDArray[np.int64]
     near_miss: npt.NDArray[np.bool_]
-    price_changes_per_day: npt.NDArray[np.float64]
+    volatility: npt.NDArray[np.float64]
     monthly_sold: npt.NDArray[np.int64]
     deal_ms: npt.NDArray[np.int64]
     deal_drop_eur_cents: npt.NDArray[np.int64]
@@ -107,11 +114,48 @@ class CandidateTable:
             times(c.last_refresh_ms for c in rows),
             np.array([c.open_profit_eur_cents for c in rows], dtype=np.int64),
             np.array([c.near_miss for c in rows], dtype=bool),
-            np.array([c.price_changes_per_day for c in rows], dtype=np.float64),
+            np.array([c.volatility for c in rows], dtype=np.float64),
             np.array([c.monthly_sold for c in rows], dtype=np.int64),
             times(c.deal_ms for c in rows),
             np.array([c.deal_drop_eur_cents for c in rows], dtype=np.int64),
         )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What an enriched product says about how worth refreshing it is."""
+
+    monthly_sold: int  # the most sales rank drops in 30 days of any market
+    volatility: float  # the largest distance of a market's price from its 30-day average
+    margin: float  # (dearest sell − cheapest buy) / cheapest buy, in EUR; 0 if unknown
+
+
+def _ratio_off(price: Any, average: Any) -> float:
+    if isinstance(price, int) and isinstance(average, int) and price > 0 and average > 0:
+        return abs(price / average - 1)
+    return 0.0
+
+
+def profile(product: Mapping[str, Any]) -> Profile:
+    """The planner's reading of an enriched product (a ``products`` document or the enrichment
+    stage's output; fields it lacks count as no data)."""
+    sold, off = 0, 0.0
+    markets = product.get("markets") or {}
+    for market in markets.values():
+        signals = market.get("signals") or {}
+        drops = signals.get("sales_rank_drops30")
+        if isinstance(drops, int):
+            sold = max(sold, drops)
+        off = max(
+            off,
+            _ratio_off(market.get("buy_box"), signals.get("buy_box_avg30")),
+            _ratio_off(market.get("new"), signals.get("new_avg30")),
+        )
+    spread = product.get("spread_eur_cents")
+    cheapest = markets.get(product.get("cheapest_market") or "", {})
+    buy = cheapest.get("buy_price_eur_cents")
+    margin = spread / buy if isinstance(spread, int) and isinstance(buy, int) and buy > 0 else 0.0
+    return Profile(sold, off, margin)
 
 
 @dataclass(frozen=True)
@@ -176,7 +220,7 @@ def _scores(
     age_min = np.where(
         table.last_refresh_ms == _NEVER, 0.0, (now_ms - table.last_refresh_ms) / MINUTE_MS
     )
-    liveliness = (1 + table.price_changes_per_day) * (
+    liveliness = (1 + 10 * table.volatility) * (
         1 + np.log1p(np.maximum(0, table.monthly_sold)) / 10
     )
     score = age_min * liveliness
@@ -274,7 +318,7 @@ def plan_hour(
         table.last_refresh_ms.copy(),  # moved forward as the hour goes; the caller's stays
         table.open_profit_eur_cents,
         table.near_miss,
-        table.price_changes_per_day,
+        table.volatility,
         table.monthly_sold,
         table.deal_ms,
         table.deal_drop_eur_cents,

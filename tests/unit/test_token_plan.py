@@ -15,8 +15,10 @@ from arbitrage.domain.token_plan import (
     Candidate,
     DueDiscovery,
     PlanConfig,
+    Profile,
     plan_hour,
     plan_minute,
+    profile,
 )
 
 NOW = int(datetime(2026, 12, 6, 12, 0, tzinfo=UTC).timestamp() * 1000)
@@ -73,7 +75,7 @@ def test_a_cut_through_many_equals_the_same_order_sorted_whole() -> None:
             None if i % 7 == 0 else ago(10 + i % 500),
             open_profit_eur_cents=(i * 37) % 5_000 if i % 11 == 0 else 0,
             near_miss=i % 5 == 0,
-            price_changes_per_day=(i % 9) / 3,
+            volatility=(i % 9) / 30,
             deal_ms=ago(i % 60) if i % 3 == 0 else None,
             deal_drop_eur_cents=(i * 13) % 700 if i % 3 == 0 else 0,
         )
@@ -88,7 +90,7 @@ def test_a_cut_through_many_equals_the_same_order_sorted_whole() -> None:
 def test_rotation_prefers_old_lively_products() -> None:
     candidates = [
         Candidate("OLDDULL001", ago(200)),
-        Candidate("YOUNGLIVE1", ago(100), price_changes_per_day=4, monthly_sold=2_000),
+        Candidate("YOUNGLIVE1", ago(100), volatility=0.4, monthly_sold=2_000),
         Candidate("YOUNGDULL1", ago(100)),
     ]
     plan = plan_minute(NOW, 30 + 2 * PER_REFRESH, candidates, [], CONFIG)
@@ -143,3 +145,24 @@ def test_cron_fires_where_the_schedules_say() -> None:
     for bad in ("* * * *", "61 * * * *", "*/0 * * * *", "a * * * *"):
         with pytest.raises(CronError):
             list(fires(bad, NOW, 1))
+
+
+def test_a_products_profile_is_its_sales_volatility_and_margin() -> None:
+    product = {
+        "cheapest_market": "DE",
+        "spread_eur_cents": 1_500,
+        "markets": {
+            "DE": {
+                "buy_price_eur_cents": 10_000,
+                "buy_box": 9_000,
+                "new": 9_500,
+                "signals": {"sales_rank_drops30": 40, "buy_box_avg30": 10_000},
+            },
+            "FR": {"buy_box": 13_000, "signals": {"sales_rank_drops30": 90, "new_avg30": None}},
+            "GB": {"signals": None},
+        },
+    }
+    read = profile(product)
+    assert read == Profile(monthly_sold=90, volatility=pytest.approx(0.1), margin=0.15)
+    # No product yet (never refreshed): no data, nothing weighs.
+    assert profile({}) == Profile(0, 0.0, 0.0)
