@@ -237,8 +237,9 @@ def test_the_digest_account_reads_alerts_and_records_deliveries_only(
 def test_the_keepa_account_keeps_the_registry_and_touches_no_other_index(
     es: ElasticsearchClient,
 ) -> None:
-    """Discovery runs as the Keepa account: the registry of tracked ASINs (created on first
-    use, written, its own-list findings deleted) and nothing of the stages'."""
+    """Discovery and the planned pull run as the Keepa account: the registry of tracked ASINs
+    (created on first use, written, its own-list findings deleted), the ledger, and the stages'
+    products and alerts read (what the planner weighs), never written."""
     keepa = es_account(access.KEEPA_PULL)
     client = keepa.client()
     es.client().options(ignore_status=404).indices.delete(index=topics.TRACKED_ASINS_INDEX)
@@ -250,12 +251,16 @@ def test_the_keepa_account_keeps_the_registry_and_touches_no_other_index(
     # The token ledger: the Keepa account writes it, the operator (`arbitrage tokens`) reads it.
     es.client().options(ignore_status=404).indices.delete(index=topics.KEEPA_LEDGER_INDEX)
     with ledger(keepa, f"probe-{uuid.uuid4().hex[:6]}", "refresh") as book:
-        book.record("/product", "DE", 2, TokenInfo(10, 500, 20, 6, 1_000))
+        book.record(
+            "/product", "DE", ["B000000001", "B000000002"], TokenInfo(10, 500, 20, 6, 1_000)
+        )
     assert [(s.purpose, s.tokens) for s in spend_by_hour(es, 0, 2**62)] == [("refresh", 6)]
     for call in (
         lambda: client.index(index=topics.PRODUCTS_INDEX, document=PROBE),
-        lambda: client.count(index=topics.ALERTS_INDEX),
+        lambda: client.index(index=topics.ALERTS_INDEX, document=PROBE),
         lambda: client.indices.delete(index=topics.TRACKED_ASINS_INDEX),
         lambda: client.indices.create(index=topics.tool_name(f"keepa-{uuid.uuid4().hex[:6]}")),
     ):
         assert es_status(call) == 403
+    for index in (topics.PRODUCTS_INDEX, topics.ALERTS_INDEX):
+        client.count(index=index)  # read (a refusal would raise): the planner's inputs
