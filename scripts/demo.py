@@ -293,6 +293,14 @@ def main() -> int:
         say(f"KEEPA_SOURCE=sample: pulling the bundled sample ({settings.keepa_sample_file})")
     say("== services")
     subprocess.run([sys.executable, "-m", "devservices", "status"], cwd=REPO, check=True)
+    # Topics and indices as the pipeline needs them (make demo's services-up made them; a
+    # direct run after a reset would otherwise fail on the first missing topic).
+    subprocess.run(
+        [str(REPO / "scripts" / "with-client-env"), str(BIN / "arbitrage"), "provision"],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     subprocess.run([str(BIN / "arbitrage"), "topics"], cwd=REPO, check=True)
 
     if url_answers(UI):

@@ -134,8 +134,10 @@ def offer_count(stats: Mapping[str, Any], name: str, csv_index: int) -> int | No
     return _in_range(_at(stats.get("current"), csv_index), 0, MAX_SIGNAL_COUNT)
 
 
-def parse_signals(stats: Any, market_code: str) -> MarketSignals | None:
-    """One market's ``stats`` object → its signals; None when Keepa sent no statistics."""
+def parse_signals(stats: Any, market_code: str, monthly_sold: Any = None) -> MarketSignals | None:
+    """One market's ``stats`` object → its signals; None when Keepa sent no statistics.
+    ``monthly_sold`` is the product's ``monthlySold`` (beside ``stats``, not in it): Keepa
+    gives none, or 0, for most products, and both mean no figure."""
     if not isinstance(stats, Mapping) or not any(key in stats for key in SIGNAL_SOURCE_KEYS):
         return None
     return {
@@ -158,4 +160,12 @@ def parse_signals(stats: Any, market_code: str) -> MarketSignals | None:
         "buy_box_is_fba": _flag(stats.get("buyBoxIsFBA")),
         "offer_count_fba": offer_count(stats, "offerCountFBA", CSV_COUNT_NEW_FBA),
         "offer_count_fbm": offer_count(stats, "offerCountFBM", CSV_COUNT_NEW_FBM),
+        "monthly_sold": _positive_count(monthly_sold),
     }
+
+
+def _positive_count(value: Any) -> int | None:
+    """A count Keepa gives only when there is one; capped where the signals' counts end
+    (Amazon's badge itself stops at "100K+ bought")."""
+    count = keepa_int(value)
+    return min(count, MAX_SIGNAL_COUNT) if count is not None and count > 0 else None

@@ -93,6 +93,8 @@ def signal_fields(rules: RulesConfig) -> tuple[str, ...]:
     wanted = []
     if rules.sales.enabled:
         wanted.append(sales_field(rules))
+        if rules.sales.use_monthly_sold:
+            wanted.append("monthly_sold")
     if rules.amazon_buy_box.enabled:
         wanted.append("buy_box_amazon_pct")
     if rules.fba_offers.enabled:
@@ -114,6 +116,28 @@ def monthly_sales(drops: Any, rules: RulesConfig) -> Any:
     if isinstance(drops, np.ndarray):
         return np.where(drops < 0, -1, round_half_even_array(np.maximum(drops, 0), 3))
     return round_fraction(Fraction(int(drops), 3))
+
+
+# What an alert's sales figure came from (signals.sales_estimator): Amazon's own figure.
+AMAZON_MONTHLY_SOLD = "monthly_sold"
+
+
+def sales_per_month(monthly_sold: Any, drops: Any, rules: RulesConfig) -> Any:
+    """Sales a month: Amazon's "bought in the past month" where the product has it and the
+    rules use it, else the rank-drop estimate; arrays (-1 = unknown) or one value (None)."""
+    estimate = monthly_sales(drops, rules)
+    if not rules.sales.use_monthly_sold:
+        return estimate
+    if isinstance(estimate, np.ndarray):
+        return np.where(monthly_sold > 0, monthly_sold, estimate)
+    return monthly_sold if monthly_sold is not None else estimate
+
+
+def sales_source(monthly_sold: Any, rules: RulesConfig) -> str:
+    """The name of what ``sales_per_month`` used for one product."""
+    if rules.sales.use_monthly_sold and monthly_sold is not None:
+        return AMAZON_MONTHLY_SOLD
+    return rules.sales.estimator
 
 
 @dataclass(frozen=True)
@@ -190,7 +214,8 @@ def screen_routes(
         code[open_ & ~unknown & fails(value)] = _CODE[failed]
 
     if rules.sales.enabled:
-        estimate = monthly_sales(signal(sales_field(rules)), rules)
+        sold = signal("monthly_sold") if rules.sales.use_monthly_sold else None
+        estimate = sales_per_month(sold, signal(sales_field(rules)), rules)
         minimum = rules.sales.min_monthly_sales
         apply(rules.sales, estimate, lambda v: v < minimum, "no_sales_data", "low_sales", 1)
     if rules.amazon_buy_box.enabled:
@@ -326,8 +351,10 @@ def alert_signals(
     """What an alert carries: the sell market's signals the rules read (null = no data)."""
     values: Mapping[str, Any] = sell_signals or {}
     return {
-        "monthly_sales": monthly_sales(values.get(sales_field(rules)), rules),
-        "sales_estimator": rules.sales.estimator,
+        "monthly_sales": sales_per_month(
+            values.get("monthly_sold"), values.get(sales_field(rules)), rules
+        ),
+        "sales_estimator": sales_source(values.get("monthly_sold"), rules),
         "sell_price_current": current_sell_price,
         "sell_avg90": values.get(average_field(rules)),
         "sell_avg90_kind": rules.spike_guard.average,

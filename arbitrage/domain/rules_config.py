@@ -41,6 +41,9 @@ class SalesRule:
     estimator: Literal["drops30", "drops90"] = "drops30"
     min_monthly_sales: int = 0
     on_missing: OnMissing = "pass"
+    # Amazon's own "bought in the past month" (Keepa's monthlySold) where a product has it,
+    # the estimator where not; off in rules v1 (its alerts stay as they were).
+    use_monthly_sold: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ def _build(data: dict[str, Any], where: str) -> RulesConfig:
             "sales",
             estimator=_choice(SALES_ESTIMATORS),
             min_monthly_sales=_count,
+            optional={"use_monthly_sold": _flag},
         ),
         spike_guard=_rule(
             SpikeGuardRule, sections["spike_guard"], where, "spike_guard", average=_choice(AVERAGES)
@@ -197,16 +201,34 @@ def _count(value: Any, at: str) -> int:
     return value
 
 
+def _flag(value: Any, at: str) -> bool:
+    if type(value) is not bool:
+        raise RulesConfigError(f"{at} must be true or false, got {value!r}")
+    return value
+
+
 def _pct(value: Any, at: str) -> int:
     if type(value) is not int or not 0 <= value <= 100:
         raise RulesConfigError(f"{at} must be a whole percentage from 0 to 100, got {value!r}")
     return value
 
 
-def _rule(kind: type[Any], section: dict[str, Any], where: str, name: str, **checks: Any) -> Any:
-    """One rule's section: ``enabled`` and, when enabled, every setting and ``on_missing``."""
+def _rule(
+    kind: type[Any],
+    section: dict[str, Any],
+    where: str,
+    name: str,
+    optional: dict[str, Any] | None = None,
+    **checks: Any,
+) -> Any:
+    """One rule's section: ``enabled`` and, when enabled, every setting and ``on_missing``;
+    an ``optional`` setting may be left out (the rule's default then)."""
     at = f"{where}: {name}"
-    allowed = {"enabled", "on_missing", *checks}
+    optional = optional or {}
+    extra = {
+        key: check(section[key], f"{at}.{key}") for key, check in optional.items() if key in section
+    }
+    allowed = {"enabled", "on_missing", *checks, *optional}
     unknown = set(section) - allowed
     if unknown:
         raise RulesConfigError(
@@ -225,10 +247,10 @@ def _rule(kind: type[Any], section: dict[str, Any], where: str, name: str, **che
         }
         if "on_missing" in section:
             values["on_missing"] = _choice(ON_MISSING)(section["on_missing"], f"{at}.on_missing")
-        return kind(enabled=False, **values)
+        return kind(enabled=False, **values, **extra)
     missing = [key for key in (*checks, "on_missing") if key not in section]
     if missing:
         raise RulesConfigError(f"{at} is enabled but lacks {', '.join(missing)}")
     values = {key: check(section[key], f"{at}.{key}") for key, check in checks.items()}
     on_missing = _choice(ON_MISSING)(section["on_missing"], f"{at}.on_missing")
-    return kind(enabled=True, on_missing=on_missing, **values)
+    return kind(enabled=True, on_missing=on_missing, **values, **extra)

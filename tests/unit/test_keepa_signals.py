@@ -111,7 +111,7 @@ def keepa_product(stats: dict[str, Any] | None, domain_id: int = 3) -> dict[str,
 
 
 def test_every_signal_is_read_from_its_documented_field() -> None:
-    assert parse_signals(full_stats(), "DE") == {
+    assert parse_signals(full_stats(), "DE", monthly_sold=300) == {
         "amazon_avg30": 3010,
         "amazon_avg90": 3100,
         "amazon_avg180": 3200,
@@ -131,7 +131,26 @@ def test_every_signal_is_read_from_its_documented_field() -> None:
         "buy_box_is_fba": True,
         "offer_count_fba": 4,
         "offer_count_fbm": 3,
+        "monthly_sold": 300,  # the product's monthlySold, beside stats
     }
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        (None, None),
+        (0, None),
+        (-1, None),
+        ("50+", None),
+        (True, None),
+        (50, 50),
+        (250_000, 100_000),
+    ],
+)
+def test_amazons_monthly_sold_is_a_figure_only_when_there_is_one(given: Any, read: Any) -> None:
+    """Keepa: most products have none (null or 0); above the signals' counts it is capped."""
+    signals = parse_signals(full_stats(), "DE", monthly_sold=given)
+    assert signals is not None and signals["monthly_sold"] == read
 
 
 def test_signal_fields_match_the_message_schema() -> None:

@@ -231,6 +231,29 @@ def test_sales_rule_drops90_estimator_is_a_third_rounded_half_even(
         assert result.alerts[0]["signals"]["monthly_sales"] == estimate
 
 
+@pytest.mark.parametrize(
+    ("monthly_sold", "drops30", "kept", "shown", "source"),
+    [
+        (600, 1, True, 600, "monthly_sold"),  # Amazon's figure wins over 1 rank drop
+        (2, 40, False, 2, "monthly_sold"),  # and over 40: it is not an estimate
+        (None, 40, True, 40, "drops30"),  # no figure: the estimator
+    ],
+)
+def test_sales_rule_takes_amazons_monthly_sold_where_the_product_has_it(
+    monthly_sold: int | None, drops30: int, kept: bool, shown: int, source: str
+) -> None:
+    rule = dataclasses.replace(SALES, use_monthly_sold=True, min_monthly_sales=4)
+    signals = steady(sales_rank_drops30=drops30, monthly_sold=monthly_sold)
+    result = screened(signals, rules(sales=rule))
+    assert len(result.alerts) == int(kept)
+    if kept:
+        assert result.alerts[0]["signals"]["monthly_sales"] == shown
+        assert result.alerts[0]["signals"]["sales_estimator"] == source
+    # Rules v1 leave the figure aside: the estimator alone, as before.
+    (v1_alert,) = screened(steady(monthly_sold=2, sales_rank_drops30=40), rules(sales=SALES)).alerts
+    assert v1_alert["signals"]["sales_estimator"] == "drops30"
+
+
 def test_sales_rule_missing_data_skips_or_passes_flagged_as_configured() -> None:
     """on_missing: skip → reason no_sales_data; pass → the alert names "sales" as missing."""
     skipped = screened(steady(sales_rank_drops30=None), rules(sales=SALES))

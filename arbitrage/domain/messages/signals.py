@@ -38,6 +38,7 @@ SIGNAL_FIELDS: tuple[tuple[str, Kind], ...] = (
     ("buy_box_is_fba", "bool"),
     ("offer_count_fba", "count"),
     ("offer_count_fbm", "count"),
+    ("monthly_sold", "count"),
 )
 
 _RANGES: dict[str, tuple[int, int, str]] = {

@@ -73,6 +73,9 @@ class MarketSignals(TypedDict):
     buy_box_is_fba: bool | None
     offer_count_fba: int | None  # live new offers fulfilled by Amazon
     offer_count_fbm: int | None  # ... by the merchant
+    # Amazon's own "bought in the past month" (Keepa's monthlySold): not an estimate, and most
+    # products have none.
+    monthly_sold: int | None
 
 
 class MarketOffer(TypedDict):
