@@ -142,6 +142,8 @@ ALERTS_MAPPING: dict[str, Any] = {
                 "fba_offers": {"type": "integer"},
                 "oos_pct90": {"type": "byte"},
                 "missing": {"type": "keyword"},
+                # The risk facts of both stores' listings: shown, never searched.
+                "listing": {"type": "object", "enabled": False},
             }
         },
         "source_timestamp": {"type": "date"},

@@ -188,7 +188,7 @@ def parse_product(product: Mapping[str, Any], market_code: str) -> MarketOffer |
         "fba_fee": _fba_fee(product),
         "root_category": _root_category(product),
         "last_update": _last_update(product),
-        "signals": parse_signals(stats, market_code, product.get("monthlySold")),
+        "signals": parse_signals(stats, market_code, product),
     }
 
 

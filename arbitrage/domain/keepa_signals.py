@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from arbitrage.domain.messages.signals import MAX_SIGNAL_COUNT
+from arbitrage.domain.messages.signals import MAX_SIGNAL_COUNT, MAX_TEXT
 from arbitrage.domain.messages.types import MAX_PRICE_MINOR, MarketSignals
 
 # Indices into Keepa's CsvType-indexed stats arrays.
@@ -134,10 +134,12 @@ def offer_count(stats: Mapping[str, Any], name: str, csv_index: int) -> int | No
     return _in_range(_at(stats.get("current"), csv_index), 0, MAX_SIGNAL_COUNT)
 
 
-def parse_signals(stats: Any, market_code: str, monthly_sold: Any = None) -> MarketSignals | None:
-    """One market's ``stats`` object → its signals; None when Keepa sent no statistics.
-    ``monthly_sold`` is the product's ``monthlySold`` (beside ``stats``, not in it): Keepa
-    gives none, or 0, for most products, and both mean no figure."""
+def parse_signals(
+    stats: Any, market_code: str, product: Mapping[str, Any] | None = None
+) -> MarketSignals | None:
+    """One market's ``stats`` object → its signals; None when Keepa sent no statistics. The
+    product object beside ``stats`` gives ``monthlySold`` (Keepa sends none, or 0, for most
+    products: both mean no figure) and the listing's facts (``listing_facts``)."""
     if not isinstance(stats, Mapping) or not any(key in stats for key in SIGNAL_SOURCE_KEYS):
         return None
     return {
@@ -160,8 +162,41 @@ def parse_signals(stats: Any, market_code: str, monthly_sold: Any = None) -> Mar
         "buy_box_is_fba": _flag(stats.get("buyBoxIsFBA")),
         "offer_count_fba": offer_count(stats, "offerCountFBA", CSV_COUNT_NEW_FBA),
         "offer_count_fbm": offer_count(stats, "offerCountFBM", CSV_COUNT_NEW_FBM),
-        "monthly_sold": _positive_count(monthly_sold),
+        "monthly_sold": _positive_count((product or {}).get("monthlySold")),
+        **listing_facts(product or {}),
     }
+
+
+# Keepa's productType of a parent ASIN: no offers of its own, a seller buys a child variation.
+VARIATION_PARENT = 5
+
+
+def listing_facts(product: Mapping[str, Any]) -> dict[str, Any]:
+    """What Keepa's product object says about the listing, None where it says nothing:
+    ``hazardousMaterials`` (a list of aspect/value pairs; empty: none declared),
+    ``productType``, ``packageQuantity`` (else ``numberOfItems``; 0 or -1: unknown),
+    ``returnRate`` (1 low, 2 high, null unknown or average) and ``brand``."""
+    hazards = product.get("hazardousMaterials")
+    product_type = keepa_int(product.get("productType"))
+    quantity = _positive_count(product.get("packageQuantity")) or _positive_count(
+        product.get("numberOfItems")
+    )
+    rate = keepa_int(product.get("returnRate"))
+    return {
+        "hazmat": bool(hazards) if isinstance(hazards, list) else None,
+        "variation_parent": None if product_type is None else product_type == VARIATION_PARENT,
+        "package_quantity": quantity,
+        "return_rate_high": {1: False, 2: True}.get(rate) if rate is not None else None,
+        "brand": _text(product.get("brand")),
+    }
+
+
+def _text(value: Any) -> str | None:
+    """Printable text, whitespace collapsed, cut to MAX_TEXT; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    return cleaned[:MAX_TEXT] or None
 
 
 def _positive_count(value: Any) -> int | None:

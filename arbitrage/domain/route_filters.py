@@ -56,6 +56,17 @@ REASONS: tuple[str, ...] = (
     "out_of_stock",
     "no_average_price",
     "price_spike",
+    # The risk rules (appended: the codes above keep their numbers).
+    "no_hazmat_data",
+    "hazmat",
+    "no_pack_data",
+    "pack_mismatch",
+    "no_return_data",
+    "high_returns",
+    "no_listing_type",
+    "variation_parent",
+    "no_brand_data",
+    "restricted",
 )
 PASS, BELOW_THRESHOLDS = 0, 1
 _CODE = {name: code for code, name in enumerate(REASONS)}
@@ -70,6 +81,11 @@ MISSING_BITS: tuple[tuple[str, int], ...] = (
     ("amazon_buy_box", 4),
     ("fba_offers", 8),
     ("stock", 16),
+    ("hazmat", 32),
+    ("pack_quantity", 64),
+    ("return_rate", 128),
+    ("variation_parent", 256),
+    ("restrictions", 512),
 )
 
 # The money columns a guarded evaluation replaces (every integer column but row and rank).
@@ -188,7 +204,7 @@ def screen_routes(
     again for the routes the spike guard lowers)."""
     qualifies = routes["qualifies"].to_numpy()
     reason = np.where(qualifies, PASS, BELOW_THRESHOLDS).astype(np.int8)
-    missing = np.zeros(len(routes), dtype=np.int8)
+    missing = np.zeros(len(routes), dtype=np.int16)
     # Only routes that meet the fee thresholds are screened: few, so the gathers are cheap.
     at = np.flatnonzero(qualifies)
     if not rules.any_enabled or not at.size:
@@ -200,7 +216,7 @@ def screen_routes(
     signal = signals.__getitem__
 
     code = np.zeros(at.size, dtype=np.int8)
-    flags = np.zeros(at.size, dtype=np.int8)
+    flags = np.zeros(at.size, dtype=np.int16)
 
     def apply(
         rule: Any, value: npt.NDArray[np.int64], fails: Any, no_data: str, failed: str, bit: int
@@ -234,6 +250,9 @@ def screen_routes(
     if rules.stock.enabled:
         oos, ceiling = signal(stock_field(rules)), rules.stock.max_oos_pct90
         apply(rules.stock, oos, lambda v: v > ceiling, "no_stock_data", "out_of_stock", 16)
+    if rules.any_risk_enabled:
+        buy = _market_index(routes["buy_market"].take(at).to_numpy())
+        _screen_risks(products, rows, buy, sell, rules, code, flags)
     guarded: pd.DataFrame | None = None
     if rules.spike_guard.enabled:
         average = signal(average_field(rules))
@@ -267,6 +286,90 @@ def screen_routes(
                 values[where] = take[name].to_numpy()
                 columns[name] = values
     return Screened(reason, missing, pd.DataFrame(columns, index=hits.index))
+
+
+def _screen_risks(
+    products: Sequence[EnrichedProduct],
+    rows: npt.NDArray[np.int64],
+    buy: npt.NDArray[np.int64],
+    sell: npt.NDArray[np.int64],
+    rules: RulesConfig,
+    code: npt.NDArray[np.int8],
+    flags: npt.NDArray[np.int16],
+) -> None:
+    """The risk rules, route by route over the candidates still open (few: a loop is cheaper
+    than gathering ten columns): each fails on what either store's listing says, in the order
+    of RISK_SECTIONS, and a fact neither store gives is missing data (``on_missing``)."""
+    for i in np.flatnonzero(code == PASS):
+        product = products[rows[i]]
+        buy_code, sell_code = MARKET_CODES[buy[i]], MARKET_CODES[sell[i]]
+        buy_facts = product["markets"][buy_code].get("signals") or {}
+        sell_facts = product["markets"][sell_code].get("signals") or {}
+        both = (buy_facts, sell_facts)
+        for name, failed, no_data, outcome in (
+            ("hazmat", "hazmat", "no_hazmat_data", _any_true(both, "hazmat")),
+            ("pack_quantity", "pack_mismatch", "no_pack_data", _pack_differs(*both)),
+            ("return_rate", "high_returns", "no_return_data", _sell_only(sell_facts)),
+            (
+                "variation_parent",
+                "variation_parent",
+                "no_listing_type",
+                _any_true(both, "variation_parent"),
+            ),
+            (
+                "restrictions",
+                "restricted",
+                "no_brand_data",
+                _restricted(rules, product, buy_facts, sell_facts, sell_code),
+            ),
+        ):
+            rule = getattr(rules, name)
+            if not rule.enabled:
+                continue
+            if outcome is True:
+                code[i] = _CODE[failed]
+                break
+            if outcome is None:
+                if rule.on_missing == "skip":
+                    code[i] = _CODE[no_data]
+                    break
+                flags[i] |= dict(MISSING_BITS)[name]
+
+
+def _any_true(both: tuple[Mapping[str, Any], ...], name: str) -> bool | None:
+    """True if either store says so, False if both say not, None if either says nothing."""
+    values = [facts.get(name) for facts in both]
+    if True in values:
+        return True
+    return None if None in values else False
+
+
+def _pack_differs(buy: Mapping[str, Any], sell: Mapping[str, Any]) -> bool | None:
+    """The classic multipack trap: a different number of items per package in the two
+    stores under one ASIN."""
+    bought, sold = buy.get("package_quantity"), sell.get("package_quantity")
+    return None if bought is None or sold is None else bought != sold
+
+
+def _sell_only(sell: Mapping[str, Any]) -> bool | None:
+    """A high return rate where it is sold (Keepa: null is unknown or average)."""
+    return sell.get("return_rate_high")
+
+
+def _restricted(
+    rules: RulesConfig,
+    product: EnrichedProduct,
+    buy: Mapping[str, Any],
+    sell: Mapping[str, Any],
+    sell_code: str,
+) -> bool | None:
+    """The seller may not sell the brand, or the sell store's root category; None when the
+    brand is unknown and the category is not restricted."""
+    brand = sell.get("brand") or buy.get("brand")
+    root = product["markets"][sell_code].get("root_category")
+    if rules.restrictions.restrictions.restricted(brand, sell_code, root):
+        return True
+    return None if brand is None else False
 
 
 def _market_index(codes: Any) -> npt.NDArray[np.int64]:
@@ -347,9 +450,12 @@ def alert_signals(
     current_sell_price: int,
     missing_bits: int,
     rules: RulesConfig,
+    buy_signals: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What an alert carries: the sell market's signals the rules read (null = no data)."""
+    """What an alert carries: the sell market's signals the rules read (null = no data), and
+    what both stores' listings say (the risk facts a seller checks before buying)."""
     values: Mapping[str, Any] = sell_signals or {}
+    bought: Mapping[str, Any] = buy_signals or {}
     return {
         "monthly_sales": sales_per_month(
             values.get("monthly_sold"), values.get(sales_field(rules)), rules
@@ -362,4 +468,12 @@ def alert_signals(
         "fba_offers": values.get("offer_count_fba"),
         "oos_pct90": values.get(stock_field(rules)),
         "missing": missing_names(missing_bits),
+        "listing": {
+            "hazmat": _any_true((bought, values), "hazmat"),
+            "variation_parent": _any_true((bought, values), "variation_parent"),
+            "package_quantity_buy": bought.get("package_quantity"),
+            "package_quantity_sell": values.get("package_quantity"),
+            "return_rate_high": values.get("return_rate_high"),
+            "brand": values.get("brand") or bought.get("brand"),
+        },
     }

@@ -16,6 +16,9 @@ from typing import Any, Literal
 from arbitrage.domain.config_files import read_toml
 from arbitrage.domain.fee_config import REPO_ROOT
 from arbitrage.domain.lifecycle import LifecycleRules
+from arbitrage.domain.markets import MARKETPLACES
+
+STORES = tuple(sorted(MARKETPLACES))
 
 DEFAULT_RULES_FILE = REPO_ROOT / "config" / "rules_v1.toml"
 NO_RULES_FILE = REPO_ROOT / "config" / "rules_none.toml"
@@ -28,6 +31,10 @@ SALES_ESTIMATORS = ("drops30", "drops90")
 AVERAGES = ("buy_box", "new", "amazon")
 OOS_SERIES = ("new", "buy_box", "amazon")
 RULE_SECTIONS = ("sales", "spike_guard", "amazon_buy_box", "fba_offers", "stock")
+# The checks a seller makes before buying (docs/fees.md, "Risk rules"): optional sections, off
+# when absent, so a rules file written before them means what it meant.
+RISK_SECTIONS = ("hazmat", "pack_quantity", "return_rate", "variation_parent", "restrictions")
+DEFAULT_RESTRICTIONS_FILE = REPO_ROOT / "config" / "restrictions.toml"
 LIFECYCLE_SECTION = "lifecycle"
 
 
@@ -76,6 +83,37 @@ class StockRule:
 
 
 @dataclass(frozen=True)
+class RiskRule:
+    """A risk rule: ``on_missing`` decides a route whose markets say nothing of it."""
+
+    enabled: bool = False
+    on_missing: OnMissing = "pass"
+
+
+@dataclass(frozen=True)
+class Restrictions:
+    """What the seller may not sell (config/restrictions.toml): brands (compared case-folded)
+    and root categories per store."""
+
+    version: str = "none"
+    brands: frozenset[str] = frozenset()
+    categories: frozenset[tuple[str, int]] = frozenset()  # (store, root category id)
+
+    def restricted(self, brand: str | None, store: str, root: int | None) -> bool:
+        return (brand is not None and brand.casefold() in self.brands) or (
+            root is not None and (store, root) in self.categories
+        )
+
+
+@dataclass(frozen=True)
+class RestrictionsRule:
+    enabled: bool = False
+    on_missing: OnMissing = "pass"
+    file: str = str(DEFAULT_RESTRICTIONS_FILE)
+    restrictions: Restrictions = field(default_factory=Restrictions)
+
+
+@dataclass(frozen=True)
 class RulesConfig:
     version: str
     sales: SalesRule
@@ -87,10 +125,19 @@ class RulesConfig:
     # When an open opportunity's change is news and when its data is too old ([lifecycle];
     # arbitrage/domain/lifecycle.py). Optional in the file: the defaults there.
     lifecycle: LifecycleRules = field(default_factory=LifecycleRules)
+    hazmat: RiskRule = field(default_factory=RiskRule)
+    pack_quantity: RiskRule = field(default_factory=RiskRule)
+    return_rate: RiskRule = field(default_factory=RiskRule)
+    variation_parent: RiskRule = field(default_factory=RiskRule)
+    restrictions: RestrictionsRule = field(default_factory=RestrictionsRule)
 
     @property
     def any_enabled(self) -> bool:
-        return any(getattr(self, name).enabled for name in RULE_SECTIONS)
+        return any(getattr(self, name).enabled for name in (*RULE_SECTIONS, *RISK_SECTIONS))
+
+    @property
+    def any_risk_enabled(self) -> bool:
+        return any(getattr(self, name).enabled for name in RISK_SECTIONS)
 
 
 # Every rule off: what config/rules_none.toml holds (a test keeps the two equal).
@@ -116,12 +163,21 @@ def _build(data: dict[str, Any], where: str) -> RulesConfig:
     version = data.get("version")
     if not isinstance(version, str) or not version.strip():
         raise RulesConfigError(f'{where}: version must be a non-empty string such as "v1"')
-    unknown = set(data) - {"version", LIFECYCLE_SECTION, *RULE_SECTIONS}
+    unknown = set(data) - {"version", LIFECYCLE_SECTION, *RULE_SECTIONS, *RISK_SECTIONS}
     if unknown:
         raise RulesConfigError(
             f"{where}: unknown key(s) {', '.join(sorted(unknown))}; the rules are "
-            f"{', '.join(RULE_SECTIONS)}"
+            f"{', '.join((*RULE_SECTIONS, *RISK_SECTIONS))}"
         )
+    risks: dict[str, Any] = {}
+    for name in RISK_SECTIONS:
+        section = data.get(name, {"enabled": False})
+        if not isinstance(section, dict):
+            raise RulesConfigError(f"{where}: [{name}] must be a table")
+        if name == "restrictions":
+            risks[name] = _restrictions_rule(section, where)
+        else:
+            risks[name] = _rule(RiskRule, section, where, name)
     sections = {}
     for name in RULE_SECTIONS:
         section = data.get(name)
@@ -161,6 +217,57 @@ def _build(data: dict[str, Any], where: str) -> RulesConfig:
         ),
         path=where,
         lifecycle=_lifecycle(data.get(LIFECYCLE_SECTION, {}), where),
+        **risks,
+    )
+
+
+def _restrictions_rule(section: dict[str, Any], where: str) -> RestrictionsRule:
+    """[restrictions]: ``file`` (default config/restrictions.toml; relative to the repository)
+    is read when the rule is enabled."""
+    rule = _rule(RestrictionsRule, section, where, "restrictions", optional={"file": _file_name})
+    if not rule.enabled:
+        return rule
+    path = Path(rule.file)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return RestrictionsRule(True, rule.on_missing, str(path), load_restrictions(path))
+
+
+def _file_name(value: Any, at: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise RulesConfigError(f"{at} must be a file name, got {value!r}")
+    return value.strip()
+
+
+def load_restrictions(path: str | os.PathLike[str]) -> Restrictions:
+    """config/restrictions.toml: ``version``, ``brands`` (a list of names) and ``[[category]]``
+    tables of ``store``, ``root`` (the store's root category id) and ``why``."""
+    where = str(path)
+    data = read_toml(Path(path), "restrictions file", RULES_FILE_ENV, RulesConfigError)
+    unknown = set(data) - {"version", "brands", "category"}
+    if unknown:
+        raise RulesConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    version = data.get("version")
+    if not isinstance(version, str) or not version.strip():
+        raise RulesConfigError(f"{where}: version must be a non-empty string")
+    brands = data.get("brands", [])
+    if not isinstance(brands, list) or not all(isinstance(b, str) and b.strip() for b in brands):
+        raise RulesConfigError(f"{where}: brands must be a list of brand names")
+    categories = set()
+    for number, entry in enumerate(data.get("category", []), 1):
+        at = f"{where} [[category]] #{number}"
+        if not isinstance(entry, dict) or set(entry) - {"store", "root", "why"}:
+            raise RulesConfigError(f"{at}: a table of store, root and why")
+        store, root, why = entry.get("store"), entry.get("root"), entry.get("why")
+        if store not in STORES:
+            raise RulesConfigError(f"{at}: store must be one of {', '.join(STORES)}")
+        if type(root) is not int or root <= 0:
+            raise RulesConfigError(f"{at}: root must be the store's root category id")
+        if not isinstance(why, str) or not why.strip():
+            raise RulesConfigError(f"{at}: why must say why the seller may not sell it")
+        categories.add((store, root))
+    return Restrictions(
+        version.strip(), frozenset(b.strip().casefold() for b in brands), frozenset(categories)
     )
 
 

@@ -61,6 +61,9 @@ def test_the_list_shows_each_opportunitys_sources_and_the_hours_token_gauge(
         ]
         assert by_asin[updates[3]["asin"]] == [{"source": "de-sellers", "kind": "finder"}]
         page = requests.get(url, timeout=10).text
+        detail = requests.get(f"{url}/product/{updates[0]['asin']}", timeout=10).text
+    # What the seller checks before buying, from both listings (none known in these updates).
+    assert "Before buying:" in detail and "hazardous materials unknown" in detail
     assert '<span class="source kind-deals" title="deals">de-drops</span>' in page
     # The newest hour: 455 of 20 × 60 granted; refresh 450 first, then the deal page's 5.
     assert "<strong>455</strong> spent of 1200 granted" in page

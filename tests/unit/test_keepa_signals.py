@@ -111,7 +111,7 @@ def keepa_product(stats: dict[str, Any] | None, domain_id: int = 3) -> dict[str,
 
 
 def test_every_signal_is_read_from_its_documented_field() -> None:
-    assert parse_signals(full_stats(), "DE", monthly_sold=300) == {
+    assert parse_signals(full_stats(), "DE", {"monthlySold": 300}) == {
         "amazon_avg30": 3010,
         "amazon_avg90": 3100,
         "amazon_avg180": 3200,
@@ -132,6 +132,12 @@ def test_every_signal_is_read_from_its_documented_field() -> None:
         "offer_count_fba": 4,
         "offer_count_fbm": 3,
         "monthly_sold": 300,  # the product's monthlySold, beside stats
+        # No listing facts in that product object: none known.
+        "hazmat": None,
+        "variation_parent": None,
+        "package_quantity": None,
+        "return_rate_high": None,
+        "brand": None,
     }
 
 
@@ -149,7 +155,7 @@ def test_every_signal_is_read_from_its_documented_field() -> None:
 )
 def test_amazons_monthly_sold_is_a_figure_only_when_there_is_one(given: Any, read: Any) -> None:
     """Keepa: most products have none (null or 0); above the signals' counts it is capped."""
-    signals = parse_signals(full_stats(), "DE", monthly_sold=given)
+    signals = parse_signals(full_stats(), "DE", {"monthlySold": given})
     assert signals is not None and signals["monthly_sold"] == read
 
 
@@ -277,11 +283,69 @@ def test_signals_travel_in_the_raw_update_and_round_trip() -> None:
     per_market = {"DE": keepa_product(full_stats()), "FR": keepa_product(None, domain_id=4)}
     per_market["FR"]["stats"] = {"current": csv_array(new=3500, buy_box=3600)}
     update = merge_market_products("B0SIGNAL01", per_market, PULLED_AT, "keepa")
-    assert update["markets"]["DE"]["signals"] == parse_signals(full_stats(), "DE")
+    signals = update["markets"]["DE"]["signals"]
+    assert signals == parse_signals(full_stats(), "DE", per_market["DE"])
+    assert signals is not None and signals["variation_parent"] is False  # productType 0
     assert update["markets"]["FR"]["signals"] is None
     assert validate_raw_update(copy.deepcopy(update)) == update
     assert fast_raw_update(copy.deepcopy(update)) == update  # the fast path takes it
     assert parse_raw_update(encode(update)) == update
+
+
+@pytest.mark.parametrize(
+    ("fields", "facts"),
+    [
+        ({}, {}),
+        (
+            {
+                "hazardousMaterials": [{"aspect": "UN number", "value": "UN3481"}],
+                "productType": 5,
+                "packageQuantity": 6,
+                "returnRate": 2,
+                "brand": "  Acme\x00 Tools ",
+            },
+            {
+                "hazmat": True,
+                "variation_parent": True,
+                "package_quantity": 6,
+                "return_rate_high": True,
+                "brand": "Acme Tools",
+            },
+        ),
+        (
+            {
+                "hazardousMaterials": [],
+                "productType": 0,
+                "packageQuantity": -1,
+                "numberOfItems": 2,
+                "returnRate": 1,
+                "brand": 7,
+            },
+            {
+                "hazmat": False,
+                "variation_parent": False,
+                "package_quantity": 2,
+                "return_rate_high": False,
+            },
+        ),
+    ],
+)
+def test_the_listing_facts_are_read_from_the_product_object(
+    fields: dict[str, Any], facts: dict[str, Any]
+) -> None:
+    """Keepa's documented fields; what a product does not say stays None (unknown)."""
+    expected = {
+        "hazmat": None,
+        "variation_parent": None,
+        "package_quantity": None,
+        "return_rate_high": None,
+        "brand": None,
+        **facts,
+    }
+    signals = parse_signals(full_stats(), "DE", fields)
+    assert signals is not None
+    assert {name: signals[name] for name in expected} == expected  # type: ignore[literal-required]
+    assert check_signals(signals, "DE") == signals
 
 
 def test_a_product_with_only_some_statistics_keeps_the_rest_as_none() -> None:
@@ -293,6 +357,7 @@ def test_a_product_with_only_some_statistics_keeps_the_rest_as_none() -> None:
     assert [name for name, value in signals.items() if value is not None] == [
         "new_avg90",
         "sales_rank_drops30",
+        "variation_parent",  # the product object's productType, not a statistic
     ]
 
 

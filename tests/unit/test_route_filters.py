@@ -202,6 +202,15 @@ def test_the_base_case_passes_every_rule_of_v1_and_carries_its_signals() -> None
         "fba_offers": 3,
         "oos_pct90": 5,
         "missing": [],
+        # No listing facts in these signals: the alert says nothing is known.
+        "listing": {
+            "hazmat": None,
+            "variation_parent": None,
+            "package_quantity_buy": None,
+            "package_quantity_sell": None,
+            "return_rate_high": None,
+            "brand": None,
+        },
     }
     assert alert["alert_id"] == alert_id(
         "B000TEST01", "DE", "FR", 4500, 8000, fee_version="v1", rules_version="v1"

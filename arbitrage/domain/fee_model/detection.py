@@ -172,6 +172,7 @@ def _alert(
             int(sell_side["sell_price"] or 0),
             int(hit.missing),  # type: ignore[attr-defined]
             rules,
+            product["markets"][buy_market].get("signals"),
         )
     return alert
 

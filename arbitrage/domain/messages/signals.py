@@ -16,7 +16,9 @@ from arbitrage.domain.messages.types import MAX_PRICE_MINOR, MarketSignals, Sche
 # Counts (rank drops, offers) above this are data errors, not observations.
 MAX_SIGNAL_COUNT = 100_000
 
-Kind = Literal["price", "count", "pct", "bool"]
+Kind = Literal["price", "count", "pct", "bool", "text"]
+# A brand name; longer text is cut at the source (arbitrage/domain/keepa_signals.py).
+MAX_TEXT = 200
 
 SIGNAL_FIELDS: tuple[tuple[str, Kind], ...] = (
     ("amazon_avg30", "price"),
@@ -39,6 +41,12 @@ SIGNAL_FIELDS: tuple[tuple[str, Kind], ...] = (
     ("offer_count_fba", "count"),
     ("offer_count_fbm", "count"),
     ("monthly_sold", "count"),
+    # The listing's facts a seller checks before buying (the risk rules read them).
+    ("hazmat", "bool"),
+    ("variation_parent", "bool"),
+    ("package_quantity", "count"),
+    ("return_rate_high", "bool"),
+    ("brand", "text"),
 )
 
 _RANGES: dict[str, tuple[int, int, str]] = {
@@ -66,7 +74,7 @@ def check_signals(value: Any, code: str) -> MarketSignals | None:
             f"field 'markets.{code}.signals' must be an object of Keepa statistics, or null, "
             f"but it is {_shown(value)}"
         )
-    checked: dict[str, int | bool | None] = {}
+    checked: dict[str, int | bool | str | None] = {}
     for name, kind in SIGNAL_FIELDS:
         item = value.get(name)
         if item is not None:
@@ -75,6 +83,12 @@ def check_signals(value: Any, code: str) -> MarketSignals | None:
                     raise SchemaError(
                         f"field 'markets.{code}.signals.{name}' must be true, false or null, "
                         f"but it is {_shown(item)}"
+                    )
+            elif kind == "text":
+                if type(item) is not str or not 0 < len(item) <= MAX_TEXT or not item.isprintable():
+                    raise SchemaError(
+                        f"field 'markets.{code}.signals.{name}' must be printable text of 1 to "
+                        f"{MAX_TEXT} characters, or null, but it is {_shown(item)}"
                     )
             else:
                 low, high, what = _RANGES[kind]

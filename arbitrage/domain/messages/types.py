@@ -76,6 +76,13 @@ class MarketSignals(TypedDict):
     # Amazon's own "bought in the past month" (Keepa's monthlySold): not an estimate, and most
     # products have none.
     monthly_sold: int | None
+    # The listing (Keepa's product object, not its stats): hazardous materials declared, a
+    # variation parent (productType 5), items per package, a high return rate, the brand.
+    hazmat: bool | None
+    variation_parent: bool | None
+    package_quantity: int | None
+    return_rate_high: bool | None  # Keepa's returnRate 2; 1 = low: False; null: unknown/average
+    brand: str | None
 
 
 class MarketOffer(TypedDict):
@@ -158,6 +165,8 @@ class AlertSignals(TypedDict):
     sell_price_current: int  # minor units; sell_price is the lower of it and sell_avg90
     sell_avg90: int | None  # the 90-day average of sell_avg90_kind, minor units
     sell_avg90_kind: str  # "buy_box" | "new" | "amazon"
+    # Both stores' listing facts (route_filters.alert_signals); None: Keepa said nothing.
+    listing: NotRequired[dict[str, Any]]
     amazon_buy_box_pct: int | None
     fba_offers: int | None
     oos_pct90: int | None
