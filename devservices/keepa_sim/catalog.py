@@ -9,6 +9,7 @@ weight ranges, brands, title words) is the bundled sample's (tools/sample_catalo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +26,18 @@ from tools.sample_catalog import (
 )
 
 MARKETS: tuple[str, ...] = ("DE", "FR", "IT", "ES", "GB")
+SOLD_SHOWN_SHARE = 0.35
+
+
+def _badge(sold: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Amazon's "bought in the past month" steps: nothing below 50, then 50+, 100+ ... 900+,
+    1K+ ... 9K+, 10K+ ... (floored to the step)."""
+    step = np.where(
+        sold < 100, 50, np.where(sold < 1_000, 100, np.where(sold < 10_000, 1_000, 10_000))
+    )
+    return np.where(sold < 50, 0, (sold // step) * step).astype(np.int64)
+
+
 MAX_PRODUCTS = 1_000_000
 # ASINs are "B0" + 8 base-36 digits: index × a multiplier coprime to 36⁸, plus a seed offset,
 # is a bijection, so an ASIN maps back to its index without a table.
@@ -49,7 +62,13 @@ _INVERSE = pow(_MULTIPLIER, -1, _SPACE)
     _PHASE,
     _TITLE,
     _SOLD,
-) = range(1, 15)
+    _SOLD_SHOWN,
+    _HAZMAT,
+    _PACK,
+    _PACK_STORE,
+    _PACK_SIZE,
+    _RETURNS,
+) = range(1, 21)
 
 
 @dataclass(frozen=True)
@@ -102,9 +121,12 @@ class Catalog:
             category=category,
             base_eur_cents=base,
             base_rank=rank,
-            # Keepa's "bought in the past month": falls with the sales rank.
-            monthly_sold=(30_000 / np.sqrt(rank) * (0.5 + uniform(seed, _SOLD, index))).astype(
-                np.int64
+            # Keepa's "bought in the past month": falls with the sales rank; Amazon shows it
+            # for about a third of the products, in its badge's steps (0: none shown).
+            monthly_sold=np.where(
+                uniform(seed, _SOLD_SHOWN, index) < SOLD_SHOWN_SHARE,
+                _badge(30_000 / np.sqrt(rank) * (0.5 + uniform(seed, _SOLD, index))),
+                0,
             ),
             weight_g=weight.astype(np.int64),
             sides_mm=np.ascontiguousarray(sides),
@@ -152,11 +174,35 @@ class Catalog:
     def title(self, index: int) -> str:
         category = CATEGORIES[int(self.category[index])]
         draws = uniform(self.seed, _TITLE, index, np.arange(4))
-        brand = BRANDS[int(draws[0] * len(BRANDS))]
+        brand = self.brand(index)
         noun = category.nouns[int(draws[1] * len(category.nouns))]
         adjective = ADJECTIVES[int(draws[2] * len(ADJECTIVES))]
         colour = COLOURS[int(draws[3] * len(COLOURS))]
         return f"{brand} {adjective} {noun} {brand[:2].upper()}-{100 + index % 900}, {colour}"
+
+    def brand(self, index: int) -> str:
+        return BRANDS[int(uniform(self.seed, _TITLE, index, np.arange(4))[0] * len(BRANDS))]
+
+    def listing(self, index: int, market: str) -> dict[str, Any]:
+        """The listing's facts in Keepa's fields: hazardous materials declared for 3 % (none
+        declared for 60 %, nothing said for the rest), a multipack in one store for 2 % (2 to
+        6 items under the same ASIN), a high return rate for 8 % and a low one for 22 %."""
+        hazmat = uniform(self.seed, _HAZMAT, index)
+        multipack = uniform(self.seed, _PACK, index) < 0.02
+        pack_store = MARKETS[int(uniform(self.seed, _PACK_STORE, index) * len(MARKETS))]
+        returns = uniform(self.seed, _RETURNS, index)
+        facts: dict[str, Any] = {
+            "brand": self.brand(index),
+            "packageQuantity": 2 + int(uniform(self.seed, _PACK_SIZE, index) * 5)
+            if multipack and market == pack_store
+            else 1,
+            "returnRate": 2 if returns < 0.08 else 1 if returns < 0.30 else None,
+        }
+        if hazmat < 0.03:
+            facts["hazardousMaterials"] = [{"aspect": "UN number", "value": "UN3481"}]
+        elif hazmat < 0.63:
+            facts["hazardousMaterials"] = []
+        return facts
 
     def root_category(self, index: int, market: str) -> int:
         return CATEGORIES[int(self.category[index])].roots[market][0]

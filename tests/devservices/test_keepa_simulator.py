@@ -291,3 +291,23 @@ def test_devservices_runs_the_simulator_as_a_local_service(tmp_path: Path) -> No
     assert down.returncode == 0, down.stderr
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/token", timeout=5)
+
+
+def test_listings_carry_keepas_risk_fields_and_amazons_monthly_badge(catalog: Catalog) -> None:
+    """A third of the products show Amazon's "bought in the past month" in its steps; a few
+    declare hazardous materials, a few are multipacks in one store, some return often."""
+    sold = catalog.monthly_sold
+    shown = sold[sold > 0]
+    assert 0.30 < len(shown) / len(sold) < 0.40
+    steps = np.where(shown < 100, 50, np.where(shown < 1_000, 100, 1_000))
+    assert (shown >= 50).all() and ((shown % steps == 0) | (shown >= 10_000)).all()
+    facts = [catalog.listing(i, m) for i in range(2_000) for m in MARKETS]
+    hazmat = [f for f in facts if f.get("hazardousMaterials")]
+    assert 0.01 < len(hazmat) / len(facts) < 0.05
+    multipacks = {
+        i
+        for i in range(2_000)
+        if len({catalog.listing(i, m)["packageQuantity"] for m in MARKETS}) > 1
+    }
+    assert 10 <= len(multipacks) <= 70
+    assert {f["returnRate"] for f in facts} == {None, 1, 2}
