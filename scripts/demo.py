@@ -229,10 +229,12 @@ def show_provenance_and_tokens(es: Any, settings: Settings) -> None:
         say(f"   {kind:<14} {len(asins):>5}")
     import requests
 
-    spends = spend_by_hour(es, 0, 2**62)
-    ledger_total = sum(s.tokens for s in spends)
     account = requests.get(f"{settings.keepa_api_url}/sim/account", timeout=10).json()
-    say("== Keepa tokens (arbitrage tokens: the ledger, by purpose)")
+    # This simulator's requests only: an earlier demo's stay in the ledger, its account not.
+    started_ms = account["timestamp"] - int(account["simulatedMinute"] * 60_000)
+    spends = spend_by_hour(es, started_ms, 2**62)
+    ledger_total = sum(s.tokens for s in spends)
+    say("== Keepa tokens since the simulator started (arbitrage tokens: the ledger, by purpose)")
     by_purpose: dict[str, int] = {}
     for spend in spends:
         by_purpose[spend.purpose] = by_purpose.get(spend.purpose, 0) + spend.tokens
