@@ -144,6 +144,8 @@ ALERTS_MAPPING: dict[str, Any] = {
                 "missing": {"type": "keyword"},
                 # The risk facts of both stores' listings: shown, never searched.
                 "listing": {"type": "object", "enabled": False},
+                # Days to sell, storage and the profit after it ([time_to_sell]): shown only.
+                "storage": {"type": "object", "enabled": False},
             }
         },
         "source_timestamp": {"type": "date"},

@@ -22,6 +22,7 @@ band edge), the route keeps its current-price lines, so the guard never raises a
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -36,6 +37,7 @@ from arbitrage.domain.markets import MARKETPLACES
 from arbitrage.domain.messages.types import EnrichedProduct
 from arbitrage.domain.money import round_fraction, round_half_even_array
 from arbitrage.domain.rules_config import RulesConfig
+from arbitrage.domain.storage import storage_cost, time_to_sell
 
 if TYPE_CHECKING:
     from arbitrage.domain.fee_model import MarketMatrix
@@ -67,6 +69,8 @@ REASONS: tuple[str, ...] = (
     "variation_parent",
     "no_brand_data",
     "restricted",
+    "no_time_to_sell_data",
+    "slow_to_sell",
 )
 PASS, BELOW_THRESHOLDS = 0, 1
 _CODE = {name: code for code, name in enumerate(REASONS)}
@@ -86,6 +90,7 @@ MISSING_BITS: tuple[tuple[str, int], ...] = (
     ("return_rate", 128),
     ("variation_parent", 256),
     ("restrictions", 512),
+    ("time_to_sell", 1024),
 )
 
 # The money columns a guarded evaluation replaces (every integer column but row and rank).
@@ -322,6 +327,7 @@ def _screen_risks(
                 "no_brand_data",
                 _restricted(rules, product, buy_facts, sell_facts, sell_code),
             ),
+            ("time_to_sell", "slow_to_sell", "no_time_to_sell_data", _slow(rules, sell_facts)),
         ):
             rule = getattr(rules, name)
             if not rule.enabled:
@@ -370,6 +376,62 @@ def _restricted(
     if rules.restrictions.restrictions.restricted(brand, sell_code, root):
         return True
     return None if brand is None else False
+
+
+def _slow(rules: RulesConfig, sell: Mapping[str, Any]) -> bool | None:
+    """The planned quantity takes longer than ``max_days`` to sell; None without sales."""
+    if not rules.time_to_sell.enabled:
+        return False
+    selling = seller_time_to_sell(sell, rules)
+    return None if selling is None else selling[1] > rules.time_to_sell.max_days
+
+
+def seller_time_to_sell(
+    sell: Mapping[str, Any], rules: RulesConfig
+) -> tuple[Fraction, Fraction] | None:
+    """(the seller's units a month, days to sell the planned quantity) from the sell market's
+    signals: its monthly sales (Amazon's figure or the estimator, as ``sales_per_month``) and
+    FBA offers."""
+    sales = sales_per_month(sell.get("monthly_sold"), sell.get(sales_field(rules)), rules)
+    return time_to_sell(sales, sell.get("offer_count_fba"), rules.time_to_sell.planned_quantity)
+
+
+def storage_line(
+    product: EnrichedProduct,
+    sell_code: str,
+    profit_eur_cents: int,
+    rules: RulesConfig,
+    detected_at: str,
+) -> dict[str, Any] | None:
+    """What an alert shows of storage and time to sell (``[time_to_sell]`` on): days, the
+    storage per unit while the planned quantity sells, and the profit after it."""
+    rule = rules.time_to_sell
+    if not rule.enabled or rule.rates is None:
+        return None
+    market = product["markets"][sell_code]
+    selling = seller_time_to_sell(market.get("signals") or {}, rules)
+    if selling is None:
+        return {"days_to_sell": None, "planned_quantity": rule.planned_quantity}
+    per_month, days = selling
+    month = int(detected_at[5:7])
+    cost = storage_cost(
+        rule.rates,
+        sell_code,
+        dict(product["package"]),
+        month,
+        days,
+        Fraction(market["fx_eur_per_unit"]),
+    )
+    return {
+        "days_to_sell": math.ceil(days),
+        "planned_quantity": rule.planned_quantity,
+        "units_per_month": round(float(per_month), 2),
+        "storage_minor": None if cost is None else cost[0],
+        "storage_eur_cents": None if cost is None else cost[1],
+        "profit_after_storage_eur_cents": None if cost is None else profit_eur_cents - cost[1],
+        "season": "oct_dec" if month >= 10 else "jan_sep",
+        "rates": rule.rates.version,
+    }
 
 
 def _market_index(codes: Any) -> npt.NDArray[np.int64]:

@@ -8,6 +8,7 @@ whose sell market has no statistics for that rule gets, chosen in the file and n
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,12 @@ from arbitrage.domain.config_files import read_toml
 from arbitrage.domain.fee_config import REPO_ROOT
 from arbitrage.domain.lifecycle import LifecycleRules
 from arbitrage.domain.markets import MARKETPLACES
+from arbitrage.domain.storage import (
+    DEFAULT_STORAGE_FILE,
+    StorageConfigError,
+    StorageRates,
+    load_storage_rates,
+)
 
 STORES = tuple(sorted(MARKETPLACES))
 
@@ -33,7 +40,14 @@ OOS_SERIES = ("new", "buy_box", "amazon")
 RULE_SECTIONS = ("sales", "spike_guard", "amazon_buy_box", "fba_offers", "stock")
 # The checks a seller makes before buying (docs/fees.md, "Risk rules"): optional sections, off
 # when absent, so a rules file written before them means what it meant.
-RISK_SECTIONS = ("hazmat", "pack_quantity", "return_rate", "variation_parent", "restrictions")
+RISK_SECTIONS = (
+    "hazmat",
+    "pack_quantity",
+    "return_rate",
+    "variation_parent",
+    "restrictions",
+    "time_to_sell",
+)
 DEFAULT_RESTRICTIONS_FILE = REPO_ROOT / "config" / "restrictions.toml"
 LIFECYCLE_SECTION = "lifecycle"
 
@@ -114,6 +128,20 @@ class RestrictionsRule:
 
 
 @dataclass(frozen=True)
+class TimeToSellRule:
+    """Skip a route whose planned quantity would take longer than ``max_days`` to sell
+    (arbitrage/domain/storage.py); the alert shows the days, the storage and the profit after
+    it, at the rates of ``file``."""
+
+    enabled: bool = False
+    on_missing: OnMissing = "pass"
+    max_days: int = 0
+    planned_quantity: int = 1
+    file: str = str(DEFAULT_STORAGE_FILE)
+    rates: StorageRates | None = None
+
+
+@dataclass(frozen=True)
 class RulesConfig:
     version: str
     sales: SalesRule
@@ -130,6 +158,7 @@ class RulesConfig:
     return_rate: RiskRule = field(default_factory=RiskRule)
     variation_parent: RiskRule = field(default_factory=RiskRule)
     restrictions: RestrictionsRule = field(default_factory=RestrictionsRule)
+    time_to_sell: TimeToSellRule = field(default_factory=TimeToSellRule)
 
     @property
     def any_enabled(self) -> bool:
@@ -176,6 +205,8 @@ def _build(data: dict[str, Any], where: str) -> RulesConfig:
             raise RulesConfigError(f"{where}: [{name}] must be a table")
         if name == "restrictions":
             risks[name] = _restrictions_rule(section, where)
+        elif name == "time_to_sell":
+            risks[name] = _time_to_sell_rule(section, where)
         else:
             risks[name] = _rule(RiskRule, section, where, name)
     sections = {}
@@ -231,6 +262,36 @@ def _restrictions_rule(section: dict[str, Any], where: str) -> RestrictionsRule:
     if not path.is_absolute():
         path = REPO_ROOT / path
     return RestrictionsRule(True, rule.on_missing, str(path), load_restrictions(path))
+
+
+def _time_to_sell_rule(section: dict[str, Any], where: str) -> TimeToSellRule:
+    """[time_to_sell]: ``max_days``, ``planned_quantity`` (units bought per purchase) and the
+    storage rates' ``file`` (default config/storage.toml), read when enabled."""
+    rule = _rule(
+        TimeToSellRule,
+        section,
+        where,
+        "time_to_sell",
+        optional={"file": _file_name},
+        max_days=_positive,
+        planned_quantity=_positive,
+    )
+    if not rule.enabled:
+        return rule
+    path = Path(rule.file)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    try:
+        rates = load_storage_rates(path)
+    except StorageConfigError as exc:
+        raise RulesConfigError(str(exc)) from None
+    return dataclasses.replace(rule, file=str(path), rates=rates)
+
+
+def _positive(value: Any, at: str) -> int:
+    if type(value) is not int or value <= 0:
+        raise RulesConfigError(f"{at} must be a whole number above 0, got {value!r}")
+    return value
 
 
 def _file_name(value: Any, at: str) -> str:

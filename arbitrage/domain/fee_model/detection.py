@@ -30,6 +30,7 @@ from arbitrage.domain.route_filters import (
     alert_signals,
     filtered_counts,
     screen_routes,
+    storage_line,
 )
 from arbitrage.domain.rules_config import RulesConfig
 
@@ -174,6 +175,9 @@ def _alert(
             rules,
             product["markets"][buy_market].get("signals"),
         )
+        storage = storage_line(product, sell_market, profit, rules, detected_at)
+        if storage is not None:
+            alert["signals"]["storage"] = storage  # type: ignore[typeddict-item]
     return alert
 
 

@@ -167,6 +167,8 @@ class AlertSignals(TypedDict):
     sell_avg90_kind: str  # "buy_box" | "new" | "amazon"
     # Both stores' listing facts (route_filters.alert_signals); None: Keepa said nothing.
     listing: NotRequired[dict[str, Any]]
+    # Days to sell the planned quantity, storage per unit and the profit after it.
+    storage: NotRequired[dict[str, Any]]
     amazon_buy_box_pct: int | None
     fba_offers: int | None
     oos_pct90: int | None
