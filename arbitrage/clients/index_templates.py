@@ -261,6 +261,15 @@ def missing_properties(wanted: dict[str, Any], present: dict[str, Any]) -> dict[
     for name, spec in wanted.items():
         if name not in present:
             missing[name] = spec
+        elif (
+            spec.get("enabled") is False
+            and "properties" in present[name]
+            and str(present[name].get("dynamic", "strict")).lower() == "strict"
+        ):
+            # An object an earlier release indexed field by field, now kept in _source only:
+            # it cannot stop being indexed, but its new fields must not be refused, so they
+            # are taken unindexed (dynamic false) from now on.
+            missing[name] = {"type": "object", "dynamic": False}
         elif "properties" in spec and "properties" in present[name]:
             inner = missing_properties(spec["properties"], present[name]["properties"])
             if inner:

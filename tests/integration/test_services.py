@@ -230,7 +230,12 @@ def _earlier_products_mapping() -> dict[str, Any]:
         for name, spec in fields.items():
             fields[name] = {"type": spec["type"]}
         fields["signals"] = {
-            "properties": {name: {"type": _EARLIER_SIGNAL_TYPES[k]} for name, k in SIGNAL_FIELDS}
+            # The kinds of signals it had (text came later).
+            "properties": {
+                name: {"type": _EARLIER_SIGNAL_TYPES[k]}
+                for name, k in SIGNAL_FIELDS
+                if k in _EARLIER_SIGNAL_TYPES
+            }
         }
     return mapping
 
