@@ -31,6 +31,7 @@ def source(name: str, kind: str) -> DiscoverySource:
     return DiscoverySource(name, kind, "DE", "0 * * * *", 48, f"the test's {kind}")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # runs both stages: make test-slow (CI runs it, and in secure mode)
 @pytest.mark.usefixtures("clean_pipeline")
 def test_the_list_shows_each_opportunitys_sources_and_the_hours_token_gauge(
     kafka: KafkaClient, es: ElasticsearchClient

@@ -21,13 +21,19 @@ def test_only_absent_fields_are_missing_and_changed_ones_are_left() -> None:
         "a": {"type": "long"},
         "b": {"type": "keyword"},  # indexed there: cannot be changed, left as it is
         "obj": {"properties": {"x": {"type": "long"}}},
-        "signals": {"properties": {"s": {"type": "integer"}}},  # ditto
+        # Indexed field by field there: it stays so, but takes new fields unindexed from now
+        # on instead of refusing them (the root's strict mapping would).
+        "signals": {"properties": {"s": {"type": "integer"}}},
     }
     assert missing_properties(wanted, present) == {
         "obj": {"properties": {"y": {"type": "long"}}},
+        "signals": {"type": "object", "dynamic": False},
         "new": {"properties": {"z": {"type": "long"}}},
     }
     assert missing_properties(wanted, wanted) == {}
+    # Once so, nothing more to add.
+    relaxed = {**present, "signals": {**present["signals"], "dynamic": "false"}}
+    assert "signals" not in missing_properties(wanted, relaxed)
 
 
 def test_each_template_carries_the_fingerprint_of_its_content() -> None:
