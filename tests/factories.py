@@ -87,3 +87,28 @@ UNSTABLE_FIELDS = (
 def strip_time(alert: dict[str, Any]) -> dict[str, Any]:
     """An event or a stored state without what depends on the clock or on batch cuts."""
     return {k: v for k, v in alert.items() if k not in UNSTABLE_FIELDS}
+
+
+def de_to_fr(
+    config: FeeConfig,
+    sell_signals: dict[str, Any] | None,
+    buy_signals: dict[str, Any] | None = None,
+    **fields: Any,
+) -> EnrichedProduct:
+    """The rules' base case: buy in DE at 45.00, sell in FR at 80.00 (referral 15 %, FBA
+    3.00); an alert with every rule off. ``fields`` go to the raw update (``package``...)."""
+    return enriched(
+        config,
+        markets={
+            "DE": offer("DE", amazon=4999, new=4500, signals=buy_signals),
+            "FR": offer(
+                "FR",
+                buy_box=8000,
+                new=7900,
+                referral_fee_pct=15,
+                fba_fee=300,
+                signals=sell_signals,
+            ),
+        },
+        **{"weight_g": 400, **fields},
+    )

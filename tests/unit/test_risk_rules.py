@@ -23,7 +23,7 @@ from arbitrage.domain.rules_config import (
     load_restrictions,
     load_rules_config,
 )
-from tests.factories import enriched, offer
+from tests.factories import de_to_fr
 
 CONFIG = load_fee_config()
 NOW = "2026-12-07T00:00:00.000Z"
@@ -39,16 +39,7 @@ SKIP, PASS = RiskRule(True, "skip"), RiskRule(True, "pass")
 
 def screened(buy: dict[str, Any], sell: dict[str, Any], rules: RulesConfig) -> Any:
     """DE (buy 45.00) → FR (sell 80.00): an alert with every rule off."""
-    product = enriched(
-        CONFIG,
-        markets={
-            "DE": offer("DE", amazon=4999, new=4500, signals=buy),
-            "FR": offer(
-                "FR", buy_box=8000, new=7900, referral_fee_pct=15, fba_fee=300, signals=sell
-            ),
-        },
-        weight_g=400,
-    )
+    product = de_to_fr(CONFIG, sell, buy)
     return detect([product], CONFIG, rules, NOW)
 
 

@@ -40,7 +40,7 @@ from arbitrage.domain.rules_config import (
     StockRule,
     load_rules_config,
 )
-from tests.factories import enriched, offer
+from tests.factories import de_to_fr, enriched, offer
 
 CONFIG = load_fee_config()
 V2 = load_fee_config(REPO_ROOT / "config" / "fees_v2.toml")
@@ -79,21 +79,7 @@ def steady(**overrides: Any) -> dict[str, Any]:
 
 
 def product(sell_signals: dict[str, Any] | None) -> Any:
-    return enriched(
-        CONFIG,
-        markets={
-            "DE": offer("DE", amazon=4999, new=4500),
-            "FR": offer(
-                "FR",
-                buy_box=8000,
-                new=7900,
-                referral_fee_pct=15,
-                fba_fee=300,
-                signals=sell_signals,
-            ),
-        },
-        weight_g=400,
-    )
+    return de_to_fr(CONFIG, sell_signals)
 
 
 def rules(**sections: Any) -> RulesConfig:

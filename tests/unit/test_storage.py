@@ -18,7 +18,7 @@ from arbitrage.domain.storage import (
     storage_cost,
     time_to_sell,
 )
-from tests.factories import enriched, offer
+from tests.factories import de_to_fr
 
 RATES = load_storage_rates()
 BOX = {"length_mm": 300, "width_mm": 200, "height_mm": 100, "weight_g": 500}  # 0.006 m³
@@ -71,21 +71,8 @@ CONFIG = load_fee_config()
 
 
 def detected(drops30: int, rule: TimeToSellRule) -> object:
-    product = enriched(
-        CONFIG,
-        markets={
-            "DE": offer("DE", amazon=4999, new=4500),
-            "FR": offer(
-                "FR",
-                buy_box=8000,
-                new=7900,
-                referral_fee_pct=15,
-                fba_fee=300,
-                signals={"sales_rank_drops30": drops30, "offer_count_fba": 3},
-            ),
-        },
-        package=BOX,
-    )
+    signals = {"sales_rank_drops30": drops30, "offer_count_fba": 3}
+    product = de_to_fr(CONFIG, signals, package=BOX)
     rules = dataclasses.replace(NO_RULES, version="test", sales=SalesRule(False), time_to_sell=rule)
     return detect([product], CONFIG, rules, "2026-05-04T10:00:00.000Z")
 
