@@ -46,10 +46,13 @@ def tick(
     kafka: KafkaClient,
     cursor: str | None = None,
 ) -> dg.SensorResult:
-    context = dg.build_sensor_context(
+    # Closed after the tick: a context left open keeps the instance it opened from the
+    # instance's ref as Dagster's current one, and a later definitions load in this process
+    # fails on it once that instance is collected.
+    with dg.build_sensor_context(
         instance=instance, resources={"kafka": kafka_resource(Settings.from_env())}, cursor=cursor
-    )
-    result = sensor(context)
+    ) as context:
+        result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -134,19 +135,25 @@ def test_a_pull_never_starts_while_another_is_queued_or_running(
     schedule = defs.get_schedule_def("keepa_pull_schedule")
     assert schedule.cron_schedule == "* * * * *"  # the planner's default: every minute
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance)
-        (request,) = schedule.evaluate_tick(context).run_requests or []
+
+        def tick() -> Any:
+            # A context opened and closed: evaluating one left unclosed would leave its own
+            # instance as Dagster's current one after the test (and break later loads).
+            with dg.build_schedule_context(instance=instance) as context:
+                return schedule.evaluate_tick(context)
+
+        (request,) = tick().run_requests or []
         job = defs.resolve_job_def("keepa_pull")
         assert job.tags[PULL_TAG] == "pull"
         for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTED):
             run = dg.DagsterRun(job.name, run_id=make_new_run_id(), status=status, tags=job.tags)
             instance.add_run(run)
-            skipped = schedule.evaluate_tick(dg.build_schedule_context(instance=instance))
+            skipped = tick()
             assert not skipped.run_requests
             assert run.run_id in (skipped.skip_message or "")
             instance.delete_run(run.run_id)
         # The last one finished: the next tick pulls again.
-        assert schedule.evaluate_tick(dg.build_schedule_context(instance=instance)).run_requests
+        assert tick().run_requests
     # And Dagster itself admits one pull at a time, whatever launched it.
     limits = Path("dagster.yaml").read_text()
     assert "key: arbitrage/keepa_pull\n        limit: 1" in limits
