@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from arbitrage.domain import cron
-from arbitrage.domain.config_files import read_toml
+from arbitrage.domain.config_files import read_toml, refuse_unknown_keys
 from arbitrage.domain.fee_config import REPO_ROOT
 from arbitrage.domain.keepa_discovery import (
     BEST_SELLERS_COST,
@@ -221,11 +221,7 @@ def _is_cron(text: str) -> bool:
 
 
 def _known(raw: Mapping[str, Any], keys: set[str], where: str) -> None:
-    unknown = sorted(set(raw) - keys)
-    if unknown:
-        raise DiscoveryConfigError(
-            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(keys))}"
-        )
+    refuse_unknown_keys(raw, keys, where, DiscoveryConfigError, "setting(s)")
 
 
 def _int(raw: Mapping[str, Any], key: str, default: Any, where: str, minimum: int = 1) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from arbitrage.domain.config_files import read_toml
+from arbitrage.domain.config_files import read_toml, refuse_unknown_keys
 from arbitrage.domain.fee_config import REPO_ROOT
 from arbitrage.domain.markets import MARKETPLACES
 from arbitrage.domain.redaction import secure_endpoint_problem
@@ -247,11 +247,7 @@ def _retry(raw: dict[str, Any], where: str) -> RetryPolicy:
 
 
 def _known(raw: dict[str, Any], keys: set[str], where: str) -> None:
-    unknown = sorted(set(raw) - keys)
-    if unknown:
-        raise NotificationsConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(keys))}"
-        )
+    refuse_unknown_keys(raw, keys, where, NotificationsConfigError)
 
 
 def _absent(raw: dict[str, Any], key: str, where: str, why: str) -> None:

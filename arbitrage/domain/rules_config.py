@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from arbitrage.domain.config_files import read_toml
+from arbitrage.domain.config_files import read_toml, refuse_unknown_keys
 from arbitrage.domain.fee_config import REPO_ROOT
 from arbitrage.domain.lifecycle import LifecycleRules
 from arbitrage.domain.markets import MARKETPLACES
@@ -305,9 +305,7 @@ def load_restrictions(path: str | os.PathLike[str]) -> Restrictions:
     tables of ``store``, ``root`` (the store's root category id) and ``why``."""
     where = str(path)
     data = read_toml(Path(path), "restrictions file", RULES_FILE_ENV, RulesConfigError)
-    unknown = set(data) - {"version", "brands", "category"}
-    if unknown:
-        raise RulesConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    refuse_unknown_keys(data, {"version", "brands", "category"}, where, RulesConfigError)
     version = data.get("version")
     if not isinstance(version, str) or not version.strip():
         raise RulesConfigError(f"{where}: version must be a non-empty string")

@@ -20,7 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from arbitrage.domain.config_files import read_toml
+from arbitrage.domain.config_files import read_toml, refuse_unknown_keys
 from arbitrage.domain.fee_config import REPO_ROOT
 from arbitrage.domain.markets import MARKETPLACES
 from arbitrage.domain.money import round_fraction
@@ -121,9 +121,7 @@ def load_storage_rates(path: str | os.PathLike[str] = DEFAULT_STORAGE_FILE) -> S
     where = str(path)
     data = read_toml(Path(path), "storage file", "ARBITRAGE_RULES_FILE", StorageConfigError)
     known = {"version", "source", "read_on", "standard_size", "stores"}
-    unknown = set(data) - known
-    if unknown:
-        raise StorageConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    refuse_unknown_keys(data, known, where, StorageConfigError)
     for key in ("version", "source", "read_on"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise StorageConfigError(f"{where}: {key} must be a non-empty string")
