@@ -59,6 +59,7 @@ from arbitrage.domain.money import convert_to_eur_cents
 from arbitrage.domain.rules_config import RulesConfig, load_rules_config
 from arbitrage.domain.token_plan import (
     MINUTE_MS,
+    Candidate,
     CandidateTable,
     DueDiscovery,
     PlanConfig,
@@ -121,19 +122,11 @@ class Registry:
         """Record a deal page: new ASINs added, known ones' latest drop and expiry moved."""
         fresh = [a for a in found.asins if a not in self.row]
         if fresh:
-            n = len(fresh)
-            t = self.table
             for asin in fresh:
-                self.row[asin] = len(t.asins)
-                t.asins.append(asin)
+                self.row[asin] = len(self.expires_ms)  # one expiry per row, in row order
                 self.expires_ms.append(at_ms + max_age_hours * 3_600_000)
-            t.last_refresh_ms = np.concatenate([t.last_refresh_ms, np.full(n, -1)])
-            t.open_profit_eur_cents = np.concatenate([t.open_profit_eur_cents, np.zeros(n, int)])
-            t.near_miss = np.concatenate([t.near_miss, np.zeros(n, bool)])
-            t.volatility = np.concatenate([t.volatility, np.zeros(n)])
-            t.monthly_sold = np.concatenate([t.monthly_sold, np.zeros(n, int)])
-            t.deal_ms = np.concatenate([t.deal_ms, np.full(n, -1)])
-            t.deal_drop_eur_cents = np.concatenate([t.deal_drop_eur_cents, np.zeros(n, int)])
+            never = CandidateTable.of(Candidate(asin, None) for asin in fresh)
+            self.table = self.table.extend(never)
         for asin in found.asins:
             i = self.row[asin]
             self.expires_ms[i] = max(self.expires_ms[i], at_ms + max_age_hours * 3_600_000)
@@ -151,17 +144,7 @@ class Registry:
         if not expired.any():
             return self.table
         keep = np.flatnonzero(~expired | (self.table.open_profit_eur_cents > 0))
-        t = self.table
-        self.table = CandidateTable(
-            [t.asins[i] for i in keep],
-            t.last_refresh_ms[keep],
-            t.open_profit_eur_cents[keep],
-            t.near_miss[keep],
-            t.volatility[keep],
-            t.monthly_sold[keep],
-            t.deal_ms[keep],
-            t.deal_drop_eur_cents[keep],
-        )
+        self.table = self.table.take(keep)
         self.expires_ms = [self.expires_ms[i] for i in keep]
         self.row = {a: i for i, a in enumerate(self.table.asins)}
         return self.table

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -101,6 +101,22 @@ class CandidateTable:
 
     def __len__(self) -> int:
         return len(self.asins)
+
+    def _columns(self) -> list[str]:
+        return [f.name for f in fields(self) if f.name != "asins"]
+
+    def take(self, rows: npt.NDArray[np.int64]) -> CandidateTable:
+        """These rows, in this order (a new table)."""
+        picked = {name: getattr(self, name)[rows] for name in self._columns()}
+        return CandidateTable([self.asins[i] for i in rows], **picked)
+
+    def extend(self, more: CandidateTable) -> CandidateTable:
+        """These rows, then ``more``'s (a new table)."""
+        joined = {
+            name: np.concatenate([getattr(self, name), getattr(more, name)])
+            for name in self._columns()
+        }
+        return CandidateTable([*self.asins, *more.asins], **joined)
 
     @classmethod
     def of(cls, candidates: Iterable[Candidate]) -> CandidateTable:
@@ -313,16 +329,8 @@ def plan_hour(
     nothing else changed."""
     outlook = HourOutlook(granted=tokens_left)
     table = candidates if isinstance(candidates, CandidateTable) else CandidateTable.of(candidates)
-    table = CandidateTable(
-        table.asins,
-        table.last_refresh_ms.copy(),  # moved forward as the hour goes; the caller's stays
-        table.open_profit_eur_cents,
-        table.near_miss,
-        table.volatility,
-        table.monthly_sold,
-        table.deal_ms,
-        table.deal_drop_eur_cents,
-    )
+    # The refresh times move forward as the hour goes; the caller's stay as they were.
+    table = replace(table, last_refresh_ms=table.last_refresh_ms.copy())
     balance = tokens_left
     share = config.tokens_per_asin_market
     for minute, due in enumerate(due_by_minute):

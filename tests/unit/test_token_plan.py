@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
 from arbitrage.domain.cron import CronError, fires
 from arbitrage.domain.token_plan import (
     MINUTE_MS,
     Candidate,
+    CandidateTable,
     DueDiscovery,
     PlanConfig,
     Profile,
@@ -166,3 +168,20 @@ def test_a_products_profile_is_its_sales_volatility_and_margin() -> None:
     assert read == Profile(monthly_sold=90, volatility=pytest.approx(0.1), margin=0.15)
     # No product yet (never refreshed): no data, nothing weighs.
     assert profile({}) == Profile(0, 0.0, 0.0)
+
+
+def test_a_table_takes_and_extends_every_column_row_by_row() -> None:
+    table = CandidateTable.of(
+        [
+            Candidate("A000000001", ago(5), 100, True, 0.2, 30, ago(1), 700),
+            Candidate("A000000002", None),
+        ]
+    )
+    more = CandidateTable.of([Candidate("A000000003", ago(9), deal_ms=ago(2))])
+    joined = table.extend(more)
+    assert joined.asins == ["A000000001", "A000000002", "A000000003"]
+    picked = joined.take(np.array([2, 0]))
+    assert picked.asins == ["A000000003", "A000000001"]
+    assert list(picked.last_refresh_ms) == [ago(9), ago(5)]
+    assert list(picked.deal_drop_eur_cents) == [0, 700] and list(picked.near_miss) == [False, True]
+    assert len(table) == 2  # the originals stay as they were
