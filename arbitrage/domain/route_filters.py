@@ -92,6 +92,7 @@ MISSING_BITS: tuple[tuple[str, int], ...] = (
     ("restrictions", 512),
     ("time_to_sell", 1024),
 )
+_MISSING_BIT = dict(MISSING_BITS)
 
 # The money columns a guarded evaluation replaces (every integer column but row and rank).
 _GUARDED_KEEP = ("row", "asin", "buy_market", "sell_market", "sales_rank")
@@ -305,41 +306,36 @@ def _screen_risks(
     """The risk rules, route by route over the candidates still open (few: a loop is cheaper
     than gathering ten columns): each fails on what either store's listing says, in the order
     of RISK_SECTIONS, and a fact neither store gives is missing data (``on_missing``)."""
+    enabled = [check for check in _RISK_CHECKS if getattr(rules, check[0]).enabled]
     for i in np.flatnonzero(code == PASS):
         product = products[rows[i]]
         buy_code, sell_code = MARKET_CODES[buy[i]], MARKET_CODES[sell[i]]
-        buy_facts = product["markets"][buy_code].get("signals") or {}
-        sell_facts = product["markets"][sell_code].get("signals") or {}
-        both = (buy_facts, sell_facts)
-        for name, failed, no_data, outcome in (
-            ("hazmat", "hazmat", "no_hazmat_data", _any_true(both, "hazmat")),
-            ("pack_quantity", "pack_mismatch", "no_pack_data", _pack_differs(*both)),
-            ("return_rate", "high_returns", "no_return_data", _sell_only(sell_facts)),
-            (
-                "variation_parent",
-                "variation_parent",
-                "no_listing_type",
-                _any_true(both, "variation_parent"),
-            ),
-            (
-                "restrictions",
-                "restricted",
-                "no_brand_data",
-                _restricted(rules, product, buy_facts, sell_facts, sell_code),
-            ),
-            ("time_to_sell", "slow_to_sell", "no_time_to_sell_data", _slow(rules, sell_facts)),
-        ):
-            rule = getattr(rules, name)
-            if not rule.enabled:
-                continue
+        listing = _Listing(
+            product,
+            product["markets"][buy_code].get("signals") or {},
+            product["markets"][sell_code].get("signals") or {},
+            sell_code,
+        )
+        for name, failed, no_data, check in enabled:
+            outcome = check(listing, rules)
             if outcome is True:
                 code[i] = _CODE[failed]
                 break
             if outcome is None:
-                if rule.on_missing == "skip":
+                if getattr(rules, name).on_missing == "skip":
                     code[i] = _CODE[no_data]
                     break
-                flags[i] |= dict(MISSING_BITS)[name]
+                flags[i] |= _MISSING_BIT[name]
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """One candidate route's product and both stores' listing facts."""
+
+    product: EnrichedProduct
+    buy: Mapping[str, Any]
+    sell: Mapping[str, Any]
+    sell_code: str
 
 
 def _any_true(both: tuple[Mapping[str, Any], ...], name: str) -> bool | None:
@@ -350,40 +346,53 @@ def _any_true(both: tuple[Mapping[str, Any], ...], name: str) -> bool | None:
     return None if None in values else False
 
 
-def _pack_differs(buy: Mapping[str, Any], sell: Mapping[str, Any]) -> bool | None:
+def _pack_differs(listing: _Listing, _: RulesConfig) -> bool | None:
     """The classic multipack trap: a different number of items per package in the two
     stores under one ASIN."""
-    bought, sold = buy.get("package_quantity"), sell.get("package_quantity")
+    bought, sold = listing.buy.get("package_quantity"), listing.sell.get("package_quantity")
     return None if bought is None or sold is None else bought != sold
 
 
-def _sell_only(sell: Mapping[str, Any]) -> bool | None:
+def _returns_high(listing: _Listing, _: RulesConfig) -> bool | None:
     """A high return rate where it is sold (Keepa: null is unknown or average)."""
-    return sell.get("return_rate_high")
+    return listing.sell.get("return_rate_high")
 
 
-def _restricted(
-    rules: RulesConfig,
-    product: EnrichedProduct,
-    buy: Mapping[str, Any],
-    sell: Mapping[str, Any],
-    sell_code: str,
-) -> bool | None:
+def _restricted(listing: _Listing, rules: RulesConfig) -> bool | None:
     """The seller may not sell the brand, or the sell store's root category; None when the
     brand is unknown and the category is not restricted."""
-    brand = sell.get("brand") or buy.get("brand")
-    root = product["markets"][sell_code].get("root_category")
-    if rules.restrictions.restrictions.restricted(brand, sell_code, root):
+    brand = listing.sell.get("brand") or listing.buy.get("brand")
+    root = listing.product["markets"][listing.sell_code].get("root_category")
+    if rules.restrictions.restrictions.restricted(brand, listing.sell_code, root):
         return True
     return None if brand is None else False
 
 
-def _slow(rules: RulesConfig, sell: Mapping[str, Any]) -> bool | None:
+def _slow(listing: _Listing, rules: RulesConfig) -> bool | None:
     """The planned quantity takes longer than ``max_days`` to sell; None without sales."""
-    if not rules.time_to_sell.enabled:
-        return False
-    selling = seller_time_to_sell(sell, rules)
+    selling = seller_time_to_sell(listing.sell, rules)
     return None if selling is None else selling[1] > rules.time_to_sell.max_days
+
+
+# The risk rules in the order they are tried: (section, reason, reason without data, check).
+_RISK_CHECKS: tuple[tuple[str, str, str, Callable[[_Listing, RulesConfig], bool | None]], ...] = (
+    (
+        "hazmat",
+        "hazmat",
+        "no_hazmat_data",
+        lambda listing, _: _any_true((listing.buy, listing.sell), "hazmat"),
+    ),
+    ("pack_quantity", "pack_mismatch", "no_pack_data", _pack_differs),
+    ("return_rate", "high_returns", "no_return_data", _returns_high),
+    (
+        "variation_parent",
+        "variation_parent",
+        "no_listing_type",
+        lambda listing, _: _any_true((listing.buy, listing.sell), "variation_parent"),
+    ),
+    ("restrictions", "restricted", "no_brand_data", _restricted),
+    ("time_to_sell", "slow_to_sell", "no_time_to_sell_data", _slow),
+)
 
 
 def seller_time_to_sell(

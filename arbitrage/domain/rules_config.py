@@ -258,9 +258,7 @@ def _restrictions_rule(section: dict[str, Any], where: str) -> RestrictionsRule:
     rule = _rule(RestrictionsRule, section, where, "restrictions", optional={"file": _file_name})
     if not rule.enabled:
         return rule
-    path = Path(rule.file)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
+    path = _in_repo(rule.file)
     return RestrictionsRule(True, rule.on_missing, str(path), load_restrictions(path))
 
 
@@ -278,9 +276,7 @@ def _time_to_sell_rule(section: dict[str, Any], where: str) -> TimeToSellRule:
     )
     if not rule.enabled:
         return rule
-    path = Path(rule.file)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
+    path = _in_repo(rule.file)
     try:
         rates = load_storage_rates(path)
     except StorageConfigError as exc:
@@ -292,6 +288,12 @@ def _positive(value: Any, at: str) -> int:
     if type(value) is not int or value <= 0:
         raise RulesConfigError(f"{at} must be a whole number above 0, got {value!r}")
     return value
+
+
+def _in_repo(file: str) -> Path:
+    """A rule's ``file``: absolute as given, else relative to the repository."""
+    path = Path(file)
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def _file_name(value: Any, at: str) -> str:
