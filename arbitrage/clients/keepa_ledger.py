@@ -114,10 +114,14 @@ class Spend:
     tokens: int
 
 
-def spend_by_hour(es: ElasticsearchClient, since_ms: int, until_ms: int) -> list[Spend]:
-    """Tokens and requests per hour (Keepa's time) and purpose in [since_ms, until_ms)."""
+def spend_by_hour(
+    es: ElasticsearchClient, since_ms: int, until_ms: int, refresh: bool = True
+) -> list[Spend]:
+    """Tokens and requests per hour (Keepa's time) and purpose in [since_ms, until_ms);
+    ``refresh``: make the requests just written searchable first."""
     client = es.client().options(ignore_status=404)
-    client.indices.refresh(index=KEEPA_LEDGER_INDEX)
+    if refresh:
+        client.indices.refresh(index=KEEPA_LEDGER_INDEX)
     answer = client.search(
         index=KEEPA_LEDGER_INDEX,
         size=0,
@@ -202,7 +206,7 @@ def hour_gauge(es: ElasticsearchClient) -> HourGauge | None:
     if value is None:
         return None
     hour = int(value) // _HOUR_MS * _HOUR_MS
-    spends = spend_by_hour(es, hour, hour + _HOUR_MS)
+    spends = spend_by_hour(es, hour, hour + _HOUR_MS, refresh=False)  # refreshed above
     rate = client.search(
         index=KEEPA_LEDGER_INDEX,
         size=0,
