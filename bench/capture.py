@@ -48,8 +48,8 @@ import numpy as np
 
 from arbitrage.clients.keepa_pull import iter_pull
 from arbitrage.clients.keepa_sources import KeepaHttpClient
-from arbitrage.domain import cron
-from arbitrage.domain.discovery_config import DiscoverySource, load_discovery_config
+from arbitrage.clients.token_planning import due_by_minute
+from arbitrage.domain.discovery_config import load_discovery_config
 from arbitrage.domain.enrichment import enrich
 from arbitrage.domain.fee_config import FeeConfig, load_fee_config
 from arbitrage.domain.fee_model import detect
@@ -61,7 +61,6 @@ from arbitrage.domain.token_plan import (
     MINUTE_MS,
     Candidate,
     CandidateTable,
-    DueDiscovery,
     PlanConfig,
     Profile,
     plan_minute,
@@ -215,18 +214,11 @@ def _score(side: Side, truth_now: dict[Key, int], runs: dict[Key, int], step: in
         side.time_to_alert.append(max(0, side.opened_at.get(key, start) - start))
 
 
-def _due(sources: Sequence[DiscoverySource], now_ms: int, last_run: dict[str, int]) -> list:
-    """The sources whose schedule fires in this minute, the longest unrun first (a budget too
-    small for all of them takes them in turn)."""
-    due = [s for s in sources if any(True for _ in cron.fires(s.schedule, now_ms, 1))]
-    return sorted(due, key=lambda s: last_run.get(s.name, -1))
-
-
 def run(scenario: Scenario, judge: bool = True) -> list[Row]:
     started = time.perf_counter()
     catalog = Catalog.generate(scenario.seed, scenario.size)
     fees, rules = load_fee_config(), load_rules_config()
-    sources = load_discovery_config(DISCOVERY_FILE).sources
+    discovery = load_discovery_config(DISCOVERY_FILE)
     config = PlanConfig(
         markets=MARKETS,
         confirm_minutes=scenario.confirm_minutes,
@@ -258,17 +250,15 @@ def run(scenario: Scenario, judge: bool = True) -> list[Row]:
             # The planner: discovery in its share, then the best refreshes.
             status = planner.client.token_status()
             now_ms = status.timestamp_ms or START_MS + minute * MINUTE_MS
-            due = _due(sources, now_ms, last_run)
-            table = registry.tracked_at(now_ms)
-            plan = plan_minute(
-                now_ms,
-                status.tokens_left or 0,
-                table,
-                [DueDiscovery(s.name, s.market, s.most_tokens) for s in due],
-                config,
+            # The due sources, the longest unrun first: a budget too small for all of them
+            # takes them in turn.
+            due = sorted(
+                due_by_minute(discovery, now_ms, 1)[0], key=lambda d: last_run.get(d.source, -1)
             )
+            table = registry.tracked_at(now_ms)
+            plan = plan_minute(now_ms, status.tokens_left or 0, table, due, config)
             for chosen in plan.discovery:
-                source = next(s for s in sources if s.name == chosen.source)
+                source = discovery.source(chosen.source)
                 answer = planner.client.deals(source.deal_request(0))
                 currency = MARKETPLACES[source.market].currency
                 discovered += registry.found(
