@@ -44,6 +44,7 @@ from arbitrage.domain.discovery_config import load_discovery_config  # noqa: E40
 from arbitrage.domain.stage_specs import ARBITRAGE, ENRICHMENT, NOTIFICATIONS  # noqa: E402
 from arbitrage.engine.processors import FILTERED_PREFIX  # noqa: E402
 from arbitrage.settings import Settings  # noqa: E402
+from arbitrage.web.queries import sources_by_asin  # noqa: E402
 from assets.keys import topic_asset_key  # noqa: E402
 from devservices.dagster_instance import workspace_env  # noqa: E402
 from devservices.dagster_processes import (  # noqa: E402
@@ -220,10 +221,9 @@ def show_provenance_and_tokens(es: Any, settings: Settings) -> None:
         )["hits"]["hits"]
     }
     by_kind: dict[str, set[str]] = {}
-    for item in tracked(es, 0):  # every finding, expired or not
-        if item.asin in alerted:
-            for finding in item.sources.values():
-                by_kind.setdefault(finding["kind"], set()).add(item.asin)
+    for asin, found_by in sources_by_asin(es, sorted(alerted)).items():
+        for _, kind in found_by:
+            by_kind.setdefault(kind, set()).add(asin)
     say(f"== the {len(alerted)} alerted ASINs, by the kind of source that found them")
     for kind, asins in sorted(by_kind.items(), key=lambda item: -len(item[1])):
         say(f"   {kind:<14} {len(asins):>5}")
