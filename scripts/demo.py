@@ -244,6 +244,10 @@ def show_provenance_and_tokens(es: Any, settings: Settings) -> None:
         f"   ledger {ledger_total} tokens; the simulator's account: {account['consumed']} "
         f"consumed of {account['granted']} granted"
     )
+    if ledger_total > account["consumed"]:
+        # Each simulator run starts 6 simulated hours back: an earlier one on these services
+        # spent in the same simulated hours, and its requests are in the ledger too.
+        say("   (the ledger also holds an earlier simulator run's requests of those hours)")
 
 
 # A stop signal this soon after the first is the same stop delivered twice, not an impatient
