@@ -1,4 +1,6 @@
-"""The Amazon EU marketplaces the pipeline knows, with their Keepa domain ids and currencies."""
+"""The Amazon EU marketplaces the pipeline knows, with their Keepa domain ids, currencies and
+Amazon's marketplace ids (SP-API's ``MarketplaceId``: developer-docs.amazon.com/sp-api/docs/
+marketplace-ids, the Europe region, read 2026-12-07)."""
 
 from __future__ import annotations
 
@@ -13,20 +15,24 @@ class Marketplace:
     keepa_domain_id: int
     currency: str
     amazon_host: str
+    amazon_marketplace_id: str
 
 
 MARKETPLACES: dict[str, Marketplace] = {
     m.code: m
     for m in (
-        Marketplace("GB", 2, "GBP", "amazon.co.uk"),
-        Marketplace("DE", 3, "EUR", "amazon.de"),
-        Marketplace("FR", 4, "EUR", "amazon.fr"),
-        Marketplace("IT", 8, "EUR", "amazon.it"),
-        Marketplace("ES", 9, "EUR", "amazon.es"),
+        Marketplace("GB", 2, "GBP", "amazon.co.uk", "A1F83G8C2ARO7P"),
+        Marketplace("DE", 3, "EUR", "amazon.de", "A1PA6795UKMFR9"),
+        Marketplace("FR", 4, "EUR", "amazon.fr", "A13V1IB3VIYZZH"),
+        Marketplace("IT", 8, "EUR", "amazon.it", "APJ6JRA9NG5V4"),
+        Marketplace("ES", 9, "EUR", "amazon.es", "A1RKKUPIHCS9HS"),
     )
 }
 
 MARKET_BY_DOMAIN_ID: dict[int, Marketplace] = {m.keepa_domain_id: m for m in MARKETPLACES.values()}
+MARKET_BY_AMAZON_ID: dict[str, Marketplace] = {
+    m.amazon_marketplace_id: m for m in MARKETPLACES.values()
+}
 
 DEFAULT_MARKETS: tuple[str, ...] = ("DE", "FR", "IT", "ES", "GB")
 
