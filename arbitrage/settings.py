@@ -20,6 +20,7 @@ from arbitrage.clients.elasticsearch import ElasticsearchClient, elasticsearch_h
 from arbitrage.clients.kafka import KafkaClient
 from arbitrage.clients.kafka_security import PASSWORD_ENV as KAFKA_PASSWORD_ENV
 from arbitrage.clients.kafka_security import KafkaSecurity, KafkaSecurityError
+from arbitrage.clients.sp_api import DEFAULT_LWA_URL, DEFAULT_SP_API_URL
 from arbitrage.domain.discovery_config import DEFAULT_DISCOVERY_FILE, DISCOVERY_FILE_ENV
 from arbitrage.domain.notifications_config import NOTIFICATIONS_FILE_ENV
 from arbitrage.domain.redaction import (
@@ -178,6 +179,10 @@ class Settings:
     # The opportunities page (arbitrage/web/, `arbitrage web`, `make demo`) listens on 127.0.0.1
     # here.
     web_port: int = 8080
+    # Amazon's Selling Partner API, for `arbitrage fees calibrate` (the fee model's check); its
+    # credentials are secrets, read by the client (arbitrage/clients/sp_api.py).
+    sp_api_url: str = DEFAULT_SP_API_URL
+    sp_api_lwa_url: str = DEFAULT_LWA_URL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -204,6 +209,14 @@ class Settings:
         problem = secure_endpoint_problem(keepa_api_url)
         if problem is not None:
             raise SettingsError(f"KEEPA_API_URL={redact_url(keepa_api_url)!r} {problem}")
+        endpoints = {
+            "SP_API_URL": _text(env, "SP_API_URL", default.sp_api_url),
+            "SP_API_LWA_URL": _text(env, "SP_API_LWA_URL", default.sp_api_lwa_url),
+        }
+        for name, url in endpoints.items():
+            problem = secure_endpoint_problem(url)
+            if problem is not None:
+                raise SettingsError(f"{name}={redact_url(url)!r} {problem}")
         elasticsearch_url = _text(env, ELASTICSEARCH_URL_ENV, _local_elasticsearch(env))
         hosts = elasticsearch_hosts(elasticsearch_url)
         if _text(env, "ELASTICSEARCH_CA_CERTS", "") and not all(
@@ -269,6 +282,8 @@ class Settings:
             allow_reset_anywhere=env.get("ARBITRAGE_ALLOW_RESET", "").strip().lower() in _TRUE,
             fault_point=env.get("ARBITRAGE_FAULT_POINT", "").strip(),
             web_port=_int(env, "ARBITRAGE_WEB_PORT", default.web_port),
+            sp_api_url=endpoints["SP_API_URL"],
+            sp_api_lwa_url=endpoints["SP_API_LWA_URL"],
         )
 
     # The clients every entry point builds the same way. The fields without the secrets are

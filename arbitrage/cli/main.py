@@ -1,5 +1,5 @@
 """`arbitrage` — the project's operator CLI: provision, topics, lag, tail, dlq, alerts, whatif,
-web, offsets, digest."""
+fees, web, offsets, digest."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from arbitrage.accounts import elasticsearch_as, kafka_as
+from arbitrage.cli.fees import add_fees_commands
 from arbitrage.cli.keepa_commands import cmd_plan, cmd_tokens
 from arbitrage.cli.redrive import redrive
 from arbitrage.cli.terminal import printable, printable_lines, table
@@ -489,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--csv", help="also write the changes as CSV to this file ('-': stdout only)"
     )
     whatif_parser.set_defaults(run=cmd_whatif)
+    add_fees_commands(commands)
     web = commands.add_parser("web", help="serve the opportunities page (ARBITRAGE_WEB_PORT)")
     web.add_argument("--host", default="127.0.0.1", help="address to listen on")
     web.add_argument("--port", type=int, help="port (default ARBITRAGE_WEB_PORT, 8080)")

@@ -229,7 +229,7 @@ class SpApiFeesClient:
                     if round_ == 0 and fees.status == "ServiceError":
                         retry.append(request)
                 if progress is not None:
-                    progress(sum(1 for a in answers.values() if a.ok), len(unique))
+                    progress(len(answers), len(unique))
             pending, retry = retry, []
         return answers
 

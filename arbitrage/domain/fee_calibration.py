@@ -194,6 +194,7 @@ class CalibrationReport:
     lines: tuple[LineSummary, ...]
     not_compared: tuple[tuple[str, str, str], ...]  # (ASIN, route, why)
     other_fee_types: Mapping[str, int]
+    comparisons: tuple[RouteComparison, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -220,6 +221,16 @@ class CalibrationReport:
                 {"asin": asin, "route": route, "why": why} for asin, route, why in self.not_compared
             ],
             "other_fee_types": dict(self.other_fee_types),
+            # Every route's lines, to follow a difference to its product: [model, Amazon].
+            "routes": [
+                {
+                    "asin": c.asin,
+                    "route": f"{c.buy_market}→{c.sell_market}",
+                    "lines": {d.line: [d.model, d.amazon] for d in c.lines},
+                }
+                for c in self.comparisons
+                if c.error is None
+            ],
         }
 
 
@@ -276,6 +287,7 @@ def summarise(comparisons: Sequence[RouteComparison]) -> CalibrationReport:
             if c.error is not None
         ),
         other_fee_types=dict(others),
+        comparisons=tuple(comparisons),
     )
 
 
@@ -289,3 +301,10 @@ def best_route(product: EnrichedProduct, config: FeeConfig) -> Route | None:
             if fees is not None and (best is None or fees.profit_eur_cents > best[0]):
                 best = (fees.profit_eur_cents, Route(product, buy, sell))
     return None if best is None else best[1]
+
+
+def calibrate(
+    routes: Sequence[Route], answers: Mapping[str, AmazonFees], config: FeeConfig
+) -> CalibrationReport:
+    """Every route compared with Amazon's answers (by request identifier), summarised."""
+    return summarise([compare_route(route, answers, config) for route in routes])
