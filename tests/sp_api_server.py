@@ -129,6 +129,7 @@ class SpApiStandIn:
         rate: float = 0.5,
         burst: int = 1,
         advertise_rate: bool = True,
+        advertised_rate: float | None = None,  # the header's value (default: the bucket's)
         token_lifetime_s: float = 3600.0,
     ) -> None:
         self.book = book  # keyed by (ASIN, our market code, programme)
@@ -139,6 +140,7 @@ class SpApiStandIn:
         )
         self.bucket = _Bucket(rate, burst)
         self.advertise_rate = advertise_rate
+        self.advertised_rate = rate if advertised_rate is None else advertised_rate
         self.token_lifetime_s = token_lifetime_s
         self.calls: list[Call] = []
         self.tokens: dict[str, float] = {}  # access token → expiry (monotonic)
@@ -392,6 +394,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(payload)))
         self.send_header("x-amzn-RequestId", secrets.token_hex(8))
         if self.path == FEES_PATH and stand_in.advertise_rate and status != 429:
-            self.send_header("x-amzn-RateLimit-Limit", f"{stand_in.bucket.rate:g}")
+            self.send_header("x-amzn-RateLimit-Limit", f"{stand_in.advertised_rate:g}")
         self.end_headers()
         self.wfile.write(payload)

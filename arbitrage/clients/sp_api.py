@@ -201,7 +201,10 @@ class SpApiFeesClient:
                 + (f": {self._credentials.scrub(str(why))[:200]}" if why else "")
                 + f"); check {', '.join(CREDENTIAL_ENVS)}"
             )
-        expires_in = float(body.get("expires_in") or 3600)
+        try:
+            expires_in = max(1.0, float(body.get("expires_in") or 3600))
+        except (TypeError, ValueError):
+            expires_in = 3600.0  # LWA's documented lifetime: an hour
         # Refresh a minute early (half the lifetime for a short-lived one): a token that
         # expires in flight costs a retry.
         self._token = str(body["access_token"])
@@ -264,7 +267,7 @@ class SpApiFeesClient:
             status = answer.status_code
             if status == 200:
                 try:
-                    return parse_batch_answer(body, len(items))
+                    return parse_batch_answer(body, [r.identifier for r in batch])
                 except FeesAnswerError as exc:
                     raise SpApiError(
                         f"getMyFeesEstimates answered out of its model: {exc}"

@@ -19,8 +19,8 @@ Where the model is silent, the reading taken (decision 49):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
@@ -35,6 +35,7 @@ FBA_CORE = "FBA_CORE"  # the marketplace's standard FBA fees (Amazon's default)
 FBA_EFN = "FBA_EFN"  # cross-border European Fulfilment Network fees
 PROGRAMS = (FBA_CORE, FBA_EFN)
 SUCCESS = "Success"
+MALFORMED = "Malformed"  # our status for a result Amazon's model would not produce
 
 REFERRAL, CLOSING, FULFILMENT, DST, FEE_VAT, OTHER = (
     "referral_fee",
@@ -139,10 +140,14 @@ def parse_result(result: Any) -> AmazonFees:
     """A ``FeesEstimateResult`` → ``AmazonFees``; raises ``FeesAnswerError`` on a broken shape."""
     if not isinstance(result, Mapping):
         raise FeesAnswerError("a FeesEstimateResult that is not an object")
-    identifier_block = result.get("FeesEstimateIdentifier") or {}
+    identifier_block = result.get("FeesEstimateIdentifier")
+    if not isinstance(identifier_block, Mapping):
+        identifier_block = {}
     identifier = str(identifier_block.get("SellerInputIdentifier") or "")
     status = str(result.get("Status") or "")
-    error = result.get("Error") or {}
+    error = result.get("Error")
+    if not isinstance(error, Mapping):
+        error = {}
     if status != SUCCESS:
         code, message = error.get("Code") or status or "no status", error.get("Message") or ""
         return AmazonFees(identifier, status or "no status", error=f"{code}: {message}".strip())
@@ -153,12 +158,18 @@ def parse_result(result: Any) -> AmazonFees:
     lines = dict.fromkeys(AMAZON_LINES, 0)
     others: list[str] = []
     currencies: set[str] = set()
-    for fee in estimate.get("FeeDetailList") or []:
+    details = estimate.get("FeeDetailList") or []
+    if not isinstance(details, list) or not all(isinstance(f, Mapping) for f in details):
+        raise FeesAnswerError(f"{identifier}: a FeeDetailList that is not a list of fees")
+    for fee in details:
         fee_type = str(fee.get("FeeType") or "")
         amount = to_minor(fee.get("FeeAmount")) - to_minor(fee.get("FeePromotion"))
         currencies |= _currencies(fee)
         lines[FEE_VAT] += to_minor(fee.get("TaxAmount"))
-        for part in fee.get("IncludedFeeDetailList") or []:
+        included = fee.get("IncludedFeeDetailList") or []
+        if not isinstance(included, list) or not all(isinstance(i, Mapping) for i in included):
+            raise FeesAnswerError(f"{identifier}: {fee_type}'s included fees are not a list")
+        for part in included:
             if _DST_TYPE.search(str(part.get("FeeType") or "")):
                 share = to_minor(part.get("FeeAmount")) - to_minor(part.get("FeePromotion"))
                 lines[DST] += share
@@ -194,13 +205,31 @@ def parse_result(result: Any) -> AmazonFees:
     )
 
 
-def parse_batch_answer(body: Any, asked: int) -> list[AmazonFees]:
-    """A 200 answer of getMyFeesEstimates (an array of results, one per item asked)."""
+def parse_batch_answer(body: Any, identifiers: Sequence[str]) -> list[AmazonFees]:
+    """A 200 answer of getMyFeesEstimates, one ``AmazonFees`` per identifier asked, in order.
+
+    Results are matched by their ``SellerInputIdentifier`` (the model does not promise the
+    order), else by position; a result out of the model's shape is that item's error, never
+    the batch's. Raises ``FeesAnswerError`` only when the answer is not an array.
+    """
     if not isinstance(body, list):
         raise FeesAnswerError("the answer is not an array of FeesEstimateResult")
-    if len(body) != asked:
-        raise FeesAnswerError(f"{len(body)} results for {asked} items asked")
-    return [parse_result(result) for result in body]
+    read: list[AmazonFees | None] = []
+    for result in body:
+        try:
+            read.append(parse_result(result))
+        except FeesAnswerError as exc:
+            read.append(AmazonFees("", MALFORMED, error=f"{MALFORMED}: {exc}"))
+    by_identifier = {fees.identifier: fees for fees in read if fees and fees.identifier}
+    answers = []
+    for position, identifier in enumerate(identifiers):
+        fees = by_identifier.get(identifier)
+        if fees is None and position < len(read):
+            found = read[position]
+            if found is not None and found.identifier in ("", identifier):
+                fees = replace(found, identifier=identifier)
+        answers.append(fees or AmazonFees(identifier, MALFORMED, error="no result for this item"))
+    return answers
 
 
 def error_summary(body: Any) -> str:

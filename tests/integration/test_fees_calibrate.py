@@ -52,7 +52,7 @@ def test_calibrate_writes_the_report_of_where_the_model_and_amazon_part(
         for market, side in p["markets"].items()
     }
     report_path = tmp_path / "report.json"
-    with SpApiStandIn(book, rate=50) as server:
+    with SpApiStandIn(book, rate=1000, advertised_rate=100) as server:
         monkeypatch.setenv(CLIENT_ID_ENV, server.client_id)
         monkeypatch.setenv(REFRESH_TOKEN_ENV, server.refresh_token)
         monkeypatch.delenv(CLIENT_SECRET_ENV, raising=False)

@@ -79,7 +79,7 @@ def _book(routes: list[Route], config: FeeConfig) -> dict[tuple[str, str, str], 
 
 
 def _run(routes: list[Route], book: dict, config: FeeConfig = V2) -> dict:
-    with SpApiStandIn(book, rate=50) as server:
+    with SpApiStandIn(book, rate=1000, advertised_rate=100) as server:
         credentials = SpApiCredentials(server.client_id, server.client_secret, server.refresh_token)
         with SpApiFeesClient(credentials, server.url, server.lwa_url) as client:
             answers = client.estimate(all_estimates(routes, config))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from arbitrage.clients.sp_api import (
     CREDENTIAL_ENVS,
@@ -17,6 +19,7 @@ from arbitrage.clients.sp_api import (
     TokenBucket,
 )
 from arbitrage.domain.sp_api_fees import (
+    AMAZON_LINES,
     DST,
     FBA_CORE,
     FBA_EFN,
@@ -25,11 +28,14 @@ from arbitrage.domain.sp_api_fees import (
     OTHER,
     REFERRAL,
     EstimateRequest,
+    parse_batch_answer,
     parse_result,
 )
 from tests.sp_api_server import FEES_PATH, LWA_PATH, BookEntry, SpApiStandIn
 
 ASINS = [f"B0STAND{n:03d}" for n in range(45)]
+# Amazon's bucket far above the rate its header gives: the tests never meet a 429 by chance.
+FAST = {"rate": 1000.0, "advertised_rate": 100.0}
 ENTRY = BookEntry(
     referral_pct_x100=1500,
     referral_min_minor=30,
@@ -57,11 +63,10 @@ def _asked(asins: list[str], market: str = "FR", price: int = 2999) -> list[Esti
 
 
 def test_estimates_come_in_batches_of_twenty_with_every_line_read() -> None:
-    with SpApiStandIn(_book(), rate=50, burst=1) as server, _client(server) as client:
+    with SpApiStandIn(_book(), **FAST) as server, _client(server) as client:
         answers = client.estimate(_asked(ASINS))
     fees = server.calls_to(FEES_PATH)
-    assert [c.items for c in fees] == [20, 20, 5]
-    assert all(c.status == 200 for c in fees)
+    assert [(c.status, c.items) for c in fees] == [(200, 20), (200, 20), (200, 5)]
     assert len(server.calls_to(LWA_PATH)) == 1  # one access token for all three requests
     assert len(answers) == 45
     one = answers[_asked(ASINS[:1])[0].identifier]
@@ -73,12 +78,12 @@ def test_estimates_come_in_batches_of_twenty_with_every_line_read() -> None:
     assert one.lines_minor[FEE_VAT] == 0 and one.lines_minor[OTHER] == 0
     assert one.total_minor == 450 + 312 + 23
     # The client learnt the operation's rate from x-amzn-RateLimit-Limit.
-    assert client.bucket.rate == 50
+    assert client.bucket.rate == FAST["advertised_rate"]
 
 
 def test_a_batch_with_an_unknown_asin_answers_the_others() -> None:
     known = ASINS[:5]
-    with SpApiStandIn(_book(known), rate=50) as server, _client(server) as client:
+    with SpApiStandIn(_book(known), **FAST) as server, _client(server) as client:
         answers = client.estimate(_asked([*known, "B0UNKNOWN1"]))
     assert [a.ok for a in answers.values()] == [True] * 5 + [False]
     bad = answers[_asked(["B0UNKNOWN1"])[0].identifier]
@@ -91,7 +96,7 @@ def test_a_batch_with_an_unknown_asin_answers_the_others() -> None:
 
 def test_a_service_error_item_is_asked_once_more() -> None:
     asked = _asked(ASINS[:3])
-    with SpApiStandIn(_book(), rate=50) as server, _client(server) as client:
+    with SpApiStandIn(_book(), **FAST) as server, _client(server) as client:
         server.service_errors.add(asked[1].identifier)
         answers = client.estimate(asked)
     assert all(a.ok for a in answers.values())
@@ -121,7 +126,7 @@ def test_throttling_past_the_attempts_fails_the_run() -> None:
 
 
 def test_server_errors_are_retried() -> None:
-    with SpApiStandIn(_book(), rate=50) as server, _client(server, backoff_s=0.01) as client:
+    with SpApiStandIn(_book(), **FAST) as server, _client(server, backoff_s=0.01) as client:
         server.fail_next(503, 500)
         answers = client.estimate(_asked(ASINS[:2]))
     assert [c.status for c in server.calls_to(FEES_PATH)] == [503, 500, 200]
@@ -129,7 +134,7 @@ def test_server_errors_are_retried() -> None:
 
 
 def test_an_expired_access_token_is_refreshed_and_the_request_repeated() -> None:
-    with SpApiStandIn(_book(), rate=50) as server, _client(server) as client:
+    with SpApiStandIn(_book(), **FAST) as server, _client(server) as client:
         client.estimate(_asked(ASINS[:1]))
         server.expire_tokens()
         answers = client.estimate(_asked(ASINS[1:2]))
@@ -139,7 +144,7 @@ def test_an_expired_access_token_is_refreshed_and_the_request_repeated() -> None
 
 
 def test_a_token_near_its_expiry_is_renewed_before_it_is_used() -> None:
-    with SpApiStandIn(_book(), rate=50, token_lifetime_s=1) as server, _client(server) as client:
+    with SpApiStandIn(_book(), **FAST, token_lifetime_s=1) as server, _client(server) as client:
         client.estimate(_asked(ASINS[:1]))
         time.sleep(0.6)  # past half of its one-second life: renewed without a 403
         client.estimate(_asked(ASINS[1:2]))
@@ -148,7 +153,7 @@ def test_a_token_near_its_expiry_is_renewed_before_it_is_used() -> None:
 
 
 def test_refused_credentials_fail_with_a_sentence_that_holds_no_secret() -> None:
-    with SpApiStandIn(_book(), rate=50) as server:
+    with SpApiStandIn(_book(), **FAST) as server:
         wrong = SpApiCredentials(server.client_id, server.client_secret, "Atzr|wrong-refresh-1234")
         client = SpApiFeesClient(wrong, server.url, server.lwa_url)
         with client, pytest.raises(SpApiAuthError) as refused:
@@ -238,3 +243,74 @@ def test_a_fee_inside_another_and_the_tax_are_read_as_amazon_lists_them() -> Non
     # Fees in another store's currency are not this store's estimate.
     result["FeesEstimate"]["TotalFeesEstimate"]["CurrencyCode"] = "EUR"
     assert parse_result(result).error is not None
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(
+    [
+        "Status",
+        "FeesEstimate",
+        "FeeDetailList",
+        "FeeType",
+        "FeeAmount",
+        "Amount",
+        "Error",
+        "FeesEstimateIdentifier",
+        "SellerInputIdentifier",
+        "IncludedFeeDetailList",
+        "TaxAmount",
+        "TotalFeesEstimate",
+        "CurrencyCode",
+        "MarketplaceId",
+    ]
+)
+# Results that look like the model's: its keys with any values at any depth.
+SHAPED = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats()
+    | st.sampled_from(["Success", "EUR", "ReferralFee", "A13V1IB3VIYZZH", "x"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(st.lists(JSON | SHAPED, max_size=5), st.integers(min_value=0, max_value=5))
+@settings(max_examples=300, deadline=None)
+def test_any_answer_gives_one_result_per_item_and_never_raises(body: list, asked: int) -> None:
+    identifiers = [f"B0FUZZ{n:04d}/FR/FBA_CORE/100" for n in range(asked)]
+    answers = parse_batch_answer(body, identifiers)
+    assert [a.identifier for a in answers] == identifiers
+    for answer in answers:
+        assert answer.ok == (answer.error is None and answer.status == "Success")
+        if answer.ok:
+            assert set(answer.lines_minor) == set(AMAZON_LINES)
+
+
+def test_results_are_matched_by_their_identifier_not_their_order() -> None:
+    def result(identifier: str, referral: float) -> dict:
+        return {
+            "Status": "Success",
+            "FeesEstimateIdentifier": {
+                "MarketplaceId": "A13V1IB3VIYZZH",
+                "SellerInputIdentifier": identifier,
+            },
+            "FeesEstimate": {
+                "FeeDetailList": [
+                    {
+                        "FeeType": "ReferralFee",
+                        "FeeAmount": {"CurrencyCode": "EUR", "Amount": referral},
+                    }
+                ]
+            },
+        }
+
+    answers = parse_batch_answer([result("b", 2.0), result("a", 1.0), "junk"], ["a", "b", "c"])
+    assert [a.lines_minor.get(REFERRAL) for a in answers] == [100, 200, None]
+    assert answers[2].status == "Malformed"
