@@ -246,6 +246,8 @@ class SpApiStandIn:
                 return 429, {"errors": [QUOTA]}
             if self.scripted:
                 status = self.scripted.popleft()
+                if status == 400:
+                    return 400, {"errors": [{"code": "InvalidInput", "message": "Invalid Input"}]}
                 return status, {"errors": [{"code": "InternalFailure", "message": "scripted"}]}
         if not isinstance(body, list) or not body or len(body) > 20:
             return 400, {

@@ -133,6 +133,14 @@ def test_server_errors_are_retried() -> None:
     assert all(a.ok for a in answers.values())
 
 
+def test_a_refused_batch_gives_each_item_the_reason_and_the_next_batch_goes_on() -> None:
+    with SpApiStandIn(_book(), **FAST) as server, _client(server) as client:
+        server.fail_next(400)
+        answers = list(client.estimate(_asked(ASINS[:25])).values())
+    assert [a.error for a in answers[:20]] == ["HTTP 400: InvalidInput: Invalid Input"] * 20
+    assert all(a.ok for a in answers[20:])
+
+
 def test_an_expired_access_token_is_refreshed_and_the_request_repeated() -> None:
     with SpApiStandIn(_book(), **FAST) as server, _client(server) as client:
         client.estimate(_asked(ASINS[:1]))
