@@ -189,6 +189,8 @@ def parse_result(result: Any) -> AmazonFees:
             identifier, status, error=f"fees in several currencies: {sorted(currencies)}"
         )
     currency = next(iter(currencies), expected.currency if expected else None)
+    if currency is None:
+        return AmazonFees(identifier, status, error="no currency and no known MarketplaceId")
     if expected is not None and currency != expected.currency:
         return AmazonFees(
             identifier,
