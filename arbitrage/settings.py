@@ -152,6 +152,9 @@ class Settings:
     keepa_sample_file: Path = DATA_DIR / "sample" / "keepa_sample.json.gz"
     keepa_pull_cron: str = "*/15 * * * *"
     keepa_pull_mode: KeepaPullMode = "list"
+    # The own list's registry update (reading the file costs no token): its own cron, so the
+    # planner's every-minute pull does not rewrite a long list every minute.
+    keepa_own_list_cron: str = "*/15 * * * *"
     # Tokens the planner never spends (kept for a seller's own requests, or a margin).
     keepa_reserve_tokens: int = 0
     # Days of Keepa's csv price history each pull asks for (history=1&days=N); 0: none.
@@ -261,6 +264,7 @@ class Settings:
                 PLANNER_PULL_CRON if pull_mode == "planner" else default.keepa_pull_cron,
             ),
             keepa_pull_mode=cast(KeepaPullMode, pull_mode),
+            keepa_own_list_cron=_text(env, "KEEPA_OWN_LIST_CRON", default.keepa_own_list_cron),
             keepa_reserve_tokens=_int(
                 env, "KEEPA_RESERVE_TOKENS", default.keepa_reserve_tokens, minimum=0
             ),

@@ -142,7 +142,7 @@ def build_discovery(
     config: DiscoveryConfig, own_list_cron: str, default_status: dg.DefaultScheduleStatus
 ) -> tuple[list[dg.AssetsDefinition | dg.AssetSpec], list, list[dg.ScheduleDefinition]]:
     """Assets (each source, the own list, the registry), their jobs and schedules (the own
-    list's on ``own_list_cron``, the pull's)."""
+    list's on ``own_list_cron``: KEEPA_OWN_LIST_CRON)."""
     source_assets = [_source_asset(source) for source in config.sources]
     registry = dg.AssetSpec(
         REGISTRY_KEY,

@@ -78,7 +78,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     # A bad discovery file fails here, at load, with the sentence naming the mistake.
     discovery_assets, discovery_jobs, discovery_schedules = build_discovery(
-        load_discovery_config(settings.discovery_file), settings.keepa_pull_cron, schedule_status
+        load_discovery_config(settings.discovery_file),
+        settings.keepa_own_list_cron,
+        schedule_status,
     )
     return dg.Definitions(
         assets=[

@@ -165,3 +165,15 @@ def test_the_planner_needs_keepas_api() -> None:
         Settings.from_env({"KEEPA_SOURCE": "sample", "KEEPA_PULL_MODE": "planner"})
     with pytest.raises(SettingsError, match="not a pull mode"):
         Settings.from_env({"KEEPA_PULL_MODE": "sometimes"})
+
+
+def test_the_own_list_keeps_its_own_schedule_when_the_planner_pulls_every_minute() -> None:
+    settings = Settings.from_env({"KEEPA_SOURCE": "api", "KEEPA_PULL_MODE": "planner"})
+    assert settings.keepa_pull_cron == "* * * * *"
+    definitions = build_definitions(settings)
+    crons = {s.job_name: s.cron_schedule for s in definitions.schedules or ()}
+    assert crons["keepa_pull"] == "* * * * *"
+    assert crons["discover_asins_file"] == "*/15 * * * *"
+    moved = Settings.from_env({"KEEPA_OWN_LIST_CRON": "0 * * * *"})
+    own_list = {s.job_name: s.cron_schedule for s in build_definitions(moved).schedules or ()}
+    assert own_list["discover_asins_file"] == "0 * * * *"
