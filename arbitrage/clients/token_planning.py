@@ -8,6 +8,7 @@ Keepa's own time and balance come from ``/token``. ``plan_now`` is one planner r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from arbitrage.clients.elasticsearch import ElasticsearchClient
 from arbitrage.clients.keepa_ledger import REFRESH_PURPOSE, recent_refreshes
@@ -33,25 +34,39 @@ from arbitrage.domain.topics import ALERTS_INDEX, PRODUCTS_INDEX
 RECENT_MS = 3_600_000
 
 
-def _open_profit(es: ElasticsearchClient) -> dict[str, int]:
-    """The best open opportunity's profit per ASIN."""
-    answer = (
-        es.client()
-        .options(ignore_status=404)
-        .search(
-            index=ALERTS_INDEX,
-            size=0,
-            query={"term": {"status": "open"}},
-            aggs={
-                "asins": {
-                    "terms": {"field": "asin", "size": 65_000},
-                    "aggs": {"best": {"max": {"field": "profit_eur_cents"}}},
-                }
-            },
+def _open_profit(es: ElasticsearchClient, page: int = 10_000) -> dict[str, int]:
+    """The best open opportunity's profit per ASIN, every ASIN (a composite aggregation paged
+    by its after key: a terms aggregation would stop at its size)."""
+    profit: dict[str, int] = {}
+    after: dict[str, Any] | None = None
+    while True:
+        composite: dict[str, Any] = {
+            "size": page,
+            "sources": [{"asin": {"terms": {"field": "asin"}}}],
+        }
+        if after is not None:
+            composite["after"] = after
+        answer = (
+            es.client()
+            .options(ignore_status=404)
+            .search(
+                index=ALERTS_INDEX,
+                size=0,
+                query={"term": {"status": "open"}},
+                aggs={
+                    "asins": {
+                        "composite": composite,
+                        "aggs": {"best": {"max": {"field": "profit_eur_cents"}}},
+                    }
+                },
+            )
         )
-    )
-    buckets = answer.get("aggregations", {}).get("asins", {}).get("buckets", [])
-    return {b["key"]: int(b["best"]["value"] or 0) for b in buckets}
+        asins = answer.get("aggregations", {}).get("asins", {})
+        for bucket in asins.get("buckets", []):
+            profit[bucket["key"]["asin"]] = int(bucket["best"]["value"] or 0)
+        after = asins.get("after_key")
+        if after is None or len(asins.get("buckets", [])) < page:
+            return profit
 
 
 def _newest_drop(finding_by_source: dict[str, dict], fees: FeeConfig) -> tuple[int | None, int]:
