@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -111,15 +111,15 @@ def compare_route(
     base = RouteComparison(route.asin, route.buy_market, route.sell_market)
     model = evaluate_route(route.product, route.buy_market, route.sell_market, config)
     if model is None:
-        return _with(base, error="not a route: a price is missing")
+        return replace(base, error="not a route: a price is missing")
     asked = estimates_for(route, config)
     got = [answers.get(r.identifier) for r in asked]
     missing = [r.identifier for r, a in zip(asked, got, strict=True) if a is None]
     if missing:
-        return _with(base, error=f"no answer for {', '.join(missing)}")
+        return replace(base, error=f"no answer for {', '.join(missing)}")
     failed = [f"{a.identifier}: {a.error}" for a in got if a is not None and not a.ok]
     if failed:
-        return _with(base, error="; ".join(failed))
+        return replace(base, error="; ".join(failed))
     sell = got[1] if uses_efn(config) else got[0]
     assert sell is not None
     amazon = {
@@ -157,13 +157,7 @@ def compare_route(
         for line in LINES
         if line in model_lines
     )
-    return RouteComparison(
-        route.asin, route.buy_market, route.sell_market, lines, other_fee_types=others
-    )
-
-
-def _with(base: RouteComparison, error: str) -> RouteComparison:
-    return RouteComparison(base.asin, base.buy_market, base.sell_market, error=error)
+    return replace(base, lines=lines, other_fee_types=others)
 
 
 @dataclass(frozen=True)
